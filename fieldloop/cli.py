@@ -1,0 +1,224 @@
+"""The ``fieldloop`` command line: the operator's handle on the loop.
+
+Each stage adds a command group here (``fleet``, ``ingest``, ``refine``, ``train``, ...).
+Heavy imports stay inside commands so ``fieldloop --help`` is instant. Domain errors
+become one red line and exit status 1; nothing prints a traceback unless ``--verbose``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from fieldloop.config import FieldloopConfig, load_config
+from fieldloop.errors import FieldloopError
+
+console = Console(stderr=False, highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+class _Group(click.Group):
+    """Turns fieldloop's own errors into one clear line and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FieldloopError as e:
+            if ctx.find_root().params.get("verbose"):
+                err_console.print_exception()
+            err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+            sys.exit(1)
+
+
+def _cfg(ctx: click.Context) -> FieldloopConfig:
+    """Build the config once per invocation, before anything starts."""
+    root = ctx.find_root()
+    if "cfg" not in root.meta:
+        root.meta["cfg"] = load_config()
+    return root.meta["cfg"]
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log progress and show tracebacks.")
+@click.version_option(package_name="fieldloop")
+def main(verbose: bool) -> None:
+    """fieldloop: the edge-to-cloud data loop for physical AI.
+
+    Devices stream to Kafka; Spark refines into Delta tables kept in Japan; Airflow
+    trains models registered in MLflow; guarded weights roll out to the fleets.
+    Configure with FIELDLOOP_* variables or fieldloop.toml (see `fieldloop config show`).
+    """
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _progress(message: str) -> None:
+    console.print(f"  {message}")
+
+
+# setup ----------------------------------------------------------------------------
+@main.command()
+@click.pass_context
+def setup(ctx: click.Context) -> None:
+    """Resolve the JVM jars (Kafka broker, Spark connectors) with Maven. Idempotent."""
+    from fieldloop.stack import Stack
+
+    Stack(_cfg(ctx)).setup(_progress)
+    console.print("[green]jars ready[/] in " + str(_cfg(ctx).jars_dir))
+
+
+# stack ----------------------------------------------------------------------------
+@main.group(cls=_Group)
+def stack() -> None:
+    """Start, stop and inspect the local stack (Kafka, MLflow, Airflow 3) on 127.0.0.1."""
+
+
+_ONLY = click.option(
+    "--only", default=None, metavar="NAMES",
+    help="Comma-separated components to act on (kafka, mlflow, airflow); default all.",
+)
+
+
+def _only(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = set(names) - {"kafka", "mlflow", "airflow"}
+    if unknown:
+        raise click.BadParameter(f"unknown component(s) {', '.join(sorted(unknown))}; use kafka, mlflow, airflow")
+    return names
+
+
+@stack.command("up")
+@_ONLY
+@click.pass_context
+def stack_up(ctx: click.Context, only: str | None) -> None:
+    """Start every component that is not running and wait until all are ready."""
+    from fieldloop.stack import Stack
+
+    t0 = time.monotonic()
+    the_stack = Stack(_cfg(ctx), _only(only))
+    once = the_stack.up(_progress)
+    _print_status(the_stack.status())
+    for line in once:
+        console.print(f"[bold yellow]{line}[/]")
+    console.print(f"stack up in {time.monotonic() - t0:.0f}s")
+
+
+@stack.command("down")
+@_ONLY
+@click.pass_context
+def stack_down(ctx: click.Context, only: str | None) -> None:
+    """Stop, by pid, what `stack up` started."""
+    from fieldloop.stack import Stack
+
+    Stack(_cfg(ctx), _only(only)).down(_progress)
+
+
+@stack.command("status")
+@_ONLY
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable status.")
+@click.pass_context
+def stack_status(ctx: click.Context, only: str | None, as_json: bool) -> None:
+    """Show each component: URL, pids and health. Exits 3 when something is not healthy."""
+    from fieldloop.stack import Stack
+
+    statuses = Stack(_cfg(ctx), _only(only)).status()
+    if as_json:
+        click.echo(json.dumps([
+            {"name": s.name, "url": s.url, "healthy": s.health.ok, "detail": s.health.detail,
+             "processes": [{"name": p.name, "pid": p.pid, "state": p.state} for p in s.processes]}
+            for s in statuses
+        ], indent=2))
+    else:
+        _print_status(statuses)
+    if not all(s.health.ok for s in statuses):
+        sys.exit(3)
+
+
+def _print_status(statuses: list[Any]) -> None:
+    table = Table(title="fieldloop stack", show_lines=False)
+    for col in ("component", "url", "pids", "health"):
+        table.add_column(col)
+    for s in statuses:
+        pids = ", ".join(
+            f"{p.name}={p.pid}" if p.state == "running" else f"{p.name}={p.state}" for p in s.processes
+        )
+        mark = "[green]healthy[/]" if s.health.ok else "[red]down[/]"
+        table.add_row(s.name, s.url, pids, f"{mark} {s.health.detail}")
+    console.print(table)
+    for s in statuses:
+        for note in s.notes:
+            console.print(f"  {s.name}: {note}")
+
+
+# config ---------------------------------------------------------------------------
+@main.group(cls=_Group)
+def config() -> None:
+    """Inspect the effective configuration and the data contracts."""
+
+
+@config.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of TOML-like text.")
+@click.pass_context
+def config_show(ctx: click.Context, as_json: bool) -> None:
+    """Print the effective config (defaults < fieldloop.toml < FIELDLOOP_*), secrets redacted."""
+    data = _cfg(ctx).redacted()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    _print_toml(data)
+
+
+def _print_toml(data: dict[str, Any], prefix: str = "") -> None:
+    nested = {k: v for k, v in data.items() if isinstance(v, dict) and k != "conf"}
+    for key, value in data.items():
+        if key not in nested:
+            click.echo(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+    for key, value in nested.items():
+        click.echo(f"\n[{prefix}{key}]")
+        _print_toml(value, f"{prefix}{key}.")
+
+
+@config.command("check")
+@click.pass_context
+def config_check(ctx: click.Context) -> None:
+    """Validate the config and every data contract, and check the lake's residency."""
+    from fieldloop.contracts import load_contracts
+    from fieldloop.residency import ResidencyGuard
+
+    cfg = _cfg(ctx)
+    contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)
+    residency = ResidencyGuard.from_config(cfg).check(cfg.lake)
+    table = Table(title=f"{len(contracts)} data contracts")
+    for col in ("id", "class", "tenant", "topic", "uses", "retention"):
+        table.add_column(col)
+    for c in contracts.values():
+        table.add_row(c.id, str(c.data_class), c.tenant or "-", c.topic, ",".join(sorted(c.allowed_uses)) or "-",
+                      f"{c.retention_days} d")
+    console.print(table)
+    console.print(f"lake {residency.location} is in {residency.region} ({residency.basis}): [green]allowed[/]")
+
+
+# demo -----------------------------------------------------------------------------
+@main.command()
+@click.pass_context
+def demo(ctx: click.Context) -> None:
+    """Bring the stack up and show what runs where (each stage extends this)."""
+    from fieldloop.demo import run_demo
+
+    run_demo(_cfg(ctx), console, _progress)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,328 @@
+"""Typed configuration, read once at the entry point and passed down.
+
+Sources, later ones winning:
+
+1. defaults below (an embedded single-machine stack, lake on local disk declared as a
+   Tokyo site);
+2. a TOML file: ``$FIELDLOOP_CONFIG`` if set, else ``./fieldloop.toml`` if present;
+3. ``FIELDLOOP_*`` environment variables. A top-level field ``x`` is ``FIELDLOOP_X``;
+   a field ``y`` of section ``s`` is ``FIELDLOOP_S_Y`` (``FIELDLOOP_KAFKA_BOOTSTRAP``,
+   ``FIELDLOOP_SPARK_MASTER``, ``FIELDLOOP_MLFLOW_PORT``). Lists are comma-separated,
+   mappings are JSON.
+
+Unknown keys and invalid values raise :class:`~fieldloop.errors.ConfigError` naming the
+key and its source before anything connects or starts. Library code never reads the
+environment itself: it receives a :class:`FieldloopConfig`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from fieldloop.errors import ConfigError
+
+ENV_PREFIX = "FIELDLOOP_"
+CONFIG_FILE_ENV = "FIELDLOOP_CONFIG"
+DEFAULT_CONFIG_FILE = "fieldloop.toml"
+JAPAN_REGIONS = ("ap-northeast-1", "ap-northeast-3")
+
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
+_SPARK_MASTER = re.compile(r"^(local(\[(\*|\d+)(,\d+)?\])?|spark://.+|yarn|k8s://.+|mesos://.+)$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
+
+
+class KafkaConfig(_Section):
+    """Kafka: the embedded broker's ports and how clients reach a broker."""
+
+    bootstrap: str | None = Field(None, description="host:port list clients connect to; default 127.0.0.1:<port>")
+    port: int = Field(9092, ge=1, le=65535, description="client port of the embedded broker (TCP port)")
+    controller_port: int = Field(9093, ge=1, le=65535, description="KRaft controller port of the embedded broker")
+    heap_mb: int = Field(512, ge=128, description="JVM heap of the embedded broker (MiB)")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="client security protocol"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = Field(
+        None, description="SASL mechanism when security_protocol is SASL_*"
+    )
+    sasl_username: str | None = Field(None, description="SASL user name")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (redacted in output)")
+    ssl_cafile: Path | None = Field(None, description="CA bundle that signs the brokers' certificates (file path)")
+
+    @field_validator("bootstrap")
+    @classmethod
+    def _bootstrap_hosts(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"'{server}' is not host:port (e.g. 127.0.0.1:9092)")
+        return value
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaConfig:
+        if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
+        return self
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The bootstrap list clients should use."""
+        return self.bootstrap or f"127.0.0.1:{self.port}"
+
+
+class SparkConfig(_Section):
+    """Spark: where jobs run and extra Spark conf."""
+
+    master: str = Field("local[*]", description="Spark master URL (local[N], spark://, yarn, k8s://)")
+    driver_memory: str = Field("2g", description="driver JVM heap (Spark size string, e.g. 2g)")
+    shuffle_partitions: int = Field(4, ge=1, description="spark.sql.shuffle.partitions (count)")
+    ui: bool = Field(False, description="start the Spark UI on 127.0.0.1")
+    conf: dict[str, str] = Field(default_factory=dict, description="extra Spark conf, applied last")
+
+    @field_validator("master")
+    @classmethod
+    def _known_master(cls, value: str) -> str:
+        if not _SPARK_MASTER.match(value):
+            raise ValueError(f"'{value}' is not a Spark master URL (local[*], local[2], spark://host:7077, yarn, k8s://...)")
+        return value
+
+
+class MlflowConfig(_Section):
+    """MLflow tracking server (embedded) or the one to use."""
+
+    port: int = Field(5000, ge=1, le=65535, description="port of the embedded tracking server")
+    tracking_uri: str | None = Field(None, description="tracking server URL; default http://127.0.0.1:<port>")
+
+    @property
+    def uri(self) -> str:
+        """The tracking URI clients should use."""
+        return self.tracking_uri or f"http://127.0.0.1:{self.port}"
+
+
+class AirflowConfig(_Section):
+    """Airflow 3 (embedded): api-server, scheduler, dag-processor, triggerer."""
+
+    port: int = Field(8080, ge=1, le=65535, description="api-server port (UI and REST API)")
+    admin_user: str = Field("admin", description="admin login created on first start")
+    parallelism: int = Field(2, ge=1, description="task slots of the LocalExecutor (count)")
+    home: Path | None = Field(None, description="AIRFLOW_HOME; default <home>/airflow")
+
+
+class S3Config(_Section):
+    """S3 or an S3-compatible server for the lake and artifacts."""
+
+    endpoint_url: str | None = Field(None, description="S3 endpoint for on-prem or test servers; default AWS")
+
+
+class FieldloopConfig(_Section):
+    """The whole effective configuration."""
+
+    home: Path = Field(Path("~/.fieldloop"), description="state: logs, pids, broker data, jars, lake (directory)")
+    lake_uri: str | None = Field(None, description="root of the Delta lake (path or s3a://bucket/prefix); default <home>/lake")
+    allowed_regions: list[str] = Field(list(JAPAN_REGIONS), description="regions data may be stored in (AWS region names)")
+    site_region: str = Field("ap-northeast-1", description="region declared for local-disk storage at this site")
+    contracts_dir: Path | None = Field(None, description="directory of data contract files; default: the packaged ones")
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    airflow: AirflowConfig = Field(default_factory=AirflowConfig)
+    s3: S3Config = Field(default_factory=S3Config)
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @field_validator("allowed_regions")
+    @classmethod
+    def _regions(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one region is needed (e.g. ap-northeast-1)")
+        for region in value:
+            if not _REGION.match(region):
+                raise ValueError(f"'{region}' is not an AWS region name (e.g. ap-northeast-1)")
+        return value
+
+    @field_validator("site_region")
+    @classmethod
+    def _site_region(cls, value: str) -> str:
+        if not _REGION.match(value):
+            raise ValueError(f"'{value}' is not an AWS region name (e.g. ap-northeast-1)")
+        return value
+
+    @field_validator("lake_uri")
+    @classmethod
+    def _lake_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme = value.split("://", 1)[0] if "://" in value else "file"
+        if scheme not in ("file", "s3", "s3a"):
+            raise ValueError(f"'{value}': the lake must be a local path or s3a://bucket/prefix")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> FieldloopConfig:
+        ports = {
+            "kafka.port": self.kafka.port,
+            "kafka.controller_port": self.kafka.controller_port,
+            "mlflow.port": self.mlflow.port,
+            "airflow.port": self.airflow.port,
+        }
+        seen: dict[int, str] = {}
+        for name, port in ports.items():
+            if port in seen:
+                raise ValueError(f"{name} and {seen[port]} are both {port}: give each component its own port")
+            seen[port] = name
+        return self
+
+    # Derived locations -------------------------------------------------------------
+    @property
+    def lake(self) -> str:
+        """Root URI of the lake (``s3a://...`` or an absolute local path)."""
+        return self.lake_uri or str(self.home / "lake")
+
+    @property
+    def jars_dir(self) -> Path:
+        return self.home / "jars"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def airflow_home(self) -> Path:
+        return (self.airflow.home or self.home / "airflow").expanduser().absolute()
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as plain data with secrets replaced, for display."""
+        data = self.model_dump(mode="json")
+        data["lake_uri"] = self.lake
+        data["kafka"]["bootstrap"] = self.kafka.bootstrap_servers
+        data["mlflow"]["tracking_uri"] = self.mlflow.uri
+        data["airflow"]["home"] = str(self.airflow_home)
+        if self.kafka.sasl_password is not None:
+            data["kafka"]["sasl_password"] = "**********"
+        return data
+
+
+def _sections() -> dict[str, type[BaseModel]]:
+    out = {}
+    for name, field in FieldloopConfig.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            out[name] = field.annotation
+    return out
+
+
+def _env_value(raw: str, annotation: Any) -> Any:
+    """Turn an environment string into what the field expects (lists, mappings)."""
+    text = str(annotation)
+    if text.startswith("list["):
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    if text.startswith("dict["):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"expected a JSON object, got {raw!r}") from e
+    return raw
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Map ``FIELDLOOP_*`` variables onto config keys; unknown names are an error."""
+    sections = _sections()
+    top = {n: f for n, f in FieldloopConfig.model_fields.items() if n not in sections}
+    out: dict[str, Any] = {}
+    for var, raw in sorted(environ.items()):
+        if not var.startswith(ENV_PREFIX) or var == CONFIG_FILE_ENV:
+            continue
+        name = var[len(ENV_PREFIX):].lower()
+        try:
+            if name in top:
+                out[name] = _env_value(raw, top[name].annotation)
+                continue
+            for section, model in sections.items():
+                key = name.removeprefix(section + "_")
+                if key != name and key in model.model_fields:
+                    value = _env_value(raw, model.model_fields[key].annotation)
+                    out.setdefault(section, {})[key] = value
+                    break
+            else:
+                known = [f"{ENV_PREFIX}{n.upper()}" for n in top] + [
+                    f"{ENV_PREFIX}{s.upper()}_{k.upper()}" for s, m in sections.items() for k in m.model_fields
+                ]
+                close = difflib.get_close_matches(var, known, n=1)
+                hint = f"did you mean {close[0]}?" if close else "`fieldloop config show` lists the known settings"
+                raise ConfigError(f"unknown setting {var}: unset it ({hint})")
+        except ValueError as e:
+            raise ConfigError(f"{var}: {e}") from e
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: ValidationError, sources: str) -> str:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "config"
+        if item["type"] == "extra_forbidden":
+            problems.append(f"unknown key '{where}' (remove it; see `fieldloop config show` for the known keys)")
+        else:
+            problems.append(f"'{where}': {item['msg'].removeprefix('Value error, ')}")
+    return f"invalid config ({sources}): " + "; ".join(problems)
+
+
+def load_config(environ: Mapping[str, str] | None = None, config_file: Path | None = None) -> FieldloopConfig:
+    """Build and validate the effective config.
+
+    Args:
+        environ: the environment to read (default: ``os.environ``).
+        config_file: a TOML file to read instead of the one named by the environment.
+
+    Raises:
+        ConfigError: a key is unknown or a value invalid; the message names it.
+    """
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    sources = []
+    path = config_file or (Path(environ[CONFIG_FILE_ENV]) if environ.get(CONFIG_FILE_ENV) else None)
+    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        path = Path(DEFAULT_CONFIG_FILE)
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as e:
+            raise ConfigError(f"config file {path} does not exist: create it or unset {CONFIG_FILE_ENV}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+        sources.append(str(path))
+    overrides = env_overrides(environ)
+    if overrides:
+        sources.append("FIELDLOOP_* environment")
+    try:
+        return FieldloopConfig.model_validate(_merge(data, overrides))
+    except ValidationError as e:
+        raise ConfigError(_describe(e, " + ".join(sources) or "defaults")) from e

@@ -1,0 +1,417 @@
+"""The components of the embedded stack: how each starts, proves ready and is found.
+
+Each :class:`Component` owns one or more :class:`ManagedProcess` es, the loopback ports
+it listens on and a health check that proves it is usable, not merely alive:
+
+* Kafka: a client creates and lists a topic;
+* MLflow: ``/health`` answers and the tracking API lists experiments;
+* Airflow: the API reports every component healthy and every file in ``dags/`` is
+  parsed (as a DAG or as an import error).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import string
+import subprocess
+import sys
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from fieldloop import jvm
+from fieldloop.config import FieldloopConfig
+from fieldloop.errors import StackError
+from fieldloop.layout import DAGS_DIR, INFRA_DIR
+from fieldloop.stack.process import ManagedProcess
+
+logger = logging.getLogger(__name__)
+
+HEALTH_TOPIC = "fieldloop.stack.health"
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool
+    detail: str
+
+
+def _venv_bin(name: str) -> str:
+    """A console script installed next to this interpreter (the project's venv)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+class Component(ABC):
+    """One service of the stack."""
+
+    name: str
+    ready_timeout: float = 120.0
+
+    def __init__(self, cfg: FieldloopConfig) -> None:
+        self.cfg = cfg
+
+    def _process(self, name: str) -> ManagedProcess:
+        return ManagedProcess(name, self.cfg.run_dir, self.cfg.logs_dir / f"{name}.log")
+
+    @property
+    @abstractmethod
+    def processes(self) -> list[ManagedProcess]:
+        """The processes this component runs, in start order."""
+
+    @property
+    @abstractmethod
+    def ports(self) -> dict[str, int]:
+        """Config key -> loopback port this component listens on."""
+
+    @property
+    @abstractmethod
+    def url(self) -> str:
+        """Where a person or client reaches it."""
+
+    def preflight(self) -> None:
+        """Check what the start needs (Java, jars, files); raise StackError naming what to do."""
+
+    @abstractmethod
+    def start(self) -> None:
+        """Start every process; readiness is awaited by the manager."""
+
+    @abstractmethod
+    def health(self) -> Health:
+        """Whether the component is usable now."""
+
+    def notes(self) -> list[str]:
+        """Extra lines for `stack status` (e.g. where the admin login is)."""
+        return []
+
+
+class KafkaComponent(Component):
+    """An Apache Kafka 4.x broker in KRaft combined mode (broker + controller in one JVM)."""
+
+    name = "kafka"
+    ready_timeout = 90.0
+
+    @property
+    def data_dir(self) -> Path:
+        return self.cfg.home / "kafka" / "data"
+
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        return [self._process("kafka")]
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {"kafka.port": self.cfg.kafka.port, "kafka.controller_port": self.cfg.kafka.controller_port}
+
+    @property
+    def url(self) -> str:
+        return f"kafka://127.0.0.1:{self.cfg.kafka.port}"
+
+    def preflight(self) -> None:
+        jvm.find_java()
+        jvm.jars(self.cfg.jars_dir, "kafka")
+
+    def _java(self, main: str, *args: str, heap_mb: int) -> list[str]:
+        classpath = str(self.cfg.jars_dir / "kafka" / "*")
+        return [
+            jvm.find_java(),
+            f"-Xmx{heap_mb}m",
+            f"-Xms{min(heap_mb, 256)}m",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dkafka.logs.dir={self.cfg.logs_dir / 'kafka'}",
+            f"-Dlog4j2.configurationFile={INFRA_DIR / 'kafka' / 'log4j2.yaml'}",
+            "-cp",
+            classpath,
+            main,
+            *args,
+        ]
+
+    def _write_properties(self) -> Path:
+        template = string.Template((INFRA_DIR / "kafka" / "server.properties.template").read_text())
+        props = self.cfg.home / "kafka" / "server.properties"
+        props.parent.mkdir(parents=True, exist_ok=True)
+        props.write_text(
+            template.substitute(
+                node_id=1,
+                host="127.0.0.1",
+                port=self.cfg.kafka.port,
+                controller_port=self.cfg.kafka.controller_port,
+                log_dirs=self.data_dir,
+            )
+        )
+        return props
+
+    def start(self) -> None:
+        props = self._write_properties()
+        if not (self.data_dir / "meta.properties").exists():
+            # First start: format KRaft storage with a fresh cluster id.
+            cluster_id = _kafka_cluster_id()
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fmt = self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), "--standalone",
+                             heap_mb=256)
+            proc = subprocess.run(fmt, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise StackError(f"kafka: formatting storage in {self.data_dir} failed: {proc.stdout}{proc.stderr}".strip())
+        self.processes[0].start(self._java("kafka.Kafka", str(props), heap_mb=self.cfg.kafka.heap_mb), os.environ)
+
+    def health(self) -> Health:
+        from kafka import KafkaAdminClient
+        from kafka.admin import NewTopic
+        from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=f"127.0.0.1:{self.cfg.kafka.port}",
+                request_timeout_ms=5000,
+                client_id="fieldloop-stack-health",
+            )
+        except (KafkaError, OSError, ValueError) as e:
+            return Health(False, f"no broker answers on 127.0.0.1:{self.cfg.kafka.port} ({type(e).__name__})")
+        try:
+            try:
+                admin.create_topics([NewTopic(HEALTH_TOPIC, 1, 1)])
+            except TopicAlreadyExistsError:
+                pass
+            topics = admin.list_topics()
+        except (KafkaError, OSError) as e:
+            return Health(False, f"broker answers but cannot create/list topics ({type(e).__name__})")
+        finally:
+            admin.close()
+        if HEALTH_TOPIC not in topics:
+            return Health(False, "broker does not list the health topic yet")
+        return Health(True, f"{len(topics)} topics")
+
+
+def _kafka_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+class MlflowComponent(Component):
+    """An MLflow tracking server: SQLite backend, local artifact store, one worker."""
+
+    name = "mlflow"
+    ready_timeout = 120.0
+
+    @property
+    def root(self) -> Path:
+        return self.cfg.home / "mlflow"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        return [self._process("mlflow")]
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {"mlflow.port": self.cfg.mlflow.port}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.cfg.mlflow.port}"
+
+    def start(self) -> None:
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            _venv_bin("mlflow"), "server",
+            "--host", "127.0.0.1",
+            "--port", str(self.cfg.mlflow.port),
+            "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+            "--artifacts-destination", self.artifacts_dir.as_uri(),
+        ]
+        env = dict(os.environ)
+        # The job runner (huey workers) is for GenAI evaluation jobs we do not use;
+        # without it the server starts in seconds at a fraction of the memory.
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+        self.processes[0].start(argv, env, cwd=self.root)
+
+    def health(self) -> Health:
+        try:
+            resp = requests.get(f"{self.url}/health", timeout=3)
+            if resp.status_code != 200:
+                return Health(False, f"/health answered {resp.status_code}")
+            resp = requests.get(f"{self.url}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, timeout=5)
+        except requests.RequestException as e:
+            return Health(False, f"no answer on {self.url} ({type(e).__name__})")
+        if resp.status_code != 200:
+            return Health(False, f"tracking API answered {resp.status_code}")
+        return Health(True, "tracking API answers")
+
+
+class AirflowComponent(Component):
+    """Airflow 3: api-server, scheduler, dag-processor and triggerer on SQLite + LocalExecutor."""
+
+    name = "airflow"
+    ready_timeout = 240.0
+    PARTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+    @property
+    def home(self) -> Path:
+        return self.cfg.airflow_home
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.home / "fieldloop-secrets.json"
+
+    @property
+    def passwords_file(self) -> Path:
+        return self.home / "simple_auth_manager_passwords.json"
+
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        return [self._process(f"airflow-{part}") for part in self.PARTS]
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {"airflow.port": self.cfg.airflow.port}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.cfg.airflow.port}"
+
+    def _secrets(self) -> dict[str, str]:
+        """Keys every Airflow process must share; generated once, kept 0600 under AIRFLOW_HOME."""
+        if self.secrets_file.exists():
+            return json.loads(self.secrets_file.read_text())
+        from cryptography.fernet import Fernet
+
+        values = {
+            "fernet_key": Fernet.generate_key().decode(),
+            "jwt_secret": secrets.token_urlsafe(32),
+            "secret_key": secrets.token_urlsafe(32),
+        }
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.secrets_file.touch(mode=0o600)
+        self.secrets_file.write_text(json.dumps(values))
+        return values
+
+    def admin_password(self) -> str | None:
+        try:
+            return json.loads(self.passwords_file.read_text()).get(self.cfg.airflow.admin_user)
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def ensure_admin(self) -> str | None:
+        """Create the admin login on first start; returns the password only when it was just made."""
+        if self.admin_password():
+            return None
+        password = secrets.token_urlsafe(12)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.passwords_file.touch(mode=0o600)
+        self.passwords_file.write_text(json.dumps({self.cfg.airflow.admin_user: password}))
+        return password
+
+    def env(self) -> dict[str, str]:
+        """The environment of every Airflow process (and of `airflow` CLI calls)."""
+        keys = self._secrets()
+        port = self.cfg.airflow.port
+        env = dict(os.environ)
+        env.update({
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(self.cfg.airflow.parallelism),
+            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(self.cfg.airflow.parallelism),
+            "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.cfg.airflow.admin_user}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+            "AIRFLOW__API__SECRET_KEY": keys["secret_key"],
+            "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.cfg.logs_dir / "airflow"),
+            "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
+            "PYSPARK_PYTHON": sys.executable,
+            "NO_PROXY": "*",
+        })
+        # Task processes read the fieldloop config the operator gave the stack.
+        return env
+
+    def preflight(self) -> None:
+        if not DAGS_DIR.is_dir():
+            raise StackError(f"airflow: DAG folder {DAGS_DIR} is missing; run from a fieldloop checkout")
+
+    def start(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        env = self.env()
+        airflow = _venv_bin("airflow")
+        migrate = subprocess.run([airflow, "db", "migrate"], env=env, cwd=self.home, capture_output=True, text=True,
+                                 check=False)
+        if migrate.returncode != 0:
+            tail = "\n".join((migrate.stdout + migrate.stderr).splitlines()[-10:])
+            raise StackError(f"airflow: `airflow db migrate` failed:\n{tail}")
+        for part, proc in zip(self.PARTS, self.processes, strict=True):
+            proc.start([airflow, part], env, cwd=self.home)
+
+    def token(self) -> str:
+        """A JWT for the REST API, as the admin."""
+        password = self.admin_password()
+        resp = requests.post(f"{self.url}/auth/token",
+                             json={"username": self.cfg.airflow.admin_user, "password": password}, timeout=10)
+        resp.raise_for_status()
+        return resp.json()["access_token"]
+
+    def api(self, path: str, token: str | None = None) -> dict:
+        token = token or self.token()
+        resp = requests.get(f"{self.url}/api/v2/{path}", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        resp.raise_for_status()
+        return resp.json()
+
+    def health(self) -> Health:
+        try:
+            resp = requests.get(f"{self.url}/api/v2/monitor/health", timeout=5)
+        except requests.RequestException as e:
+            return Health(False, f"API not answering on {self.url} ({type(e).__name__})")
+        if resp.status_code != 200:
+            return Health(False, f"health endpoint answered {resp.status_code}")
+        report = resp.json()
+        unhealthy = [name for name, part in report.items() if isinstance(part, dict) and part.get("status") != "healthy"]
+        if unhealthy:
+            return Health(False, f"not healthy yet: {', '.join(sorted(unhealthy))}")
+        try:
+            token = self.token()
+            dags = {d["dag_id"] for d in self.api("dags?limit=1000", token)["dags"]}
+            errors = self.api("importErrors?limit=1000", token)["import_errors"]
+        except (requests.RequestException, KeyError, ValueError) as e:
+            return Health(False, f"cannot list DAGs through the API ({type(e).__name__}: {e})")
+        broken = {Path(e["filename"]).stem for e in errors}
+        expected = {p.stem for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_")}
+        missing = expected - dags - broken
+        if missing:
+            return Health(False, f"DAG files not parsed yet: {', '.join(sorted(missing))}")
+        detail = f"{len(dags)} DAGs parsed"
+        if broken:
+            detail += f"; import errors in {', '.join(sorted(broken))} (see the UI's Import Errors)"
+        return Health(True, detail)
+
+    def notes(self) -> list[str]:
+        if self.passwords_file.exists():
+            return [f"admin login: user '{self.cfg.airflow.admin_user}', password in {self.passwords_file}"]
+        return []
+
+
+def components(cfg: FieldloopConfig) -> list[Component]:
+    """The stack, in start order."""
+    return [KafkaComponent(cfg), MlflowComponent(cfg), AirflowComponent(cfg)]
