@@ -22,6 +22,9 @@ from fieldloop.errors import FieldloopError
 
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
+if not console.is_terminal:  # logs and pipes: wide enough that tables stay readable
+    console.width = 120
+    err_console.width = 120
 
 
 class _Group(click.Group):
@@ -60,6 +63,10 @@ def main(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not verbose:
+        # kafka-python logs every refused connection while a broker starts; health checks
+        # report the outcome in one line instead.
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 def _progress(message: str) -> None:

@@ -124,6 +124,8 @@ class KafkaComponent(Component):
             f"-Xmx{heap_mb}m",
             f"-Xms{min(heap_mb, 256)}m",
             "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:+ExitOnOutOfMemoryError",
             "-Djava.awt.headless=true",
             f"-Dkafka.logs.dir={self.cfg.logs_dir / 'kafka'}",
             f"-Dlog4j2.configurationFile={INFRA_DIR / 'kafka' / 'log4j2.yaml'}",
@@ -154,8 +156,8 @@ class KafkaComponent(Component):
             # First start: format KRaft storage with a fresh cluster id.
             cluster_id = _kafka_cluster_id()
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            fmt = self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), "--standalone",
-                             heap_mb=256)
+            # The template declares a static single-voter quorum, so no --standalone is needed.
+            fmt = self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), heap_mb=256)
             proc = subprocess.run(fmt, capture_output=True, text=True, check=False)
             if proc.returncode != 0:
                 raise StackError(f"kafka: formatting storage in {self.data_dir} failed: {proc.stdout}{proc.stderr}".strip())
@@ -256,7 +258,9 @@ class AirflowComponent(Component):
 
     name = "airflow"
     ready_timeout = 240.0
-    PARTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+    # Start order; stop is the reverse, so the scheduler stops first (it waits for running
+    # tasks, which still need the api-server's Execution API) and the api-server last.
+    PARTS = ("api-server", "dag-processor", "triggerer", "scheduler")
 
     @property
     def home(self) -> Path:
@@ -363,7 +367,10 @@ class AirflowComponent(Component):
             tail = "\n".join((migrate.stdout + migrate.stderr).splitlines()[-10:])
             raise StackError(f"airflow: `airflow db migrate` failed:\n{tail}")
         for part, proc in zip(self.PARTS, self.processes, strict=True):
-            proc.start([airflow, part], env, cwd=self.home)
+            # --skip-serve-logs: task logs are read through the API; the log server would
+            # otherwise listen on 0.0.0.0:8793/8794.
+            extra = ["--skip-serve-logs"] if part in ("scheduler", "triggerer") else []
+            proc.start([airflow, part, *extra], env, cwd=self.home)
 
     def token(self) -> str:
         """A JWT for the REST API, as the admin."""

@@ -1,0 +1,63 @@
+"""Shared fixtures: the effective config, and the real stack for the tiers that need it.
+
+Real-service fixtures are session-scoped, wait for readiness and stop only what they
+started. To reuse services already running elsewhere, set ``FIELDLOOP_KAFKA_BOOTSTRAP``
+(Kafka) or ``MLFLOW_TRACKING_URI`` (MLflow): the fixture then starts nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from fieldloop.config import FieldloopConfig, load_config
+
+
+@pytest.fixture(scope="session")
+def cfg() -> FieldloopConfig:
+    return load_config()
+
+
+@contextmanager
+def running(cfg: FieldloopConfig, name: str) -> Iterator[None]:
+    """Component ``name`` is up inside the block; stopped after it if we started it."""
+    from fieldloop.stack import Stack
+
+    stack = Stack(cfg, only=[name])
+    before = stack.status()[0]
+    stack.up()
+    try:
+        yield
+    finally:
+        if not (before.running and before.health.ok):
+            stack.down()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(cfg: FieldloopConfig) -> Iterator[str]:
+    if os.environ.get("FIELDLOOP_KAFKA_BOOTSTRAP"):
+        yield cfg.kafka.bootstrap_servers
+        return
+    with running(cfg, "kafka"):
+        yield cfg.kafka.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(cfg: FieldloopConfig) -> Iterator[str]:
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        yield os.environ["MLFLOW_TRACKING_URI"]
+        return
+    with running(cfg, "mlflow"):
+        yield cfg.mlflow.uri
+
+
+@pytest.fixture(scope="session")
+def airflow(cfg: FieldloopConfig, kafka_bootstrap: str, mlflow_uri: str) -> Iterator[object]:
+    """Airflow, with Kafka and MLflow up too (its DAGs talk to them)."""
+    from fieldloop.stack.components import AirflowComponent
+
+    with running(cfg, "airflow"):
+        yield AirflowComponent(cfg)

@@ -1,0 +1,99 @@
+"""Residency guard against a real S3-compatible server (moto's server) on loopback.
+
+One bucket is created in Tokyo, one in Oregon and one with no location constraint
+(us-east-1); the guard must ask the server for each bucket's region.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+
+from fieldloop.config import load_config
+from fieldloop.errors import ResidencyError
+from fieldloop.residency import ResidencyGuard
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "fieldloop-test", "AWS_SECRET_ACCESS_KEY": "fieldloop-test",
+               "AWS_DEFAULT_REGION": "ap-northeast-1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    server = Path(sys.executable).parent / "moto_server"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(url, timeout=1)
+                break
+            except requests.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"moto server did not start: {log.read_text()[-2000:]}")
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def guard(s3_endpoint: str) -> ResidencyGuard:
+    os.environ.update(CREDENTIALS)
+    # like AWS, the server wants each bucket created through a client of its own region
+    for bucket, region in (("lake-tokyo", "ap-northeast-1"), ("lake-oregon", "us-west-2")):
+        s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name=region)
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket="lake-default")
+    cfg = load_config({"FIELDLOOP_S3_ENDPOINT_URL": s3_endpoint})
+    return ResidencyGuard.from_config(cfg)
+
+
+def test_bucket_in_tokyo_is_accepted(guard: ResidencyGuard) -> None:
+    for location in ("s3a://lake-tokyo/bronze/vehicle_frames", "s3://lake-tokyo/checkpoints"):
+        residency = guard.check(location)
+        assert (residency.region, residency.basis) == ("ap-northeast-1", "bucket-location")
+
+
+def test_bucket_outside_japan_is_refused_with_its_name_and_region(guard: ResidencyGuard) -> None:
+    with pytest.raises(ResidencyError) as excinfo:
+        guard.check("s3a://lake-oregon/silver")
+    message = str(excinfo.value)
+    assert "s3a://lake-oregon/silver" in message and "us-west-2" in message
+    assert "ap-northeast-1, ap-northeast-3" in message
+
+
+def test_bucket_without_location_constraint_is_us_east_1(guard: ResidencyGuard) -> None:
+    with pytest.raises(ResidencyError, match="us-east-1"):
+        guard.check("s3a://lake-default/x")
+
+
+def test_missing_bucket_is_refused(guard: ResidencyGuard) -> None:
+    with pytest.raises(ResidencyError, match="bucket 'no-such-lake' does not exist"):
+        guard.check("s3a://no-such-lake/x")
+
+
+def test_unreachable_s3_is_refused_not_assumed() -> None:
+    cfg = load_config({"FIELDLOOP_S3_ENDPOINT_URL": f"http://127.0.0.1:{_free_port()}"})
+    os.environ.update(CREDENTIALS)
+    with pytest.raises(ResidencyError, match="cannot reach S3"):
+        ResidencyGuard.from_config(cfg).check("s3a://lake-tokyo/x")
