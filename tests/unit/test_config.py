@@ -10,9 +10,9 @@ from fieldloop.config import load_config
 from fieldloop.errors import ConfigError
 
 
-def test_defaults_describe_the_embedded_stack_in_japan(tmp_path: Path) -> None:
-    cfg = load_config({}, config_file=None) if not Path("fieldloop.toml").exists() else None
-    assert cfg is not None
+def test_defaults_describe_the_embedded_stack_in_japan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./fieldloop.toml here
+    cfg = load_config({})
     assert cfg.allowed_regions == ["ap-northeast-1", "ap-northeast-3"]
     assert cfg.site_region == "ap-northeast-1"
     assert cfg.kafka.bootstrap_servers == "127.0.0.1:9092"

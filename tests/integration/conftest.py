@@ -1,0 +1,62 @@
+"""Integration fixtures beyond the session stack.
+
+``private_kafka`` is a broker of the test's own (its own home and loopback ports), for
+tests that stop, kill or restart the broker without disturbing the session's stack.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fieldloop.config import FieldloopConfig, load_config
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class PrivateKafka:
+    cfg: FieldloopConfig
+
+    @property
+    def bootstrap(self) -> str:
+        return self.cfg.kafka.bootstrap_servers
+
+    def _stack(self):  # noqa: ANN202 - fieldloop.stack.Stack, imported lazily
+        from fieldloop.stack import Stack
+
+        return Stack(self.cfg, only=["kafka"])
+
+    def stop(self) -> None:
+        self._stack().down()
+
+    def start(self) -> None:
+        self._stack().up()
+
+
+@pytest.fixture()
+def private_kafka(tmp_path: Path, cfg: FieldloopConfig) -> Iterator[PrivateKafka]:
+    home = tmp_path / "kafka-home"
+    home.mkdir()
+    (home / "jars").symlink_to(cfg.jars_dir)  # resolved once by the session; no second Maven run
+    private = load_config({
+        "FIELDLOOP_HOME": str(home),
+        "FIELDLOOP_KAFKA_PORT": str(free_port()),
+        "FIELDLOOP_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "FIELDLOOP_MLFLOW_PORT": str(free_port()),
+        "FIELDLOOP_AIRFLOW_PORT": str(free_port()),
+    })
+    broker = PrivateKafka(private)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
