@@ -9,6 +9,7 @@ the same job code runs when submitted to a cluster.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,9 @@ def session_conf(cfg: FieldloopConfig, app_name: str = "fieldloop", extra: dict[
         "spark.driver.memory": cfg.spark.driver_memory,
         "spark.ui.enabled": str(cfg.spark.ui).lower(),
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
+        # Delta rebuilds table state with 50 tasks by default: seconds of overhead per read locally.
+        "spark.databricks.delta.snapshotPartitions": str(cfg.spark.shuffle_partitions),
+        "spark.ui.showConsoleProgress": "false",
         "spark.sql.warehouse.dir": str(scratch / "warehouse"),
         "spark.local.dir": str(scratch / "tmp"),
         # Python workers must use this interpreter, or they miss the venv's packages.
@@ -68,6 +72,9 @@ def spark_session(cfg: FieldloopConfig, app_name: str = "fieldloop", extra: dict
     """
     from pyspark.sql import SparkSession
 
+    # The JVM reads this at launch; without it Spark binds its services to the first
+    # non-loopback interface it finds, whatever spark.driver.bindAddress says.
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder: Any = SparkSession.builder
     for key, value in session_conf(cfg, app_name, extra).items():
         builder = builder.config(key, value)
