@@ -61,3 +61,13 @@ def airflow(cfg: FieldloopConfig, kafka_bootstrap: str, mlflow_uri: str) -> Iter
 
     with running(cfg, "airflow"):
         yield AirflowComponent(cfg)
+
+
+@pytest.fixture(scope="session")
+def spark(cfg: FieldloopConfig):  # noqa: ANN201 - pyspark.sql.SparkSession, imported lazily
+    """A session-scoped local SparkSession with Delta, built by the kernel's factory."""
+    from fieldloop.spark import spark_session
+
+    session = spark_session(cfg, "fieldloop-tests", {"spark.sql.shuffle.partitions": "2", "spark.master": "local[2]"})
+    yield session
+    session.stop()

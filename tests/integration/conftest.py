@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +43,9 @@ class PrivateKafka:
         self._stack().up()
 
 
-@pytest.fixture()
-def private_kafka(tmp_path: Path, cfg: FieldloopConfig) -> Iterator[PrivateKafka]:
+@contextmanager
+def started_private_kafka(tmp_path: Path, cfg: FieldloopConfig) -> Iterator[PrivateKafka]:
+    """A broker of its own under ``tmp_path``, stopped on exit."""
     home = tmp_path / "kafka-home"
     home.mkdir()
     (home / "jars").symlink_to(cfg.jars_dir)  # resolved once by the session; no second Maven run
@@ -60,3 +62,9 @@ def private_kafka(tmp_path: Path, cfg: FieldloopConfig) -> Iterator[PrivateKafka
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture()
+def private_kafka(tmp_path: Path, cfg: FieldloopConfig) -> Iterator[PrivateKafka]:
+    with started_private_kafka(tmp_path, cfg) as broker:
+        yield broker
