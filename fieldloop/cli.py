@@ -217,6 +217,112 @@ def config_check(ctx: click.Context) -> None:
     console.print(f"lake {residency.location} is in {residency.region} ({residency.basis}): [green]allowed[/]")
 
 
+# topics / ingest / tables -----------------------------------------------------------
+@main.group(cls=_Group)
+def topics() -> None:
+    """Kafka topics, one per data contract (none for secret streams)."""
+
+
+@topics.command("apply")
+@click.option("--partitions", default=3, show_default=True, help="Partitions of newly created topics.")
+@click.pass_context
+def topics_apply(ctx: click.Context, partitions: int) -> None:
+    """Create missing topics and align retention with the contracts. Idempotent."""
+    for change in _apply_topics(_cfg(ctx), partitions):
+        colour = {"created": "green", "retention-updated": "yellow", "partitions-differ": "red"}.get(change.action, "dim")
+        console.print(f"  [{colour}]{change.action:<18}[/] {change.topic} {change.detail}")
+
+
+def _apply_topics(cfg: FieldloopConfig, partitions: int = 3) -> list[Any]:
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    from fieldloop.contracts import load_contracts
+    from fieldloop.errors import StackError
+    from ingestion.topics import apply_topics, kafka_client_options
+
+    contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)
+    try:
+        admin = KafkaAdminClient(**kafka_client_options(cfg.kafka), request_timeout_ms=15000)
+    except (KafkaError, OSError) as e:
+        raise StackError(f"cannot reach Kafka at {cfg.kafka.bootstrap_servers} ({e}); "
+                         "is the stack up? (`fieldloop stack up`)") from e
+    try:
+        return apply_topics(admin, contracts, partitions)
+    finally:
+        admin.close()
+
+
+@main.command()
+@click.option("--follow", is_flag=True, help="Run continuously (micro-batches every --trigger-seconds) until Ctrl-C.")
+@click.option("--trigger-seconds", default=5, show_default=True, help="Micro-batch interval with --follow (s).")
+@click.option("--max-offsets", default=200_000, show_default=True, help="Records per micro-batch at most.")
+@click.pass_context
+def ingest(ctx: click.Context, follow: bool, trigger_seconds: int, max_offsets: int) -> None:
+    """Land Kafka records in bronze Delta exactly once; invalid ones go to quarantine.
+
+    Default is --available-now: drain what Kafka holds, then stop (for schedules).
+    """
+    from fieldloop.contracts import load_contracts
+    from fieldloop.residency import ResidencyGuard
+    from fieldloop.spark import spark_session
+    from fieldloop.wire import default_registry
+    from ingestion.bronze import BronzeJob
+
+    cfg = _cfg(ctx)
+    contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)
+    guard = ResidencyGuard.from_config(cfg)
+    _apply_topics(cfg)
+    with console.status("starting Spark ..."):
+        spark = spark_session(cfg, "fieldloop-ingest")
+    job = BronzeJob(cfg, spark, contracts, default_registry(), guard, max_offsets_per_trigger=max_offsets)
+    query = job.start(available_now=not follow, trigger_seconds=trigger_seconds)
+    shown = 0
+    try:
+        while query.isActive:
+            query.awaitTermination(1)
+            for report in job.reports[shown:]:
+                console.print(
+                    f"  batch {report.batch_id}: {report.consumed} consumed, {sum(report.inserted.values())} new, "
+                    f"{sum(report.duplicates.values())} duplicates, {sum(report.quarantined.values())} quarantined "
+                    f"{dict(sorted(report.reasons.items())) or ''} ({report.seconds:.1f}s)"
+                )
+            shown = len(job.reports)
+    except KeyboardInterrupt:
+        console.print("stopping after the current batch ...")
+        query.stop()
+    if query.exception():
+        from fieldloop.errors import FieldloopError
+
+        raise FieldloopError(f"ingestion stopped: {query.exception()}")
+    totals = {k: sum(getattr(r, k) if k == "consumed" else sum(getattr(r, k).values()) for r in job.reports)
+              for k in ("consumed", "inserted", "duplicates", "quarantined")}
+    console.print("ingested: " + ", ".join(f"{v} {k}" for k, v in totals.items()))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def tables(ctx: click.Context, as_json: bool) -> None:
+    """List every Delta table in the lake: path, version, rows, governance."""
+    from fieldloop.catalog import list_tables
+
+    found = list_tables(_cfg(ctx))
+    if as_json:
+        click.echo(json.dumps([t.as_dict() for t in found], indent=2))
+        return
+    table = Table(title=f"{len(found)} tables in {_cfg(ctx).lake}")
+    for col in ("table", "version", "rows", "class", "tenant", "contract", "region", "dups dropped"):
+        table.add_column(col)
+    for t in found:
+        p = t.properties
+        table.add_row(f"{t.layer}/{t.name}", str(t.version), str(t.rows), p.get("fieldloop.class", "-"),
+                      p.get("fieldloop.tenant", "-"), p.get("fieldloop.contract", "-"),
+                      p.get("fieldloop.residency_region", "-"),
+                      "-" if t.duplicates_dropped is None else str(t.duplicates_dropped))
+    console.print(table)
+
+
 # demo -----------------------------------------------------------------------------
 @main.command()
 @click.pass_context

@@ -24,7 +24,7 @@ def _spark_smoke(cfg: FieldloopConfig) -> tuple[str, int, float]:
 
     t0 = time.monotonic()
     spark = spark_session(cfg, "fieldloop-demo")
-    path = f"{cfg.lake.rstrip('/')}/fleet/_demo_smoke"
+    path = f"{cfg.lake.rstrip('/')}/_smoke/spark_delta"
     spark.createDataFrame([(1, "spark+delta ok")], "id INT, note STRING").write.format("delta").mode("overwrite").save(path)
     rows = spark.read.format("delta").load(path).count()
     spark.stop()

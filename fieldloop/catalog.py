@@ -1,0 +1,102 @@
+"""The lake's table catalog: every Delta table under ``<lake>/<layer>/<name>``.
+
+Read with the ``deltalake`` package from the Delta log alone (no JVM, no data scan):
+version, row count from the add actions' statistics, and the governance properties.
+Each stage's tables appear here as soon as they exist.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from fieldloop.config import FieldloopConfig
+
+LAYERS = ("bronze", "quarantine", "silver", "gold", "fleet")
+
+
+@dataclass
+class TableInfo:
+    layer: str
+    name: str
+    path: str
+    version: int
+    rows: int
+    properties: dict[str, str] = field(default_factory=dict)
+    duplicates_dropped: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def storage_options(cfg: FieldloopConfig) -> dict[str, str]:
+    """deltalake storage options for the lake (S3 endpoint for on-prem or test servers)."""
+    opts: dict[str, str] = {}
+    if cfg.s3.endpoint_url:
+        opts["AWS_ENDPOINT_URL"] = cfg.s3.endpoint_url
+        opts["AWS_ALLOW_HTTP"] = "true"
+    return opts
+
+
+def _table_dirs(cfg: FieldloopConfig) -> list[tuple[str, str, str]]:
+    """(layer, name, uri) of every directory holding a ``_delta_log``."""
+    lake = cfg.lake.rstrip("/")
+    found = []
+    if lake.startswith(("s3://", "s3a://")):
+        import boto3
+
+        parsed = urlparse(lake)
+        s3 = boto3.client("s3", endpoint_url=cfg.s3.endpoint_url)
+        prefix = parsed.path.lstrip("/")
+        for layer in LAYERS:
+            pages = s3.get_paginator("list_objects_v2").paginate(
+                Bucket=parsed.netloc, Prefix=f"{prefix}/{layer}/".lstrip("/"), Delimiter="/")
+            for page in pages:
+                for common in page.get("CommonPrefixes", []):
+                    name = common["Prefix"].rstrip("/").rsplit("/", 1)[-1]
+                    found.append((layer, name, f"s3://{parsed.netloc}/{common['Prefix'].rstrip('/')}"))
+        return found
+    root = Path(lake.removeprefix("file://"))
+    for layer in LAYERS:
+        folder = root / layer
+        if folder.is_dir():
+            found += [(layer, d.name, str(d)) for d in sorted(folder.iterdir()) if (d / "_delta_log").is_dir()]
+    return found
+
+
+def duplicates_dropped(history: list[dict[str, Any]]) -> int | None:
+    """Duplicates a bronze table dropped, from its MERGE commits' userMetadata (None if not bronze)."""
+    total, seen = 0, False
+    for commit in history:
+        meta = commit.get("userMetadata")
+        if commit.get("operation") != "MERGE" or not meta:
+            continue
+        try:
+            data = json.loads(meta)
+            inserted = int(commit["operationMetrics"]["numTargetRowsInserted"])
+            total += int(data["valid"]) + int(data.get("in_batch_duplicates", 0)) - inserted
+            seen = True
+        except (ValueError, KeyError, TypeError):
+            continue
+    return total if seen else None
+
+
+def list_tables(cfg: FieldloopConfig) -> list[TableInfo]:
+    """Every Delta table in the lake, sorted by layer and name."""
+    from deltalake import DeltaTable
+
+    options = storage_options(cfg)
+    tables = []
+    for layer, name, uri in _table_dirs(cfg):
+        table = DeltaTable(uri, storage_options=options or None)
+        actions = table.get_add_actions(flatten=True)
+        rows = sum(v or 0 for v in actions.column("num_records").to_pylist()) if actions.num_rows else 0
+        info = TableInfo(layer, name, uri, table.version(), int(rows), dict(table.metadata().configuration))
+        if layer == "bronze":
+            info.duplicates_dropped = duplicates_dropped(table.history())
+        tables.append(info)
+    order = {layer: i for i, layer in enumerate(LAYERS)}
+    return sorted(tables, key=lambda t: (order[t.layer], t.name))
