@@ -46,3 +46,41 @@ def test_stack_health_dag_runs_against_the_stack(airflow: AirflowComponent, tmp_
     tasks = airflow.api(f"dags/fieldloop_stack_health/dagRuns/{run_id}/taskInstances", token)["task_instances"]
     states = {t["task_id"]: t["state"] for t in tasks}
     assert states == {t: "success" for t in ("contracts", "lake_residency", "kafka_topics", "mlflow_experiments")}
+
+
+def test_ingest_dag_lands_bronze_and_updates_assets(airflow: AirflowComponent, kafka_bootstrap: str,
+                                                    tmp_path: Path) -> None:
+    import time
+    import uuid
+
+    from deltalake import DeltaTable
+    from kafka import KafkaAdminClient, KafkaProducer
+
+    from fieldloop.contracts import load_contracts
+    from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, default_registry, encode
+    from ingestion.topics import apply_topics
+
+    contract = load_contracts()["fleet-telemetry"]
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    apply_topics(admin, load_contracts())
+    admin.close()
+    device = f"dag-test-{uuid.uuid4().hex[:8]}"
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    for seq in range(5):
+        value = encode({"device_id": device, "model_name": "m", "model_version": "1", "ts": int(time.time() * 1000),
+                        "latency_ms": 0.5, "ood_score": 0.1, "disagreement": 0.0, "intervention": False},
+                       default_registry().get("telemetry"))
+        producer.send(contract.topic, key=device.encode(), value=value, headers=[
+            (H_CLASS, b"public"), (H_CONTRACT, contract.id.encode()), (H_DEVICE, device.encode()),
+            (H_SEQ, str(seq).encode())])
+    producer.flush()
+
+    airflow_cli = str(Path(sys.executable).parent / "airflow")
+    proc = subprocess.run([airflow_cli, "dags", "test", "fieldloop_ingest"], env=airflow.env(), capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+
+    bronze = DeltaTable(f"{airflow.cfg.lake}/bronze/fleet_telemetry").to_pyarrow_table(columns=["_device_id", "_seq"])
+    assert sorted(r["_seq"] for r in bronze.to_pylist() if r["_device_id"] == device) == [0, 1, 2, 3, 4]
+    events = airflow.api("assets/events?limit=200&order_by=-timestamp", airflow.token())["asset_events"]
+    assert "x-fieldloop://bronze/fleet_telemetry" in {e["uri"] for e in events}
