@@ -373,8 +373,7 @@ class BronzeJob:
             tenant=target.contract.tenant, contract_version=target.contract.version,
         )
         builder = DeltaTable.createIfNotExists(self.spark).location(path).addColumns(schema)
-        props = {**gov.to_delta_properties(), "fieldloop.layer": layer, "fieldloop.stream": target.contract.stream,
-                 "delta.logRetentionDuration": f"interval {target.contract.retention_days} days"}
+        props = {**gov.to_delta_properties(), "fieldloop.layer": layer, "fieldloop.stream": target.contract.stream}
         for key, value in props.items():
             builder = builder.property(key, value)
         builder.execute()
