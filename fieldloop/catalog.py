@@ -68,16 +68,17 @@ def _table_dirs(cfg: FieldloopConfig) -> list[tuple[str, str, str]]:
 
 
 def duplicates_dropped(history: list[dict[str, Any]]) -> int | None:
-    """Duplicates a bronze table dropped, from its MERGE commits' userMetadata (None if not bronze)."""
+    """Duplicates a bronze table dropped, from its commits' userMetadata (None if not bronze).
+
+    Each bronze commit records ``valid`` (distinct keys the batch brought),
+    ``in_batch_duplicates`` and ``inserted``; a batch replayed after a crash commits
+    nothing, so nothing is counted twice.
+    """
     total, seen = 0, False
     for commit in history:
-        meta = commit.get("userMetadata")
-        if commit.get("operation") != "MERGE" or not meta:
-            continue
         try:
-            data = json.loads(meta)
-            inserted = int(commit["operationMetrics"]["numTargetRowsInserted"])
-            total += int(data["valid"]) + int(data.get("in_batch_duplicates", 0)) - inserted
+            meta = json.loads(commit.get("userMetadata") or "null")
+            total += int(meta["valid"]) + int(meta["in_batch_duplicates"]) - int(meta["inserted"])
             seen = True
         except (ValueError, KeyError, TypeError):
             continue

@@ -14,38 +14,13 @@ import time
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from fieldloop.config import FieldloopConfig, load_config
-from fieldloop.errors import FieldloopError
+from fieldloop.config import FieldloopConfig
+from fieldloop.console import ErrorReportingGroup, config_of, console
 
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
-if not console.is_terminal:  # logs and pipes: wide enough that tables stay readable
-    console.width = 120
-    err_console.width = 120
-
-
-class _Group(click.Group):
-    """Turns fieldloop's own errors into one clear line and exit status 1."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except FieldloopError as e:
-            if ctx.find_root().params.get("verbose"):
-                err_console.print_exception()
-            err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
-            sys.exit(1)
-
-
-def _cfg(ctx: click.Context) -> FieldloopConfig:
-    """Build the config once per invocation, before anything starts."""
-    root = ctx.find_root()
-    if "cfg" not in root.meta:
-        root.meta["cfg"] = load_config()
-    return root.meta["cfg"]
+_Group = ErrorReportingGroup
+_cfg = config_of
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -228,29 +203,11 @@ def topics() -> None:
 @click.pass_context
 def topics_apply(ctx: click.Context, partitions: int) -> None:
     """Create missing topics and align retention with the contracts. Idempotent."""
-    for change in _apply_topics(_cfg(ctx), partitions):
+    from ingestion.topics import apply_configured_topics
+
+    for change in apply_configured_topics(_cfg(ctx), partitions):
         colour = {"created": "green", "retention-updated": "yellow", "partitions-differ": "red"}.get(change.action, "dim")
         console.print(f"  [{colour}]{change.action:<18}[/] {change.topic} {change.detail}")
-
-
-def _apply_topics(cfg: FieldloopConfig, partitions: int = 3) -> list[Any]:
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
-
-    from fieldloop.contracts import load_contracts
-    from fieldloop.errors import StackError
-    from ingestion.topics import apply_topics, kafka_client_options
-
-    contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)
-    try:
-        admin = KafkaAdminClient(**kafka_client_options(cfg.kafka), request_timeout_ms=15000)
-    except (KafkaError, OSError) as e:
-        raise StackError(f"cannot reach Kafka at {cfg.kafka.bootstrap_servers} ({e}); "
-                         "is the stack up? (`fieldloop stack up`)") from e
-    try:
-        return apply_topics(admin, contracts, partitions)
-    finally:
-        admin.close()
 
 
 @main.command()
@@ -268,11 +225,12 @@ def ingest(ctx: click.Context, follow: bool, trigger_seconds: int, max_offsets: 
     from fieldloop.spark import spark_session
     from fieldloop.wire import default_registry
     from ingestion.bronze import BronzeJob
+    from ingestion.topics import apply_configured_topics
 
     cfg = _cfg(ctx)
     contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)
     guard = ResidencyGuard.from_config(cfg)
-    _apply_topics(cfg)
+    apply_configured_topics(cfg)
     with console.status("starting Spark ..."):
         spark = spark_session(cfg, "fieldloop-ingest")
     job = BronzeJob(cfg, spark, contracts, default_registry(), guard, max_offsets_per_trigger=max_offsets)
@@ -332,6 +290,14 @@ def demo(ctx: click.Context) -> None:
 
     run_demo(_cfg(ctx), console, _progress)
 
+
+def _register_stage_commands() -> None:
+    from ingestion.cli import fleet
+
+    main.add_command(fleet)
+
+
+_register_stage_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,14 +1,21 @@
-"""``fieldloop demo``: the main job on embedded defaults.
+"""``fieldloop demo``: the main job on embedded defaults, as far as the loop is built.
 
-For now it brings the stack up, proves Spark writes and reads Delta in the lake, and
-prints what runs where. Each stage (fleet, ingest, refine, train, rollout) adds its
-step here, so the demo always shows the whole loop as far as it is built.
+1. the stack comes up (Kafka, MLflow, Airflow 3);
+2. the topics the contracts call for are applied;
+3. a small simulated fleet (vehicles in Tokyo/Osaka, robot arms, a blast furnace)
+   streams through the edge SDK, with a few malformed records and resends injected;
+4. Spark lands it in bronze Delta exactly once; the bad records land in quarantine;
+5. it prints counts per stream, what was quarantined and why, the Kafka lag left, and
+   what runs where.
+
+Each later stage (refine, train, rollout) adds its step here.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -17,22 +24,73 @@ from fieldloop.config import FieldloopConfig
 from fieldloop.contracts import load_contracts
 from fieldloop.residency import ResidencyGuard
 
+DEMO_FLEET = {"devices": 12, "seconds": 20.0, "rate_hz": 5.0, "seed": 7}
+DEMO_FAULTS = ("malformed:0.01", "duplicates:0.02")
 
-def _spark_smoke(cfg: FieldloopConfig) -> tuple[str, int, float]:
-    """Write a one-row Delta table under the lake with Spark and read it back."""
+
+def kafka_lag(cfg: FieldloopConfig, processed: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Records per topic still in Kafka beyond the offsets the job processed."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from ingestion.topics import kafka_client_options
+
+    consumer = KafkaConsumer(**kafka_client_options(cfg.kafka))
+    try:
+        partitions = [TopicPartition(t, int(p)) for t, parts in processed.items() for p in parts]
+        ends = consumer.end_offsets(partitions) if partitions else {}
+    finally:
+        consumer.close()
+    lag: dict[str, int] = {}
+    for tp, end in ends.items():
+        lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end - int(processed[tp.topic][str(tp.partition)]))
+    return lag
+
+
+def _ingest(cfg: FieldloopConfig, contracts: dict[str, Any]) -> tuple[Any, dict[str, int], float]:
     from fieldloop.spark import spark_session
+    from fieldloop.wire import default_registry
+    from ingestion.bronze import BronzeJob
 
     t0 = time.monotonic()
     spark = spark_session(cfg, "fieldloop-demo")
-    path = f"{cfg.lake.rstrip('/')}/_smoke/spark_delta"
-    spark.createDataFrame([(1, "spark+delta ok")], "id INT, note STRING").write.format("delta").mode("overwrite").save(path)
-    rows = spark.read.format("delta").load(path).count()
+    job = BronzeJob(cfg, spark, contracts, default_registry(), ResidencyGuard.from_config(cfg))
+    query = job.start(available_now=True)
+    query.awaitTermination()
+    if query.exception():
+        from fieldloop.errors import FieldloopError
+
+        raise FieldloopError(f"ingestion failed: {query.exception()}")
+    processed: dict[str, dict[str, int]] = {}
+    for progress in query.recentProgress:
+        for source in progress.get("sources", []):
+            end = source.get("endOffset")
+            if isinstance(end, str):
+                import json
+
+                end = json.loads(end)
+            for topic, parts in (end or {}).items():
+                processed.setdefault(topic, {}).update(parts)
     spark.stop()
-    return path, rows, time.monotonic() - t0
+    return job, kafka_lag(cfg, processed), time.monotonic() - t0
+
+
+def _summed(reports: list[Any], attr: str) -> dict[str, int]:
+    """Per-key totals of one counter dict across batch reports."""
+    out: dict[str, int] = {}
+    for report in reports:
+        for key, n in getattr(report, attr).items():
+            out[key] = out.get(key, 0) + n
+    return out
 
 
 def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], None]) -> None:
+    from fieldloop.catalog import list_tables
     from fieldloop.stack import Stack
+    from ingestion.bronze import table_name
+    from ingestion.cli import print_report, simulate_fleet
+    from ingestion.faults import FaultSpec
+    from ingestion.simulator import FleetSpec
+    from ingestion.topics import apply_configured_topics
 
     console.rule("[bold]fieldloop demo")
     contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)
@@ -40,10 +98,41 @@ def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], N
     stack = Stack(cfg)
     console.print("[bold]1. stack[/]")
     once = stack.up(progress)
-    console.print("[bold]2. Spark + Delta in the lake[/]")
-    with console.status("starting Spark (local) ..."):
-        path, rows, seconds = _spark_smoke(cfg)
-    progress(f"wrote and read {path} ({rows} row) in {seconds:.0f}s")
+
+    console.print("[bold]2. topics from the data contracts[/]")
+    changes = apply_configured_topics(cfg)
+    progress(", ".join(f"{sum(c.action == a for c in changes)} {a}" for a in sorted({c.action for c in changes})))
+
+    console.print(f"[bold]3. a simulated fleet streams through the edge SDK[/] ({DEMO_FLEET['devices']} devices, "
+                  f"{DEMO_FLEET['seconds']:.0f} s at {DEMO_FLEET['rate_hz']:.0f} Hz, faults: {', '.join(DEMO_FAULTS)})")
+    report = simulate_fleet(cfg, FleetSpec(**DEMO_FLEET), [FaultSpec.parse(f) for f in DEMO_FAULTS])
+    print_report(console, report)
+
+    console.print("[bold]4. Spark lands Kafka in bronze Delta (available-now)[/]")
+    with console.status("Spark: Kafka -> bronze ..."):
+        job, lag, seconds = _ingest(cfg, contracts)
+    inserted, dups, quarantined, reasons = (_summed(job.reports, f)
+                                            for f in ("inserted", "duplicates", "quarantined", "reasons"))
+    consumed = sum(r.consumed for r in job.reports)
+    progress(f"{consumed} records consumed in {seconds:.0f}s (Spark start included)")
+
+    totals = {t.name: t for t in list_tables(cfg) if t.layer == "bronze"}
+    per_stream = Table(title="bronze, per stream (this run / table total)")
+    for col in ("contract", "topic", "new rows", "duplicates dropped", "quarantined", "rows in table", "Kafka lag"):
+        per_stream.add_column(col, justify="right" if col not in ("contract", "topic") else "left")
+    for c in sorted(contracts.values(), key=lambda c: c.id):
+        name = table_name(c)
+        if name not in totals and name not in inserted and name not in quarantined:
+            continue
+        per_stream.add_row(c.id, c.topic, str(inserted.get(name, 0)), str(dups.get(name, 0)),
+                           str(quarantined.get(name, 0)), str(totals[name].rows if name in totals else 0),
+                           str(lag.get(c.topic, 0)))
+    console.print(per_stream)
+    if reasons:
+        console.print("quarantined by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
+    landed = sum(inserted.values()) + sum(dups.values()) + sum(quarantined.values())
+    console.print(f"reconciles: consumed {consumed} = new {sum(inserted.values())} + duplicates {sum(dups.values())} "
+                  f"+ quarantined {sum(quarantined.values())}" + ("" if landed == consumed else "  [red]MISMATCH[/]"))
 
     table = Table(title="what runs where (all on 127.0.0.1)")
     for col in ("part", "where", "pids / detail"):
@@ -53,15 +142,9 @@ def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], N
         table.add_row(s.name, s.url, f"{pids}  [{'green' if s.health.ok else 'red'}]{s.health.detail}[/]")
     table.add_row("spark", cfg.spark.master, "started per job (jars from infra/pom.xml)")
     table.add_row("lake", cfg.lake, f"region {lake.region} ({lake.basis}); allowed: {', '.join(cfg.allowed_regions)}")
-    table.add_row("state", str(cfg.home), "logs/, run/ (pids), kafka/, mlflow/, airflow/, jars/")
+    table.add_row("state", str(cfg.home), "logs/, run/ (pids), kafka/, mlflow/, airflow/, jars/, spool/")
     console.print(table)
-
-    topics = Table(title=f"{len(contracts)} data contracts -> topics")
-    for col in ("contract", "class", "tenant", "topic"):
-        topics.add_column(col)
-    for c in contracts.values():
-        topics.add_row(c.id, str(c.data_class), c.tenant or "-", c.topic)
-    console.print(topics)
     for line in once:
         console.print(f"[bold yellow]{line}[/]")
-    console.print("Next: open the Airflow UI and the MLflow UI above; `fieldloop stack down` stops everything.")
+    console.print("Next: `fieldloop tables` lists the lake; the Airflow UI runs `fieldloop_ingest` every 15 min; "
+                  "`fieldloop stack down` stops everything.")

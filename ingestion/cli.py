@@ -8,7 +8,6 @@ to build the real SDK.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,57 +17,22 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from fieldloop.config import FieldloopConfig, load_config
-from fieldloop.errors import FieldloopError
+from fieldloop.config import FieldloopConfig
+from fieldloop.console import ErrorReportingGroup, config_of, console
 
 if TYPE_CHECKING:
     from fieldloop.contracts import DataContract
     from fieldloop.wire import SchemaRegistry
     from ingestion.faults import FaultSpec
-    from ingestion.simulator import SimulationReport, Sink
+    from ingestion.simulator import FleetSpec, SimulationReport, Sink
 
 PROGRESS_MIN_ITEMS = 20_000  # below this a run takes a second or two: no bar
 
 
-def _console(stderr: bool = False) -> Console:
-    console = Console(stderr=stderr, highlight=False)
-    if not console.is_terminal:  # logs and pipes: wide enough that tables stay readable
-        console.width = 120
-    return console
-
-
-class _FleetGroup(click.Group):
-    """fieldloop's own errors become one red line and exit status 1."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except FieldloopError as e:
-            err = _console(stderr=True)
-            if ctx.find_root().params.get("verbose"):
-                err.print_exception()
-            err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
-            sys.exit(1)
-
-
-def _cfg(ctx: click.Context) -> FieldloopConfig:
-    """The config, built once per invocation (shared with the root command when nested)."""
-    root = ctx.find_root()
-    if "cfg" not in root.meta:
-        root.meta["cfg"] = load_config()
-    return root.meta["cfg"]
-
-
 def make_edge_sink(cfg: FieldloopConfig, contracts: Mapping[str, DataContract], registry: SchemaRegistry) -> Sink:
     """The real edge SDK behind the simulator's ``Sink`` protocol, spooling under ``<home>/spool``."""
-    from ingestion.simulator import SimulationError
+    from ingestion.producer import EdgeProducer, EdgeProducerConfig
 
-    try:
-        from ingestion.producer import EdgeProducer, EdgeProducerConfig
-    except ImportError as e:
-        if e.name not in ("ingestion.producer",):
-            raise
-        raise SimulationError("the edge SDK (ingestion/producer.py) is not in this checkout; use --dry-run") from e
     spool_dir = cfg.home / "spool" / "fleet-simulator"
     return EdgeProducer(EdgeProducerConfig.from_kafka_config(cfg.kafka, spool_dir=spool_dir), contracts, registry)
 
@@ -120,7 +84,7 @@ def _parse_start(ctx: click.Context, param: click.Parameter, value: str | None) 
     return start if start.tzinfo else start.replace(tzinfo=UTC)
 
 
-@click.group("fleet", cls=_FleetGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("fleet", cls=ErrorReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def fleet() -> None:
     """Simulate device fleets (vehicles, robot arms, furnace sensors) streaming to Kafka."""
 
@@ -159,18 +123,35 @@ def simulate(ctx: click.Context, devices: int, seconds: float, rate: float, seed
     de-duplication get exercised. The report reconciles: generated = accepted + refused
     + bypassed (junk bytes the SDK never saw).
     """
+    from ingestion.simulator import FleetSpec, SimulationError
+
+    cfg = config_of(ctx)
+    report = simulate_fleet(cfg, FleetSpec(devices, seconds, rate, seed, start), faults, dry_run, flush_timeout)
+    print_report(console, report)
+    if report_path is not None:
+        report.save(report_path)
+        console.print(f"report: {report_path}")
+    if not report.flushed:
+        console.print(f"[yellow]not everything was delivered within {flush_timeout:g} s[/]: "
+                      "the SDK keeps the rest in its spool and sends it on the next run")
+    if not report.reconciles():
+        raise SimulationError("the report does not reconcile (generated != accepted + refused + bypassed): "
+                              "this is a simulator bug; keep the report and file it")
+
+
+def simulate_fleet(cfg: FieldloopConfig, spec: FleetSpec, faults: list[FaultSpec], dry_run: bool = False,
+                   flush_timeout: float = 30.0) -> SimulationReport:
+    """Run a simulated fleet through the real edge SDK (or an in-memory one for ``dry_run``)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from fieldloop.contracts import load_contracts
     from fieldloop.wire import default_registry
     from ingestion.faults import KafkaRawSender, MemoryRawSender
-    from ingestion.simulator import FleetSpec, MemorySink, Simulation, SimulationError
+    from ingestion.simulator import MemorySink, Simulation
 
-    cfg = _cfg(ctx)
-    console = _console()
     contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)
     registry = default_registry()
-    sim = Simulation(FleetSpec(devices, seconds, rate, seed, start), faults, contracts, registry)
+    sim = Simulation(spec, faults, contracts, registry)
     total = sim.fleet.expected_items()
     broker = None
     if dry_run:
@@ -197,23 +178,14 @@ def simulate(ctx: click.Context, devices: int, seconds: float, rate: float, seed
         sink.close()
         raw.close()
     report.dry_run = dry_run
-    _print_report(console, report)
-    if report_path is not None:
-        report.save(report_path)
-        console.print(f"report: {report_path}")
-    if not report.flushed:
-        console.print(f"[yellow]not everything was delivered within {flush_timeout:g} s[/]: "
-                      "the SDK keeps the rest in its spool and sends it on the next run")
-    if not report.reconciles():
-        raise SimulationError("the report does not reconcile (generated != accepted + refused + bypassed): "
-                              "this is a simulator bug; keep the report and file it")
+    return report
 
 
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
 
 
-def _print_report(console: Console, report: SimulationReport) -> None:
+def print_report(console: Console, report: SimulationReport) -> None:
     mode = " (dry run: nothing sent to Kafka)" if report.dry_run else ""
     mix = ", ".join(f"{n} {kind}" for kind, n in report.device_mix.items() if n)
     console.print(f"fleet: {report.devices} devices ({mix}), {report.seconds:g} s at {report.rate_hz:g} Hz "

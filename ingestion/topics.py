@@ -114,6 +114,30 @@ def apply_topics(admin: Any, contracts: Mapping[str, DataContract], partitions: 
     return sorted(changes, key=lambda c: c.topic)
 
 
+def apply_configured_topics(cfg: Any, partitions: int = 3) -> list[TopicChange]:
+    """:func:`apply_topics` for the configured broker and contracts.
+
+    Raises:
+        StackError: the broker cannot be reached.
+    """
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    from fieldloop.contracts import load_contracts
+    from fieldloop.errors import StackError
+
+    contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)
+    try:
+        admin = KafkaAdminClient(**kafka_client_options(cfg.kafka), request_timeout_ms=15000)
+    except (KafkaError, OSError) as e:
+        raise StackError(f"cannot reach Kafka at {cfg.kafka.bootstrap_servers} ({e}); "
+                         "is the stack up? (`fieldloop stack up`)") from e
+    try:
+        return apply_topics(admin, contracts, partitions)
+    finally:
+        admin.close()
+
+
 def _single_broker(admin: Any) -> bool:
     try:
         return len(admin.describe_cluster()["brokers"]) < 3

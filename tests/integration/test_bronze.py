@@ -8,7 +8,6 @@ published = bronze rows + quarantined rows + duplicates dropped.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import pytest
 from deltalake import DeltaTable
 from kafka import KafkaAdminClient, KafkaProducer
 
+from fieldloop.catalog import duplicates_dropped
 from fieldloop.config import FieldloopConfig, load_config
 from fieldloop.contracts import load_contracts
 from fieldloop.lineage import TableGovernance
@@ -97,13 +97,7 @@ def rows(path: str) -> list[dict]:
 
 def duplicates_in_log(path: str) -> int:
     """Duplicates dropped, read back from the bronze table's own commits."""
-    total = 0
-    for commit in DeltaTable(path).history():
-        if commit.get("operation") == "MERGE" and commit.get("userMetadata"):
-            meta = json.loads(commit["userMetadata"])
-            inserted = int(commit["operationMetrics"]["numTargetRowsInserted"])
-            total += meta["valid"] + meta["in_batch_duplicates"] - inserted
-    return total
+    return duplicates_dropped(DeltaTable(path).history()) or 0
 
 
 def test_bronze_exactly_once_with_quarantine_and_reconciliation(spark, broker, job_cfg) -> None:  # noqa: ANN001

@@ -1,0 +1,160 @@
+"""Kafka -> bronze: sustained records/s and device-to-readable latency, against a baseline in the same run.
+
+Throughput: N telemetry records are put on a fresh topic, then drained twice with Spark
+on the same broker and machine:
+
+* baseline: Spark's Kafka source copied raw (key, value, offsets) into a Delta table by
+  a plain append: the floor cost of moving the bytes;
+* fieldloop: ``BronzeJob`` (contract checks, Avro decode, validation, MERGE dedupe,
+  idempotent commits).
+
+Latency: the job runs continuously (1 s trigger) while a producer offers a fixed load;
+each row's latency is its Delta commit's timestamp minus the device timestamp ``ts``,
+read back from the commit files (so "readable" means committed, not just processed).
+
+Usage: .venv/bin/python bench/bronze_throughput.py [--records 200000] [--rate 5000 --seconds 30]
+Needs a running broker (`fieldloop stack up --only kafka`); writes under a temp lake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+
+from fieldloop.config import load_config
+from fieldloop.contracts import parse_contract
+from fieldloop.residency import ResidencyGuard
+from fieldloop.spark import spark_session
+from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, default_registry, encode
+from ingestion.bronze import BronzeJob, kafka_source_options
+
+SCHEMA = default_registry().get("telemetry")
+
+
+def bench_contract(tag: str):  # noqa: ANN201
+    return parse_contract(f"""
+id = "bench-{tag}"
+version = 1
+stream = "telemetry"
+schema_version = 1
+topic = "fieldloop.bench{tag}.telemetry.v1"
+data_class = "public"
+allowed_uses = ["evaluation"]
+redistribution = "none"
+ip_owner = "bench"
+retention_days = 1
+synthetic_conversion = "allowed"
+allowed_regions = ["ap-northeast-1"]
+""", "bench")
+
+
+def produce(bootstrap: str, contract, start: int, count: int, devices: int, rate: float | None = None) -> float:  # noqa: ANN001
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=256 << 10)
+    t0 = time.monotonic()
+    for n in range(start, start + count):
+        if rate:
+            lag = t0 + (n - start) / rate - time.monotonic()
+            if lag > 0:
+                time.sleep(lag)
+        device = f"dev-{n % devices}"
+        value = encode({"device_id": device, "model_name": "m", "model_version": "1", "ts": int(time.time() * 1000),
+                        "latency_ms": 0.4, "ood_score": 0.1, "disagreement": 0.0, "intervention": False}, SCHEMA)
+        producer.send(contract.topic, key=device.encode(), value=value, headers=[
+            (H_CLASS, b"public"), (H_CONTRACT, contract.id.encode()), (H_DEVICE, device.encode()),
+            (H_SEQ, str(n // devices).encode())])
+    producer.flush()
+    producer.close()
+    return time.monotonic() - t0
+
+
+def commit_latencies(table: Path, skip_rows: int = 0) -> list[float]:
+    """Per row, in commit order: the commit's timestamp minus the row's device ts (ms); first rows skipped."""
+    ordered: list[float] = []
+    for log in sorted((table / "_delta_log").glob("*.json")):
+        actions = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        commit_ts = next(a["commitInfo"]["timestamp"] for a in actions if "commitInfo" in a)
+        for add in (a["add"] for a in actions if "add" in a):
+            column = pq.read_table(table / add["path"], columns=["ts"]).column("ts")
+            ts = column.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_pylist()  # Spark stores µs
+            ordered += [commit_ts - t for t in ts]
+    return sorted(ordered[skip_rows:])
+
+
+def pct(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=200_000, help="records for the throughput run")
+    parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=5000, help="offered load for the latency run (records/s)")
+    parser.add_argument("--seconds", type=float, default=30, help="duration of the latency run (s)")
+    args = parser.parse_args()
+
+    base = load_config()
+    lake = Path(tempfile.mkdtemp(prefix="fieldloop-bench-"))
+    cfg = base.model_copy(update={"lake_uri": str(lake)})
+    tag = uuid.uuid4().hex[:8]
+    contract = bench_contract(tag)
+    admin = KafkaAdminClient(bootstrap_servers=cfg.kafka.bootstrap_servers)
+    admin.create_topics([NewTopic(contract.topic, 3, 1)])
+    admin.close()
+
+    seconds = produce(cfg.kafka.bootstrap_servers, contract, 0, args.records, args.devices)
+    print(f"produced {args.records} records in {seconds:.1f}s ({args.records / seconds:,.0f}/s, kafka-python)")
+    spark = spark_session(cfg, "fieldloop-bench", {"spark.master": "local[2]"})
+
+    # baseline: raw copy
+    t0 = time.monotonic()
+    reader = spark.read.format("kafka")
+    for k, v in kafka_source_options(cfg).items():
+        reader = reader.option(k, v)
+    raw = reader.option("subscribe", contract.topic).option("startingOffsets", "earliest").load()
+    raw.select("key", "value", "topic", "partition", "offset", "timestamp").write.format("delta").save(
+        str(lake / "raw_copy"))
+    raw_s = time.monotonic() - t0
+
+    t0 = time.monotonic()
+    job = BronzeJob(cfg, spark, {contract.id: contract}, default_registry(), ResidencyGuard.from_config(cfg),
+                    max_offsets_per_trigger=args.records)
+    job.start(available_now=True).awaitTermination()
+    ours_s = time.monotonic() - t0
+    inserted = sum(sum(r.inserted.values()) for r in job.reports)
+    assert inserted == args.records, f"bronze has {inserted} of {args.records}"
+
+    # latency at a fixed offered load; the same checkpoint, so it resumes where the drain stopped
+    table = lake / "bronze" / f"bench_{tag}"
+    follow = BronzeJob(cfg, spark, {contract.id: contract}, default_registry(), ResidencyGuard.from_config(cfg))
+    query = follow.start(available_now=False, trigger_seconds=1)
+    offered = int(args.rate * args.seconds)
+    produce(cfg.kafka.bootstrap_servers, contract, args.records, offered, args.devices, args.rate)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(commit_latencies(table)) < args.records + offered:
+        time.sleep(1)
+    query.stop()
+    live = commit_latencies(table, skip_rows=args.records)
+
+    print()
+    print(f"{'Kafka -> Delta, ' + str(args.records) + ' records, local[2]':<52}{'records/s':>12}{'ratio':>8}")
+    print(f"{'baseline: raw copy (Spark Kafka source -> Delta append)':<52}{args.records / raw_s:>12,.0f}{1.0:>8.2f}")
+    print(f"{'fieldloop bronze (decode, validate, dedupe, exactly once)':<52}{args.records / ours_s:>12,.0f}"
+          f"{raw_s / ours_s:>8.2f}")
+    print()
+    print(f"latency device ts -> committed in bronze at {args.rate:,.0f} records/s offered for {args.seconds:.0f}s "
+          f"({len(live)} rows): p50 {pct(live, 0.5) / 1000:.2f}s  p95 {pct(live, 0.95) / 1000:.2f}s")
+    spark.stop()
+
+
+
+if __name__ == "__main__":
+    main()
