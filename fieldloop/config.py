@@ -82,6 +82,22 @@ class KafkaConfig(_Section):
         """The bootstrap list clients should use."""
         return self.bootstrap or f"127.0.0.1:{self.port}"
 
+    def client_options(self) -> dict[str, Any]:
+        """kafka-python client settings: bootstrap and security (the password in clear: never log it)."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": [s.strip() for s in self.bootstrap_servers.split(",")],
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            options["sasl_mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            options["sasl_plain_username"] = self.sasl_username
+        if self.sasl_password is not None:
+            options["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        if self.ssl_cafile:
+            options["ssl_cafile"] = str(self.ssl_cafile)
+        return options
+
 
 class SparkConfig(_Section):
     """Spark: where jobs run and extra Spark conf."""

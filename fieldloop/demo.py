@@ -32,9 +32,7 @@ def kafka_lag(cfg: FieldloopConfig, processed: dict[str, dict[str, int]]) -> dic
     """Records per topic still in Kafka beyond the offsets the job processed."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from ingestion.topics import kafka_client_options
-
-    consumer = KafkaConsumer(**kafka_client_options(cfg.kafka))
+    consumer = KafkaConsumer(**cfg.kafka.client_options())
     try:
         partitions = [TopicPartition(t, int(p)) for t, parts in processed.items() for p in parts]
         ends = consumer.end_offsets(partitions) if partitions else {}

@@ -314,23 +314,6 @@ class RawSendError(FieldloopError):
     retriable = True
 
 
-def kafka_client_options(kafka: KafkaConfig) -> dict[str, Any]:
-    """kafka-python client settings (bootstrap, security) from the typed config."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": [s.strip() for s in kafka.bootstrap_servers.split(",")],
-        "security_protocol": kafka.security_protocol,
-    }
-    if kafka.sasl_mechanism:
-        options["sasl_mechanism"] = kafka.sasl_mechanism
-    if kafka.sasl_username:
-        options["sasl_plain_username"] = kafka.sasl_username
-    if kafka.sasl_password is not None:
-        options["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
-    if kafka.ssl_cafile:
-        options["ssl_cafile"] = str(kafka.ssl_cafile)
-    return options
-
-
 class KafkaRawSender:
     """A plain kafka-python producer that writes what the SDK would refuse, headers and all."""
 
@@ -348,7 +331,7 @@ class KafkaRawSender:
                 linger_ms=20,
                 max_block_ms=10_000,  # a missing topic fails this message, not the whole run
                 max_request_size=2 * OVERSIZED_BYTES,  # let the broker, not this client, judge oversized junk
-                **kafka_client_options(kafka),
+                **kafka.client_options(),
             )
         except KafkaError as e:
             raise RawSendError(

@@ -50,20 +50,6 @@ def topic_specs(contracts: Iterable[DataContract], partitions: int = 3) -> list[
     return sorted(specs, key=lambda s: s.name)
 
 
-def kafka_client_options(kafka_cfg: Any) -> dict[str, Any]:
-    """kafka-python security options from :class:`fieldloop.config.KafkaConfig`."""
-    opts: dict[str, Any] = {"bootstrap_servers": kafka_cfg.bootstrap_servers,
-                            "security_protocol": kafka_cfg.security_protocol}
-    if kafka_cfg.sasl_mechanism:
-        opts["sasl_mechanism"] = kafka_cfg.sasl_mechanism
-        opts["sasl_plain_username"] = kafka_cfg.sasl_username
-        if kafka_cfg.sasl_password is not None:
-            opts["sasl_plain_password"] = kafka_cfg.sasl_password.get_secret_value()
-    if kafka_cfg.ssl_cafile:
-        opts["ssl_cafile"] = str(kafka_cfg.ssl_cafile)
-    return opts
-
-
 def apply_topics(admin: Any, contracts: Mapping[str, DataContract], partitions: int = 3) -> list[TopicChange]:
     """Make the broker's topics match the contracts.
 
@@ -128,7 +114,7 @@ def apply_configured_topics(cfg: Any, partitions: int = 3) -> list[TopicChange]:
 
     contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)
     try:
-        admin = KafkaAdminClient(**kafka_client_options(cfg.kafka), request_timeout_ms=15000)
+        admin = KafkaAdminClient(**cfg.kafka.client_options(), request_timeout_ms=15000)
     except (KafkaError, OSError) as e:
         raise StackError(f"cannot reach Kafka at {cfg.kafka.bootstrap_servers} ({e}); "
                          "is the stack up? (`fieldloop stack up`)") from e
