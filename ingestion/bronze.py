@@ -257,7 +257,8 @@ class BronzeJob:
         writer_fields = set(self._spark_type(writer).fieldNames())
         defaults = {f["name"]: f.get("default") for f in reader.parsed["fields"]}
         cols = []
-        for fld in reader_type.fields:
+        # Casts may only widen nullability, so resolve into the all-nullable form of the reader.
+        for fld in _all_nullable(reader_type).fields:
             if fld.name in writer_fields:
                 cols.append(F.col(f"_record.{fld.name}").cast(fld.dataType).alias(fld.name))
             else:
@@ -408,6 +409,19 @@ class BronzeJob:
         writer = writer.trigger(availableNow=True) if available_now else writer.trigger(
             processingTime=f"{trigger_seconds} seconds")
         return writer.start()
+
+
+def _all_nullable(dtype: Any) -> Any:
+    """``dtype`` with every nested field and element nullable."""
+    from pyspark.sql.types import ArrayType, MapType, StructField, StructType
+
+    if isinstance(dtype, StructType):
+        return StructType([StructField(f.name, _all_nullable(f.dataType), True) for f in dtype.fields])
+    if isinstance(dtype, ArrayType):
+        return ArrayType(_all_nullable(dtype.elementType), True)
+    if isinstance(dtype, MapType):
+        return MapType(dtype.keyType, _all_nullable(dtype.valueType), True)
+    return dtype
 
 
 def _nullable(avro_type: Any) -> bool:

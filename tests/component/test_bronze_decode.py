@@ -1,0 +1,71 @@
+"""The bronze job's decode step on local Spark, without a broker: schema evolution and reasons.
+
+Rows shaped like Spark's Kafka source are classified by ``BronzeJob.classify``: a record
+written with v1 of vehicle_frames and one written with v2 (a test-only revision adding
+two fields with defaults) both resolve to the newest schema, as Avro's rules say.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from fieldloop.config import FieldloopConfig, load_config
+from fieldloop.contracts import load_contracts
+from fieldloop.residency import ResidencyGuard
+from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, SchemaRegistry, encode
+from ingestion.bronze import BronzeJob, targets
+
+FRAMES = load_contracts()["vehicle-frames-public"]
+NOW = int(time.time() * 1000)
+FRAME = {"vin": "JT123456789012345", "driver_id": "drv-7", "ts": NOW, "lat": 35.68, "lon": 139.76,
+         "speed_mps": 12.5, "accel_mps2": -0.4, "steering_deg": 3.0, "brake": 0.1, "yaw_rate_dps": 0.5,
+         "perception": {"vehicles": 3, "pedestrians": 1, "cyclists": 0}, "intervention": False}
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> SchemaRegistry:
+    folder = tmp_path_factory.mktemp("avro")
+    root = Path(__file__).parents[2]
+    for schema in (root / "fieldloop" / "schemas" / "avro").glob("*.avsc"):
+        shutil.copy(schema, folder)
+    shutil.copy(root / "tests" / "unit" / "data" / "avro" / "vehicle_frames.v2.avsc", folder)
+    return SchemaRegistry.from_dir(folder)
+
+
+def kafka_row(offset: int, value: bytes, seq: int, **headers: str) -> tuple:
+    h = {H_CLASS: "public", H_CONTRACT: FRAMES.id, H_DEVICE: "JT123456789012345", H_SEQ: str(seq), **headers}
+    return (FRAMES.topic, 0, offset, datetime.now(UTC), b"JT123456789012345", value,
+            [(k, v.encode()) for k, v in h.items()])
+
+
+def test_v1_and_v2_writers_resolve_to_the_newest_schema(spark, cfg: FieldloopConfig, registry: SchemaRegistry,
+                                                         tmp_path: Path) -> None:  # noqa: ANN001
+    job_cfg = load_config({"FIELDLOOP_HOME": str(cfg.home), "FIELDLOOP_LAKE_URI": str(tmp_path / "lake")})
+    job = BronzeJob(job_cfg, spark, {FRAMES.id: FRAMES}, registry, ResidencyGuard.from_config(job_cfg))
+    v1, v2 = registry.get("vehicle_frames", 1), registry.get("vehicle_frames", 2)
+    rows = [
+        kafka_row(0, encode(FRAME, v1), 0),
+        kafka_row(1, encode({**FRAME, "gear": 4, "odometer_km": 12034.5}, v2), 1),
+        kafka_row(2, encode({**FRAME, "speed_mps": float("inf")}, v1), 2),
+        kafka_row(3, encode(FRAME, v1), 3, **{H_CLASS: "restricted"}),
+        kafka_row(4, v1.header + b"\x02", 4),
+    ]
+    schema = ("topic STRING, partition INT, offset LONG, timestamp TIMESTAMP, key BINARY, value BINARY, "
+              "headers ARRAY<STRUCT<key: STRING, value: BINARY>>")
+    batch = spark.createDataFrame(rows, schema)
+    out = {r["_kafka_offset"]: r for r in job.classify(batch, targets(job_cfg, {FRAMES.id: FRAMES})[0]).collect()}
+
+    assert out[0]["_reason"] is None and out[1]["_reason"] is None
+    old, new = out[0]["_record"], out[1]["_record"]
+    assert (old["gear"], old["odometer_km"]) == (0, None)  # v1 writer: the reader's defaults
+    assert (new["gear"], new["odometer_km"]) == (4, 12034.5)
+    assert (out[0]["_schema_version"], out[1]["_schema_version"]) == (1, 2)
+    assert old["vin"] == new["vin"] == "JT123456789012345" and old["perception"]["vehicles"] == 3
+    assert out[2]["_reason"] == "non-finite"
+    assert out[3]["_reason"] == "class-mismatch"
+    assert out[4]["_reason"] == "undecodable"
