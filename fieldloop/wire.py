@@ -65,8 +65,19 @@ class RegisteredSchema:
 
     @property
     def json(self) -> str:
-        """The full schema as JSON (with docs and logical types), e.g. for Spark's from_avro."""
-        return json.dumps(self.parsed)
+        """The schema as JSON with logical types but without docs, e.g. for Spark's from_avro.
+
+        Docs do not change decoding, and they would be repeated in every query plan.
+        """
+        return json.dumps(_without_docs(self.parsed))
+
+
+def _without_docs(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_docs(v) for k, v in node.items() if k != "doc"}
+    if isinstance(node, list):
+        return [_without_docs(v) for v in node]
+    return node
 
 
 class SchemaRegistry:
