@@ -43,19 +43,23 @@ class PrivateKafka:
         self._stack().up()
 
 
-@contextmanager
-def started_private_kafka(tmp_path: Path, cfg: FieldloopConfig) -> Iterator[PrivateKafka]:
-    """A broker of its own under ``tmp_path``, stopped on exit."""
-    home = tmp_path / "kafka-home"
-    home.mkdir()
+def private_home_env(home: Path, cfg: FieldloopConfig) -> dict[str, str]:
+    """FIELDLOOP_* settings for a stack of its own: ``home`` (sharing the resolved jars) and free ports."""
+    home.mkdir(parents=True, exist_ok=True)
     (home / "jars").symlink_to(cfg.jars_dir)  # resolved once by the session; no second Maven run
-    private = load_config({
+    return {
         "FIELDLOOP_HOME": str(home),
         "FIELDLOOP_KAFKA_PORT": str(free_port()),
         "FIELDLOOP_KAFKA_CONTROLLER_PORT": str(free_port()),
         "FIELDLOOP_MLFLOW_PORT": str(free_port()),
         "FIELDLOOP_AIRFLOW_PORT": str(free_port()),
-    })
+    }
+
+
+@contextmanager
+def started_private_kafka(tmp_path: Path, cfg: FieldloopConfig) -> Iterator[PrivateKafka]:
+    """A broker of its own under ``tmp_path``, stopped on exit."""
+    private = load_config(private_home_env(tmp_path / "kafka-home", cfg))
     broker = PrivateKafka(private)
     broker.start()
     try:

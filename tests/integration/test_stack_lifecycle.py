@@ -19,14 +19,9 @@ from pathlib import Path
 import pytest
 
 from fieldloop.config import FieldloopConfig
+from tests.integration.conftest import private_home_env
 
 FIELDLOOP = str(Path(sys.executable).parent / "fieldloop")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Cli:
@@ -43,17 +38,8 @@ class Cli:
 
 @pytest.fixture()
 def cli(tmp_path: Path, cfg: FieldloopConfig) -> Iterator[Cli]:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "jars").symlink_to(cfg.jars_dir)  # resolved once by the session; no second Maven run
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FIELDLOOP_", "MLFLOW_"))}
-    env.update({
-        "FIELDLOOP_HOME": str(home),
-        "FIELDLOOP_KAFKA_PORT": str(_free_port()),
-        "FIELDLOOP_KAFKA_CONTROLLER_PORT": str(_free_port()),
-        "FIELDLOOP_MLFLOW_PORT": str(_free_port()),
-        "FIELDLOOP_AIRFLOW_PORT": str(_free_port()),
-    })
+    env.update(private_home_env(tmp_path / "home", cfg))
     runner = Cli(env)
     yield runner
     runner("stack", "down")
