@@ -75,6 +75,9 @@ def spark_session(cfg: FieldloopConfig, app_name: str = "fieldloop", extra: dict
     # The JVM reads this at launch; without it Spark binds its services to the first
     # non-loopback interface it finds, whatever spark.driver.bindAddress says.
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # PySpark picks the worker interpreter from this variable, not from spark.pyspark.python;
+    # without it workers run the system python3 and miss the venv's packages.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder: Any = SparkSession.builder
     for key, value in session_conf(cfg, app_name, extra).items():
         builder = builder.config(key, value)
