@@ -47,7 +47,7 @@ class StackBroker:
 
     def check(self, cfg: FieldloopConfig) -> None:
         """Refuse before anything is sent when the fault could not restart the broker clients use."""
-        from ingestion.simulator import SimulationError
+        from ingestion.errors import SimulationError
 
         local = {f"127.0.0.1:{cfg.kafka.port}", f"localhost:{cfg.kafka.port}"}
         if cfg.kafka.bootstrap_servers not in local:
@@ -123,7 +123,8 @@ def simulate(ctx: click.Context, devices: int, seconds: float, rate: float, seed
     de-duplication get exercised. The report reconciles: generated = accepted + refused
     + bypassed (junk bytes the SDK never saw).
     """
-    from ingestion.simulator import FleetSpec, SimulationError
+    from ingestion.errors import SimulationError
+    from ingestion.simulator import FleetSpec
 
     cfg = config_of(ctx)
     report = simulate_fleet(cfg, FleetSpec(devices, seconds, rate, seed, start), faults, dry_run, flush_timeout)

@@ -29,6 +29,10 @@ class RefusedError(IngestionError):
         self.reason = reason
 
 
+class SimulationError(IngestionError):
+    """A fleet simulation cannot run as asked (bad spec, missing contract, broker not ours)."""
+
+
 class SpoolFullError(IngestionError):
     """The spool reached its byte budget (or the disk is full) and its policy is ``reject``.
 

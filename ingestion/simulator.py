@@ -37,6 +37,7 @@ from fieldloop.contracts import DataContract
 from fieldloop.errors import FieldloopError
 from fieldloop.wire import RegisteredSchema, SchemaRegistry, WireError, encode
 
+from ingestion.errors import RefusedError, SimulationError
 from ingestion.faults import (BYTE_KINDS, JUNK_SEQ_BASE, Event, FaultPlan, FaultSpec, RawSender, Window, junk_bytes,
                               junk_record)
 
@@ -54,18 +55,6 @@ DEVICE_PATTERN = (  # interleaved, so small fleets get every kind
 EPOCH_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z; the default start is an hour of 2025 picked by the seed
 _DEVICE_STREAM = 1  # SeedSequence spawn-key stream of device physics (faults use others)
 _H = 0.1  # s, longest integration step of the vehicle model
-
-
-class SimulationError(FieldloopError):
-    """The simulation cannot run as asked (bad spec, missing contract)."""
-
-
-class RecordRefusedError(SimulationError):
-    """A sink refused a record; ``reason`` is a short code for the report."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -761,20 +750,20 @@ class MemorySink:
     def send(self, contract_id: str, device_id: str, record: Mapping[str, Any]) -> int:
         contract = self.contracts.get(contract_id)
         if contract is None:
-            raise RecordRefusedError("no-contract", f"no data contract '{contract_id}': add it before sending")
+            raise RefusedError("no-contract", f"no data contract '{contract_id}': add it before sending")
         if contract.data_class is DataClass.SECRET:
-            raise RecordRefusedError("raw-secret", f"contract '{contract_id}' is secret: it never leaves the site")
+            raise RefusedError("raw-secret", f"contract '{contract_id}' is secret: it never leaves the site")
         if _non_finite(record):
-            raise RecordRefusedError("non-finite", "a value is NaN or infinite")
+            raise RefusedError("non-finite", "a value is NaN or infinite")
         schema = self.registry.get(contract.stream)
         try:
             avro_validate(record, schema.parsed, raise_errors=True, strict=True)
             payload = encode(record, schema)
         except (AvroValidationError, WireError) as e:
             message = f"record does not match {schema.stream}.v{schema.version}"
-            raise RecordRefusedError("schema-mismatch", message) from e
+            raise RefusedError("schema-mismatch", message) from e
         if len(payload) > self.max_record_bytes:
-            raise RecordRefusedError("oversized", f"record of {len(payload)} bytes exceeds {self.max_record_bytes}")
+            raise RefusedError("oversized", f"record of {len(payload)} bytes exceeds {self.max_record_bytes}")
         seq = self.seqs.get(device_id, 0) + 1
         self.seqs[device_id] = seq
         if self.keep:
