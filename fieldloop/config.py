@@ -143,6 +143,28 @@ class S3Config(_Section):
     endpoint_url: str | None = Field(None, description="S3 endpoint for on-prem or test servers; default AWS")
 
 
+class RefineConfig(_Section):
+    """Refinement: pseudonym keys, privacy thresholds, quality gates, DP budgets."""
+
+    key_source: str | None = Field(
+        None,
+        description="where pseudonym keys come from: file:<path>, env:<VAR> or aws-secretsmanager:<secret-id>; "
+        "default file:<home>/secrets/pseudonym-keys.json (created with fresh keys on first use)",
+    )
+    k: int = Field(5, ge=2, description="k of k-anonymity on anonymized tables (distinct devices per class)")
+    trip_trim_m: float = Field(200.0, ge=0, description="trimmed off each trip's start and end in anonymized tables (metres)")
+    trip_gap_s: int = Field(300, ge=1, description="a silence longer than this ends a trip (seconds)")
+    max_failure_rate: float = Field(0.05, ge=0, le=1, description="share of rows failing quality rules that fails a run (fraction)")
+    dp_epsilon_per_month: float = Field(3.0, gt=0, description="DP budget per privacy unit and calendar month (epsilon)")
+
+    @field_validator("key_source")
+    @classmethod
+    def _key_source(cls, value: str | None) -> str | None:
+        if value is not None and value.split(":", 1)[0] not in ("file", "env", "aws-secretsmanager"):
+            raise ValueError(f"'{value}': use file:<path>, env:<VAR> or aws-secretsmanager:<secret-id>")
+        return value
+
+
 class FieldloopConfig(_Section):
     """The whole effective configuration."""
 
@@ -156,6 +178,7 @@ class FieldloopConfig(_Section):
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     airflow: AirflowConfig = Field(default_factory=AirflowConfig)
     s3: S3Config = Field(default_factory=S3Config)
+    refine: RefineConfig = Field(default_factory=RefineConfig)
 
     @field_validator("home")
     @classmethod
@@ -221,6 +244,11 @@ class FieldloopConfig(_Section):
     @property
     def logs_dir(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def key_source(self) -> str:
+        """Where pseudonym keys come from (see :class:`RefineConfig`)."""
+        return self.refine.key_source or f"file:{self.home / 'secrets' / 'pseudonym-keys.json'}"
 
     @property
     def airflow_home(self) -> Path:

@@ -394,6 +394,9 @@ class BronzeJob:
         )
         builder = DeltaTable.createIfNotExists(self.spark).location(path).addColumns(schema)
         props = {**gov.to_delta_properties(), "fieldloop.layer": layer, "fieldloop.stream": target.contract.stream}
+        if layer == "bronze":
+            # Refinement reads exactly the rows each bronze commit added, by version.
+            props["delta.enableChangeDataFeed"] = "true"
         for key, value in props.items():
             builder = builder.property(key, value)
         builder.execute()

@@ -318,6 +318,7 @@ class Vehicle(Device):
             "yaw_rate_dps": round(math.degrees(self.yaw) + rng.normal(0, 0.05), 3),
             "perception": dict(zip(("vehicles", "pedestrians", "cyclists"), self.counts)),
             "intervention": self.takeover_left > 0,
+            "driver_note": None,
         }
         items = [Item(self.contract_id, self.vin, frame, t_ms, self.unit)]
         if self.camera_id and k % 2 == 0:
@@ -467,6 +468,7 @@ class RobotArm(Device):
             "joint_torque_nm": [round(float(x), 3) for x in torque],
             "gripper_pos": round(_clip(grip + rng.normal(0, 0.003), 0, 1), 4),
             "gripper_closed": bool(grip > 0.5),
+            "operator_note": None,
         }
         items = [Item(ROBOTS, self.device_id, record, t_ms, self.unit)]
         if k % 10 == 0:

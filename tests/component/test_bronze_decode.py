@@ -1,7 +1,7 @@
 """The bronze job's decode step on local Spark, without a broker: schema evolution and reasons.
 
 Rows shaped like Spark's Kafka source are classified by ``BronzeJob.classify``: a record
-written with v1 of vehicle_frames and one written with v2 (a test-only revision adding
+written with v1 of vehicle_frames and one written with v3 (a test-only revision adding
 two fields with defaults) both resolve to the newest schema, as Avro's rules say.
 """
 
@@ -33,7 +33,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> SchemaRegistry:
     root = Path(__file__).parents[2]
     for schema in (root / "fieldloop" / "schemas" / "avro").glob("*.avsc"):
         shutil.copy(schema, folder)
-    shutil.copy(root / "tests" / "unit" / "data" / "avro" / "vehicle_frames.v2.avsc", folder)
+    shutil.copy(root / "tests" / "unit" / "data" / "avro" / "vehicle_frames.v3.avsc", folder)
     return SchemaRegistry.from_dir(folder)
 
 
@@ -47,7 +47,7 @@ def test_v1_and_v2_writers_resolve_to_the_newest_schema(spark, cfg: FieldloopCon
                                                          tmp_path: Path) -> None:  # noqa: ANN001
     job_cfg = load_config({"FIELDLOOP_HOME": str(cfg.home), "FIELDLOOP_LAKE_URI": str(tmp_path / "lake")})
     job = BronzeJob(job_cfg, spark, {FRAMES.id: FRAMES}, registry, ResidencyGuard.from_config(job_cfg))
-    v1, v2 = registry.get("vehicle_frames", 1), registry.get("vehicle_frames", 2)
+    v1, v2 = registry.get("vehicle_frames", 1), registry.get("vehicle_frames", 3)
     rows = [
         kafka_row(0, encode(FRAME, v1), 0),
         kafka_row(1, encode({**FRAME, "gear": 4, "odometer_km": 12034.5}, v2), 1),
@@ -64,7 +64,7 @@ def test_v1_and_v2_writers_resolve_to_the_newest_schema(spark, cfg: FieldloopCon
     old, new = out[0]["_record"], out[1]["_record"]
     assert (old["gear"], old["odometer_km"]) == (0, None)  # v1 writer: the reader's defaults
     assert (new["gear"], new["odometer_km"]) == (4, 12034.5)
-    assert (out[0]["_schema_version"], out[1]["_schema_version"]) == (1, 2)
+    assert (out[0]["_schema_version"], out[1]["_schema_version"]) == (1, 3)
     assert old["vin"] == new["vin"] == "JT123456789012345" and old["perception"]["vehicles"] == 3
     assert out[2]["_reason"] == "non-finite"
     assert out[3]["_reason"] == "class-mismatch"

@@ -29,11 +29,11 @@ def as_read(record: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def evolving(tmp_path_factory: pytest.TempPathFactory) -> SchemaRegistry:
-    """The shipped schemas plus a v2 of vehicle_frames (test only)."""
+    """The shipped schemas plus a test-only v3 of vehicle_frames (gear, odometer)."""
     folder = tmp_path_factory.mktemp("avro")
     for schema in (Path(__file__).parents[2] / "fieldloop" / "schemas" / "avro").glob("*.avsc"):
         shutil.copy(schema, folder)
-    shutil.copy(Path(__file__).parent / "data" / "avro" / "vehicle_frames.v2.avsc", folder)
+    shutil.copy(Path(__file__).parent / "data" / "avro" / "vehicle_frames.v3.avsc", folder)
     return SchemaRegistry.from_dir(folder)
 
 
@@ -50,7 +50,7 @@ def test_bytes_match_java_avro() -> None:
 
 
 def test_v2_writer_read_by_v1_reader_and_back(evolving: SchemaRegistry) -> None:
-    v1, v2 = evolving.get("vehicle_frames", 1), evolving.get("vehicle_frames", 2)
+    v1, v2 = evolving.get("vehicle_frames", 1), evolving.get("vehicle_frames", 3)
     assert v1.fingerprint != v2.fingerprint
     new = encode({**FRAME, "gear": 4, "odometer_km": 12034.5}, v2)
     assert writer_of(new, evolving) == v2

@@ -1,0 +1,143 @@
+"""Generalization, trip trimming and k-anonymity, as native Spark expressions.
+
+* :func:`mesh_code` - lat/lon to the Japanese standard grid square code (JIS X 0410,
+  地域メッシュ): level 1 = 80 km, 2 = 10 km, 3 = 1 km, 4 = 500 m, 5 = 250 m. Computed
+  on integer cell indices (lat x 120, lon x 80 for the 1 km mesh) so no float rounding
+  moves a point across a border.
+* :func:`trim_trips` - a trip is a device's run of frames without a gap longer than
+  ``gap_s``; frames within ``trim_m`` of its start or its end are removed, so home and
+  work addresses do not survive as trip endpoints.
+* :func:`enforce_k_anonymity` - rare quasi-identifier values (held by fewer than k
+  devices) are suppressed to null, then rows whose quasi-identifier combination is held
+  by fewer than k distinct devices are removed. k counts devices, not rows: a hundred
+  frames of one car in a cell identify that car. Each run enforces k on what it writes;
+  equivalence classes only grow when runs add rows, so k holds for the whole table.
+* :func:`l_diversity` - for each sensitive attribute, the fewest distinct values any
+  equivalence class has (reported, not enforced).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+
+EARTH_RADIUS_M = 6_371_008.8
+
+
+def mesh_code(lat: Column, lon: Column, level: int) -> Column:
+    """The JIS X 0410 grid square code of each point, as a string (null for a null point)."""
+    from pyspark.sql import functions as F
+
+    i3 = F.floor(lat * 120).cast("long")  # 1 km mesh rows since the equator (30")
+    j3 = F.floor((lon - 100) * 80).cast("long")  # 1 km mesh columns since 100°E (45")
+    first = F.format_string("%02d%02d", F.floor(i3 / 80), F.floor(j3 / 80))
+    second = F.format_string("%d%d", F.floor(F.pmod(i3, 80) / 10), F.floor(F.pmod(j3, 80) / 10))
+    third = F.format_string("%d%d", F.pmod(i3, 10), F.pmod(j3, 10))
+    parts = [first, second, third][: min(level, 3)]
+    for sub in range(4, level + 1):  # halves, quarters: 1 SW, 2 SE, 3 NW, 4 NE
+        scale = 2 ** (sub - 3)
+        s = F.pmod(F.floor(lat * 120 * scale).cast("long"), 2)
+        t = F.pmod(F.floor((lon - 100) * 80 * scale).cast("long"), 2)
+        parts.append((s * 2 + t + 1).cast("string"))
+    return F.when(lat.isNull() | lon.isNull(), F.lit(None)).otherwise(F.concat(*parts))
+
+
+def time_bucket(ts: Column, minutes: int) -> Column:
+    """Start of the ``minutes``-wide bucket holding each timestamp."""
+    from pyspark.sql import functions as F
+
+    seconds = minutes * 60
+    return F.timestamp_seconds(F.floor(F.unix_seconds(ts) / seconds) * seconds)
+
+
+def band(value: Column, width: float) -> Column:
+    """Lower edge of the ``width``-wide band holding each value."""
+    from pyspark.sql import functions as F
+
+    return F.floor(value / width) * F.lit(width)
+
+
+def _distance_m(lat1: Column, lon1: Column, lat2: Column, lon2: Column) -> Column:
+    from pyspark.sql import functions as F
+
+    p1, p2 = F.radians(lat1), F.radians(lat2)
+    dp, dl = p2 - p1, F.radians(lon2 - lon1)
+    h = F.pow(F.sin(dp / 2), 2) + F.cos(p1) * F.cos(p2) * F.pow(F.sin(dl / 2), 2)
+    return F.lit(2 * EARTH_RADIUS_M) * F.asin(F.least(F.lit(1.0), F.sqrt(h)))
+
+
+def trim_trips(df: DataFrame, device: str, ts: str, lat: str, lon: str, trim_m: float, gap_s: int) -> DataFrame:
+    """``df`` without the frames within ``trim_m`` metres of a trip's start or end."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    order = Window.partitionBy(device).orderBy(ts)
+    prev = df.withColumn("_prev_lat", F.lag(lat).over(order)).withColumn("_prev_lon", F.lag(lon).over(order)) \
+        .withColumn("_gap", F.unix_millis(F.col(ts)) - F.unix_millis(F.lag(ts).over(order)))
+    starts = prev.withColumn("_new_trip", (F.col("_gap").isNull() | (F.col("_gap") > gap_s * 1000)).cast("int")) \
+        .withColumn("_trip", F.sum("_new_trip").over(order.rowsBetween(Window.unboundedPreceding, 0)))
+    step = F.when(F.col("_new_trip") == 1, F.lit(0.0)).otherwise(
+        _distance_m(F.col("_prev_lat"), F.col("_prev_lon"), F.col(lat), F.col(lon)))
+    trip = Window.partitionBy(device, "_trip").orderBy(ts)
+    walked = starts.withColumn("_step", step) \
+        .withColumn("_from_start", F.sum("_step").over(trip.rowsBetween(Window.unboundedPreceding, 0))) \
+        .withColumn("_length", F.sum("_step").over(Window.partitionBy(device, "_trip")))
+    kept = walked.where((F.col("_from_start") >= trim_m) & (F.col("_length") - F.col("_from_start") >= trim_m))
+    return kept.drop("_prev_lat", "_prev_lon", "_gap", "_new_trip", "_trip", "_step", "_from_start", "_length")
+
+
+@dataclass
+class KAnonymity:
+    """What enforcing k did to one batch."""
+
+    k: int
+    suppressed_values: dict[str, int] = field(default_factory=dict)
+    suppressed_rows: int = 0
+    classes: int = 0
+    k_achieved: int | None = None  # fewest devices in any class written; None when nothing was written
+
+
+def enforce_k_anonymity(df: DataFrame, device: str, quasi: Sequence[str], k: int) -> tuple[DataFrame, KAnonymity]:
+    """Suppress rare quasi-identifier values, then drop rows in classes of fewer than ``k`` devices.
+
+    Returns the kept rows and the counts; counting runs the plan once more, so the caller
+    should persist ``df``.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    stats = KAnonymity(k)
+    out = df
+    for q in quasi:
+        holders = F.size(F.collect_set(device).over(Window.partitionBy(q)))
+        out = out.withColumn(f"_rare_{q}", F.col(q).isNotNull() & (holders < k)) \
+            .withColumn(q, F.when(F.col(f"_rare_{q}"), F.lit(None)).otherwise(F.col(q)))
+    classes = out.groupBy(*quasi).agg(F.count_distinct(device).alias("_devices"))
+    marked = out.join(classes, [out[q].eqNullSafe(classes[q]) for q in quasi], "left") \
+        .select(out["*"], classes["_devices"])
+    counts = marked.agg(
+        *[F.sum(F.col(f"_rare_{q}").cast("int")).alias(q) for q in quasi],
+        F.sum((F.col("_devices") < k).cast("int")).alias("_rows_out"),
+        F.min(F.when(F.col("_devices") >= k, F.col("_devices"))).alias("_k"),
+    ).first()
+    stats.suppressed_values = {q: int(counts[q] or 0) for q in quasi}
+    stats.suppressed_rows = int(counts["_rows_out"] or 0)
+    stats.k_achieved = counts["_k"]
+    kept = marked.where(F.col("_devices") >= k).drop("_devices", *[f"_rare_{q}" for q in quasi])
+    stats.classes = kept.select(*quasi).distinct().count()
+    return kept, stats
+
+
+def l_diversity(df: DataFrame, quasi: Sequence[str], sensitive: Sequence[str]) -> dict[str, int | None]:
+    """For each sensitive attribute, the fewest distinct values in any equivalence class."""
+    from pyspark.sql import functions as F
+
+    if not sensitive or not quasi:
+        return {}
+    per_class = df.groupBy(*quasi).agg(*[F.count_distinct(s).alias(s) for s in sensitive])
+    row = per_class.agg(*[F.min(s).alias(s) for s in sensitive]).first()
+    return {s: (int(row[s]) if row and row[s] is not None else None) for s in sensitive}

@@ -1,0 +1,92 @@
+"""Quality expectations: each row gets the name of the first rule it fails, or null.
+
+Rules come from the stream's policy file (``[[expect]]``): ``required`` (not null),
+``range`` and ``range_by`` (value ranges, per unit for plant sensors), ``in_set``,
+``monotonic`` (time never goes back per device, in sequence order) and
+``unit_consistent`` (a sensor reports in one unit: rows in a unit other than the
+sensor's most common one in the run fail). Failing rows go to quarantine with the rule
+name; :func:`gate` fails the run when too many fail. ``range`` rules on columns silver
+keeps as they are also become Delta CHECK constraints, so no later writer can break them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from refinement.errors import QualityError
+from refinement.policy import Expectation
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+
+RULE_COLUMN = "_rule"
+
+
+def _failure(e: Expectation, device: str, order: str) -> Column:
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if e.rule == "required":
+        return F.greatest(*[F.col(c).isNull() for c in e.columns]) if len(e.columns) > 1 else F.col(e.columns[0]).isNull()
+    col = F.col(e.column)  # type: ignore[arg-type]
+    if e.rule == "range":
+        bad = F.lit(False)
+        if e.min is not None:
+            bad = bad | (col < e.min)
+        if e.max is not None:
+            bad = bad | (col > e.max)
+        return bad
+    if e.rule == "range_by":
+        by = F.col(e.by)  # type: ignore[arg-type]
+        bad = F.lit(True)  # a unit with no declared range fails too: nobody knows what is plausible for it
+        for key, (lo, hi) in e.ranges.items():
+            bad = F.when(by == key, (col < lo) | (col > hi)).otherwise(bad)
+        return bad
+    if e.rule == "in_set":
+        return ~col.isin(*e.values)
+    if e.rule == "monotonic":
+        previous = F.lag(col).over(Window.partitionBy(device).orderBy(order))
+        return previous.isNotNull() & (col < previous)
+    if e.rule == "unit_consistent":
+        per_unit = F.count(F.lit(1)).over(Window.partitionBy(e.per, e.column))  # type: ignore[arg-type]
+        return per_unit < F.max(per_unit).over(Window.partitionBy(e.per))  # type: ignore[arg-type]
+    raise AssertionError(e.rule)
+
+
+def mark(df: DataFrame, expectations: Sequence[Expectation], device: str = "_device_id", order: str = "_seq") -> DataFrame:
+    """``df`` with ``_rule``: the name of the first expectation each row fails, or null."""
+    from pyspark.sql import functions as F
+
+    rule = F.lit(None).cast("string")
+    # Built back to front so the first expectation in the file wins. A null compared is no
+    # failure here: missing values are the ``required`` rule's to catch.
+    for e in reversed(expectations):
+        rule = F.when(F.coalesce(_failure(e, device, order), F.lit(False)), F.lit(e.name)).otherwise(rule)
+    return df.withColumn(RULE_COLUMN, rule)
+
+
+def gate(rows_in: int, failed: Mapping[str, int], max_rate: float, table: str) -> None:
+    """Raise when the share of failing rows passes ``max_rate``.
+
+    Raises:
+        QualityError: naming the rules that failed most and what to do.
+    """
+    total = sum(failed.values())
+    if rows_in and total / rows_in > max_rate:
+        worst = ", ".join(f"{name}: {n}" for name, n in sorted(failed.items(), key=lambda kv: -kv[1])[:5])
+        raise QualityError(
+            f"{table}: {total} of {rows_in} rows ({total / rows_in:.1%}) fail quality rules, over the "
+            f"{max_rate:.1%} limit ({worst}); nothing was written. Look at the devices sending them, or raise "
+            "FIELDLOOP_REFINE_MAX_FAILURE_RATE if the data is right and the rule is wrong")
+
+
+def check_constraints(expectations: Sequence[Expectation], kept: Sequence[str]) -> dict[str, str]:
+    """Delta CHECK constraints for the ``range`` rules on columns silver keeps unchanged."""
+    out = {}
+    for e in expectations:
+        if e.rule == "range" and e.column in kept:
+            parts = ([f"{e.column} >= {e.min}"] if e.min is not None else []) + \
+                    ([f"{e.column} <= {e.max}"] if e.max is not None else [])
+            out[e.name.replace("-", "_")] = f"{e.column} IS NULL OR ({' AND '.join(parts)})"
+    return out

@@ -1,0 +1,302 @@
+"""Bronze -> silver: quality-checked, pseudonymized or anonymized, one run per new bronze versions.
+
+A run of one contract reads as three steps:
+
+1. **read** the rows bronze commits ``a+1 .. b`` added (Delta Change Data Feed), where
+   ``a`` is the last bronze version every output table holds (kept in each silver
+   commit's ``userMetadata``) and ``b`` bronze's current version;
+2. **transform**: mark each row with the first quality rule it fails (failures go to
+   ``quarantine/<table>_quality`` with the rule; too many fail the run before anything is
+   written); then per output table of the stream's policy: trim trips, generalize, key the
+   pseudonyms, scrub free text, and for anonymized tables enforce k-anonymity;
+3. **write** each output with ``replaceWhere`` on ``_bronze_version`` in ``(a, b]``: a run
+   repeated over the same bronze versions replaces exactly what it wrote before, so
+   retries and re-runs are idempotent, and a run with no new bronze versions writes
+   nothing. A privacy report goes next to each table.
+
+Every location passes the residency guard before the first read, so a run aimed outside
+the allowed regions writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fieldloop.config import FieldloopConfig
+from fieldloop.contracts import DataContract
+from fieldloop.lineage import TableGovernance
+from fieldloop.residency import ResidencyGuard
+from refinement import anonymize, quality
+from refinement.errors import PrivacyCheckError, RefinementError
+from refinement.keys import KeyRing
+from refinement.policy import MESH_COLUMN, PrivacyPolicy, TablePolicy
+from refinement.pseudonym import KEY_ID_COLUMN, pseudonymize
+from refinement.report import PrivacyReport, write_report
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+logger = logging.getLogger(__name__)
+
+VERSION_COLUMN = "_bronze_version"
+DEVICE_COLUMN = "_device"
+BRONZE_ONLY = ["_headers", "_kafka_topic", "_kafka_partition", "_kafka_offset", "_kafka_timestamp",
+               "_ingested_at", "_schema_version"]
+PLACEHOLDER = r"\[([A-Z_]+)\]"
+
+
+def vacuum_grace_days(contract: DataContract) -> int:
+    """Days VACUUM keeps files removed from a table: a week, or less for short retention."""
+    return max(1, min(7, contract.retention_days // 4))
+
+
+def contract_table(contract: DataContract) -> str:
+    """``vehicle-frames-public`` -> ``vehicle_frames_public`` (bronze and quarantine tables)."""
+    return contract.id.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Output:
+    name: str
+    policy: TablePolicy
+    path: str
+
+
+class SilverJob:
+    """Refines bronze tables into silver, per contract.
+
+    Args:
+        cfg: effective config (lake, k, trip trimming, failure threshold).
+        spark: a session from :func:`fieldloop.spark.spark_session`.
+        contracts: validated contracts by id.
+        policies: validated privacy policies by contract id.
+        keys: the pseudonym key ring, loaded once at job start.
+        guard: the residency guard.
+    """
+
+    def __init__(
+        self,
+        cfg: FieldloopConfig,
+        spark: SparkSession,
+        contracts: Mapping[str, DataContract],
+        policies: Mapping[str, PrivacyPolicy],
+        keys: KeyRing,
+        guard: ResidencyGuard,
+    ) -> None:
+        self.cfg, self.spark, self.contracts, self.policies = cfg, spark, contracts, policies
+        self.keys, self.guard = keys, guard
+        self.lake = cfg.lake.rstrip("/")
+
+    def outputs(self, contract_id: str) -> list[Output]:
+        policy = self.policies[contract_id]
+        return [Output(name, tp, f"{self.lake}/silver/{name}") for name, tp in policy.output.items()]
+
+    def bronze_path(self, contract: DataContract) -> str:
+        return f"{self.lake}/bronze/{contract_table(contract)}"
+
+    def quarantine_path(self, contract: DataContract) -> str:
+        return f"{self.lake}/quarantine/{contract_table(contract)}_quality"
+
+    # run ---------------------------------------------------------------------------------
+    def run(self, contract_id: str, until: int | None = None, since: int | None = None) -> list[PrivacyReport]:
+        """Refine what bronze gained since the last run, up to bronze version ``until`` (default: latest).
+
+        ``since`` overrides the last run's watermark: bronze versions after it are refined
+        again and replace what earlier runs wrote for them (after a policy fix, say).
+
+        Raises:
+            ResidencyError: an output location is outside the allowed regions (nothing written).
+            QualityError: too many rows fail quality rules (nothing written).
+            KeyRingError: the tenant has no active pseudonym key (nothing written).
+        """
+        from delta.tables import DeltaTable
+
+        contract, policy = self.contracts[contract_id], self.policies[contract_id]
+        outputs = self.outputs(contract_id)
+        bronze, quarantine = self.bronze_path(contract), self.quarantine_path(contract)
+        regions = {p: self.guard.check(p).region for p in [*(o.path for o in outputs), quarantine]}
+        key = self.keys.active(contract.tenant) if any(o.policy.pseudonym_fields for o in outputs) else None
+
+        def empty(o: Output) -> PrivacyReport:
+            return PrivacyReport(o.name, o.path, contract_id, o.policy.level, policy.version, None,
+                                 fields=o.policy.describe(), residency_region=regions[o.path])
+
+        if not DeltaTable.isDeltaTable(self.spark, bronze):
+            logger.info("%s: no bronze table yet at %s; nothing to refine", contract_id, bronze)
+            return [empty(o) for o in outputs]
+        latest = DeltaTable.forPath(self.spark, bronze).history(1).first()["version"]
+        b = latest if until is None else min(until, latest)
+        a = min(self._watermark(o.path) for o in outputs) if since is None else since
+        if a >= b:
+            logger.info("%s: silver already holds bronze up to v%d; nothing to do", contract_id, b)
+            return [empty(o) for o in outputs]
+
+        rows = self._read_new(bronze, a, b)
+        marked = quality.mark(rows, policy.expect).persist()
+        try:
+            counts = {r["_rule"]: r["n"] for r in marked.groupBy("_rule").count().withColumnRenamed("count", "n").collect()}
+            rows_in = sum(counts.values())
+            failed = {rule: n for rule, n in counts.items() if rule is not None}
+            quality.gate(rows_in, failed, self.cfg.refine.max_failure_rate, contract_id)
+            window = f"{VERSION_COLUMN} > {a} AND {VERSION_COLUMN} <= {b}"
+            if failed or DeltaTable.isDeltaTable(self.spark, quarantine):
+                bad = marked.where("_rule IS NOT NULL").withColumnRenamed("_rule", "reason")
+                self._ensure_table(quarantine, bad.schema, contract, "quarantine", "raw", policy.version,
+                                   regions[quarantine], {})
+                self._replace(bad, quarantine, window, {"bronze_version": b, "from": a + 1})
+            good = marked.where("_rule IS NULL").drop("_rule")
+            reports = []
+            for o in outputs:
+                report = self._refine_output(good, o, contract, policy, key, a, b, regions[o.path])
+                report.rows_in, report.quarantined = rows_in, failed
+                write_report(self.spark, report)
+                reports.append(report)
+            return reports
+        finally:
+            marked.unpersist()
+
+    # 1. read ------------------------------------------------------------------------------
+    def _watermark(self, path: str) -> int:
+        """The last bronze version ``path`` holds (-1: none)."""
+        from delta.tables import DeltaTable
+
+        if not DeltaTable.isDeltaTable(self.spark, path):
+            return -1
+        for row in DeltaTable.forPath(self.spark, path).history(50).select("userMetadata").collect():
+            try:
+                return int(json.loads(row["userMetadata"])["bronze_version"])
+            except (TypeError, ValueError, KeyError):
+                continue
+        return -1
+
+    def _read_new(self, bronze: str, a: int, b: int) -> DataFrame:
+        from pyspark.errors import AnalysisException
+
+        try:
+            changes = (
+                self.spark.read.format("delta").option("readChangeFeed", "true")
+                .option("startingVersion", a + 1).option("endingVersion", b).load(bronze)
+            )
+            changes.schema  # noqa: B018 - resolves now, so a missing change feed fails here with our message
+        except AnalysisException as e:
+            raise RefinementError(
+                f"{bronze} has no change data feed for versions {a + 1}..{b} ({e.getCondition()}); it was created "
+                "before fieldloop enabled it. Re-ingest into a new bronze table, or ALTER it with "
+                "delta.enableChangeDataFeed=true and refine from a later version") from e
+        present = set(changes.columns)
+        return (
+            changes.where("_change_type = 'insert'")
+            .withColumnRenamed("_commit_version", VERSION_COLUMN)
+            .drop("_change_type", "_commit_timestamp", *[c for c in BRONZE_ONLY if c in present])
+        )
+
+    # 2. transform --------------------------------------------------------------------------
+    def _refine_output(self, good: DataFrame, o: Output, contract: DataContract, policy: PrivacyPolicy,
+                       key: Any, a: int, b: int, region: str) -> PrivacyReport:
+        from pyspark.sql import functions as F
+
+        tp, cfg = o.policy, self.cfg.refine
+        report = PrivacyReport(o.name, o.path, contract.id, tp.level, policy.version, (a + 1, b),
+                               fields=tp.describe(), residency_region=region)
+        df = good
+        if tp.trim_trips:
+            before = df.count()
+            df = anonymize.trim_trips(df, "_device_id", "ts", "lat", "lon", cfg.trip_trim_m, cfg.trip_gap_s)
+            df = df.persist()
+            report.trimmed_rows = before - df.count()
+        df = self._apply_fields(df, tp)
+        if tp.pseudonym_fields:
+            df = pseudonymize(df, tp.pseudonym_fields, key)
+            report.key_ids = [key.id]
+        device = [] if tp.device == "drop" else [F.col("_device_id").alias(DEVICE_COLUMN)]
+        seq = [] if tp.level == "anonymized" else ["_seq"]
+        keyed = [KEY_ID_COLUMN] if tp.pseudonym_fields else []
+        # The raw device id stays (as _device_id) only while k-anonymity needs to count devices.
+        counting = ["_device_id"] if tp.level == "anonymized" else []
+        out = df.select(*tp.output_columns, *device, *seq, *keyed, VERSION_COLUMN, *counting)
+        if tp.level == "anonymized":
+            out = out.persist()
+            out, k = anonymize.enforce_k_anonymity(out, "_device_id", tp.quasi_identifiers, cfg.k)
+            out = out.drop("_device_id")
+            report.k_required, report.k_achieved = cfg.k, k.k_achieved
+            report.suppressed_rows, report.suppressed_values = k.suppressed_rows, k.suppressed_values
+            if k.k_achieved is not None and k.k_achieved < cfg.k:
+                raise PrivacyCheckError(f"{o.name}: k-anonymity check found a class of {k.k_achieved} devices "
+                                        f"(< k = {cfg.k}); nothing was written")
+            report.l_diversity = anonymize.l_diversity(out, tp.quasi_identifiers, tp.sensitive)
+        texts = [n for n, act in tp.fields.items() if act.action == "scrub_text"]
+        if texts:
+            found = out.select(F.explode(F.concat(*[
+                F.coalesce(F.regexp_extract_all(F.col(t), F.lit(PLACEHOLDER), 1), F.array().cast("array<string>"))
+                for t in texts])).alias("p")).groupBy("p").count().collect()
+            report.placeholders = {r["p"]: r["count"] for r in found}
+
+        # 3. write --------------------------------------------------------------------------
+        gov_level = "anonymized" if tp.level == "anonymized" else ("statistical" if tp.level == "statistical" else "pseudonymized")
+        constraints = quality.check_constraints(policy.expect, [n for n, act in tp.fields.items() if act.action == "keep"])
+        self._ensure_table(o.path, out.schema, contract, "silver", gov_level, policy.version, region, constraints)
+        report.delta_version, report.rows_out = self._replace(
+            out, o.path, f"{VERSION_COLUMN} > {a} AND {VERSION_COLUMN} <= {b}",
+            {"bronze_version": b, "from": a + 1, "run": uuid.uuid4().hex[:12]})
+        for frame in (df, out):
+            frame.unpersist()
+        logger.info("%s: bronze v%d..v%d -> %s (delta v%s)", contract.id, a + 1, b, o.path, report.delta_version)
+        return report
+
+    def _apply_fields(self, df: DataFrame, tp: TablePolicy) -> DataFrame:
+        from pyspark.sql import functions as F
+
+        for name, act in tp.fields.items():
+            if act.action == "mesh" and MESH_COLUMN not in df.columns:
+                lat, lon = [n for n, a in tp.fields.items() if a.action == "mesh"]
+                df = df.withColumn(MESH_COLUMN, anonymize.mesh_code(F.col(lat), F.col(lon), int(act.level or 3)))
+            elif act.action == "time_bucket":
+                df = df.withColumn(name, anonymize.time_bucket(F.col(name), int(act.minutes or 1)))
+            elif act.action == "band":
+                df = df.withColumn(name, anonymize.band(F.col(name), float(act.width or 1)))
+            elif act.action == "clip":
+                df = df.withColumn(name, F.least(F.greatest(F.col(name), F.lit(act.min)), F.lit(act.max)))
+            elif act.action == "scrub_text":
+                from refinement.text import scrub_column
+
+                df = scrub_column(df, name)
+        return df
+
+    # 3. write --------------------------------------------------------------------------------
+    def _replace(self, df: DataFrame, path: str, window: str, meta: dict[str, Any]) -> tuple[int, int]:
+        """Replace the rows matching ``window`` by ``df``; returns (Delta version, rows written)."""
+        from delta.tables import DeltaTable
+
+        (df.write.format("delta").mode("overwrite").option("replaceWhere", window)
+         .option("userMetadata", json.dumps(meta)).save(path))
+        commit = DeltaTable.forPath(self.spark, path).history(1).first()
+        return int(commit["version"]), int(commit["operationMetrics"].get("numOutputRows", 0))
+
+    def _ensure_table(self, path: str, schema: Any, contract: DataContract, layer: str, level: str,
+                      policy_version: int, region: str, constraints: Mapping[str, str]) -> None:
+        """Create the table with its governance properties, change feed and retention on first use."""
+        from delta.tables import DeltaTable
+
+        if DeltaTable.isDeltaTable(self.spark, path):
+            return
+        gov = TableGovernance(contract.data_class, contract.id, region, appi_level=level,  # type: ignore[arg-type]
+                              tenant=contract.tenant, contract_version=contract.version,
+                              policy_version=str(policy_version))
+        props = {
+            **gov.to_delta_properties(), "fieldloop.layer": layer, "fieldloop.stream": contract.stream,
+            "delta.enableChangeDataFeed": "true",
+            # Expired rows are deleted at the contract's retention; VACUUM then removes their
+            # files after this grace period, so nothing outlives retention by more than it.
+            "delta.deletedFileRetentionDuration": f"interval {vacuum_grace_days(contract)} days",
+        }
+        builder = DeltaTable.createIfNotExists(self.spark).location(path).addColumns(schema)
+        for k, v in props.items():
+            builder = builder.property(k, v)
+        builder.execute()
+        for name, expr in constraints.items():
+            self.spark.sql(f"ALTER TABLE delta.`{path}` ADD CONSTRAINT {name} CHECK ({expr})")
