@@ -293,8 +293,10 @@ def demo(ctx: click.Context) -> None:
 
 def _register_stage_commands() -> None:
     from ingestion.cli import fleet
+    from refinement.cli import refine
 
     main.add_command(fleet)
+    main.add_command(refine)
 
 
 _register_stage_commands()

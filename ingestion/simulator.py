@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +30,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
+
+from ingestion.notes import note
 from fastavro.validation import ValidationError as AvroValidationError
 from fastavro.validation import validate as avro_validate
 
@@ -145,6 +148,7 @@ class Device:
 
 CITIES = {"tokyo": (35.6812, 139.7671), "osaka": (34.7025, 135.4959)}  # Tokyo Station, Osaka Station
 M_PER_DEG_LAT = 111_320.0
+NOTE_EVERY_S = 10.0  # a driver or operator types a note about this often (mean, s); a third are empty
 A_MIN, A_MAX = -6.0, 3.0  # m/s^2: emergency braking .. brisk acceleration
 WHEELBASE_M = 2.7
 STEERING_RATIO = 15.0
@@ -202,6 +206,9 @@ class Vehicle(Device):
         self.counts = (0, 0, 0)
         self.frame_no = int(rng.integers(1_000_000))
         self.since_telemetry = {"intervention": False, "emergency": False}
+        # notes draw from their own stream: whether a frame has one never shifts the physics
+        self.notes = random.Random(int(rng.integers(2**62)))
+        self.note_chance = 1.0 / (NOTE_EVERY_S * rate_hz)
 
     @property
     def device_ids(self) -> list[str]:
@@ -318,7 +325,7 @@ class Vehicle(Device):
             "yaw_rate_dps": round(math.degrees(self.yaw) + rng.normal(0, 0.05), 3),
             "perception": dict(zip(("vehicles", "pedestrians", "cyclists"), self.counts)),
             "intervention": self.takeover_left > 0,
-            "driver_note": None,
+            "driver_note": note(self.notes) if self.notes.random() < self.note_chance else None,
         }
         items = [Item(self.contract_id, self.vin, frame, t_ms, self.unit)]
         if self.camera_id and k % 2 == 0:
@@ -398,6 +405,8 @@ class RobotArm(Device):
         self.unit, self.rng, self.dt = unit, rng, 1.0 / rate_hz
         self.device_id = f"ksr-osaka-arm-{ordinal + 1:03d}"
         self.operators = [f"op-{int(x)}" for x in rng.integers(1000, 10_000, size=3)]  # one per shift
+        self.notes = random.Random(int(rng.integers(2**62)))
+        self.note_chance = 1.0 / (NOTE_EVERY_S * rate_hz)
         self.link_mass = rng.uniform(0.95, 1.05)  # units differ slightly
         self.t = 0.0
         self.cycle_end = 0.0
@@ -468,7 +477,7 @@ class RobotArm(Device):
             "joint_torque_nm": [round(float(x), 3) for x in torque],
             "gripper_pos": round(_clip(grip + rng.normal(0, 0.003), 0, 1), 4),
             "gripper_closed": bool(grip > 0.5),
-            "operator_note": None,
+            "operator_note": note(self.notes) if self.notes.random() < self.note_chance else None,
         }
         items = [Item(ROBOTS, self.device_id, record, t_ms, self.unit)]
         if k % 10 == 0:

@@ -276,3 +276,11 @@ def default_policies() -> dict[str, PrivacyPolicy]:
     from fieldloop.wire import default_registry
 
     return load_policies(load_contracts(), default_registry())
+
+
+def output_tables(directory: Path | None = None) -> list[str]:
+    """Names of every silver table the policies define, read without validating (cheap: for DAG files)."""
+    names: list[str] = []
+    for path in sorted((directory or packaged_policies_dir()).glob("*.toml")):
+        names += list(tomllib.loads(path.read_text(encoding="utf-8")).get("output", {}))
+    return sorted(names)

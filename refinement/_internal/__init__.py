@@ -1,0 +1,1 @@
+"""Private helpers of the refinement stage: identifier patterns and name/place gazetteers."""

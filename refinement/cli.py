@@ -1,0 +1,79 @@
+"""``fieldloop refine``: bronze -> silver with the privacy report printed.
+
+Heavy imports (pyspark, delta) stay inside the command so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from fieldloop.console import config_of, console
+from refinement.report import PrivacyReport
+
+
+def print_reports(out: Console, reports: Sequence[PrivacyReport], details: bool = True) -> None:
+    """The privacy reports as one table, then each table's fields and actions."""
+    table = Table(title="privacy report", title_justify="left")
+    for col in ("table", "level", "bronze", "in", "out", "quarantined", "trimmed", "suppressed", "k", "keys", "ok"):
+        table.add_column(col, justify="right" if col in ("in", "out", "quarantined", "trimmed", "suppressed", "k") else "left")
+    for r in reports:
+        versions = f"v{r.bronze_versions[0]}..v{r.bronze_versions[1]}" if r.bronze_versions else "up to date"
+        k = f"{r.k_achieved} (≥{r.k_required})" if r.k_required else "-"
+        if r.k_required and r.k_achieved is None:
+            k = f"- (≥{r.k_required})"
+        table.add_row(r.table, r.level, versions, str(r.rows_in), str(r.rows_out), str(sum(r.quarantined.values())),
+                      str(r.trimmed_rows), str(r.suppressed_rows), k, ", ".join(r.key_ids) or "-",
+                      "[green]reconciles[/]" if r.reconciles else "[red]does not reconcile[/]")
+    out.print(table)
+    if not details:
+        return
+    for r in reports:
+        if not r.bronze_versions:
+            continue
+        notes = []
+        if r.quarantined:
+            notes.append("quarantined " + ", ".join(f"{k}: {v}" for k, v in sorted(r.quarantined.items())))
+        if r.suppressed_values:
+            notes.append("values suppressed " + ", ".join(f"{k}: {v}" for k, v in r.suppressed_values.items()))
+        if r.l_diversity:
+            notes.append("ℓ-diversity " + ", ".join(f"{k}: {v}" for k, v in r.l_diversity.items()))
+        if r.placeholders:
+            notes.append("free text " + ", ".join(f"[{k}] x{v}" for k, v in sorted(r.placeholders.items())))
+        actions = ", ".join(f"{f}={a}" for f, a in r.fields.items() if a != "keep")
+        out.print(f"[bold]{r.table}[/] ({r.residency_region}): {actions}")
+        for note in notes:
+            out.print(f"  {note}")
+        out.print(f"  [dim]report: {r.location}[/]")
+
+
+@click.command()
+@click.option("--stream", "streams", multiple=True, metavar="NAME",
+              help="Contract id, stream or silver table to refine (repeatable); default: every stream.")
+@click.option("--since-version", type=int, default=None, metavar="N",
+              help="Refine bronze versions after N again, replacing what earlier runs wrote (e.g. after a policy fix).")
+@click.option("--json", "as_json", is_flag=True, help="Print the privacy reports as JSON for scripts.")
+@click.pass_context
+def refine(ctx: click.Context, streams: tuple[str, ...], since_version: int | None, as_json: bool) -> None:
+    """Refine new bronze versions into quality-checked, pseudonymized or anonymized silver tables.
+
+    Each run reads only what bronze gained since the last one, quarantines rows that fail
+    the stream's quality rules, applies its privacy policy and writes a privacy report next
+    to each table. Running it again with nothing new writes nothing.
+    """
+    from refinement.run import refine as run_refine
+
+    cfg = config_of(ctx)
+    with console.status("refining ...") as status:
+        def progress(report: PrivacyReport) -> None:
+            status.update(f"refining ... {report.table} done")
+
+        result = run_refine(cfg, streams, since_version, on_table=progress)
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in result.reports], indent=2, default=str, ensure_ascii=False))
+        return
+    print_reports(console, result.reports)

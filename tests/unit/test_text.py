@@ -1,0 +1,146 @@
+"""Note scrubber: recall per type on a hand-labelled Japanese/English set, over-redaction, edge cases.
+
+``data/notes_labelled.jsonl`` holds 210 notes (105 Japanese, 105 English; 64 without any
+identifier), each ``{split, lang, text, spans: [{start, end, type}]}``. The ``dev`` split
+(144) was written before the scrubber and then used to tune it; the ``holdout`` split (66)
+was written afterwards and scored once before any further change: on it the first
+scrubber caught every pattern identifier and address but only 19 of 26 names (0.73), the
+misses being names outside the gazetteers without a cue. Two generic rules (any name
+before an honorific; a capitalised name after "call/for/with…") were added after that,
+so today's holdout figure is optimistic. The floors below are therefore set at what the
+data supports, not at today's score: the fixed-format types are matched by pattern and
+must stay ≥ 0.98; names ≥ 0.85 and addresses ≥ 0.90 leave room for the unseen-name gap.
+
+A gold span counts as caught when every non-space character of it is inside some
+placeholder (privacy needs it gone; which placeholder is reported separately).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from refinement.text import PLACEHOLDER_TYPES, NoteScrubber, ScrubResult
+
+DATA = Path(__file__).parent / "data" / "notes_labelled.jsonl"
+PATTERN_TYPES = ("PHONE", "VIN", "CHASSIS", "LICENCE", "MY_NUMBER", "PLATE", "EMAIL")
+FLOORS = {**dict.fromkeys(PATTERN_TYPES, 0.98), "PERSON": 0.85, "ADDRESS": 0.90}
+OVERALL_FLOOR = 0.95
+CLEAN_FP_CEILING = 0.05  # share of identifier-free notes with any redaction
+
+
+@pytest.fixture(scope="module")
+def scrubber() -> NoteScrubber:
+    return NoteScrubber()
+
+
+@pytest.fixture(scope="module")
+def labelled() -> list[dict]:
+    return [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def scored(scrubber: NoteScrubber, labelled: list[dict]) -> dict:
+    results = scrubber.scrub_many(row["text"] for row in labelled)
+    caught, typed, total = Counter(), Counter(), Counter()
+    split_caught, split_total = Counter(), Counter()
+    fp_notes = over_chars = clean = 0
+    for row, res in zip(labelled, results):
+        text = row["text"]
+        covered = [False] * len(text)
+        for s in res.spans:
+            covered[s.start:s.end] = [True] * (s.end - s.start)
+        gold = [False] * len(text)
+        for g in row["spans"]:
+            gold[g["start"]:g["end"]] = [True] * (g["end"] - g["start"])
+            total[g["type"]] += 1
+            split_total[row["split"]] += 1
+            if all(covered[i] for i in range(g["start"], g["end"]) if not text[i].isspace()):
+                caught[g["type"]] += 1
+                split_caught[row["split"]] += 1
+                typed[g["type"]] += any(s.type == g["type"] and s.start < g["end"] and g["start"] < s.end
+                                        for s in res.spans)
+        over_chars += sum(c and not g and not ch.isspace() for c, g, ch in zip(covered, gold, text))
+        if not row["spans"]:
+            clean += 1
+            fp_notes += bool(res.spans)
+    return {"caught": caught, "typed": typed, "total": total, "fp_notes": fp_notes, "clean": clean,
+            "over_chars": over_chars, "chars": sum(len(r["text"]) for r in labelled),
+            "split": {k: split_caught[k] / split_total[k] for k in split_total}}
+
+
+def test_labelled_set_is_balanced_and_large_enough(labelled: list[dict]) -> None:
+    langs = Counter(row["lang"] for row in labelled)
+    assert len(labelled) >= 120 and abs(langs["ja"] - langs["en"]) <= 0.2 * len(labelled)
+    assert sum(not row["spans"] for row in labelled) >= 30
+    assert {s["type"] for row in labelled for s in row["spans"]} == set(PLACEHOLDER_TYPES)
+
+
+def test_recall_per_type_and_overall(scored: dict) -> None:
+    caught, typed, total = scored["caught"], scored["typed"], scored["total"]
+    for t in PLACEHOLDER_TYPES:
+        print(f"{t:10s} recall {caught[t] / total[t]:.3f} ({caught[t]}/{total[t]}), right type {typed[t]}/{total[t]}")
+    overall = sum(caught.values()) / sum(total.values())
+    print(f"overall    recall {overall:.3f}; by split {scored['split']}")
+    low = {t: round(caught[t] / total[t], 3) for t in PLACEHOLDER_TYPES if caught[t] / total[t] < FLOORS[t]}
+    assert not low, f"recall under its floor: {low}"
+    assert overall >= OVERALL_FLOOR
+
+
+def test_false_positives_on_clean_notes(scored: dict) -> None:
+    rate = scored["fp_notes"] / scored["clean"]
+    print(f"clean notes with a redaction: {scored['fp_notes']}/{scored['clean']} ({rate:.3f}); "
+          f"over-redacted chars {scored['over_chars']}/{scored['chars']}")
+    assert rate <= CLEAN_FP_CEILING
+    assert scored["over_chars"] / scored["chars"] <= 0.01
+
+
+@pytest.mark.parametrize("text", [None, ""])
+def test_missing_or_empty_note_comes_back_unchanged(scrubber: NoteScrubber, text: str | None) -> None:
+    assert scrubber.scrub(text) == ScrubResult(text)
+
+
+def test_full_width_digits_and_kana_dash(scrubber: NoteScrubber) -> None:
+    res = scrubber.scrub("携帯は０９０ー１２３４ー５６７８、車台番号ＺＶＷ３０−１２３４５６７")
+    assert res.text == "携帯は[PHONE]、車台番号[CHASSIS]"
+    assert res.counts == {"PHONE": 1, "CHASSIS": 1}
+
+
+def test_identifiers_glued_to_japanese_text(scrubber: NoteScrubber) -> None:
+    res = scrubber.scrub("至急09012345678へ連絡し、品川300あ12-34を回収。メールはa.b@example.jpまで")
+    assert res.text == "至急[PHONE]へ連絡し、[PLATE]を回収。メールは[EMAIL]まで"
+
+
+def test_twelve_digits_typed_by_context(scrubber: NoteScrubber) -> None:
+    assert scrubber.scrub("運転免許証 123456789012").counts == {"LICENCE": 1}
+    assert scrubber.scrub("マイナンバー 123456789012").counts == {"MY_NUMBER": 1}
+    assert scrubber.scrub("my number: 1234-5678-9012").text == "my number: [MY_NUMBER]"
+
+
+def test_numbers_that_are_not_identifiers_survive(scrubber: NoteScrubber) -> None:
+    text = "Odometer 123,456 km, lot 20250115-03, error E-4012, 14:05-14:20, part 88213-4."
+    assert scrubber.scrub(text).text == text
+
+
+def test_scrub_many_matches_scrub(scrubber: NoteScrubber, labelled: list[dict]) -> None:
+    texts = [row["text"] for row in labelled[::15]] + [None]
+    assert scrubber.scrub_many(texts) == [scrubber.scrub(t) for t in texts]
+
+
+def test_generated_notes_are_deterministic_and_scrubbable(scrubber: NoteScrubber) -> None:
+    import random
+
+    from ingestion.notes import note
+
+    assert [note(random.Random(i)) for i in range(300)] == [note(random.Random(i)) for i in range(300)]
+    assert {note(random.Random(i), "en") for i in range(50)} != {note(random.Random(i), "ja") for i in range(50)}
+    rng = random.Random(1)
+    notes = [note(rng) for _ in range(300)]
+    assert 0.2 < notes.count(None) / len(notes) < 0.5
+    results = scrubber.scrub_many(notes)
+    redacted = sum(bool(r.spans) for r in results)
+    assert 0.1 < redacted / len(notes) < 0.4  # identifiers are planted in some notes, not most
+    assert not any("@" in r.text for r in results if r.text)  # no e-mail survives
