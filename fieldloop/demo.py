@@ -5,8 +5,9 @@
 3. a small simulated fleet (vehicles in Tokyo/Osaka, robot arms, a blast furnace)
    streams through the edge SDK, with a few malformed records and resends injected;
 4. Spark lands it in bronze Delta exactly once; the bad records land in quarantine;
-5. it prints counts per stream, what was quarantined and why, the Kafka lag left, and
-   what runs where.
+5. it prints counts per stream, what was quarantined and why, the Kafka lag left;
+6. refinement turns bronze into quality-checked, pseudonymized and anonymized silver
+   tables and gold datasets, and prints the privacy report; then what runs where.
 
 Each later stage (refine, train, rollout) adds its step here.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rich.console import Console
@@ -68,8 +70,22 @@ def _ingest(cfg: FieldloopConfig, contracts: dict[str, Any]) -> tuple[Any, dict[
                 end = json.loads(end)
             for topic, parts in (end or {}).items():
                 processed.setdefault(topic, {}).update(parts)
-    spark.stop()
-    return job, kafka_lag(cfg, processed), time.monotonic() - t0
+    return job, spark, kafka_lag(cfg, processed), time.monotonic() - t0
+
+
+def _refine(cfg: FieldloopConfig, spark: Any, console: Console, progress: Callable[[str], None]) -> None:
+    from refinement.cli import print_reports
+    from refinement.run import refine
+
+    t0 = time.monotonic()
+    with console.status("Spark: bronze -> silver -> gold ...") as status:
+        result = refine(cfg, spark=spark, on_table=lambda r: status.update(f"Spark: refined {r.table} ..."))
+    progress(f"refined in {time.monotonic() - t0:.0f}s")
+    print_reports(console, result.reports)
+    for g in result.gold:
+        what = f"{g.rows} rows" if g.rows is not None else "unchanged"
+        dp = f"; {len(g.dp)} DP releases charged to the ledger" if g.dp else ""
+        console.print(f"  gold/{g.table}: {what} from silver {g.sources}{dp}")
 
 
 def _summed(reports: list[Any], attr: str) -> dict[str, int]:
@@ -103,12 +119,14 @@ def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], N
 
     console.print(f"[bold]3. a simulated fleet streams through the edge SDK[/] ({DEMO_FLEET['devices']} devices, "
                   f"{DEMO_FLEET['seconds']:.0f} s at {DEMO_FLEET['rate_hz']:.0f} Hz, faults: {', '.join(DEMO_FAULTS)})")
-    report = simulate_fleet(cfg, FleetSpec(**DEMO_FLEET), [FaultSpec.parse(f) for f in DEMO_FAULTS])
+    # the fleet's clock ends now: fresh data, inside every contract's retention
+    start = datetime.now(UTC) - timedelta(seconds=DEMO_FLEET["seconds"])
+    report = simulate_fleet(cfg, FleetSpec(**DEMO_FLEET, start=start), [FaultSpec.parse(f) for f in DEMO_FAULTS])
     print_report(console, report)
 
     console.print("[bold]4. Spark lands Kafka in bronze Delta (available-now)[/]")
     with console.status("Spark: Kafka -> bronze ..."):
-        job, lag, seconds = _ingest(cfg, contracts)
+        job, spark, lag, seconds = _ingest(cfg, contracts)
     inserted, dups, quarantined, reasons = (_summed(job.reports, f)
                                             for f in ("inserted", "duplicates", "quarantined", "reasons"))
     consumed = sum(r.consumed for r in job.reports)
@@ -132,6 +150,10 @@ def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], N
     console.print(f"reconciles: consumed {consumed} = new {sum(inserted.values())} + duplicates {sum(dups.values())} "
                   f"+ quarantined {sum(quarantined.values())}" + ("" if landed == consumed else "  [red]MISMATCH[/]"))
 
+    console.print("[bold]5. refinement: bronze -> silver (quality, pseudonyms, k-anonymity) -> gold[/]")
+    _refine(cfg, spark, console, progress)
+    spark.stop()
+
     table = Table(title="what runs where (all on 127.0.0.1)")
     for col in ("part", "where", "pids / detail"):
         table.add_column(col)
@@ -144,5 +166,6 @@ def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], N
     console.print(table)
     for line in once:
         console.print(f"[bold yellow]{line}[/]")
-    console.print("Next: `fieldloop tables` lists the lake; the Airflow UI runs `fieldloop_ingest` every 15 min; "
+    console.print("Next: `fieldloop tables` lists the lake; the Airflow UI runs `fieldloop_ingest` every 15 min and "
+                  "`fieldloop_refine` after it; "
                   "`fieldloop stack down` stops everything.")

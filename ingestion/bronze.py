@@ -145,6 +145,7 @@ class BronzeJob:
         self.reports: list[BatchReport] = []
         self._types: dict[bytes, Any] = {}
         self._residency = {}
+        self._ready: set[str] = set()
         for location in [checkpoint_path(cfg)] + [p for t in self.targets for p in (t.bronze_path, t.quarantine_path)]:
             self._residency[location] = guard.check(location).region
         # Duplicate header keys must not fail a whole batch: the last one wins, like Kafka clients.
@@ -343,6 +344,7 @@ class BronzeJob:
             self._ensure_table(target.quarantine_path, quarantine.schema, target, "quarantine")
             (quarantine.write.format("delta").mode("append")
              .option("txnAppId", f"fieldloop-quarantine:{target.name}").option("txnVersion", batch_id)
+             .option("mergeSchema", "true")  # a newer schema adds optional columns
              .save(target.quarantine_path))
             report.quarantined[target.name] = sum(reasons.values())
             for reason, n in reasons.items():
@@ -376,6 +378,7 @@ class BronzeJob:
             inserted = new.count()
             (new.write.format("delta").mode("append")
              .option("txnAppId", f"fieldloop-bronze:{target.name}").option("txnVersion", batch_id)
+             .option("mergeSchema", "true")  # a newer schema adds optional columns (Avro resolution only adds)
              .option("userMetadata", json.dumps({**meta, "inserted": inserted}))
              .save(target.bronze_path))
         finally:
@@ -386,7 +389,14 @@ class BronzeJob:
         """Create the Delta table with its governance properties on first use."""
         from delta.tables import DeltaTable
 
+        if path in self._ready:
+            return
         if DeltaTable.isDeltaTable(self.spark, path):
+            props = DeltaTable.forPath(self.spark, path).detail().first()["properties"]
+            if layer == "bronze" and props.get("delta.enableChangeDataFeed") != "true":
+                # a table from before refinement existed: refinement reads new versions by change feed
+                self.spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES (delta.enableChangeDataFeed = true)")
+            self._ready.add(path)
             return
         gov = TableGovernance(
             target.contract.data_class, target.contract.id, self._residency[path], appi_level="raw",

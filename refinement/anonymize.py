@@ -97,7 +97,6 @@ class KAnonymity:
     k: int
     suppressed_values: dict[str, int] = field(default_factory=dict)
     suppressed_rows: int = 0
-    classes: int = 0
     k_achieved: int | None = None  # fewest devices in any class written; None when nothing was written
 
 
@@ -128,7 +127,6 @@ def enforce_k_anonymity(df: DataFrame, device: str, quasi: Sequence[str], k: int
     stats.suppressed_rows = int(counts["_rows_out"] or 0)
     stats.k_achieved = counts["_k"]
     kept = marked.where(F.col("_devices") >= k).drop("_devices", *[f"_rare_{q}" for q in quasi])
-    stats.classes = kept.select(*quasi).distinct().count()
     return kept, stats
 
 

@@ -17,18 +17,20 @@ from refinement.report import PrivacyReport
 
 
 def print_reports(out: Console, reports: Sequence[PrivacyReport], details: bool = True) -> None:
-    """The privacy reports as one table, then each table's fields and actions."""
+    """The privacy reports as one table (✓: rows in = out + quarantined + trimmed + suppressed),
+    then each table's fields and actions."""
     table = Table(title="privacy report", title_justify="left")
-    for col in ("table", "level", "bronze", "in", "out", "quarantined", "trimmed", "suppressed", "k", "keys", "ok"):
-        table.add_column(col, justify="right" if col in ("in", "out", "quarantined", "trimmed", "suppressed", "k") else "left")
+    numeric = ("in", "out", "quarantined", "trimmed", "suppressed", "k")
+    for col in ("table", "level", "bronze", *numeric, ""):
+        table.add_column(col, justify="right" if col in numeric else "left", no_wrap=col == "table")
     for r in reports:
-        versions = f"v{r.bronze_versions[0]}..v{r.bronze_versions[1]}" if r.bronze_versions else "up to date"
-        k = f"{r.k_achieved} (≥{r.k_required})" if r.k_required else "-"
-        if r.k_required and r.k_achieved is None:
-            k = f"- (≥{r.k_required})"
+        versions = f"v{r.bronze_versions[0]}..{r.bronze_versions[1]}" if r.bronze_versions else "up to date"
+        k = "-"
+        if r.k_required:
+            k = f"{r.k_achieved if r.k_achieved is not None else '-'} (≥{r.k_required})"
         table.add_row(r.table, r.level, versions, str(r.rows_in), str(r.rows_out), str(sum(r.quarantined.values())),
-                      str(r.trimmed_rows), str(r.suppressed_rows), k, ", ".join(r.key_ids) or "-",
-                      "[green]reconciles[/]" if r.reconciles else "[red]does not reconcile[/]")
+                      str(r.trimmed_rows), str(r.suppressed_rows), k,
+                      "[green]✓[/]" if r.reconciles else "[red]does not reconcile[/]")
     out.print(table)
     if not details:
         return
@@ -45,7 +47,8 @@ def print_reports(out: Console, reports: Sequence[PrivacyReport], details: bool 
         if r.placeholders:
             notes.append("free text " + ", ".join(f"[{k}] x{v}" for k, v in sorted(r.placeholders.items())))
         actions = ", ".join(f"{f}={a}" for f, a in r.fields.items() if a != "keep")
-        out.print(f"[bold]{r.table}[/] ({r.residency_region}): {actions}")
+        keys = f"; keys {', '.join(r.key_ids)}" if r.key_ids else ""
+        out.print(f"[bold]{r.table}[/] ({r.residency_region}{keys}): {actions}")
         for note in notes:
             out.print(f"  {note}")
         out.print(f"  [dim]report: {r.location}[/]")
@@ -77,3 +80,10 @@ def refine(ctx: click.Context, streams: tuple[str, ...], since_version: int | No
         click.echo(json.dumps([r.as_dict() for r in result.reports], indent=2, default=str, ensure_ascii=False))
         return
     print_reports(console, result.reports)
+    for g in result.gold:
+        what = f"{g.rows} rows" if g.rows is not None else "unchanged (sources did not move)"
+        dp = f"; {len(g.dp)} DP releases on the ledger" if g.dp else ""
+        console.print(f"gold/{g.table}: {what}{dp}")
+    for u in result.upkeep:
+        if not u.skipped:
+            console.print(f"upkeep {u.path}: {u.expired_rows} expired rows deleted, compacted, vacuumed")

@@ -53,13 +53,16 @@ def pseudonymize(df: DataFrame, fields: Mapping[str, str], key: PseudonymKey) ->
     from pyspark.sql.types import StringType, StructField, StructType
 
     spark = df.sparkSession
+    columns = list(fields)
+    # One pass collects the distinct raw values of every column (tagged by column index).
+    tagged = F.explode(F.array(*[F.struct(F.lit(i).alias("i"), F.col(c).cast("string").alias("v"))
+                                 for i, c in enumerate(columns)]))
+    found = df.select(tagged.alias("t")).select("t.i", "t.v").where("v IS NOT NULL").distinct().collect()
+    schema = StructType([StructField("_raw", StringType(), False), StructField("_pseudonym", StringType(), False)])
     out = df
-    for column, domain in fields.items():
-        raw_values = [r[0] for r in df.select(column).where(F.col(column).isNotNull()).distinct().collect()]
-        mapping = spark.createDataFrame(
-            [(raw, pseudonym(key, domain, raw)) for raw in raw_values],
-            StructType([StructField("_raw", StringType(), False), StructField("_pseudonym", StringType(), False)]),
-        )
+    for i, column in enumerate(columns):
+        raw_values = [r["v"] for r in found if r["i"] == i]
+        mapping = spark.createDataFrame([(raw, pseudonym(key, fields[column], raw)) for raw in raw_values], schema)
         logger.debug("keyed %d distinct values of %s", len(raw_values), column)
         out = (
             out.join(F.broadcast(mapping), out[column] == mapping["_raw"], "left")

@@ -29,6 +29,7 @@ class RefineResult:
 
     reports: list[PrivacyReport] = field(default_factory=list)
     gold: list[Any] = field(default_factory=list)  # refinement.gold.GoldReport
+    upkeep: list[Any] = field(default_factory=list)  # refinement.maintenance.Upkeep
 
     @property
     def rows_out(self) -> int:
@@ -118,6 +119,14 @@ def refine(
             result.reports.append(report)
             if on_table:
                 on_table(report)
+    from delta.tables import DeltaTable
+
+    from refinement.maintenance import maintain
+
+    for cid in chosen:
+        for o in job.outputs(cid):
+            if DeltaTable.isDeltaTable(spark, o.path):
+                result.upkeep.append(maintain(spark, o.path, contracts[cid]))
     refined = {r.table for r in result.reports}
     result.gold = GoldJob(cfg, spark, contracts, guard).run(only=lambda spec: bool(set(spec.sources) & refined))
     return result

@@ -4,7 +4,8 @@ A run of one contract reads as three steps:
 
 1. **read** the rows bronze commits ``a+1 .. b`` added (Delta Change Data Feed), where
    ``a`` is the last bronze version every output table holds (kept in each silver
-   commit's ``userMetadata``) and ``b`` bronze's current version;
+   commit's ``userMetadata``) and ``b`` bronze's current version; a first run reads the
+   snapshot at ``b``;
 2. **transform**: mark each row with the first quality rule it fails (failures go to
    ``quarantine/<table>_quality`` with the rule; too many fail the run before anything is
    written); then per output table of the stream's policy: trim trips, generalize, key the
@@ -175,14 +176,23 @@ class SilverJob:
         return -1
 
     def _read_new(self, bronze: str, a: int, b: int) -> DataFrame:
+        """Rows bronze versions ``a+1 .. b`` added; the first run reads the snapshot at ``b``."""
         from pyspark.errors import AnalysisException
+        from pyspark.sql import functions as F
+
+        if a < 0:
+            # A first run needs no change feed (tables from before it was enabled have none
+            # for their early versions): all rows count as of version b.
+            snapshot = self.spark.read.format("delta").option("versionAsOf", b).load(bronze)
+            return snapshot.withColumn(VERSION_COLUMN, F.lit(b).cast("long")).drop(
+                *[c for c in BRONZE_ONLY if c in snapshot.columns])
 
         try:
             changes = (
                 self.spark.read.format("delta").option("readChangeFeed", "true")
                 .option("startingVersion", a + 1).option("endingVersion", b).load(bronze)
             )
-            changes.schema  # noqa: B018 - resolves now, so a missing change feed fails here with our message
+            changes.limit(0).count()  # resolves the versions now, so a missing change feed fails here, with our message
         except AnalysisException as e:
             raise RefinementError(
                 f"{bronze} has no change data feed for versions {a + 1}..{b} ({e.getCondition()}); it was created "
@@ -205,9 +215,8 @@ class SilverJob:
                                fields=tp.describe(), residency_region=region)
         df = good
         if tp.trim_trips:
-            before = df.count()
-            df = anonymize.trim_trips(df, "_device_id", "ts", "lat", "lon", cfg.trip_trim_m, cfg.trip_gap_s)
-            df = df.persist()
+            before = df.count()  # the persisted good rows: no recomputation
+            df = anonymize.trim_trips(df, "_device_id", "ts", "lat", "lon", cfg.trip_trim_m, cfg.trip_gap_s).persist()
             report.trimmed_rows = before - df.count()
         df = self._apply_fields(df, tp)
         if tp.pseudonym_fields:
@@ -229,12 +238,6 @@ class SilverJob:
                 raise PrivacyCheckError(f"{o.name}: k-anonymity check found a class of {k.k_achieved} devices "
                                         f"(< k = {cfg.k}); nothing was written")
             report.l_diversity = anonymize.l_diversity(out, tp.quasi_identifiers, tp.sensitive)
-        texts = [n for n, act in tp.fields.items() if act.action == "scrub_text"]
-        if texts:
-            found = out.select(F.explode(F.concat(*[
-                F.coalesce(F.regexp_extract_all(F.col(t), F.lit(PLACEHOLDER), 1), F.array().cast("array<string>"))
-                for t in texts])).alias("p")).groupBy("p").count().collect()
-            report.placeholders = {r["p"]: r["count"] for r in found}
 
         # 3. write --------------------------------------------------------------------------
         gov_level = "anonymized" if tp.level == "anonymized" else ("statistical" if tp.level == "statistical" else "pseudonymized")
@@ -245,6 +248,13 @@ class SilverJob:
             {"bronze_version": b, "from": a + 1, "run": uuid.uuid4().hex[:12]})
         for frame in (df, out):
             frame.unpersist()
+        texts = [n for n, act in tp.fields.items() if act.action == "scrub_text"]
+        if texts:  # counted in what was written, so the scrubber does not run twice
+            written = self.spark.read.format("delta").load(o.path).where(f"{VERSION_COLUMN} > {a} AND {VERSION_COLUMN} <= {b}")
+            found = written.select(F.explode(F.concat(*[
+                F.coalesce(F.regexp_extract_all(F.col(t), F.lit(PLACEHOLDER), 1), F.array().cast("array<string>"))
+                for t in texts])).alias("p")).groupBy("p").count().collect()
+            report.placeholders = {r["p"]: r["count"] for r in found}
         logger.info("%s: bronze v%d..v%d -> %s (delta v%s)", contract.id, a + 1, b, o.path, report.delta_version)
         return report
 
@@ -264,7 +274,9 @@ class SilverJob:
             elif act.action == "scrub_text":
                 from refinement.text import scrub_column
 
-                df = scrub_column(df, name)
+                # Notes are rare: only rows holding one make the trip through Python.
+                noted = scrub_column(df.where(F.col(name).isNotNull()), name).drop(f"{name}_redactions")
+                df = df.where(F.col(name).isNull()).unionByName(noted)
         return df
 
     # 3. write --------------------------------------------------------------------------------

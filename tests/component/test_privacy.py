@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,9 @@ def refined(spark, cfg: FieldloopConfig, tmp_path_factory: pytest.TempPathFactor
                             "FIELDLOOP_REFINE_KEY_SOURCE": f"file:{root / 'keys.json'}",
                             "FIELDLOOP_REFINE_K": "2"})  # a small fleet: k=2 still has to hold exactly
     # 16 devices for 40 s: enough vehicles that some mesh/hour classes hold several of them
-    sent, planted = plant(simulate(FleetSpec(devices=16, seconds=40, rate_hz=5, seed=11)))
+    # recent data: the run's upkeep deletes rows past their contract's retention
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    sent, planted = plant(simulate(FleetSpec(devices=16, seconds=40, rate_hz=5, seed=11, start=start)))
     contracts = load_contracts()
     BronzeJob(lake_cfg, spark, contracts, REG, ResidencyGuard.from_config(lake_cfg)).process_batch(
         spark.createDataFrame(kafka_rows(sent, contracts), KAFKA_SCHEMA), 0)

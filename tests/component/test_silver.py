@@ -134,3 +134,23 @@ def test_residency_refusal_writes_nothing(spark, lake_cfg: FieldloopConfig, writ
         silver_job(spark, abroad).run(PLANT)
     assert not Path(f"{lake_cfg.lake}/silver").exists()
     assert not Path(f"{lake_cfg.lake}/quarantine/plant_sensors_acme_steel_quality").exists()
+
+
+def test_upkeep_deletes_expired_rows_compacts_and_vacuums_once_a_day(spark, lake_cfg: FieldloopConfig, write_bronze) -> None:  # noqa: ANN001
+    from datetime import UTC, datetime, timedelta
+
+    from refinement.maintenance import maintain
+
+    write_bronze(plant_records(10), 0)
+    [report] = silver_job(spark, lake_cfg).run(PLANT)
+    contract = load_contracts()[PLANT]
+    oldest = spark.read.format("delta").load(report.path).selectExpr("max(ts)").first()[0].replace(tzinfo=UTC)
+    # a day after the newest row expires, every row has
+    later = oldest + timedelta(days=contract.retention_days + 1)
+    done = maintain(spark, report.path, contract, now=later)
+    assert done.expired_rows == report.rows_out and done.optimized and done.vacuumed
+    assert spark.read.format("delta").load(report.path).count() == 0
+    ops = [r["operation"] for r in spark.sql(f"DESCRIBE HISTORY delta.`{report.path}`").collect()]
+    assert {"DELETE", "VACUUM END"} <= set(ops)
+    again = maintain(spark, report.path, contract, now=datetime.now(UTC))
+    assert again.skipped and not again.optimized

@@ -44,3 +44,11 @@ def test_demo_streams_a_fleet_into_bronze_and_reconciles(airflow: object, cfg: F
     for name in ("vehicle_frames_public", "plant_sensors_acme_steel", "robot_joints_kansai_robotics"):
         assert after.get(name, 0) > before.get(name, 0), name
     assert "worker_audio_acme_steel" not in after  # secret data has no bronze table
+
+    # refinement: every silver table got a privacy report that reconciles, gold was built
+    assert "privacy report" in out and "does not reconcile" not in out, out[-4000:]
+    silver = {t.name: t for t in list_tables(cfg) if t.layer == "silver"}
+    for name in ("vehicle_frames_public", "vehicle_frames_public_anon", "plant_sensors_acme_steel", "fleet_telemetry"):
+        assert name in silver, sorted(silver)
+    assert silver["vehicle_frames_public_anon"].properties["fieldloop.appi_level"] == "anonymized"
+    assert "gold/vehicle_longitudinal_public" in out and "DP releases charged to the ledger" in out

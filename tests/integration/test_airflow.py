@@ -48,7 +48,7 @@ def test_stack_health_dag_runs_against_the_stack(airflow: AirflowComponent, tmp_
     assert states == {t: "success" for t in ("contracts", "lake_residency", "kafka_topics", "mlflow_experiments")}
 
 
-def test_ingest_dag_lands_bronze_and_updates_assets(airflow: AirflowComponent, kafka_bootstrap: str,
+def test_ingest_and_refine_dags_land_bronze_then_silver_and_update_assets(airflow: AirflowComponent, kafka_bootstrap: str,
                                                     tmp_path: Path) -> None:
     import time
     import uuid
@@ -84,3 +84,13 @@ def test_ingest_dag_lands_bronze_and_updates_assets(airflow: AirflowComponent, k
     assert sorted(r["_seq"] for r in bronze.to_pylist() if r["_device_id"] == device) == [0, 1, 2, 3, 4]
     events = airflow.api("assets/events?limit=200&order_by=-timestamp", airflow.token())["asset_events"]
     assert "x-fieldloop://bronze/fleet_telemetry" in {e["uri"] for e in events}
+
+    # the refine DAG (scheduled on those bronze assets) turns them into silver
+    proc = subprocess.run([airflow_cli, "dags", "test", "fieldloop_refine"], env=airflow.env(), capture_output=True,
+                          text=True, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    silver = DeltaTable(f"{airflow.cfg.lake}/silver/fleet_telemetry").to_pyarrow_table(columns=["device_id", "_device"])
+    assert silver.num_rows >= 5
+    assert device not in set(silver.column("device_id").to_pylist()) | set(silver.column("_device").to_pylist())
+    events = airflow.api("assets/events?limit=200&order_by=-timestamp", airflow.token())["asset_events"]
+    assert "x-fieldloop://silver/fleet_telemetry" in {e["uri"] for e in events}
