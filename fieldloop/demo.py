@@ -73,6 +73,44 @@ def _ingest(cfg: FieldloopConfig, contracts: dict[str, Any]) -> tuple[Any, dict[
     return job, spark, kafka_lag(cfg, processed), time.monotonic() - t0
 
 
+def _edge_release(cfg: FieldloopConfig, contracts: dict[str, Any], start: datetime, console: Console) -> None:
+    """Secret data at the edge: raw worker audio stays, DP aggregates go out under the derived contract."""
+    from fieldloop.wire import default_registry
+    from ingestion.errors import RefusedError
+    from ingestion.producer import EdgeProducer, EdgeProducerConfig
+    from ingestion.simulator import worker_audio
+    from refinement.edge import SecretStreamRelease
+    from refinement.errors import BudgetExceededError
+    from refinement.ledger import Budget, BudgetLedger, SqliteLedgerStore, month_of
+
+    site = "edge-JP-CHB-01"
+    raw = worker_audio(site, workers=8, start=start, seconds=DEMO_FLEET["seconds"], seed=DEMO_FLEET["seed"])
+    source, target = contracts["worker-audio-acme-steel"], contracts["worker-audio-dp-acme-steel"]
+    (cfg.home / "edge").mkdir(parents=True, exist_ok=True)
+    ledger = BudgetLedger(SqliteLedgerStore(cfg.home / "edge" / "dp_ledger.db"), Budget(8.0))
+    sink = EdgeProducer(EdgeProducerConfig.from_kafka_config(cfg.kafka, spool_dir=cfg.home / "spool" / site),
+                        contracts, default_registry())
+    try:
+        try:
+            sink.send(source.id, site, raw[0])
+        except RefusedError as e:
+            console.print(f"  raw record refused by the edge SDK: {e.reason}")
+        try:
+            released = SecretStreamRelease(source, target, ledger, site).release(raw)
+        except BudgetExceededError as e:
+            console.print(f"  [yellow]no release: {e}[/]")
+            return
+        for record in released:
+            sink.send(target.id, site, record)
+        sink.flush()
+    finally:
+        sink.close()
+    period = month_of(start)
+    spent = ledger.spent(site, period).epsilon
+    console.print(f"  {len(raw)} raw readings of 8 workers kept on site; {len(released)} DP aggregates sent "
+                  f"({', '.join(sorted({r['metric'] for r in released}))}); ε spent this month {spent:g} of 8")
+
+
 def _refine(cfg: FieldloopConfig, spark: Any, console: Console, progress: Callable[[str], None]) -> None:
     from refinement.cli import print_reports
     from refinement.run import refine
@@ -123,6 +161,9 @@ def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], N
     start = datetime.now(UTC) - timedelta(seconds=DEMO_FLEET["seconds"])
     report = simulate_fleet(cfg, FleetSpec(**DEMO_FLEET, start=start), [FaultSpec.parse(f) for f in DEMO_FAULTS])
     print_report(console, report)
+
+    console.print("[bold]   the plant's edge keeps worker audio on site and sends only DP aggregates[/]")
+    _edge_release(cfg, contracts, start, console)
 
     console.print("[bold]4. Spark lands Kafka in bronze Delta (available-now)[/]")
     with console.status("Spark: Kafka -> bronze ..."):

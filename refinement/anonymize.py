@@ -103,31 +103,41 @@ class KAnonymity:
 def enforce_k_anonymity(df: DataFrame, device: str, quasi: Sequence[str], k: int) -> tuple[DataFrame, KAnonymity]:
     """Suppress rare quasi-identifier values, then drop rows in classes of fewer than ``k`` devices.
 
-    Returns the kept rows and the counts; counting runs the plan once more, so the caller
-    should persist ``df``.
+    Everything is decided on ``cells``: rows aggregated by device and quasi-identifiers
+    (thousands of rows where the input has millions), then one broadcast join applies the
+    decision to ``df``. Returns the kept rows and the counts.
     """
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     stats = KAnonymity(k)
-    out = df
-    for q in quasi:
-        holders = F.size(F.collect_set(device).over(Window.partitionBy(q)))
-        out = out.withColumn(f"_rare_{q}", F.col(q).isNotNull() & (holders < k)) \
-            .withColumn(q, F.when(F.col(f"_rare_{q}"), F.lit(None)).otherwise(F.col(q)))
-    classes = out.groupBy(*quasi).agg(F.count_distinct(device).alias("_devices"))
-    marked = out.join(classes, [out[q].eqNullSafe(classes[q]) for q in quasi], "left") \
-        .select(out["*"], classes["_devices"])
-    counts = marked.agg(
-        *[F.sum(F.col(f"_rare_{q}").cast("int")).alias(q) for q in quasi],
-        F.sum((F.col("_devices") < k).cast("int")).alias("_rows_out"),
-        F.min(F.when(F.col("_devices") >= k, F.col("_devices"))).alias("_k"),
-    ).first()
-    stats.suppressed_values = {q: int(counts[q] or 0) for q in quasi}
-    stats.suppressed_rows = int(counts["_rows_out"] or 0)
-    stats.k_achieved = counts["_k"]
-    kept = marked.where(F.col("_devices") >= k).drop("_devices", *[f"_rare_{q}" for q in quasi])
-    return kept, stats
+    cells = df.groupBy(device, *quasi).agg(F.count(F.lit(1)).alias("_rows")).persist()
+    try:
+        rare: dict[str, list] = {}
+        for q in quasi:
+            held = cells.where(F.col(q).isNotNull()).groupBy(q).agg(F.count_distinct(device).alias("_n"))
+            rare[q] = [r[q] for r in held.where(F.col("_n") < k).select(q).collect()]
+            stats.suppressed_values[q] = int(
+                cells.where(F.col(q).isin(rare[q])).agg(F.sum("_rows")).first()[0] or 0) if rare[q] else 0
+
+        def suppress(frame: DataFrame) -> DataFrame:
+            for q in quasi:
+                if rare[q]:
+                    frame = frame.withColumn(q, F.when(F.col(q).isin(rare[q]), F.lit(None)).otherwise(F.col(q)))
+            return frame
+
+        classes = suppress(cells).groupBy(*quasi).agg(
+            F.count_distinct(device).alias("_devices"), F.sum("_rows").alias("_rows")).collect()
+    finally:
+        cells.unpersist()
+    kept = [tuple(c[q] for q in quasi) for c in classes if c["_devices"] >= k]
+    stats.suppressed_rows = int(sum(c["_rows"] for c in classes if c["_devices"] < k))
+    stats.k_achieved = min((c["_devices"] for c in classes if c["_devices"] >= k), default=None)
+    spark = df.sparkSession
+    schema = suppress(cells).select(*quasi).schema
+    allowed = spark.createDataFrame(kept, schema) if kept else spark.createDataFrame([], schema)
+    out = suppress(df)
+    joined = out.join(F.broadcast(allowed), [out[q].eqNullSafe(allowed[q]) for q in quasi], "left_semi")
+    return joined, stats
 
 
 def l_diversity(df: DataFrame, quasi: Sequence[str], sensitive: Sequence[str]) -> dict[str, int | None]:

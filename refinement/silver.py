@@ -92,6 +92,7 @@ class SilverJob:
         self.cfg, self.spark, self.contracts, self.policies = cfg, spark, contracts, policies
         self.keys, self.guard = keys, guard
         self.lake = cfg.lake.rstrip("/")
+        self._transient: list[DataFrame] = []  # persisted inside one output's plan, released after its write
 
     def outputs(self, contract_id: str) -> list[Output]:
         policy = self.policies[contract_id]
@@ -218,10 +219,10 @@ class SilverJob:
             before = df.count()  # the persisted good rows: no recomputation
             df = anonymize.trim_trips(df, "_device_id", "ts", "lat", "lon", cfg.trip_trim_m, cfg.trip_gap_s).persist()
             report.trimmed_rows = before - df.count()
-        df = self._apply_fields(df, tp)
-        if tp.pseudonym_fields:
+        if tp.pseudonym_fields:  # before the text scrubber, so its distinct scan reads the persisted rows
             df = pseudonymize(df, tp.pseudonym_fields, key)
             report.key_ids = [key.id]
+        df = self._apply_fields(df, tp)
         device = [] if tp.device == "drop" else [F.col("_device_id").alias(DEVICE_COLUMN)]
         seq = [] if tp.level == "anonymized" else ["_seq"]
         keyed = [KEY_ID_COLUMN] if tp.pseudonym_fields else []
@@ -246,8 +247,9 @@ class SilverJob:
         report.delta_version, report.rows_out = self._replace(
             out, o.path, f"{VERSION_COLUMN} > {a} AND {VERSION_COLUMN} <= {b}",
             {"bronze_version": b, "from": a + 1, "run": uuid.uuid4().hex[:12]})
-        for frame in (df, out):
+        for frame in (df, out, *self._transient):
             frame.unpersist()
+        self._transient.clear()
         texts = [n for n, act in tp.fields.items() if act.action == "scrub_text"]
         if texts:  # counted in what was written, so the scrubber does not run twice
             written = self.spark.read.format("delta").load(o.path).where(f"{VERSION_COLUMN} > {a} AND {VERSION_COLUMN} <= {b}")
@@ -274,8 +276,10 @@ class SilverJob:
             elif act.action == "scrub_text":
                 from refinement.text import scrub_column
 
-                # Notes are rare: only rows holding one make the trip through Python.
-                noted = scrub_column(df.where(F.col(name).isNotNull()), name).drop(f"{name}_redactions")
+                # Notes are rare: only rows holding one make the trip through Python, once
+                # (persisted: the model is the slowest step of the job).
+                noted = scrub_column(df.where(F.col(name).isNotNull()), name).drop(f"{name}_redactions").persist()
+                self._transient.append(noted)
                 df = df.where(F.col(name).isNull()).unionByName(noted)
         return df
 

@@ -221,19 +221,17 @@ class NoteScrubber:
             One :class:`ScrubResult` per note, in order.
         """
         texts = list(texts)
-        views = [pt.fold(t) if t else "" for t in texts]
-        model_spans = self._model_spans(views)
-        results = []
-        for text, view, extra in zip(texts, views, model_spans):
-            if not text:
-                results.append(ScrubResult(text))
-                continue
+        # Notes repeat ("resumed after break"): each distinct text goes through the model once.
+        distinct = list(dict.fromkeys(t for t in texts if t))
+        views = [pt.fold(t) for t in distinct]
+        done: dict[str, ScrubResult] = {}
+        for text, view, extra in zip(distinct, views, self._model_spans(views)):
             spans = self._resolve(view, self._rule_spans(view) + extra)
             out = text
             for s in reversed(spans):
                 out = f"{out[:s.start]}[{s.type}]{out[s.end:]}"
-            results.append(ScrubResult(out, dict(Counter(s.type for s in spans)), spans))
-        return results
+            done[text] = ScrubResult(out, dict(Counter(s.type for s in spans)), spans)
+        return [done[t] if t else ScrubResult(t) for t in texts]
 
 
 @lru_cache(maxsize=4)

@@ -52,3 +52,6 @@ def test_demo_streams_a_fleet_into_bronze_and_reconciles(airflow: object, cfg: F
         assert name in silver, sorted(silver)
     assert silver["vehicle_frames_public_anon"].properties["fieldloop.appi_level"] == "anonymized"
     assert "gold/vehicle_longitudinal_public" in out and "DP releases charged to the ledger" in out
+    # secret data at the edge: the raw record was refused, only DP aggregates were sent
+    assert "raw record refused by the edge SDK: raw-secret" in out
+    assert re.search(r"\d+ DP aggregates sent|no release: .*budget", out), out[-4000:]

@@ -1,0 +1,350 @@
+"""Bronze -> silver: refinement time and rows/s, against a plain Delta copy of the same rows in the same run.
+
+Bronze: for ``vehicle-frames-acme-mobility`` (one pseudonymized output) and
+``vehicle-frames-public`` (a pseudonymized and an anonymized output), a real bronze table
+is first written by ``BronzeJob.process_batch`` from a few seconds of simulated fleet (so
+schema, table properties and change data feed are the bronze job's own); then ``--rows``
+generated frames are appended to each in ONE Delta commit, so a refinement run reads
+them through the change feed as one batch. The frames: ``--devices`` vehicles with VINs
+and driver ids like the simulator's, 5 Hz, ``ts`` and ``_seq`` increasing per device,
+GPS circling around Tokyo, values inside the policy's quality ranges, and a driver note
+(from ``ingestion.notes``) on one frame in 75 (one every 15 s per vehicle).
+
+Measured in one process, same session, same data, best of ``--repeat``:
+
+* baseline: ``spark.read.format("delta").load(bronze).write.format("delta").save(tmp)`` of
+  the appended rows, the I/O floor of moving them;
+* ``SilverJob.run`` per contract on fresh silver tables, from after the seed commit, so it
+  reads the appended rows through the change feed as every run but a table's first does;
+  the public contract writes two tables, so it is compared to 2x the copy as well as to 1x;
+* a breakdown: each stage of the job alone on the same persisted, quality-checked rows,
+  forced with Spark's ``noop`` sink (no output I/O), so the figures say where the time goes.
+
+Python workers load the NER model in a warm-up pass before anything is timed.
+
+Usage: .venv/bin/python bench/refine_throughput.py [--rows 1000000] [--devices 300] [--repeat 1]
+Needs no running service; writes under a temp lake, removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import random
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fieldloop.config import load_config
+from fieldloop.contracts import load_contracts
+from fieldloop.residency import ResidencyGuard
+from fieldloop.spark import spark_session
+from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, default_registry
+from ingestion.bronze import BronzeJob
+from ingestion.faults import MemoryRawSender
+from ingestion.notes import note
+from ingestion.simulator import (CITIES, M_PER_DEG_LAT, VEHICLES_ACME, VEHICLES_PUBLIC, FleetSpec, MemorySink,
+                                 Simulation, make_vin)
+from refinement import anonymize, quality
+from refinement.keys import load_key_ring
+from refinement.policy import default_policies
+from refinement.pseudonym import pseudonymize
+from refinement.silver import SilverJob
+from refinement.text import ScrubberConfig, scrub_column
+
+RATE_HZ = 5
+FIRST_OFFSET = 1_000_000_000  # generated rows' Kafka offsets start here, past the seed's
+KAFKA_SOURCE_SCHEMA = ("topic STRING, partition INT, offset LONG, timestamp TIMESTAMP, key BINARY, value BINARY, "
+                       "headers ARRAY<STRUCT<key: STRING, value: BINARY>>")
+NOTE_EVERY = 75  # frames: a note every 15 s per vehicle at 5 Hz
+START = datetime(2025, 4, 1, 0, 5, tzinfo=UTC)  # 09:05 JST: a run of under an hour stays in one hour bucket
+
+
+# bronze ------------------------------------------------------------------------------------
+def seed_bronze(spark, cfg, contracts) -> int:  # noqa: ANN001
+    """Real bronze tables (schema, properties, change feed) from a few seconds of simulated fleet.
+
+    As ``tests/component/conftest.py`` does: the simulator sends through the in-memory sink,
+    each record becomes a row shaped like Spark's Kafka source, and the bronze job's own
+    ``process_batch`` writes them.
+    """
+    registry = default_registry()
+    sink = MemorySink(contracts, registry)
+    Simulation(FleetSpec(devices=10, seconds=2, rate_hz=RATE_HZ, seed=7), [], contracts, registry).run(
+        sink, MemoryRawSender())
+    now = datetime.now(UTC)
+    rows = []
+    for offset, s in enumerate(sink.sent):
+        c = contracts[s.contract_id]
+        headers = {H_CLASS: str(c.data_class), H_CONTRACT: c.id, H_DEVICE: s.device_id, H_SEQ: str(s.seq),
+                   **({H_TENANT: c.tenant} if c.tenant else {})}
+        rows.append((c.topic, 0, offset, now, s.device_id.encode(), s.payload,
+                     [(k, v.encode()) for k, v in headers.items()]))
+    job = BronzeJob(cfg, spark, contracts, registry, ResidencyGuard.from_config(cfg))
+    job.process_batch(spark.createDataFrame(rows, KAFKA_SOURCE_SCHEMA), 0)
+    return 1  # the seed commit's version (0 creates the table)
+
+
+def device_table(spark, contract_id: str, devices: int, seed: int):  # noqa: ANN001, ANN201
+    """One row per vehicle: VIN, driver, the circle it drives around Tokyo, base speed, clock phase."""
+    rng = np.random.default_rng(seed)
+    acme = contract_id == VEHICLES_ACME
+    lat0, lon0 = CITIES["tokyo"]
+    rows = []
+    for d in range(devices):
+        wmi = "JTF" if acme else ("JTD", "JN1", "JHM", "JM1", "JF1")[int(rng.integers(5))]
+        r, bearing = rng.uniform(0, 6000), rng.uniform(0, 2 * math.pi)
+        rows.append((d, make_vin(rng, wmi), f"{'am-' if acme else ''}drv-{int(rng.integers(10_000, 100_000))}",
+                     lat0 + r * math.cos(bearing) / M_PER_DEG_LAT,
+                     lon0 + r * math.sin(bearing) / (M_PER_DEG_LAT * math.cos(math.radians(lat0))),
+                     float(rng.uniform(500, 4000)), float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(6, 14)),
+                     int(rng.integers(1000 // RATE_HZ))))
+    return spark.createDataFrame(rows, "dev LONG, vin STRING, driver_id STRING, clat DOUBLE, clon DOUBLE, "
+                                       "radius DOUBLE, theta0 DOUBLE, v0 DOUBLE, phase_ms LONG")
+
+
+def append_frames(spark, bronze: str, contract, rows: int, devices: int, seed: int) -> int:  # noqa: ANN001
+    """Append ``rows`` generated frames to ``bronze`` in one commit; returns how many carry a note."""
+    from pyspark.sql import functions as F
+
+    rng = random.Random(seed)
+    pool = []
+    while len(pool) < max(1000, rows // NOTE_EVERY):
+        text = note(rng)
+        if text is not None:
+            pool.append((len(pool), text))
+    notes = spark.createDataFrame(pool, "note_idx LONG, driver_note STRING")
+    fleet = device_table(spark, contract.id, devices, seed)
+
+    k = F.floor(F.col("id") / devices).cast("long")  # tick: devices report in turn
+    t_s = F.col("k") * (1.0 / RATE_HZ)
+    wave = F.col("theta0") + t_s / 23
+    speed = F.greatest(F.lit(0.0), F.col("v0") + 4 * F.sin(wave))
+    accel = F.least(F.greatest(4 / 23 * F.cos(wave) + 0.1 * F.randn(seed + 1), F.lit(-6.0)), F.lit(3.0))
+    theta = F.col("theta0") + F.col("v0") * t_s / F.col("radius")
+    noise = 2.5 / M_PER_DEG_LAT
+    headers = [F.lit(H_CLASS), F.lit(str(contract.data_class)), F.lit(H_CONTRACT), F.lit(contract.id),
+               F.lit(H_DEVICE), F.col("vin"), F.lit(H_SEQ), F.col("_seq").cast("string")]
+    if contract.tenant:
+        headers += [F.lit(H_TENANT), F.lit(contract.tenant)]
+    frames = (
+        spark.range(0, rows, 1, 4)
+        .withColumn("dev", F.col("id") % devices).withColumn("k", k)
+        .join(F.broadcast(fleet), "dev")
+        .withColumn("note_idx", F.when((F.col("k") + F.col("dev")) % NOTE_EVERY == 0,
+                                       (F.col("id") * 7919) % len(pool)))
+        .join(F.broadcast(notes), "note_idx", "left")
+        .withColumn("_seq", F.col("k") + 1)
+        .withColumn("ts", F.timestamp_millis(F.lit(int(START.timestamp() * 1000)) + F.col("k") * (1000 // RATE_HZ)
+                                             + F.col("phase_ms")))
+        .withColumn("accel_mps2", F.round(accel, 3))
+        .select(
+            "vin", "driver_id", "ts",
+            F.round(F.col("clat") + F.col("radius") * F.cos(theta) / M_PER_DEG_LAT + noise * F.randn(seed + 2), 7)
+            .alias("lat"),
+            F.round(F.col("clon") + F.col("radius") * F.sin(theta) / (M_PER_DEG_LAT * F.cos(F.radians("clat")))
+                    + noise * F.randn(seed + 3), 7).alias("lon"),
+            F.round(speed, 3).alias("speed_mps"), "accel_mps2",
+            F.round(F.degrees(F.atan(2.7 / F.col("radius"))) * 15 + 0.3 * F.randn(seed + 4), 2).alias("steering_deg"),
+            F.round(F.when(F.col("accel_mps2") < -0.2, F.least(F.lit(1.0), 0.05 - F.col("accel_mps2") / 6 * 0.95))
+                    .otherwise(F.when(speed == 0, 0.3).otherwise(0.0)), 3).alias("brake"),
+            F.round(F.degrees(speed / F.col("radius")) + 0.05 * F.randn(seed + 5), 3).alias("yaw_rate_dps"),
+            F.struct(F.floor(F.rand(seed + 6) * 12).cast("int").alias("vehicles"),
+                     F.floor(F.rand(seed + 7) * 8).cast("int").alias("pedestrians"),
+                     F.floor(F.rand(seed + 8) * 3).cast("int").alias("cyclists")).alias("perception"),
+            (F.rand(seed + 9) < 0.002).alias("intervention"),
+            "driver_note",
+            F.col("vin").alias("_device_id"), "_seq",
+            F.lit(contract.topic).alias("_kafka_topic"), (F.col("dev") % 3).cast("int").alias("_kafka_partition"),
+            (F.col("id") + FIRST_OFFSET).alias("_kafka_offset"),
+            (F.col("ts") + F.expr("INTERVAL 50 MILLISECONDS")).alias("_kafka_timestamp"),
+            F.create_map(*headers).alias("_headers"),
+            F.lit(2).alias("_schema_version"), F.current_timestamp().alias("_ingested_at"),
+        )
+    )
+    target = spark.read.format("delta").load(bronze).schema
+    frames = frames.select(*[F.col(f.name).cast(f.dataType) for f in target.fields])
+    frames.write.format("delta").mode("append").save(bronze)
+    appended = spark.read.format("delta").load(bronze).where(f"_kafka_offset >= {FIRST_OFFSET}")
+    return appended.where("driver_note IS NOT NULL").count()
+
+
+# timing ------------------------------------------------------------------------------------
+def best(repeat: int, run: Callable[[], Any], before: Callable[[], None] | None = None) -> float:
+    """Fastest of ``repeat`` runs (s); ``before`` resets state outside the timed part."""
+    times = []
+    for _ in range(repeat):
+        if before:
+            before()
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def force(df) -> None:  # noqa: ANN001
+    """Evaluate ``df`` completely without writing it anywhere."""
+    df.write.format("noop").mode("overwrite").save()
+
+
+def spark_jobs(spark, run: Callable[[], Any]) -> int:  # noqa: ANN001
+    """How many Spark jobs ``run`` starts."""
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    sc = spark.sparkContext
+    sc.setJobGroup(group, group)
+    try:
+        run()
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+    return len(sc.statusTracker().getJobIdsForGroup(group))
+
+
+def row(label: str, seconds: float, rows: int, floor: float | None) -> str:
+    ratio = f"{seconds / floor:>8.2f}" if floor else f"{'':>8}"
+    return f"{label:<64}{seconds:>9.1f}{rows / seconds:>12,.0f}{ratio}"
+
+
+# main --------------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="generated frames per bronze table")
+    parser.add_argument("--devices", type=int, default=300, help="vehicles per bronze table")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; the fastest counts")
+    parser.add_argument("--no-breakdown", action="store_true", help="skip the per-stage breakdown")
+    args = parser.parse_args()
+
+    base = load_config()
+    tmp = Path(tempfile.mkdtemp(prefix="fieldloop-bench-"))
+    cfg = load_config({"FIELDLOOP_HOME": str(base.home), "FIELDLOOP_LAKE_URI": str(tmp / "lake"),
+                       "FIELDLOOP_REFINE_KEY_SOURCE": f"file:{tmp / 'keys.json'}"})
+    contracts = load_contracts()
+    keys = load_key_ring(cfg.key_source, create_for=[c.tenant for c in contracts.values()])
+    spark = spark_session(cfg, "fieldloop-bench", {"spark.master": "local[2]", "spark.sql.shuffle.partitions": "4"})
+    job = SilverJob(cfg, spark, contracts, default_policies(), keys, ResidencyGuard.from_config(cfg))
+    try:
+        t0 = time.perf_counter()
+        # Refining from after the seed commit reads the appended one through the change feed,
+        # as every run but a table's first does.
+        seeded = seed_bronze(spark, cfg, contracts)
+        bronze = {cid: job.bronze_path(contracts[cid]) for cid in (VEHICLES_ACME, VEHICLES_PUBLIC)}
+        noted = {cid: append_frames(spark, path, contracts[cid], args.rows, args.devices, seed=11 + i)
+                 for i, (cid, path) in enumerate(bronze.items())}
+        print(f"bronze: {args.rows:,} frames x 2 tables, {args.devices} vehicles each, one commit each, "
+              f"{noted[VEHICLES_PUBLIC]:,} notes per table ({time.perf_counter() - t0:.0f}s to build)")
+
+        # warm-up: the JVM's code paths, and every Python worker loads the NER model once
+        warm = spark.createDataFrame([(n, "佐藤さんに電話。") for n in range(64)], "n INT, driver_note STRING")
+        force(scrub_column(warm.repartition(2), "driver_note"))
+        force(spark.read.format("delta").load(bronze[VEHICLES_ACME]).limit(1000))
+
+        copies = itertools.count()
+
+        def copy(cid: str) -> None:
+            rows_only = spark.read.format("delta").load(bronze[cid]).where(f"_kafka_offset >= {FIRST_OFFSET}")
+            rows_only.write.format("delta").save(str(tmp / f"copy-{next(copies)}"))
+
+        def fresh(cid: str) -> Callable[[], None]:
+            def reset() -> None:
+                for o in job.outputs(cid):
+                    shutil.rmtree(o.path, ignore_errors=True)
+                shutil.rmtree(job.quarantine_path(contracts[cid]), ignore_errors=True)
+                spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()  # noqa: SLF001 - forget the removed tables
+            return reset
+
+        floor = {cid: best(args.repeat, lambda cid=cid: copy(cid)) for cid in bronze}
+        silver, jobs, reports = {}, {}, {}
+
+        def refine(cid: str) -> None:
+            jobs[cid] = spark_jobs(spark, lambda: reports.__setitem__(cid, job.run(cid, since=seeded)))
+
+        for cid in bronze:
+            silver[cid] = best(args.repeat, lambda cid=cid: refine(cid), before=fresh(cid))
+        n_acme = n_pub = args.rows
+
+        print()
+        print(f"{'bronze -> silver, local[2], best of ' + str(args.repeat):<64}{'s':>9}{'rows/s':>12}{'ratio':>8}")
+        print(row(f"baseline: Delta copy, acme bronze ({n_acme:,} rows)", floor[VEHICLES_ACME], n_acme, None))
+        print(row("SilverJob acme-mobility (1 pseudonymized table) / copy", silver[VEHICLES_ACME], n_acme,
+                  floor[VEHICLES_ACME]))
+        print(row(f"baseline: Delta copy, public bronze ({n_pub:,} rows)", floor[VEHICLES_PUBLIC], n_pub, None))
+        print(row("SilverJob public (pseudonymized + anonymized) / copy", silver[VEHICLES_PUBLIC], n_pub,
+                  floor[VEHICLES_PUBLIC]))
+        print(row("SilverJob public (pseudonymized + anonymized) / 2x copy", silver[VEHICLES_PUBLIC], n_pub,
+                  2 * floor[VEHICLES_PUBLIC]))
+        print(f"target: ratio <= 1.5.  Spark jobs per run: acme {jobs[VEHICLES_ACME]}, public {jobs[VEHICLES_PUBLIC]}")
+        for r in (*reports[VEHICLES_ACME], *reports[VEHICLES_PUBLIC]):
+            print(f"  {r.table}: {r.rows_in:,} in, {r.rows_out:,} out, quarantined {sum(r.quarantined.values())}, "
+                  f"trimmed {r.trimmed_rows}, suppressed rows {r.suppressed_rows}, placeholders "
+                  f"{sum(r.placeholders.values())}")
+
+        if not args.no_breakdown:
+            breakdown(spark, job, contracts[VEHICLES_PUBLIC], keys, seeded, args.repeat, floor[VEHICLES_PUBLIC])
+    finally:
+        spark.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def breakdown(spark, job: SilverJob, contract, keys, seeded: int, repeat: int, floor: float) -> None:  # noqa: ANN001
+    """Each stage of the public contract's run alone, on the same persisted rows."""
+    from pyspark.sql import functions as F
+
+    policy = job.policies[contract.id]
+    pseudo, anon = (o.policy for o in job.outputs(contract.id))
+    key = keys.active(contract.tenant)
+    bronze = job.bronze_path(contract)
+    read = job._read_new(bronze, seeded, seeded + 1)  # noqa: SLF001 - the job's own change-feed read
+    good = quality.mark(read, policy.expect).where("_rule IS NULL").drop("_rule").persist()
+    n = good.count()
+    notes = good.where(F.col("driver_note").isNotNull())
+    use_rules = ScrubberConfig(use_model=False)
+    force(scrub_column(good.limit(10), "driver_note", config=use_rules))  # warm the rules-only scrubber
+
+    stages: list[tuple[str, Callable[[], Any]]] = [
+        ("read: bronze change feed", lambda: force(read)),
+        ("quality: mark + count per rule (the job's gate)",
+         lambda: quality.mark(read, policy.expect).groupBy("_rule").count().collect()),
+        ("pseudonymize 3 columns (distinct -> driver HMAC -> broadcast join)",
+         lambda: force(pseudonymize(good, pseudo.pseudonym_fields, key))),
+        ("scrub_text, every row through mapInArrow",
+         lambda: force(scrub_column(good, "driver_note"))),
+        ("scrub_text, all rows, rules only (no GiNZA): Arrow transport",
+         lambda: force(scrub_column(good, "driver_note", config=use_rules))),
+        (f"scrub_text, only the rows with a note ({notes.count():,})",
+         lambda: force(scrub_column(notes, "driver_note"))),
+        ("the job's pseudonymized transform (fields, then pseudonyms)",
+         lambda: force(pseudonymize(job._apply_fields(good, pseudo), pseudo.pseudonym_fields, key))),  # noqa: SLF001
+        ("trim trips (3 windows per device)",
+         lambda: force(anonymize.trim_trips(good, "_device_id", "ts", "lat", "lon", job.cfg.refine.trip_trim_m,
+                                            job.cfg.refine.trip_gap_s))),
+    ]
+    trimmed = anonymize.trim_trips(good, "_device_id", "ts", "lat", "lon", job.cfg.refine.trip_trim_m,
+                                   job.cfg.refine.trip_gap_s)
+    generalized = job._apply_fields(trimmed, anon).select(  # noqa: SLF001 - the job's own generalization
+        *anon.output_columns, "_device_id").persist()
+    generalized.count()
+
+    def k_anonymity() -> None:
+        kept, _ = anonymize.enforce_k_anonymity(generalized, "_device_id", anon.quasi_identifiers, job.cfg.refine.k)
+        force(kept)
+        anonymize.l_diversity(kept, anon.quasi_identifiers, anon.sensitive)
+
+    stages.append(("k-anonymity + l-diversity (on trimmed, generalized rows)", k_anonymity))
+
+    print()
+    print(f"{'breakdown, public bronze, each stage alone (noop sink)':<64}{'s':>9}{'rows/s':>12}{'/copy':>8}")
+    for label, run in stages:
+        print(row(label, best(repeat, run), n, floor))
+    generalized.unpersist()
+    good.unpersist()
+
+
+if __name__ == "__main__":
+    main()
