@@ -270,12 +270,13 @@ def tables(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps([t.as_dict() for t in found], indent=2))
         return
     table = Table(title=f"{len(found)} tables in {_cfg(ctx).lake}")
-    for col in ("table", "version", "rows", "class", "tenant", "contract", "region", "dups dropped"):
-        table.add_column(col)
+    # the contract is in --json; the table name, which people copy, never wraps
+    for col in ("table", "ver", "rows", "class", "tenant", "APPI level", "region", "dups"):
+        table.add_column(col, no_wrap=col in ("table", "region"))
     for t in found:
         p = t.properties
         table.add_row(f"{t.layer}/{t.name}", str(t.version), str(t.rows), p.get("fieldloop.class", "-"),
-                      p.get("fieldloop.tenant", "-"), p.get("fieldloop.contract", "-"),
+                      p.get("fieldloop.tenant", "-"), p.get("fieldloop.appi_level", "-"),
                       p.get("fieldloop.residency_region", "-"),
                       "-" if t.duplicates_dropped is None else str(t.duplicates_dropped))
     console.print(table)
