@@ -218,6 +218,7 @@ class SilverJob:
         if tp.trim_trips:
             before = df.count()  # the persisted good rows: no recomputation
             df = anonymize.trim_trips(df, "_device_id", "ts", "lat", "lon", cfg.trip_trim_m, cfg.trip_gap_s).persist()
+            self._transient.append(df)
             report.trimmed_rows = before - df.count()
         if tp.pseudonym_fields:  # before the text scrubber, so its distinct scan reads the persisted rows
             df = pseudonymize(df, tp.pseudonym_fields, key)
@@ -231,6 +232,7 @@ class SilverJob:
         out = df.select(*tp.output_columns, *device, *seq, *keyed, VERSION_COLUMN, *counting)
         if tp.level == "anonymized":
             out = out.persist()
+            self._transient.append(out)
             out, k = anonymize.enforce_k_anonymity(out, "_device_id", tp.quasi_identifiers, cfg.k)
             out = out.drop("_device_id")
             report.k_required, report.k_achieved = cfg.k, k.k_achieved
@@ -247,7 +249,7 @@ class SilverJob:
         report.delta_version, report.rows_out = self._replace(
             out, o.path, f"{VERSION_COLUMN} > {a} AND {VERSION_COLUMN} <= {b}",
             {"bronze_version": b, "from": a + 1, "run": uuid.uuid4().hex[:12]})
-        for frame in (df, out, *self._transient):
+        for frame in self._transient:
             frame.unpersist()
         self._transient.clear()
         texts = [n for n, act in tp.fields.items() if act.action == "scrub_text"]
