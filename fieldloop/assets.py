@@ -25,7 +25,7 @@ def table_asset(layer: str, name: str) -> Asset:
 def bronze_assets() -> list[Asset]:
     """One asset per bronze table (every contract but the secret ones)."""
     return [
-        table_asset("bronze", c.id.replace("-", "_"))
+        table_asset("bronze", c.table)
         for c in sorted(load_contracts().values(), key=lambda c: c.id)
         if c.data_class is not DataClass.SECRET
     ]

@@ -112,7 +112,7 @@ def _edge_release(cfg: FieldloopConfig, contracts: dict[str, Any], start: dateti
 
 
 def _refine(cfg: FieldloopConfig, spark: Any, console: Console, progress: Callable[[str], None]) -> None:
-    from refinement.cli import print_reports
+    from refinement.cli import print_gold, print_reports
     from refinement.run import refine
 
     t0 = time.monotonic()
@@ -120,10 +120,7 @@ def _refine(cfg: FieldloopConfig, spark: Any, console: Console, progress: Callab
         result = refine(cfg, spark=spark, on_table=lambda r: status.update(f"Spark: refined {r.table} ..."))
     progress(f"refined in {time.monotonic() - t0:.0f}s")
     print_reports(console, result.reports)
-    for g in result.gold:
-        what = f"{g.rows} rows" if g.rows is not None else "unchanged"
-        dp = f"; {len(g.dp)} DP releases charged to the ledger" if g.dp else ""
-        console.print(f"  gold/{g.table}: {what} from silver {g.sources}{dp}")
+    print_gold(console, result.gold)
 
 
 def _summed(reports: list[Any], attr: str) -> dict[str, int]:

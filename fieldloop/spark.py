@@ -84,3 +84,21 @@ def spark_session(cfg: FieldloopConfig, app_name: str = "fieldloop", extra: dict
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def create_table(spark: SparkSession, path: str, schema: Any, properties: dict[str, str]) -> None:
+    """Create the Delta table at ``path`` with ``schema`` and table ``properties`` unless it exists."""
+    from delta.tables import DeltaTable
+
+    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
+    for key, value in properties.items():
+        builder = builder.property(key, value)
+    builder.execute()
+
+
+def last_commit(spark: SparkSession, path: str) -> tuple[int, int]:
+    """(version, rows written) of the Delta table's newest commit."""
+    from delta.tables import DeltaTable
+
+    commit = DeltaTable.forPath(spark, path).history(1).first()
+    return int(commit["version"]), int((commit["operationMetrics"] or {}).get("numOutputRows", 0))

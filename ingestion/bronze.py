@@ -35,6 +35,7 @@ from fieldloop.config import FieldloopConfig
 from fieldloop.contracts import DataContract
 from fieldloop.lineage import TableGovernance
 from fieldloop.residency import ResidencyGuard
+from fieldloop.spark import create_table
 from fieldloop.wire import HEADER_LEN, H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, SchemaRegistry
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ KAFKA_COLUMNS = ["_kafka_topic", "_kafka_partition", "_kafka_offset", "_kafka_ti
 
 def table_name(contract: DataContract) -> str:
     """``vehicle-frames-public`` -> ``vehicle_frames_public``: one bronze table per contract."""
-    return contract.id.replace("-", "_")
+    return contract.table
 
 
 @dataclass(frozen=True)
@@ -402,14 +403,11 @@ class BronzeJob:
             target.contract.data_class, target.contract.id, self._residency[path], appi_level="raw",
             tenant=target.contract.tenant, contract_version=target.contract.version,
         )
-        builder = DeltaTable.createIfNotExists(self.spark).location(path).addColumns(schema)
         props = {**gov.to_delta_properties(), "fieldloop.layer": layer, "fieldloop.stream": target.contract.stream}
         if layer == "bronze":
             # Refinement reads exactly the rows each bronze commit added, by version.
             props["delta.enableChangeDataFeed"] = "true"
-        for key, value in props.items():
-            builder = builder.property(key, value)
-        builder.execute()
+        create_table(self.spark, path, schema, props)
 
     # run ---------------------------------------------------------------------------------
     def start(self, available_now: bool = True, trigger_seconds: int = 5) -> StreamingQuery:

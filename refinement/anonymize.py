@@ -132,10 +132,8 @@ def enforce_k_anonymity(df: DataFrame, device: str, quasi: Sequence[str], k: int
     kept = [tuple(c[q] for q in quasi) for c in classes if c["_devices"] >= k]
     stats.suppressed_rows = int(sum(c["_rows"] for c in classes if c["_devices"] < k))
     stats.k_achieved = min((c["_devices"] for c in classes if c["_devices"] >= k), default=None)
-    spark = df.sparkSession
-    schema = suppress(cells).select(*quasi).schema
-    allowed = spark.createDataFrame(kept, schema) if kept else spark.createDataFrame([], schema)
     out = suppress(df)
+    allowed = df.sparkSession.createDataFrame(kept, out.select(*quasi).schema)  # suppressed columns are nullable
     joined = out.join(F.broadcast(allowed), [out[q].eqNullSafe(allowed[q]) for q in quasi], "left_semi")
     return joined, stats
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import click
 from rich.console import Console
@@ -54,6 +55,14 @@ def print_reports(out: Console, reports: Sequence[PrivacyReport], details: bool 
         out.print(f"  [dim]report: {r.location}[/]")
 
 
+def print_gold(out: Console, gold: Sequence[Any]) -> None:
+    """One line per gold table (``refinement.gold.GoldReport``): rows written, sources, DP releases."""
+    for g in gold:
+        what = f"{g.rows} rows" if g.rows is not None else "unchanged (sources did not move)"
+        dp = f"; {len(g.dp)} DP releases charged to the ledger" if g.dp else ""
+        out.print(f"  gold/{g.table}: {what} from silver {g.sources}{dp}")
+
+
 @click.command()
 @click.option("--stream", "streams", multiple=True, metavar="NAME",
               help="Contract id, stream or silver table to refine (repeatable); default: every stream.")
@@ -80,10 +89,7 @@ def refine(ctx: click.Context, streams: tuple[str, ...], since_version: int | No
         click.echo(json.dumps([r.as_dict() for r in result.reports], indent=2, default=str, ensure_ascii=False))
         return
     print_reports(console, result.reports)
-    for g in result.gold:
-        what = f"{g.rows} rows" if g.rows is not None else "unchanged (sources did not move)"
-        dp = f"; {len(g.dp)} DP releases on the ledger" if g.dp else ""
-        console.print(f"gold/{g.table}: {what}{dp}")
+    print_gold(console, result.gold)
     for u in result.upkeep:
         if not u.skipped:
             console.print(f"upkeep {u.path}: {u.expired_rows} expired rows deleted, compacted, vacuumed")

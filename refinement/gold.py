@@ -32,6 +32,7 @@ from fieldloop.config import FieldloopConfig
 from fieldloop.contracts import DataContract
 from fieldloop.lineage import TableGovernance
 from fieldloop.residency import ResidencyGuard
+from fieldloop.spark import create_table, last_commit
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -76,7 +77,7 @@ class GoldJob:
         c = self.contracts
         specs = [
             GoldSpec(f"vehicle_longitudinal_{cid.removeprefix('vehicle-frames-').replace('-', '_')}", c[cid],
-                     (cid.replace("-", "_"),), GoldJob._vehicle_windows, "vehicle-longitudinal")
+                     (c[cid].table,), GoldJob._vehicle_windows, "vehicle-longitudinal")
             for cid in ("vehicle-frames-public", "vehicle-frames-acme-mobility") if cid in c
         ]
         if "plant-sensors-acme-steel" in c:
@@ -127,8 +128,6 @@ class GoldJob:
             return None
 
     def _write(self, df: DataFrame, spec: GoldSpec, report: GoldReport, region: str) -> None:
-        from delta.tables import DeltaTable
-
         gov = TableGovernance(spec.contract.data_class, spec.contract.id, region,
                               appi_level="statistical" if "dp" in spec.name or "hourly" in spec.name else "pseudonymized",
                               tenant=spec.contract.tenant, contract_version=spec.contract.version)
@@ -136,16 +135,11 @@ class GoldJob:
                  "fieldloop.sources": ",".join(f"silver/{s}" for s in spec.sources)}
         if spec.task:
             props["fieldloop.task"] = spec.task
-        builder = DeltaTable.createIfNotExists(self.spark).location(report.path).addColumns(df.schema)
-        for k, v in props.items():
-            builder = builder.property(k, v)
-        builder.execute()
+        create_table(self.spark, report.path, df.schema, props)
         meta = {"sources": report.sources}
         (df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
          .option("userMetadata", json.dumps(meta)).save(report.path))
-        commit = DeltaTable.forPath(self.spark, report.path).history(1).first()
-        report.delta_version = int(commit["version"])
-        report.rows = int(commit["operationMetrics"].get("numOutputRows", 0))
+        report.delta_version, report.rows = last_commit(self.spark, report.path)
         logger.info("gold %s: %d rows from %s (delta v%d)", spec.name, report.rows, report.sources, report.delta_version)
 
     # builders ---------------------------------------------------------------------------------
@@ -208,6 +202,7 @@ class GoldJob:
         """Per day: DP interventions (sum of per-device counts clamped to the bound) and DP mean OOD score."""
         from pyspark.sql import functions as F
 
+        from fieldloop.catalog import storage_options
         from refinement.dp import DpQuery
         from refinement.ledger import Budget, BudgetLedger, DeltaLedgerStore, month_of
 
@@ -222,7 +217,7 @@ class GoldJob:
         by_day: dict[Any, list[Any]] = {}
         for row in per_device:
             by_day.setdefault(row["day"], []).append(row)
-        ledger = BudgetLedger(DeltaLedgerStore(f"{self.lake}/_dp/ledger", self.guard, _storage_options(self.cfg)),
+        ledger = BudgetLedger(DeltaLedgerStore(f"{self.lake}/_dp/ledger", self.guard, storage_options(self.cfg)),
                               Budget(self.cfg.refine.dp_epsilon_per_month))
         queries = {
             "interventions": DpQuery("sum", DP_EPSILON, bounds=(0.0, float(MAX_INTERVENTIONS_PER_DAY)), privacy_unit="device"),
@@ -259,9 +254,3 @@ def _tokyo_noon(day: Any) -> Any:
     from zoneinfo import ZoneInfo
 
     return datetime.combine(day, time(12), ZoneInfo("Asia/Tokyo"))
-
-
-def _storage_options(cfg: FieldloopConfig) -> dict[str, str]:
-    from fieldloop.catalog import storage_options
-
-    return storage_options(cfg)

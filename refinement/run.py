@@ -46,7 +46,7 @@ def select_contracts(contracts: dict[str, DataContract], policies: dict[str, Any
         return sorted(policies)
     chosen = []
     for name in streams:
-        found = [cid for cid in sorted(policies) if name in (cid, contracts[cid].stream, cid.replace("-", "_"))
+        found = [cid for cid in sorted(policies) if name in (cid, contracts[cid].stream, contracts[cid].table)
                  or name in policies[cid].output]
         if not found:
             raise RefinementError(f"no stream, contract or silver table named '{name}'; known contracts: "

@@ -32,6 +32,7 @@ from fieldloop.config import FieldloopConfig
 from fieldloop.contracts import DataContract
 from fieldloop.lineage import TableGovernance
 from fieldloop.residency import ResidencyGuard
+from fieldloop.spark import create_table, last_commit
 from refinement import anonymize, quality
 from refinement.errors import PrivacyCheckError, RefinementError
 from refinement.keys import KeyRing
@@ -48,17 +49,16 @@ VERSION_COLUMN = "_bronze_version"
 DEVICE_COLUMN = "_device"
 BRONZE_ONLY = ["_headers", "_kafka_topic", "_kafka_partition", "_kafka_offset", "_kafka_timestamp",
                "_ingested_at", "_schema_version"]
-PLACEHOLDER = r"\[([A-Z_]+)\]"
+
+
+def versions_window(a: int, b: int) -> str:
+    """The rows of bronze versions ``a+1 .. b``: what one run reads, writes and replaces."""
+    return f"{VERSION_COLUMN} > {a} AND {VERSION_COLUMN} <= {b}"
 
 
 def vacuum_grace_days(contract: DataContract) -> int:
     """Days VACUUM keeps files removed from a table: a week, or less for short retention."""
     return max(1, min(7, contract.retention_days // 4))
-
-
-def contract_table(contract: DataContract) -> str:
-    """``vehicle-frames-public`` -> ``vehicle_frames_public`` (bronze and quarantine tables)."""
-    return contract.id.replace("-", "_")
 
 
 @dataclass(frozen=True)
@@ -99,10 +99,10 @@ class SilverJob:
         return [Output(name, tp, f"{self.lake}/silver/{name}") for name, tp in policy.output.items()]
 
     def bronze_path(self, contract: DataContract) -> str:
-        return f"{self.lake}/bronze/{contract_table(contract)}"
+        return f"{self.lake}/bronze/{contract.table}"
 
     def quarantine_path(self, contract: DataContract) -> str:
-        return f"{self.lake}/quarantine/{contract_table(contract)}_quality"
+        return f"{self.lake}/quarantine/{contract.table}_quality"
 
     # run ---------------------------------------------------------------------------------
     def run(self, contract_id: str, until: int | None = None, since: int | None = None) -> list[PrivacyReport]:
@@ -145,7 +145,7 @@ class SilverJob:
             rows_in = sum(counts.values())
             failed = {rule: n for rule, n in counts.items() if rule is not None}
             quality.gate(rows_in, failed, self.cfg.refine.max_failure_rate, contract_id)
-            window = f"{VERSION_COLUMN} > {a} AND {VERSION_COLUMN} <= {b}"
+            window = versions_window(a, b)
             if failed or DeltaTable.isDeltaTable(self.spark, quarantine):
                 bad = marked.where("_rule IS NOT NULL").withColumnRenamed("_rule", "reason")
                 self._ensure_table(quarantine, bad.schema, contract, "quarantine", "raw", policy.version,
@@ -223,7 +223,7 @@ class SilverJob:
         if tp.pseudonym_fields:  # before the text scrubber, so its distinct scan reads the persisted rows
             df = pseudonymize(df, tp.pseudonym_fields, key)
             report.key_ids = [key.id]
-        df = self._apply_fields(df, tp)
+        df, report.placeholders = self._apply_fields(df, tp)
         device = [] if tp.device == "drop" else [F.col("_device_id").alias(DEVICE_COLUMN)]
         seq = [] if tp.level == "anonymized" else ["_seq"]
         keyed = [KEY_ID_COLUMN] if tp.pseudonym_fields else []
@@ -247,24 +247,19 @@ class SilverJob:
         constraints = quality.check_constraints(policy.expect, [n for n, act in tp.fields.items() if act.action == "keep"])
         self._ensure_table(o.path, out.schema, contract, "silver", gov_level, policy.version, region, constraints)
         report.delta_version, report.rows_out = self._replace(
-            out, o.path, f"{VERSION_COLUMN} > {a} AND {VERSION_COLUMN} <= {b}",
+            out, o.path, versions_window(a, b),
             {"bronze_version": b, "from": a + 1, "run": uuid.uuid4().hex[:12]})
         for frame in self._transient:
             frame.unpersist()
         self._transient.clear()
-        texts = [n for n, act in tp.fields.items() if act.action == "scrub_text"]
-        if texts:  # counted in what was written, so the scrubber does not run twice
-            written = self.spark.read.format("delta").load(o.path).where(f"{VERSION_COLUMN} > {a} AND {VERSION_COLUMN} <= {b}")
-            found = written.select(F.explode(F.concat(*[
-                F.coalesce(F.regexp_extract_all(F.col(t), F.lit(PLACEHOLDER), 1), F.array().cast("array<string>"))
-                for t in texts])).alias("p")).groupBy("p").count().collect()
-            report.placeholders = {r["p"]: r["count"] for r in found}
         logger.info("%s: bronze v%d..v%d -> %s (delta v%s)", contract.id, a + 1, b, o.path, report.delta_version)
         return report
 
-    def _apply_fields(self, df: DataFrame, tp: TablePolicy) -> DataFrame:
+    def _apply_fields(self, df: DataFrame, tp: TablePolicy) -> tuple[DataFrame, dict[str, int]]:
+        """``df`` with the table's generalizations and scrubbing applied, and the placeholders put in notes."""
         from pyspark.sql import functions as F
 
+        placeholders: dict[str, int] = {}
         for name, act in tp.fields.items():
             if act.action == "mesh" and MESH_COLUMN not in df.columns:
                 lat, lon = [n for n, a in tp.fields.items() if a.action == "mesh"]
@@ -276,24 +271,24 @@ class SilverJob:
             elif act.action == "clip":
                 df = df.withColumn(name, F.least(F.greatest(F.col(name), F.lit(act.min)), F.lit(act.max)))
             elif act.action == "scrub_text":
-                from refinement.text import scrub_column
+                from refinement.text import redaction_totals, scrub_column
 
                 # Notes are rare: only rows holding one make the trip through Python, once
-                # (persisted: the model is the slowest step of the job).
-                noted = scrub_column(df.where(F.col(name).isNotNull()), name).drop(f"{name}_redactions").persist()
+                # (persisted: the model is the slowest step of the job, and counting runs it).
+                noted = scrub_column(df.where(F.col(name).isNotNull()), name).persist()
                 self._transient.append(noted)
-                df = df.where(F.col(name).isNull()).unionByName(noted)
-        return df
+                for kind, n in redaction_totals(noted, f"{name}_redactions").items():
+                    if n:
+                        placeholders[kind] = placeholders.get(kind, 0) + n
+                df = df.where(F.col(name).isNull()).unionByName(noted.drop(f"{name}_redactions"))
+        return df, placeholders
 
     # 3. write --------------------------------------------------------------------------------
     def _replace(self, df: DataFrame, path: str, window: str, meta: dict[str, Any]) -> tuple[int, int]:
         """Replace the rows matching ``window`` by ``df``; returns (Delta version, rows written)."""
-        from delta.tables import DeltaTable
-
         (df.write.format("delta").mode("overwrite").option("replaceWhere", window)
          .option("userMetadata", json.dumps(meta)).save(path))
-        commit = DeltaTable.forPath(self.spark, path).history(1).first()
-        return int(commit["version"]), int(commit["operationMetrics"].get("numOutputRows", 0))
+        return last_commit(self.spark, path)
 
     def _ensure_table(self, path: str, schema: Any, contract: DataContract, layer: str, level: str,
                       policy_version: int, region: str, constraints: Mapping[str, str]) -> None:
@@ -312,9 +307,6 @@ class SilverJob:
             # files after this grace period, so nothing outlives retention by more than it.
             "delta.deletedFileRetentionDuration": f"interval {vacuum_grace_days(contract)} days",
         }
-        builder = DeltaTable.createIfNotExists(self.spark).location(path).addColumns(schema)
-        for k, v in props.items():
-            builder = builder.property(k, v)
-        builder.execute()
+        create_table(self.spark, path, schema, props)
         for name, expr in constraints.items():
             self.spark.sql(f"ALTER TABLE delta.`{path}` ADD CONSTRAINT {name} CHECK ({expr})")

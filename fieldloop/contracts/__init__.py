@@ -142,6 +142,11 @@ class DataContract(BaseModel):
         tenant = f".{self.tenant}" if self.tenant else ""
         return f"fieldloop.{self.data_class}{tenant}.{self.stream}.v{self.schema_version}"
 
+    @property
+    def table(self) -> str:
+        """Name of the stream's bronze and quarantine tables: ``vehicle-frames-public`` -> ``vehicle_frames_public``."""
+        return self.id.replace("-", "_")
+
     def training_input(self, table: str) -> TrainingInput:
         """The facts the training rule needs about a table governed by this contract."""
         return TrainingInput(table, self.data_class, self.tenant, self.id, self.allowed_uses)
