@@ -295,9 +295,11 @@ def demo(ctx: click.Context) -> None:
 def _register_stage_commands() -> None:
     from ingestion.cli import fleet
     from refinement.cli import refine
+    from training_jobs.cli import train
 
     main.add_command(fleet)
     main.add_command(refine)
+    main.add_command(train)
 
 
 _register_stage_commands()

@@ -165,6 +165,17 @@ class RefineConfig(_Section):
         return value
 
 
+class TrainConfig(_Section):
+    """Training jobs: defaults of `fieldloop train` and the training DAG."""
+
+    epochs: int = Field(12, ge=1, description="epochs for the teacher, then as many for the student (count)")
+    seed: int = Field(42, ge=0, description="random seed; the same gold versions and seed give the same metrics")
+    batch_size: int = Field(64, ge=1, description="rows per optimizer step, over all processes (count)")
+    learning_rate: float = Field(3e-3, gt=0, description="Adam learning rate")
+    holdout_fraction: float = Field(0.2, gt=0, lt=1, description="share of devices frozen as holdout on a model's first run (fraction)")
+    threads: int = Field(2, ge=1, description="CPU threads per training process (count)")
+
+
 class FieldloopConfig(_Section):
     """The whole effective configuration."""
 
@@ -179,6 +190,7 @@ class FieldloopConfig(_Section):
     airflow: AirflowConfig = Field(default_factory=AirflowConfig)
     s3: S3Config = Field(default_factory=S3Config)
     refine: RefineConfig = Field(default_factory=RefineConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
     @field_validator("home")
     @classmethod

@@ -1,0 +1,104 @@
+"""Training pieces without services: split, models, metrics, edge export, CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from training_jobs.data import DatasetError, device_hash, in_holdout, parse_pin
+from training_jobs.tasks import auroc, get_task
+
+
+def test_holdout_membership_is_stable_and_a_device_is_never_on_both_sides() -> None:
+    devices = np.array([f"p1{i:04x}" for i in range(200)] * 3, dtype=object)
+    cut = sorted(device_hash("t", d) for d in set(devices))[39]  # 40 of 200 devices
+    mask = in_holdout(devices, "t", cut)
+    assert (mask == in_holdout(devices[::-1], "t", cut)[::-1]).all()  # row order does not matter
+    held = set(devices[mask])
+    assert len(held) == 40 and not held & set(devices[~mask])
+    assert set(devices[in_holdout(devices, "other-task", cut)]) != held  # the salt separates tasks
+
+
+def test_auroc_matches_pair_counting() -> None:
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 5, 60).astype(float)  # many ties
+    labels = rng.random(60) < 0.3
+    pos, neg = scores[labels], scores[~labels]
+    pairs = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+    assert auroc(scores, labels) == pytest.approx(pairs)
+    assert auroc(np.arange(10.0), np.arange(10) >= 5) == 1.0
+
+
+def test_ood_score_is_bounded_and_grows_away_from_the_training_data() -> None:
+    import torch
+
+    teacher, student = get_task("vehicle-longitudinal").build(53)
+    x = torch.randn(500, 53) * 2 + 1
+    get_task("vehicle-longitudinal").calibrate(teacher, student, x, normalization=True)
+    near, far = student(x[:50])[:, 1], student(x[:50] + 20)[:, 1]
+    assert ((near >= 0) & (near < 1)).all() and ((far >= 0) & (far < 1)).all()
+    assert far.min() > near.max()
+    assert float((student(x)[:, 1] > 0.5).float().mean()) <= 0.02  # 0.5 = the training data's 99th percentile
+
+
+def test_anomaly_score_is_bounded() -> None:
+    import torch
+
+    task = get_task("plant-anomaly")
+    teacher, student = task.build(10)
+    x = torch.randn(300, 10)
+    task.calibrate(teacher, student, x, normalization=True)
+    task.after_teacher(teacher, student, x)
+    for model in (teacher, student):
+        s = model(x)
+        assert s.shape == (300, 1) and ((s >= 0) & (s < 1)).all()
+
+
+def test_edge_build_reproduces_the_student_and_refuses_a_wrong_export(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    import torch
+
+    from training_jobs import export
+
+    torch.manual_seed(0)
+    task = get_task("vehicle-longitudinal")
+    teacher, student = task.build(53)
+    x = np.random.default_rng(0).normal(size=(32, 53)).astype(np.float32)
+    task.calibrate(teacher, student, torch.from_numpy(x), normalization=True)
+    builds = export.build_edge(student, x, tmp_path / "ok", runs=50)
+    assert builds["fp32"].max_abs_diff <= export.FP32_TOLERANCE
+    assert builds["int8"].bytes < builds["fp32"].bytes and builds["int8"].p99_us > 0
+
+    _, other = task.build(53)  # an export of different weights must not pass the check
+    original = export.export_onnx
+    monkeypatch.setattr(export, "export_onnx", lambda model, dim, path: original(other, dim, path))
+    with pytest.raises(export.ExportError, match="differs from PyTorch"):
+        export.build_edge(student, x, tmp_path / "bad", runs=10)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("vehicle_longitudinal_public", ("vehicle_longitudinal_public", None)),
+    ("gold/vehicle_longitudinal_public@3", ("vehicle_longitudinal_public", 3)),
+    ("vehicle_longitudinal_public@v12", ("vehicle_longitudinal_public", 12)),
+])
+def test_parse_pin(text: str, expected: tuple) -> None:
+    assert parse_pin(text) == expected
+
+
+def test_parse_pin_refuses_what_is_not_a_table() -> None:
+    with pytest.raises(DatasetError, match="NAME@VERSION"):
+        parse_pin("../etc/passwd")
+
+
+def test_train_command_help_and_unknown_task() -> None:
+    from fieldloop.cli import main
+
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", "--help"])
+    assert result.exit_code == 0
+    for option in ("--task", "--tenant", "--table", "--nproc", "--from-scratch", "--reset-holdout", "--json"):
+        assert option in result.output
+    result = runner.invoke(main, ["train", "--task", "nope"])
+    assert result.exit_code == 2 and "vehicle-longitudinal" in result.output

@@ -1,0 +1,211 @@
+"""Training data: gold tables chosen for a model, pinned to Delta versions, checked, split by device.
+
+A run reads every input at one Delta version fixed when it starts (time travel), so the
+same versions and seed give the same model. Which tables may feed which model is decided
+by the kernel's rule (:func:`fieldloop.classes.enforce_training_rule`) from each table's
+*own* governance properties at that version, before a byte of data is read: the default
+choice (public tables of the task for a base model, plus the tenant's own for a tenant
+model) never breaks it, and an explicit ``--table`` that would is refused, naming it.
+
+Rows are split by a stable hash of the device, so a device is in train or holdout, never
+both, whatever run or machine computes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fieldloop.classes import ModelTarget, TrainingInput, enforce_training_rule, training_violations
+from fieldloop.contracts import DataContract
+from fieldloop.errors import FieldloopError
+from fieldloop.lineage import TableGovernance, TableLineage
+
+if TYPE_CHECKING:
+    from fieldloop.config import FieldloopConfig
+    from training_jobs.tasks import Task
+
+_PIN = re.compile(r"^(?P<name>[a-z0-9_]+)(?:@v?(?P<version>\d+))?$")
+
+
+class DatasetError(FieldloopError):
+    """The inputs cannot be found, read or used as asked."""
+
+
+@dataclass(frozen=True)
+class PinnedInput:
+    """One gold table at the Delta version this run reads."""
+
+    name: str  # table name under <lake>/gold
+    path: str
+    version: int
+    governance: TableGovernance
+
+    @property
+    def table(self) -> str:
+        return f"gold/{self.name}"
+
+    def lineage(self) -> TableLineage:
+        return TableLineage.of(self.table, self.path, self.version, self.governance)
+
+
+@dataclass
+class Rows:
+    """Features, labels and the device of every row, in a fixed order."""
+
+    x: np.ndarray  # float32 [N, D]
+    y: np.ndarray  # float32 [N]
+    device: np.ndarray  # object [N]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def take(self, mask: np.ndarray) -> Rows:
+        return Rows(self.x[mask], self.y[mask], self.device[mask])
+
+    @staticmethod
+    def concat(parts: Sequence[Rows], dim: int) -> Rows:
+        if not parts:
+            return Rows(np.zeros((0, dim), np.float32), np.zeros(0, np.float32), np.zeros(0, object))
+        return Rows(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]),
+                    np.concatenate([p.device for p in parts]))
+
+
+def parse_pin(text: str) -> tuple[str, int | None]:
+    """``name`` or ``name@N`` (``gold/`` prefix allowed) -> (name, version or None)."""
+    match = _PIN.match(text.removeprefix("gold/"))
+    if not match:
+        raise DatasetError(f"'{text}' is not a gold table reference; use NAME or NAME@VERSION, e.g. "
+                           "vehicle_longitudinal_public@3 (see `fieldloop tables`)")
+    version = match.group("version")
+    return match.group("name"), int(version) if version is not None else None
+
+
+def _storage(cfg: FieldloopConfig) -> dict[str, str] | None:
+    from fieldloop.catalog import storage_options
+
+    return storage_options(cfg) or None
+
+
+def gold_tables(cfg: FieldloopConfig) -> dict[str, str]:
+    """name -> path of every gold table in the lake."""
+    from fieldloop.catalog import _table_dirs
+
+    return {name: uri for layer, name, uri in _table_dirs(cfg) if layer == "gold"}
+
+
+def pin(cfg: FieldloopConfig, name: str, version: int | None) -> PinnedInput:
+    """The table at ``version`` (default: its latest), with the governance it had then."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    tables = gold_tables(cfg)
+    if name not in tables:
+        raise DatasetError(f"no gold table '{name}' in {cfg.lake}; run `fieldloop refine` first "
+                           f"(gold tables here: {', '.join(sorted(tables)) or 'none'})")
+    table = DeltaTable(tables[name], storage_options=_storage(cfg))
+    latest = table.version()
+    if version is not None and version != latest:
+        if not 0 <= version < latest:
+            raise DatasetError(f"gold/{name} has no version {version}; its versions run from 0 to {latest}")
+        try:
+            table = DeltaTable(tables[name], version=version, storage_options=_storage(cfg))
+        except (TableNotFoundError, OSError, ValueError) as e:
+            raise DatasetError(f"gold/{name}@v{version} can no longer be read ({e}); pin a later version") from e
+    governance = TableGovernance.from_delta_properties(table.metadata().configuration)
+    return PinnedInput(name, tables[name], table.version(), governance)
+
+
+def default_inputs(cfg: FieldloopConfig, task: Task, target: ModelTarget,
+                   contracts: Mapping[str, DataContract]) -> tuple[list[str], list[str]]:
+    """The task's gold tables the rule lets this model train on, at their latest versions,
+    and the others, each with the rule that keeps it out."""
+    chosen, others = [], []
+    for name in sorted(gold_tables(cfg)):
+        if not name.startswith(task.gold_prefix):
+            continue
+        latest = pin(cfg, name, None)
+        violations = training_violations(training_inputs([latest], contracts), target)
+        if violations:
+            others.append(f"{name} ({', '.join(sorted({v.rule for v in violations}))})")
+        else:
+            chosen.append(name)
+    return chosen, others
+
+
+def resolve(cfg: FieldloopConfig, task: Task, target: ModelTarget, tables: Iterable[str],
+            contracts: Mapping[str, DataContract]) -> list[PinnedInput]:
+    """Pin the inputs and apply the training rule to them.
+
+    Raises:
+        DatasetError: no input, or an input that is missing or of another task.
+        ContaminationError: an input may not train ``target`` (nothing has been read).
+    """
+    requested = [parse_pin(t) for t in tables]
+    if not requested:
+        chosen, others = default_inputs(cfg, task, target, contracts)
+        requested = [(n, None) for n in chosen]
+        if not requested:
+            where = f"tenant {target.tenant}'s or public " if target.tenant else "public "
+            hint = (f"; the rule keeps out the task's other tables: {', '.join(others)}"
+                    if others else "; run `fieldloop refine` after the fleet has sent data, or name one with --table")
+            raise DatasetError(f"no {where}gold table for task {task.name} in {cfg.lake} "
+                               f"(looked for {task.gold_prefix}*){hint}")
+    pinned = [pin(cfg, name, version) for name, version in requested]
+    for p in pinned:
+        if not p.name.startswith(task.gold_prefix):
+            raise DatasetError(f"{p.table} is not a {task.name} dataset (those are {task.gold_prefix}*)")
+    enforce_training_rule(training_inputs(pinned, contracts), target)
+    return pinned
+
+
+def training_inputs(pinned: Iterable[PinnedInput], contracts: Mapping[str, DataContract]) -> list[TrainingInput]:
+    """The rule's view of each input; a contract this deployment does not know allows nothing."""
+    out = []
+    for p in pinned:
+        contract = contracts.get(p.governance.contract_id)
+        out.append(p.lineage().training_input(frozenset(contract.allowed_uses) if contract else frozenset()))
+    return out
+
+
+def read(cfg: FieldloopConfig, task: Task, inp: PinnedInput) -> Rows:
+    """Every row of one pinned input, sorted by the task's order columns."""
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable
+
+    columns = list(dict.fromkeys([*task.order_columns, task.device_column, "features", task.label_column]))
+    table = DeltaTable(inp.path, version=inp.version, storage_options=_storage(cfg))
+    missing = [c for c in columns if c not in table.schema().to_arrow().names]
+    if missing:
+        raise DatasetError(f"{inp.table}@v{inp.version} lacks columns {missing} that task {task.name} needs")
+    data = table.to_pyarrow_dataset().to_table(columns=columns)
+    if data.num_rows == 0:
+        return Rows.concat([], 0)
+    data = data.sort_by([(c, "ascending") for c in task.order_columns])
+    features = data.column("features").combine_chunks()
+    lengths = pc.list_value_length(features)
+    dim = pc.max(lengths).as_py()
+    if pc.min(lengths).as_py() != dim or features.null_count:
+        raise DatasetError(f"{inp.table}@v{inp.version}: feature rows differ in length; rebuild it with `fieldloop refine`")
+    x = features.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+    y = data.column(task.label_column).to_numpy(zero_copy_only=False).astype(np.float32)
+    device = data.column(task.device_column).to_numpy(zero_copy_only=False).astype(object)
+    if not np.isfinite(x).all() or not np.isfinite(y).all():
+        raise DatasetError(f"{inp.table}@v{inp.version} holds non-finite features or labels; fix its silver source")
+    return Rows(x, y, device)
+
+
+def device_hash(salt: str, device: str) -> int:
+    """A stable 64-bit hash of (salt, device): the same on every run and machine."""
+    return int.from_bytes(hashlib.sha256(f"{salt}\x1f{device}".encode()).digest()[:8], "big")
+
+
+def in_holdout(devices: np.ndarray, salt: str, cut: int) -> np.ndarray:
+    """True for rows whose device hashes at or below ``cut`` (the frozen holdout's cut-off)."""
+    member = {d: device_hash(salt, str(d)) <= cut for d in set(devices.tolist())}
+    return np.fromiter((member[d] for d in devices.tolist()), bool, len(devices))

@@ -1,0 +1,119 @@
+"""The networks: every model maps a float32 ``features`` matrix ``[N, D]`` to ``[N, K]``.
+
+Each model carries what it needs to be used on a device as buffers (input normalization,
+the out-of-distribution or anomaly calibration), so its ONNX export is self-contained:
+the edge agent feeds raw gold-style features and reads scores; nothing else ships.
+
+* :class:`LongitudinalNet` (``vehicle-longitudinal``): column 0 is the longitudinal
+  acceleration to command (m/s²), column 1 an out-of-distribution score in [0, 1): the
+  Mahalanobis distance ``d`` of the input from the training features, as ``d / (d + q99)``
+  with ``q99`` the training set's 99th percentile of ``d``. 0.5 means "as far out as the
+  rarest 1 % of training inputs"; the guardrails threshold it.
+* :class:`AnomalyNet` (``plant-anomaly``): one column, an anomaly score in [0, 1) made the
+  same way from a reconstruction error (teacher: an autoencoder; student: a small MLP that
+  learned to predict the teacher's error, so it needs no decoder on the device).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    """Linear layers with ReLU between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class Calibrated(nn.Module):
+    """Shared buffers: input mean/std, and the 99th-percentile distance used to squash scores."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        self.register_buffer("q99", torch.ones(()))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def squash(self, distance: torch.Tensor) -> torch.Tensor:
+        return distance / (distance + self.q99)
+
+
+class LongitudinalNet(Calibrated):
+    """Acceleration regressor with a built-in Mahalanobis OOD score; see the module docstring."""
+
+    outputs = ("accel_mps2", "ood_score")
+
+    def __init__(self, dim: int, hidden: tuple[int, ...]) -> None:
+        super().__init__(dim)
+        self.body = mlp([dim, *hidden, 1])
+        self.register_buffer("precision", torch.eye(dim))
+
+    def distance(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.normalize(x)
+        d2 = ((z @ self.precision) * z).sum(-1, keepdim=True)
+        return torch.sqrt(torch.clamp(d2, min=0.0))
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.normalize(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.predict(x), self.squash(self.distance(x))], dim=-1)
+
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor) -> None:
+        """Normalization and OOD statistics from the training features."""
+        self.mean.copy_(x.mean(0))
+        self.std.copy_(x.std(0).clamp(min=1e-6))
+        self.calibrate_ood(x)
+
+    @torch.no_grad()
+    def calibrate_ood(self, x: torch.Tensor) -> None:
+        z = self.normalize(x)
+        cov = torch.cov(z.T) if z.shape[0] > 1 else torch.eye(z.shape[1])
+        # Shrinkage keeps the inverse stable when features are collinear (window overlap makes them so).
+        cov = 0.9 * cov + 0.1 * torch.eye(cov.shape[0])
+        self.precision.copy_(torch.linalg.inv(cov))
+        self.q99.copy_(torch.quantile(self.distance(x).squeeze(-1), 0.99).clamp(min=1e-6))
+
+
+class AnomalyNet(Calibrated):
+    """Anomaly score from a reconstruction error (teacher) or a learned estimate of it (student)."""
+
+    outputs = ("anomaly_score",)
+
+    def __init__(self, dim: int, hidden: tuple[int, ...], autoencoder: bool) -> None:
+        super().__init__(dim)
+        self.autoencoder = autoencoder
+        # The teacher reconstructs its input; the student regresses the teacher's log error.
+        self.body = mlp([dim, *hidden, dim] if autoencoder else [dim, *hidden, 1])
+
+    def error(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction error per row (teacher) or the student's estimate of it; ``[N, 1]``, ≥ 0."""
+        z = self.normalize(x)
+        if self.autoencoder:
+            return ((self.body(z) - z) ** 2).mean(-1, keepdim=True)
+        return torch.expm1(nn.functional.softplus(self.body(z)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.squash(self.error(x))
+
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor) -> None:
+        self.mean.copy_(x.mean(0))
+        self.std.copy_(x.std(0).clamp(min=1e-6))
+
+    @torch.no_grad()
+    def calibrate_score(self, x: torch.Tensor) -> None:
+        self.q99.copy_(torch.quantile(self.error(x).squeeze(-1), 0.99).clamp(min=1e-9))
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
