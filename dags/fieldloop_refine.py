@@ -1,7 +1,9 @@
-"""Refine: turn new bronze versions into quality-checked, anonymized silver tables.
+"""Refine: turn new bronze versions into quality-checked, anonymized silver tables, and
+silver into gold training datasets and aggregates.
 
 Scheduled on the bronze assets: it runs whenever the ingest DAG has landed new data in
-any bronze table. Runs `fieldloop refine` as its own Spark driver process. Each run
+any bronze table; it updates the silver and gold assets (the training DAG waits on the
+gold ones). Runs `fieldloop refine` as its own Spark driver process. Each run
 reads only the bronze versions added since the last one, quarantines rows failing their
 stream's quality rules (`quarantine/<contract>_quality`), applies the stream's privacy
 policy (keyed pseudonyms, generalization, k-anonymity) and writes a privacy report next
@@ -20,7 +22,7 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import AssetAny, dag, task
 
-from fieldloop.assets import bronze_assets, table_asset
+from fieldloop.assets import bronze_assets, gold_assets, table_asset
 from refinement.policy import output_tables
 
 FIELDLOOP = Path(sys.executable).parent / "fieldloop"
@@ -37,7 +39,7 @@ FIELDLOOP = Path(sys.executable).parent / "fieldloop"
     default_args={"retries": 2, "retry_delay": pendulum.duration(minutes=2)},
 )
 def fieldloop_refine() -> None:
-    @task.bash(outlets=[table_asset("silver", name) for name in output_tables()])
+    @task.bash(outlets=[table_asset("silver", name) for name in output_tables()] + gold_assets())
     def refine_silver() -> str:
         return f"{FIELDLOOP} refine"
 

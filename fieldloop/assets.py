@@ -29,3 +29,17 @@ def bronze_assets() -> list[Asset]:
         for c in sorted(load_contracts().values(), key=lambda c: c.id)
         if c.data_class is not DataClass.SECRET
     ]
+
+
+def gold_assets(task: str | None = None) -> list[Asset]:
+    """One asset per gold table (only the training datasets of ``task`` when given)."""
+    from refinement.gold import gold_specs
+
+    return [table_asset("gold", s.name) for s in gold_specs(load_contracts()) if task is None or s.task == task]
+
+
+def model_asset(task: str) -> Asset:
+    """The models of a task (``fieldloop.<task>`` and its tenants'): updated when a candidate is registered."""
+    from airflow.sdk import Asset
+
+    return Asset(name=f"fieldloop.models.{task}", uri=f"x-fieldloop://models/{task}", group="fieldloop")

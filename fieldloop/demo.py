@@ -7,9 +7,12 @@
 4. Spark lands it in bronze Delta exactly once; the bad records land in quarantine;
 5. it prints counts per stream, what was quarantined and why, the Kafka lag left;
 6. refinement turns bronze into quality-checked, pseudonymized and anonymized silver
-   tables and gold datasets, and prints the privacy report; then what runs where.
+   tables and gold datasets, and prints the privacy report;
+7. training fine-tunes ``fieldloop.vehicle-longitudinal`` from the public gold dataset,
+   distils its edge student, registers the candidate and prints its ``models:/`` URI and
+   lineage; then what runs where.
 
-Each later stage (refine, train, rollout) adds its step here.
+Each later stage (guardrails, rollout) adds its step here.
 """
 
 from __future__ import annotations
@@ -123,6 +126,26 @@ def _refine(cfg: FieldloopConfig, spark: Any, console: Console, progress: Callab
     print_gold(console, result.gold)
 
 
+def _train(cfg: FieldloopConfig, console: Console, progress: Callable[[str], None]) -> None:
+    from training_jobs.cli import print_result
+    from training_jobs.train import HoldoutMovedError, TrainRequest, train
+
+    t0 = time.monotonic()
+    with console.status("training fieldloop.vehicle-longitudinal (teacher, then the edge student) ...") as status:
+        def run(reset: bool) -> Any:
+            return train(cfg, TrainRequest("vehicle-longitudinal", reset_holdout=reset),
+                         echo=lambda line: status.update(line.strip()))
+        try:
+            result = run(False)
+        except HoldoutMovedError as e:  # this MLflow froze the model's holdout on another lake
+            console.print(f"  [yellow]{e}[/]; the demo freezes a new holdout on this lake")
+            result = run(True)
+    progress(f"trained in {time.monotonic() - t0:.0f}s")
+    print_result(console, result.as_dict())
+    inputs = ", ".join(result.inputs)
+    console.print(f"  ML teams load it with mlflow.pytorch.load_model(\"{result.uri}\"); it learned from {inputs} only")
+
+
 def _summed(reports: list[Any], attr: str) -> dict[str, int]:
     """Per-key totals of one counter dict across batch reports."""
     out: dict[str, int] = {}
@@ -192,6 +215,9 @@ def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], N
     _refine(cfg, spark, console, progress)
     spark.stop()
 
+    console.print("[bold]6. training: fine-tune from gold, distil the edge student, register the candidate in MLflow[/]")
+    _train(cfg, console, progress)
+
     table = Table(title="what runs where (all on 127.0.0.1)")
     for col in ("part", "where", "pids / detail"):
         table.add_column(col)
@@ -205,5 +231,5 @@ def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], N
     for line in once:
         console.print(f"[bold yellow]{line}[/]")
     console.print("Next: `fieldloop tables` lists the lake; the Airflow UI runs `fieldloop_ingest` every 15 min and "
-                  "`fieldloop_refine` after it; "
+                  "`fieldloop_refine` after it and `fieldloop_train` after that; "
                   "`fieldloop stack down` stops everything.")

@@ -74,21 +74,7 @@ class GoldJob:
         self.lake = cfg.lake.rstrip("/")
 
     def specs(self) -> list[GoldSpec]:
-        c = self.contracts
-        specs = [
-            GoldSpec(f"vehicle_longitudinal_{cid.removeprefix('vehicle-frames-').replace('-', '_')}", c[cid],
-                     (c[cid].table,), GoldJob._vehicle_windows, "vehicle-longitudinal")
-            for cid in ("vehicle-frames-public", "vehicle-frames-acme-mobility") if cid in c
-        ]
-        if "plant-sensors-acme-steel" in c:
-            specs.append(GoldSpec("plant_anomaly_acme_steel", c["plant-sensors-acme-steel"],
-                                  ("plant_sensors_acme_steel",), GoldJob._plant_windows, "plant-anomaly"))
-        if "fleet-telemetry" in c:
-            specs.append(GoldSpec("fleet_telemetry_hourly", c["fleet-telemetry"], ("fleet_telemetry",),
-                                  GoldJob._telemetry_hourly))
-            specs.append(GoldSpec("fleet_telemetry_dp_daily", c["fleet-telemetry"], ("fleet_telemetry",),
-                                  GoldJob._telemetry_dp_daily))
-        return specs
+        return gold_specs(self.contracts)
 
     def path(self, name: str) -> str:
         return f"{self.lake}/gold/{name}"
@@ -247,6 +233,25 @@ class GoldJob:
                   "scale DOUBLE, contribution_bound INT, lower DOUBLE, upper DOUBLE, privacy_unit STRING, "
                   "ledger_unit STRING, period STRING, release_id STRING")
         return self.spark.createDataFrame(out, schema)
+
+
+def gold_specs(contracts: Mapping[str, DataContract]) -> list[GoldSpec]:
+    """Every gold table the contracts give rise to (no Spark needed: DAG files read this)."""
+    c = contracts
+    specs = [
+        GoldSpec(f"vehicle_longitudinal_{cid.removeprefix('vehicle-frames-').replace('-', '_')}", c[cid],
+                 (c[cid].table,), GoldJob._vehicle_windows, "vehicle-longitudinal")
+        for cid in ("vehicle-frames-public", "vehicle-frames-acme-mobility") if cid in c
+    ]
+    if "plant-sensors-acme-steel" in c:
+        specs.append(GoldSpec("plant_anomaly_acme_steel", c["plant-sensors-acme-steel"],
+                              ("plant_sensors_acme_steel",), GoldJob._plant_windows, "plant-anomaly"))
+    if "fleet-telemetry" in c:
+        specs.append(GoldSpec("fleet_telemetry_hourly", c["fleet-telemetry"], ("fleet_telemetry",),
+                              GoldJob._telemetry_hourly))
+        specs.append(GoldSpec("fleet_telemetry_dp_daily", c["fleet-telemetry"], ("fleet_telemetry",),
+                              GoldJob._telemetry_dp_daily))
+    return specs
 
 
 def _tokyo_noon(day: Any) -> Any:

@@ -52,6 +52,10 @@ CHECKPOINT = "checkpoint/weights.pt"
 CHECKPOINT_FORMAT = 1
 
 
+class HoldoutMovedError(DatasetError):
+    """The model's frozen holdout lies in tables this run does not read (the lake moved, or its inputs changed)."""
+
+
 @dataclass(frozen=True)
 class TrainRequest:
     task: str
@@ -293,7 +297,7 @@ def train(cfg: FieldloopConfig, request: TrainRequest, dist: Dist | None = None,
         held[p.table] = source.take(_is_holdout(source, spec))
     holdout_rows = Rows.concat(list(held.values()), dim)
     if not held:
-        raise DatasetError(f"the holdout of {target.name} was frozen on {', '.join(sorted(spec['tables']))}, none of "
+        raise HoldoutMovedError(f"the holdout of {target.name} was frozen on {', '.join(sorted(spec['tables']))}, none of "
                            "which this run reads; pass --reset-holdout to freeze a new one (metrics will not "
                            "compare with earlier versions)")
     if len(train_rows) == 0 or len(holdout_rows) == 0:

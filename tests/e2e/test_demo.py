@@ -58,3 +58,14 @@ def test_demo_streams_a_fleet_into_bronze_and_reconciles(airflow: object, cfg: F
     # secret data at the edge: the raw record was refused, only DP aggregates were sent
     assert "raw record refused by the edge SDK: raw-secret" in out
     assert re.search(r"\d+ DP aggregates sent|no release: .*budget", out), out[-4000:]
+
+    # training: a candidate registered from the public gold dataset only, with its lineage
+    match = re.search(r"fieldloop\.vehicle-longitudinal v(\d+) registered: models:/fieldloop\.vehicle-longitudinal@candidate", out)
+    assert match, out[-4000:]
+    assert re.search(r"trained on gold/vehicle_longitudinal_public@v\d+; classes public; tenants -; "
+                     r"contracts vehicle-frames-public", out), out[-4000:]
+    from mlflow import MlflowClient
+
+    version = MlflowClient(cfg.mlflow.uri).get_model_version_by_alias("fieldloop.vehicle-longitudinal", "candidate")
+    assert version.version == match.group(1)
+    assert version.tags["fieldloop.lineage.classes"] == "public"

@@ -72,3 +72,21 @@ def started_private_kafka(tmp_path: Path, cfg: FieldloopConfig) -> Iterator[Priv
 def private_kafka(tmp_path: Path, cfg: FieldloopConfig) -> Iterator[PrivateKafka]:
     with started_private_kafka(tmp_path, cfg) as broker:
         yield broker
+
+
+@contextmanager
+def started_private_mlflow(home: Path, cfg: FieldloopConfig, extra: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
+    """An MLflow server of its own (home under ``home``, free port); yields the FIELDLOOP_* settings to reach it.
+
+    Model names, aliases and frozen holdouts live in the tracking server, so tests that
+    register models use their own and never meet the demo's.
+    """
+    from fieldloop.stack import Stack
+
+    values = {**private_home_env(home, cfg), **(extra or {})}
+    stack = Stack(load_config(values), only=["mlflow"])
+    stack.up()
+    try:
+        yield values
+    finally:
+        stack.down()

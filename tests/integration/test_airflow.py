@@ -94,3 +94,33 @@ def test_ingest_and_refine_dags_land_bronze_then_silver_and_update_assets(airflo
     assert device not in set(silver.column("device_id").to_pylist()) | set(silver.column("_device").to_pylist())
     events = airflow.api("assets/events?limit=200&order_by=-timestamp", airflow.token())["asset_events"]
     assert "x-fieldloop://silver/fleet_telemetry" in {e["uri"] for e in events}
+
+
+def test_train_dag_registers_a_tenant_candidate(airflow: AirflowComponent, spark, cfg, tmp_path: Path) -> None:  # noqa: ANN001
+    """A manual run with params trains one model: its mapped `fieldloop train` registers the candidate."""
+    import json
+
+    from mlflow import MlflowClient
+
+    from fieldloop.classes import DataClass
+    from fieldloop.config import load_config
+    from tests.integration.conftest import started_private_mlflow
+    from tests.synthetic_gold import PLANT_SCHEMA, plant_rows, write_gold
+
+    lake = str(tmp_path / "lake")
+    write_gold(spark, lake, "plant_anomaly_acme_steel", plant_rows(4, 120, 7), PLANT_SCHEMA, DataClass.RESTRICTED,
+               "plant-sensors-acme-steel", "acme-steel", task="plant-anomaly")
+    settings = {"FIELDLOOP_LAKE_URI": lake, "FIELDLOOP_TRAIN_EPOCHS": "2"}
+    with started_private_mlflow(tmp_path / "home", cfg, settings) as values:
+        env = {**airflow.env(), "FIELDLOOP_LAKE_URI": lake, "FIELDLOOP_TRAIN_EPOCHS": "2",
+               "FIELDLOOP_MLFLOW_TRACKING_URI": load_config(values).mlflow.uri}
+        conf = json.dumps({"task": "plant-anomaly", "tenant": "acme-steel"})
+        proc = subprocess.run([str(Path(sys.executable).parent / "airflow"), "dags", "test", "fieldloop_train",
+                               "--conf", conf], env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        client = MlflowClient(load_config(values).mlflow.uri)
+        version = client.get_model_version_by_alias("fieldloop.plant-anomaly.acme-steel", "candidate")
+        assert version.tags["fieldloop.lineage.tenants"] == "acme-steel"
+        assert [m.name for m in client.search_registered_models()] == ["fieldloop.plant-anomaly.acme-steel"]
+    events = airflow.api("assets/events?limit=200&order_by=-timestamp", airflow.token())["asset_events"]
+    assert "x-fieldloop://models/plant-anomaly" in {e["uri"] for e in events}

@@ -24,7 +24,7 @@ from fieldloop.config import FieldloopConfig, load_config
 from fieldloop.contracts import packaged_contracts_dir
 from fieldloop.errors import ContaminationError
 from fieldloop.lineage import ModelLineage
-from tests.integration.conftest import private_home_env
+from tests.integration.conftest import started_private_mlflow
 from tests.synthetic_gold import PLANT_SCHEMA, VEHICLE_SCHEMA, plant_rows, vehicle_rows, write_gold
 from training_jobs.data import DatasetError
 from training_jobs.train import TrainRequest, train
@@ -37,8 +37,6 @@ FIELDLOOP = str(Path(sys.executable).parent / "fieldloop")
 
 @pytest.fixture(scope="module")
 def env(cfg: FieldloopConfig, spark, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:  # noqa: ANN001
-    from fieldloop.stack import Stack
-
     root = tmp_path_factory.mktemp("training")
     contracts = root / "contracts"
     shutil.copytree(packaged_contracts_dir(), contracts)
@@ -48,9 +46,7 @@ def env(cfg: FieldloopConfig, spark, tmp_path_factory: pytest.TempPathFactory) -
                 .replace('allowed_uses = ["base_training", "tenant_finetune", "rag", "evaluation"]',
                          'allowed_uses = ["evaluation"]'))
     (contracts / "robot-joints-evalonly.toml").write_text(evalonly)
-    values = {**private_home_env(root / "home", cfg), "FIELDLOOP_LAKE_URI": str(root / "lake"),
-              "FIELDLOOP_CONTRACTS_DIR": str(contracts), "FIELDLOOP_TRAIN_EPOCHS": "4"}
-    lake = values["FIELDLOOP_LAKE_URI"]
+    lake = str(root / "lake")
     write_gold(spark, lake, "vehicle_longitudinal_public", vehicle_rows(8, 150, 1), VEHICLE_SCHEMA,
                DataClass.PUBLIC, "vehicle-frames-public")
     write_gold(spark, lake, "vehicle_longitudinal_acme_mobility", vehicle_rows(4, 150, 2, "p1acme"), VEHICLE_SCHEMA,
@@ -61,12 +57,9 @@ def env(cfg: FieldloopConfig, spark, tmp_path_factory: pytest.TempPathFactory) -
                DataClass.PUBLIC, "robot-joints-evalonly")
     write_gold(spark, lake, "plant_anomaly_acme_steel", plant_rows(6, 200, 5), PLANT_SCHEMA,
                DataClass.RESTRICTED, "plant-sensors-acme-steel", "acme-steel", task="plant-anomaly")
-    stack = Stack(load_config(values), only=["mlflow"])
-    stack.up()
-    try:
+    settings = {"FIELDLOOP_LAKE_URI": lake, "FIELDLOOP_CONTRACTS_DIR": str(contracts), "FIELDLOOP_TRAIN_EPOCHS": "4"}
+    with started_private_mlflow(root / "home", cfg, settings) as values:
         yield values
-    finally:
-        stack.down()
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +202,16 @@ def test_torchrun_with_two_processes_logs_one_run(env: dict[str, str], tcfg: Fie
     run = client(tcfg).get_run(result["run_id"])
     assert run.data.params["world_size"] == "2" and run.info.status == "FINISHED"
     assert len(client(tcfg).get_metric_history(result["run_id"], "student_loss")) == 2
+
+
+def test_a_holdout_frozen_on_tables_the_run_does_not_read_is_not_silently_replaced(tcfg: FieldloopConfig) -> None:
+    from training_jobs.train import HoldoutMovedError
+
+    tenant = "acme-mobility"
+    train(tcfg, TrainRequest("vehicle-longitudinal", tenant, ("vehicle_longitudinal_acme_mobility",), register=False,
+                             reset_holdout=True))
+    with pytest.raises(HoldoutMovedError, match="--reset-holdout"):
+        train(tcfg, TrainRequest("vehicle-longitudinal", tenant, ("vehicle_longitudinal_public",), register=False))
+    result = train(tcfg, TrainRequest("vehicle-longitudinal", tenant, ("vehicle_longitudinal_public",), register=False,
+                                      reset_holdout=True))
+    assert list(result.holdout["tables"]) == [f"{tcfg.lake}/gold/vehicle_longitudinal_public"]

@@ -102,3 +102,24 @@ def test_train_command_help_and_unknown_task() -> None:
         assert option in result.output
     result = runner.invoke(main, ["train", "--task", "nope"])
     assert result.exit_code == 2 and "vehicle-longitudinal" in result.output
+
+
+def test_gold_changes_pick_the_models_that_learn_from_them() -> None:
+    from fieldloop.contracts import load_contracts
+    from training_jobs.schedule import models_for
+
+    contracts = load_contracts()
+
+    def names(*args: object) -> list[str]:
+        return [t.name for t in models_for(contracts, *args)]
+
+    assert names(["vehicle_longitudinal_acme_mobility"]) == ["fieldloop.vehicle-longitudinal.acme-mobility"]
+    assert names(["vehicle_longitudinal_public"]) == ["fieldloop.vehicle-longitudinal",
+                                                      "fieldloop.vehicle-longitudinal.acme-mobility"]
+    assert names(["plant_anomaly_acme_steel"]) == ["fieldloop.plant-anomaly.acme-steel"]
+    assert names(["fleet_telemetry_hourly"]) == []  # not a training dataset
+    assert len(names(None)) == 3
+    assert names(None, "plant-anomaly", "acme-steel") == ["fieldloop.plant-anomaly.acme-steel"]
+    assert names(None, None, "acme-mobility") == ["fieldloop.vehicle-longitudinal.acme-mobility"]
+    with pytest.raises(Exception, match="known tasks: plant-anomaly, vehicle-longitudinal"):
+        models_for(contracts, None, "nope")

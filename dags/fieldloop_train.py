@@ -1,0 +1,68 @@
+"""Train: fine-tune the models whose gold datasets changed and register them as candidates.
+
+Scheduled on the gold training datasets (the refine DAG updates them). A tenant's table
+changing retrains that tenant's model (`fieldloop.<task>.<tenant>`); a public one retrains
+the base model (`fieldloop.<task>`) and every tenant model of the task. Each model is one
+mapped `fieldloop train` run: inputs pinned to their current Delta versions, the
+contamination rule applied before anything is read, the teacher fine-tuned from the
+`champion` alias when there is one, the student distilled and exported to ONNX, the
+version registered in MLflow with its lineage and the `candidate` alias.
+
+Trigger it by hand with params to train one model: `task` (and `tenant` for a tenant's
+model). A refused run names the table and the rule; nothing was registered.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.sdk import AssetAny, Param, dag, task
+
+from fieldloop.assets import gold_assets, model_asset
+from training_jobs.tasks import TASKS
+
+FIELDLOOP = Path(sys.executable).parent / "fieldloop"
+
+
+@dag(
+    dag_id="fieldloop_train",
+    schedule=AssetAny(*[a for name in sorted(TASKS) for a in gold_assets(name)]),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,  # runs move the same aliases and frozen holdouts
+    tags=["fieldloop", "training"],
+    doc_md=__doc__,
+    default_args={"retries": 2, "retry_delay": pendulum.duration(minutes=2)},
+    params={
+        "task": Param(None, type=["null", "string"], enum=[None, *sorted(TASKS)],
+                      description="Train only this task's models (default: those whose gold data changed)."),
+        "tenant": Param(None, type=["null", "string"],
+                        description="With task: train fieldloop.<task>.<tenant>; alone: only that tenant's models."),
+    },
+)
+def fieldloop_train() -> None:
+    @task
+    def plan(params: dict[str, Any] | None = None, triggering_asset_events: Any = None) -> list[str]:
+        """The `fieldloop train` arguments of each model to train."""
+        from fieldloop.contracts import load_contracts
+        from training_jobs.schedule import models_for
+
+        params = params or {}
+        changed = [a.name.removeprefix("fieldloop.gold.") for a in triggering_asset_events or []] or None
+        targets = models_for(load_contracts(), changed, params.get("task"), params.get("tenant"))
+        print("models to train: " + (", ".join(t.name for t in targets) or "none"))
+        return [f"--task {shlex.quote(t.task)}" + (f" --tenant {shlex.quote(t.tenant)}" if t.tenant else "")
+                for t in targets]
+
+    @task.bash(outlets=[model_asset(name) for name in sorted(TASKS)])
+    def train_model(args: str) -> str:
+        return f"{FIELDLOOP} train {args}"
+
+    train_model.expand(args=plan())
+
+
+fieldloop_train()

@@ -1,0 +1,48 @@
+"""Which models to train when gold tables change (what the training DAG runs).
+
+A tenant's gold table changing retrains that tenant's model; a public one retrains the
+base model and every tenant model of the task, since each of them learns from it too.
+Read from the contracts alone, so it is cheap enough for a DAG's planning task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from fieldloop.classes import DataClass, ModelTarget, Use
+from fieldloop.contracts import DataContract
+from training_jobs.tasks import get_task
+
+
+def models_for(contracts: Mapping[str, DataContract], changed: Iterable[str] | None = None,
+               task: str | None = None, tenant: str | None = None) -> list[ModelTarget]:
+    """The models to retrain, sorted.
+
+    Args:
+        contracts: the deployment's data contracts.
+        changed: names of the gold tables that changed; None: all of them.
+        task, tenant: train only this model (a manual run's choice); the tenant alone picks
+            that tenant's models of every task.
+    """
+    from refinement.gold import gold_specs
+
+    if task is not None:
+        get_task(task)  # an unknown task fails here, naming the known ones
+    specs = [s for s in gold_specs(contracts) if s.task and (task is None or s.task == task)]
+    if task is not None and tenant is not None:
+        return [ModelTarget(task, tenant)]
+    wanted = set(changed) if changed is not None else None
+    targets: set[ModelTarget] = set()
+    for spec in specs:
+        if wanted is not None and spec.name not in wanted:
+            continue
+        owner = spec.contract.tenant
+        if owner:
+            targets.add(ModelTarget(spec.task, owner))
+            continue
+        if spec.contract.data_class is DataClass.PUBLIC and Use.BASE_TRAINING in spec.contract.allowed_uses:
+            targets.add(ModelTarget(spec.task))
+        targets |= {ModelTarget(spec.task, s.contract.tenant) for s in specs if s.task == spec.task and s.contract.tenant}
+    if tenant is not None:
+        targets = {t for t in targets if t.tenant == tenant}
+    return sorted(targets, key=lambda t: (t.task, t.tenant or ""))
