@@ -11,13 +11,15 @@ edge producer may send like any other stream::
     for record in release.release(buffered, now_ms=now_ms):
         producer.send("worker-audio-dp-acme-steel", device_id, record)
 
-Per tumbling window of ``window_s`` seconds it releases
+What is released is the stream's privacy policy, the same files and loader the cloud's
+refinement uses: ``refinement/policies/worker-audio-acme-steel.toml`` has an ``[edge]``
+section instead of output tables. Per tumbling window of ``window_s`` seconds it releases
+each ``[[edge.release]]`` aggregate (for worker audio: ``worker_count``, each worker
+counted once; ``mean_db_level``, each worker adding at most 10 readings clamped to
+[30, 130] dB), and every field of the schema is declared ``keep`` (only the site) or
+``drop``.
 
-* ``worker_count``: the number of workers heard (each worker counted once: bound 1);
-* ``mean_db_level``: the mean sound level, each worker contributing at most
-  ``readings_per_worker`` readings, clamped to ``db_bounds``.
-
-The privacy unit is the worker. Every release is charged to the device-local ledger
+The privacy unit is the policy's ``privacy_unit`` (the worker). Every release is charged to the device-local ledger
 under the site (every worker may appear in every window, so the site's total is what any
 worker can lose per period) before it is returned; a batch that does not fit the
 remaining budget is refused whole. Re-running a window returns the value recorded the
@@ -29,53 +31,25 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import TYPE_CHECKING, Any
 
 from fieldloop.classes import DataClass
 from fieldloop.contracts import DataContract
 from refinement.dp import DpQuery
 from refinement.errors import BudgetExceededError, RefinementError
-from refinement.ledger import DEFAULT_TZ, BudgetLedger, month_of
+from refinement.ledger import BudgetLedger, month_of
+
+if TYPE_CHECKING:
+    from refinement.policy import EdgePolicy
 
 logger = logging.getLogger(__name__)
 
-SOURCE_STREAM = "worker_audio"
 TARGET_STREAM = "worker_audio_dp"
 # The fields of worker_audio_dp.v1, and nothing else, leave the device.
 OUTPUT_FIELDS = ("site", "window_start", "window_s", "metric", "value", "epsilon", "delta", "contribution_bound")
-
-
-class EdgeReleaseConfig(BaseModel):
-    """How a device releases its worker audio; validated before any record is read."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    window_s: int = Field(300, ge=10, le=86400, description="length of a release window (seconds)")
-    db_bounds: tuple[float, float] = Field((30.0, 130.0), description="sound levels are clamped to this range (dB)")
-    readings_per_worker: int = Field(
-        10, ge=1, le=10000, description="most readings one worker adds to a window's mean_db_level (count)")
-    mean_epsilon: float = Field(0.5, gt=0, description="ε of one window's mean_db_level")
-    count_epsilon: float = Field(0.25, gt=0, description="ε of one window's worker_count")
-    mechanism: Literal["laplace", "gaussian"] = Field("laplace", description="noise: laplace (pure ε) or gaussian")
-    delta: float = Field(0.0, ge=0, lt=1, description="δ of each release; > 0 only with gaussian")
-    period_tz: str = Field(DEFAULT_TZ, description="time zone of the monthly budget periods (IANA name)")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> EdgeReleaseConfig:
-        lower, upper = self.db_bounds
-        if not (math.isfinite(lower) and math.isfinite(upper) and lower < upper):
-            raise ValueError(f"db_bounds must be finite with lower < upper, got {self.db_bounds}")
-        if self.mechanism == "laplace" and self.delta != 0:
-            raise ValueError("delta must be 0 with the laplace mechanism (pure ε); use mechanism='gaussian' for δ > 0")
-        if self.mechanism == "gaussian" and self.delta == 0:
-            raise ValueError("the gaussian mechanism needs delta > 0 (e.g. 1e-7)")
-        return self
 
 
 class SecretStreamRelease:
@@ -86,22 +60,19 @@ class SecretStreamRelease:
         target: the derived contract of the release (``worker_audio_dp``), derived from ``source``.
         ledger: the device's budget ledger (usually on :class:`~refinement.ledger.SqliteLedgerStore`).
         site: this device's id; the ``site`` of every input record and the ledger key.
-        config: windows, bounds and ε per release.
+        policy: the ``[edge]`` policy; default: the packaged policy of ``source``.
 
     Raises:
         RefinementError: ``source`` is not secret, ``target`` is not its derived
-            DP contract, or the streams are not the ones this release knows.
+            DP contract, or the policy does not release under ``target``.
     """
 
     def __init__(self, source: DataContract, target: DataContract, ledger: BudgetLedger, site: str,
-                 config: EdgeReleaseConfig | None = None) -> None:
+                 policy: EdgePolicy | None = None) -> None:
         if source.data_class is not DataClass.SECRET:
             raise RefinementError(
                 f"contract '{source.id}' is {source.data_class}, not secret: the edge release is for secret streams "
                 "only; send non-secret records with the edge producer directly")
-        if source.stream != SOURCE_STREAM:
-            raise RefinementError(f"contract '{source.id}' governs stream '{source.stream}'; this release knows "
-                                  f"only '{SOURCE_STREAM}'")
         if target.data_class is not DataClass.DERIVED or target.stream != TARGET_STREAM:
             raise RefinementError(f"contract '{target.id}' must be a derived '{TARGET_STREAM}' contract, "
                                   f"not {target.data_class} '{target.stream}'")
@@ -113,17 +84,28 @@ class SecretStreamRelease:
                                   f"'{source.id}' to '{source.tenant}'; a derivative stays with its tenant")
         if not site:
             raise RefinementError("site must be this device's id")
+        if policy is None:
+            from refinement.policy import default_policies
+
+            found = default_policies().get(source.id)
+            policy = found.edge if found else None
+            if policy is None:
+                raise RefinementError(f"contract '{source.id}' has no [edge] policy in refinement/policies; "
+                                      "add one: nothing of a secret stream is released without it")
+        if policy.release_contract != target.id:
+            raise RefinementError(f"the edge policy of '{source.id}' releases under '{policy.release_contract}', "
+                                  f"not '{target.id}'")
         self.source = source
         self.target = target
         self.site = site
-        self.config = config or EdgeReleaseConfig()
-        cfg = self.config
+        self.policy = policy
         self._ledger = ledger
         self._queries: dict[str, DpQuery] = {
-            "worker_count": DpQuery("count", cfg.count_epsilon, 1, None, cfg.mechanism, cfg.delta, "worker_id"),
-            "mean_db_level": DpQuery("mean", cfg.mean_epsilon, cfg.readings_per_worker, cfg.db_bounds,
-                                     cfg.mechanism, cfg.delta, "worker_id"),
+            a.metric: DpQuery(a.query, a.epsilon, a.per_unit, a.bounds, policy.mechanism, policy.delta,
+                              policy.privacy_unit)
+            for a in policy.release
         }
+        self._fields = {a.metric: a.field for a in policy.release}
 
     def release(self, records: Iterable[Mapping[str, Any]], *, now_ms: int | None = None) -> list[dict[str, Any]]:
         """DP aggregates of every (closed) window in ``records``, charged to the ledger.
@@ -153,24 +135,26 @@ class SecretStreamRelease:
         return out
 
     # -- steps ------------------------------------------------------------------------
-    def _windows(self, records: Iterable[Mapping[str, Any]], now_ms: int | None) -> dict[int, list[tuple[str, float]]]:
-        """``(worker, db_level)`` rows per window start, each worker's rows in time order."""
-        width = self.config.window_s * 1000
-        raw: dict[int, list[tuple[int, str, float]]] = defaultdict(list)
+    def _windows(self, records: Iterable[Mapping[str, Any]], now_ms: int | None) -> dict[int, list[tuple[str, dict[str, float]]]]:
+        """``(unit, {field: value})`` rows per window start, in time order."""
+        width = self.policy.window_s * 1000
+        unit_field = self.policy.privacy_unit
+        numeric = sorted({f for f in self._fields.values() if f})
+        raw: dict[int, list[tuple[int, str, dict[str, float]]]] = defaultdict(list)
         foreign = held = 0
         for index, record in enumerate(records):
             try:
-                site, worker, ts, level = record["site"], record["worker_id"], record["ts"], record["db_level"]
+                site, unit, ts = record["site"], record[unit_field], record["ts"]
+                values = {f: record[f] for f in numeric}
             except KeyError as e:
-                raise RefinementError(f"{SOURCE_STREAM} record #{index} has no field {e}; it does not match "
-                                      f"{SOURCE_STREAM}.v1") from None
+                raise RefinementError(f"{self.source.stream} record #{index} has no field {e}; it does not match "
+                                      f"{self.source.stream}.v{self.source.schema_version}") from None
             if isinstance(ts, datetime) and ts.tzinfo is not None:  # as fastavro decodes timestamp-millis
                 ts = int(ts.timestamp() * 1000)
-            if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0 or not isinstance(level, (int, float)) \
-                    or isinstance(level, bool) or not isinstance(worker, str):
-                raise RefinementError(f"{SOURCE_STREAM} record #{index}: ts must be epoch milliseconds (or an aware "
-                                      "datetime), worker_id a "
-                                      "string and db_level a number")
+            if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0 or not isinstance(unit, str) or any(
+                    not isinstance(v, (int, float)) or isinstance(v, bool) for v in values.values()):
+                raise RefinementError(f"{self.source.stream} record #{index}: ts must be epoch milliseconds (or an "
+                                      f"aware datetime), {unit_field} a string and {', '.join(numeric)} numbers")
             if site != self.site:
                 foreign += 1
                 continue
@@ -178,25 +162,25 @@ class SecretStreamRelease:
             if now_ms is not None and start + width > now_ms:
                 held += 1
                 continue
-            raw[start].append((ts, worker, float(level)))
+            raw[start].append((ts, unit, {f: float(v) for f, v in values.items()}))
         if foreign:
-            raise RefinementError(f"{foreign} {SOURCE_STREAM} records are not from site '{self.site}'; nothing was "
-                                  "released: give each site's records to that site's own release")
+            raise RefinementError(f"{foreign} {self.source.stream} records are not from site '{self.site}'; nothing "
+                                  "was released: give each site's records to that site's own release")
         if held:
             logger.debug("edge release: %d records of windows still open are held back", held)
         # Sorting by time (stable) makes contribution bounding keep the same readings
         # whatever order the device buffered them in.
-        return {start: [(w, v) for _, w, v in sorted(rows, key=lambda r: r[0])] for start, rows in raw.items()}
+        return {start: [(u, v) for _, u, v in sorted(rows, key=lambda r: r[0])] for start, rows in raw.items()}
 
     def _release_id(self, start: int, metric: str) -> str:
-        return f"{self.target.id}/{self.site}/{start}/{self.config.window_s}/{metric}"
+        return f"{self.target.id}/{self.site}/{start}/{self.policy.window_s}/{metric}"
 
     def _check_budget(self, plan: list[tuple[int, str]]) -> None:
         """Refuse the batch up front if it cannot be charged whole, so no window is half released."""
         needed: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
         known: dict[str, set[str]] = {}
         for start, metric in plan:
-            period = month_of(start, self.config.period_tz)
+            period = month_of(start, self.policy.period_tz)
             if period not in known:
                 known[period] = {e.release_id for e in self._ledger.entries(self.site, period)}
             if self._release_id(start, metric) not in known[period]:
@@ -211,16 +195,16 @@ class SecretStreamRelease:
                     f"privacy budget of '{self.site}' for {period} is too small for this batch: it needs ε={eps:g} "
                     f"δ={delta:g}, remaining ε={left.epsilon:g} δ={left.delta:g} of ε={budget.epsilon:g} "
                     f"δ={budget.delta:g}; nothing was released or recorded. Release fewer windows (longer window_s), "
-                    "lower mean_epsilon/count_epsilon, or wait for the next period")
+                    "lower the aggregates' epsilon in the edge policy, or wait for the next period")
 
-    def _release_one(self, start: int, metric: str, rows: list[tuple[str, float]]) -> dict[str, Any] | None:
-        query = self._queries[metric]
-        released = query.release(rows)
+    def _release_one(self, start: int, metric: str, rows: list[tuple[str, dict[str, float]]]) -> dict[str, Any] | None:
+        query, field = self._queries[metric], self._fields[metric]
+        released = query.release((unit, values[field] if field else 1.0) for unit, values in rows)
         if released.rows_dropped or released.rows_clamped or released.rows_invalid:
             # exact counts: for the site's operator, never sent
             logger.debug("edge release %s @%d: %d readings over the bound, %d clamped, %d non-finite",
                          metric, start, released.rows_dropped, released.rows_clamped, released.rows_invalid)
-        entry = self._ledger.spend(self.site, month_of(start, self.config.period_tz), released.epsilon,
+        entry = self._ledger.spend(self.site, month_of(start, self.policy.period_tz), released.epsilon,
                                    released.delta, self._release_id(start, metric),
                                    f"{self.target.id} {metric}", result=json.dumps({"value": released.value}))
         if entry.result is None:
@@ -232,7 +216,7 @@ class SecretStreamRelease:
         return {
             "site": self.site,
             "window_start": start,
-            "window_s": self.config.window_s,
+            "window_s": self.policy.window_s,
             "metric": metric,
             "value": float(json.loads(entry.result)["value"]),
             "epsilon": entry.epsilon,

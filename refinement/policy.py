@@ -23,10 +23,17 @@ pseudonymized table for internal training and an anonymized one for sharing). Th
 id of each row (bronze ``_device_id``) is governed by the table's ``device`` (``pseudonym``
 or ``drop``). Anonymized tables (匿名加工情報) may not keep linking codes: no pseudonyms,
 device dropped, and quasi-identifiers declared for the k-anonymity check.
+
+A secret stream never reaches the cloud, so its policy has no tables: an ``[edge]``
+section says what the device may release instead (``refinement/edge.py`` runs it): every
+field ``keep`` (only the site) or ``drop``, the privacy unit, the window, and each DP
+aggregate (``count``, ``sum`` or ``mean`` of a field, its bounds, contribution bound and ε),
+sent under a derived contract that names the secret one in ``derived_from``.
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from functools import cache
@@ -39,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from fieldloop.contracts import DataContract
 from fieldloop.wire import RegisteredSchema
 from refinement.errors import PolicyError
+from refinement.ledger import DEFAULT_TZ
 
 Level = Literal["pseudonymized", "anonymized", "statistical"]
 MESH_COLUMN = "mesh"
@@ -185,13 +193,95 @@ class TablePolicy(_Strict):
         return problems
 
 
+class EdgeAggregate(_Strict):
+    """One DP statistic a device releases per window of a secret stream."""
+
+    metric: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="name of the released value (the record's metric)")
+    query: Literal["count", "sum", "mean"]
+    field: str | None = Field(None, description="sum/mean: the numeric field aggregated")
+    bounds: tuple[float, float] | None = Field(None, description="sum/mean: values are clamped to [lower, upper]")
+    per_unit: int = Field(1, ge=1, le=10000, description="most rows one privacy unit adds to a window (its contribution bound)")
+    epsilon: float = Field(gt=0, description="ε of one window's release")
+
+    @model_validator(mode="after")
+    def _arguments(self) -> EdgeAggregate:
+        if self.query == "count" and (self.field or self.bounds):
+            raise ValueError(f"{self.metric}: a count takes no field or bounds")
+        if self.query != "count":
+            if not self.field or self.bounds is None:
+                raise ValueError(f"{self.metric}: a {self.query} needs field and bounds")
+            lower, upper = self.bounds
+            if not (math.isfinite(lower) and math.isfinite(upper) and lower < upper):
+                raise ValueError(f"{self.metric}: bounds must be finite with lower < upper, got {self.bounds}")
+        return self
+
+
+class EdgePolicy(_Strict):
+    """What a device may release of a secret stream: DP aggregates per window, nothing raw.
+
+    Every field of the stream's schema has an action, ``keep`` (sent with each aggregate;
+    only the site may be) or ``drop`` (never leaves the device), so a field added to the
+    schema cannot leave unreviewed. The privacy unit (a worker) is what the contribution
+    bounds and ε protect.
+    """
+
+    release_contract: str = Field(description="the derived contract the aggregates are sent under")
+    privacy_unit: str = Field(description="the field naming the person or thing protected (e.g. worker_id)")
+    window_s: int = Field(300, ge=10, le=86400, description="length of a release window (seconds)")
+    mechanism: Literal["laplace", "gaussian"] = Field("laplace", description="noise: laplace (pure ε) or gaussian")
+    delta: float = Field(0.0, ge=0, lt=1, description="δ of each release; > 0 only with gaussian")
+    period_tz: str = Field(DEFAULT_TZ, description="time zone of the monthly budget periods (IANA name)")
+    fields: dict[str, Literal["keep", "drop"]]
+    release: tuple[EdgeAggregate, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EdgePolicy:
+        if self.mechanism == "laplace" and self.delta != 0:
+            raise ValueError("delta must be 0 with the laplace mechanism (pure ε); use mechanism='gaussian' for δ > 0")
+        if self.mechanism == "gaussian" and self.delta == 0:
+            raise ValueError("the gaussian mechanism needs delta > 0 (e.g. 1e-7)")
+        metrics = [a.metric for a in self.release]
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"metrics must be unique, got {metrics}")
+        return self
+
+    def problems(self, schema: RegisteredSchema) -> list[str]:
+        types = {f["name"]: _base_type(f["type"]) for f in schema.parsed["fields"]}
+        problems = []
+        unmapped = [f for f in types if f not in self.fields]
+        if unmapped:
+            problems.append(f"fields without an action: {', '.join(unmapped)} (add them under edge.fields)")
+        if [f for f in self.fields if f not in types]:
+            problems.append(f"actions for fields the schema lacks: {', '.join(f for f in self.fields if f not in types)}")
+        kept = [f for f, a in self.fields.items() if a == "keep" and f != "site"]
+        if kept:
+            problems.append(f"only the site may leave the device; {', '.join(kept)} must be drop")
+        for name in ("site", "ts", self.privacy_unit):
+            if name not in types:
+                problems.append(f"the release needs field '{name}', which {schema.stream} lacks")
+        for agg in self.release:
+            if agg.field and types.get(agg.field) not in ("double", "float", "int", "long"):
+                problems.append(f"{agg.metric}: field '{agg.field}' is not a number of {schema.stream}")
+        return problems
+
+
 class PrivacyPolicy(_Strict):
-    """The refinement policy of one contract's stream: quality rules and its output tables."""
+    """The policy of one contract's stream: quality rules and output tables (refinement), or,
+    for a secret stream, the edge release (nothing of it reaches the cloud raw)."""
 
     contract: str
     version: int = Field(ge=1)
     expect: tuple[Expectation, ...] = ()
-    output: dict[str, TablePolicy] = Field(min_length=1, description="silver table name -> its policy")
+    output: dict[str, TablePolicy] = Field(default_factory=dict, description="silver table name -> its policy")
+    edge: EdgePolicy | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PrivacyPolicy:
+        if self.edge is None and not self.output:
+            raise ValueError("a policy needs [output.<table>] (a stream refined in the cloud) or [edge] (a secret stream)")
+        if self.edge is not None and (self.output or self.expect):
+            raise ValueError("[edge] is for secret streams, which reach no silver table: remove [output] and [[expect]]")
+        return self
 
     def check_schema(self, schema: RegisteredSchema, source: str) -> None:
         """Every schema field has one action in every table, and every rule names a field.
@@ -201,6 +291,8 @@ class PrivacyPolicy(_Strict):
         """
         fields = {f["name"] for f in schema.parsed["fields"]}
         problems = [f"[output.{name}] {p}" for name, table in self.output.items() for p in table.problems(schema)]
+        if self.edge is not None:
+            problems += [f"[edge] {p}" for p in self.edge.problems(schema)]
         for e in self.expect:
             problems += [f"expectation {e.name} uses '{c}', which is not a field of {schema.stream}"
                          for c in e.used_columns if c not in fields]
@@ -239,14 +331,12 @@ def parse_policy(text: str, source: str) -> PrivacyPolicy:
 def load_policies(
     contracts: Mapping[str, DataContract], registry: Any, directory: Path | None = None,
 ) -> dict[str, PrivacyPolicy]:
-    """The policy of every contract that has a bronze table, validated against its schema.
+    """The policy of every contract, validated against its schema (secret ones: their edge release).
 
     Raises:
         PolicyError: a policy is missing, malformed, names an unknown contract or does not
             match its stream's schema. All problems are reported together.
     """
-    from fieldloop.classes import DataClass
-
     folder = directory or packaged_policies_dir()
     policies: dict[str, PrivacyPolicy] = {}
     problems: list[str] = []
@@ -257,16 +347,37 @@ def load_policies(
                 raise PolicyError(f"{path}: names contract '{policy.contract}'; the file must be named {policy.contract}.toml")
             if policy.contract not in contracts:
                 raise PolicyError(f"{path}: no contract '{policy.contract}' exists")
+            _check_kind(policy, contracts, str(path))
             policy.check_schema(registry.get(contracts[policy.contract].stream), str(path))
             policies[policy.contract] = policy
         except PolicyError as e:
             problems.append(str(e))
-    for cid, contract in sorted(contracts.items()):
-        if contract.data_class is not DataClass.SECRET and cid not in policies and not any(cid in p for p in problems):
+    for cid in sorted(contracts):
+        if cid not in policies and not any(cid in p for p in problems):
             problems.append(f"contract '{cid}' has no privacy policy: add {folder / (cid + '.toml')}")
     if problems:
         raise PolicyError("invalid privacy policies:\n  " + "\n  ".join(problems))
     return policies
+
+
+def _check_kind(policy: PrivacyPolicy, contracts: Mapping[str, DataContract], source: str) -> None:
+    """Secret streams get an edge policy releasing under their derived contract; others get tables."""
+    from fieldloop.classes import DataClass
+
+    contract = contracts[policy.contract]
+    secret = contract.data_class is DataClass.SECRET
+    if secret and policy.edge is None:
+        raise PolicyError(f"{source}: '{contract.id}' is secret and never reaches the cloud raw: its policy is an "
+                          "[edge] release of DP aggregates, not [output] tables")
+    if not secret and policy.edge is not None:
+        raise PolicyError(f"{source}: [edge] is for secret streams; '{contract.id}' is {contract.data_class}")
+    if policy.edge is None:
+        return
+    target = contracts.get(policy.edge.release_contract)
+    if target is None or target.data_class is not DataClass.DERIVED or contract.id not in target.derived_from \
+            or target.tenant != contract.tenant:
+        raise PolicyError(f"{source}: edge.release_contract '{policy.edge.release_contract}' must be a derived contract "
+                          f"of tenant '{contract.tenant}' naming '{contract.id}' in derived_from")
 
 
 @cache

@@ -102,7 +102,8 @@ def refine(
     from refinement.silver import SilverJob
 
     contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)
-    policies = load_policies(contracts, default_registry())
+    # Secret streams' policies are edge releases: they have no bronze or silver table to refine.
+    policies = {cid: p for cid, p in load_policies(contracts, default_registry()).items() if p.output}
     chosen = select_contracts(contracts, policies, streams)
     keys = key_ring_for(cfg, contracts)
     guard = ResidencyGuard.from_config(cfg)

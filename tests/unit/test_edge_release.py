@@ -11,9 +11,10 @@ from fastavro.validation import validate as avro_validate
 
 from fieldloop.contracts import DataContract, load_contracts
 from fieldloop.wire import decode, default_registry, encode
-from refinement.edge import OUTPUT_FIELDS, EdgeReleaseConfig, SecretStreamRelease
+from refinement.edge import OUTPUT_FIELDS, SecretStreamRelease
 from refinement.errors import BudgetExceededError, RefinementError
 from refinement.ledger import Budget, BudgetLedger, SqliteLedgerStore, month_of
+from refinement.policy import EdgePolicy, default_policies
 
 SITE = "site-01"
 T0 = 1_775_000_100_000  # 2026-04-01 08:35 JST, the start of a 300 s window
@@ -31,9 +32,24 @@ def ledger(tmp_path: Path) -> BudgetLedger:
     return BudgetLedger(SqliteLedgerStore(tmp_path / "dp_ledger.db"), Budget(epsilon=1e9))
 
 
+def edge_policy(mean_epsilon: float | None = None, count_epsilon: float | None = None,
+                readings_per_worker: int | None = None, db_bounds: tuple[float, float] | None = None,
+                **edge: Any) -> EdgePolicy:
+    """The packaged edge policy of worker audio, with some of its numbers changed."""
+    base = default_policies()["worker-audio-acme-steel"].edge.model_dump()
+    for agg in base["release"]:
+        if agg["metric"] == "worker_count" and count_epsilon is not None:
+            agg["epsilon"] = count_epsilon
+        if agg["metric"] == "mean_db_level":
+            agg["epsilon"] = mean_epsilon if mean_epsilon is not None else agg["epsilon"]
+            agg["per_unit"] = readings_per_worker or agg["per_unit"]
+            agg["bounds"] = db_bounds or agg["bounds"]
+    return EdgePolicy.model_validate({**base, **edge})
+
+
 def release_for(contracts: dict[str, DataContract], ledger: BudgetLedger, **config: Any) -> SecretStreamRelease:
     return SecretStreamRelease(contracts["worker-audio-acme-steel"], contracts["worker-audio-dp-acme-steel"],
-                               ledger, SITE, EdgeReleaseConfig(**config))
+                               ledger, SITE, edge_policy(**config))
 
 
 def audio(worker: str, ts: int, db: float, site: str = SITE) -> dict[str, Any]:
@@ -213,4 +229,4 @@ def test_gaussian_release_is_refused_by_a_pure_epsilon_budget(contracts, ledger)
 
 def test_laplace_with_delta_is_a_config_error() -> None:
     with pytest.raises(ValueError, match="delta must be 0"):
-        EdgeReleaseConfig(delta=1e-6)
+        edge_policy(delta=1e-6)

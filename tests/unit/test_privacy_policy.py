@@ -20,9 +20,11 @@ from refinement.pseudonym import pseudonym
 CONTRACTS = load_contracts()
 
 
-def test_every_contract_with_a_bronze_table_has_a_valid_policy() -> None:
+def test_every_contract_has_a_valid_policy_and_secret_ones_only_an_edge_release() -> None:
     policies = default_policies()
-    assert set(policies) == {cid for cid, c in CONTRACTS.items() if c.data_class != "secret"}
+    assert set(policies) == set(CONTRACTS)
+    for cid, policy in policies.items():
+        assert (policy.edge is not None) == (CONTRACTS[cid].data_class == "secret"), cid
     assert sorted(n for p in policies.values() for n in p.output) == output_tables()
     anon = policies["vehicle-frames-public"].output["vehicle_frames_public_anon"]
     assert anon.level == "anonymized" and anon.quasi_identifiers == ("mesh", "ts")
@@ -65,6 +67,33 @@ def test_policy_rules_are_enforced_when_loading(change: tuple[str, str], message
     assert change[0] in text
     with pytest.raises(PolicyError, match=message):
         parse_policy(text.replace(change[0], change[1], 1), "vehicle-frames-public.toml")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (('mfcc = "drop"', 'mfcc = "keep"'), "only the site may leave the device; mfcc must be drop"),
+    (('mfcc = "drop"', 'voice = "drop"'), r"\[edge\] fields without an action: mfcc"),
+    (('field = "db_level"', 'field = "worker_id"'), "mean_db_level: field 'worker_id' is not a number"),
+    (('release_contract = "worker-audio-dp-acme-steel"', 'release_contract = "plant-sensors-acme-steel"'),
+     "must be a derived contract of tenant 'acme-steel'"),
+    (('bounds = [30.0, 130.0]', 'bounds = [130.0, 30.0]'), "lower < upper"),
+    (('delta = 0.0', 'delta = 0.001'), "delta must be 0 with the laplace mechanism"),
+])
+def test_the_edge_release_of_a_secret_stream_is_checked_like_any_policy(tmp_path: Path, change: tuple[str, str],
+                                                                       message: str) -> None:
+    folder = copy_policies(tmp_path)
+    path = folder / "worker-audio-acme-steel.toml"
+    assert change[0] in path.read_text()
+    path.write_text(path.read_text().replace(change[0], change[1], 1))
+    with pytest.raises(PolicyError, match=message):
+        load_policies(CONTRACTS, default_registry(), folder)
+
+
+def test_a_secret_stream_cannot_have_silver_tables(tmp_path: Path) -> None:
+    folder = copy_policies(tmp_path)
+    (folder / "worker-audio-acme-steel.toml").write_text(
+        (folder / "plant-sensors-acme-steel.toml").read_text().replace("plant-sensors-acme-steel", "worker-audio-acme-steel"))
+    with pytest.raises(PolicyError, match="secret and never reaches the cloud raw"):
+        load_policies(CONTRACTS, default_registry(), folder)
 
 
 def test_an_action_that_does_not_fit_the_field_type_is_refused(tmp_path: Path) -> None:
