@@ -126,6 +126,6 @@ def _torchrun(nproc: int, task: str, tenant: str | None, tables: tuple[str, ...]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "FIELDLOOP_TRAIN_THREADS": "1"}
         proc = subprocess.run(command, env=env, stdout=subprocess.DEVNULL if quiet else None)
         if proc.returncode != 0 or not result_file.exists():
-            raise FieldloopError(f"torchrun with {nproc} processes failed (exit {proc.returncode}); "
-                                 "its output above names the failing rank")
+            raise FieldloopError(f"torchrun with {nproc} processes failed (exit {proc.returncode}); the "
+                                 "'error (rank N ...)' lines above say why (run without --json to see the ranks' logs)")
         return json.loads(result_file.read_text())

@@ -69,9 +69,19 @@ class Rows:
         return Rows(self.x[mask], self.y[mask], self.device[mask])
 
     @staticmethod
-    def concat(parts: Sequence[Rows], dim: int) -> Rows:
+    def concat(parts: Sequence[Rows]) -> Rows:
+        """The rows of every part, in order; empty parts are skipped.
+
+        Raises:
+            DatasetError: the parts' feature rows differ in width.
+        """
+        parts = [p for p in parts if len(p)]
+        widths = sorted({p.x.shape[1] for p in parts})
+        if len(widths) > 1:
+            raise DatasetError(f"the inputs' feature rows differ in width ({widths}); train on tables of one gold "
+                               "layout (rebuild the older one with `fieldloop refine`)")
         if not parts:
-            return Rows(np.zeros((0, dim), np.float32), np.zeros(0, np.float32), np.zeros(0, object))
+            return Rows(np.zeros((0, 0), np.float32), np.zeros(0, np.float32), np.zeros(0, object))
         return Rows(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]),
                     np.concatenate([p.device for p in parts]))
 
@@ -156,7 +166,12 @@ def resolve(cfg: FieldloopConfig, task: Task, target: ModelTarget, tables: Itera
                     if others else "; run `fieldloop refine` after the fleet has sent data, or name one with --table")
             raise DatasetError(f"no {where}gold table for task {task.name} in {cfg.lake} "
                                f"(looked for {task.gold_prefix}*){hint}")
-    pinned = [pin(cfg, name, version) for name, version in requested]
+    names = [name for name, _ in requested]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DatasetError(f"{', '.join(twice)} named more than once; a run reads each table at one version")
+    # Sorted by name: the same tables and versions give the same rows whatever order they were named in.
+    pinned = sorted((pin(cfg, name, version) for name, version in requested), key=lambda p: p.name)
     for p in pinned:
         if not p.name.startswith(task.gold_prefix):
             raise DatasetError(f"{p.table} is not a {task.name} dataset (those are {task.gold_prefix}*)")
@@ -185,13 +200,14 @@ def read(cfg: FieldloopConfig, task: Task, inp: PinnedInput) -> Rows:
         raise DatasetError(f"{inp.table}@v{inp.version} lacks columns {missing} that task {task.name} needs")
     data = table.to_pyarrow_dataset().to_table(columns=columns)
     if data.num_rows == 0:
-        return Rows.concat([], 0)
+        return Rows.concat([])
     data = data.sort_by([(c, "ascending") for c in task.order_columns])
     features = data.column("features").combine_chunks()
     lengths = pc.list_value_length(features)
     dim = pc.max(lengths).as_py()
-    if pc.min(lengths).as_py() != dim or features.null_count:
-        raise DatasetError(f"{inp.table}@v{inp.version}: feature rows differ in length; rebuild it with `fieldloop refine`")
+    if features.null_count or pc.min(lengths).as_py() != dim:
+        raise DatasetError(f"{inp.table}@v{inp.version}: {features.null_count} rows have no features and the others "
+                           f"differ in length ({pc.min(lengths).as_py()} to {dim}); rebuild it with `fieldloop refine`")
     x = features.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
     y = data.column(task.label_column).to_numpy(zero_copy_only=False).astype(np.float32)
     device = data.column(task.device_column).to_numpy(zero_copy_only=False).astype(object)

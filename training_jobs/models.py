@@ -42,6 +42,14 @@ class Calibrated(nn.Module):
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
+    @torch.no_grad()
+    def fit_normalization(self, x: torch.Tensor) -> None:
+        """Mean and std per feature; a feature constant in training keeps std 1, so an unseen
+        value of it moves the input by its difference, not by a million standard deviations."""
+        std = x.std(0) if x.shape[0] > 1 else torch.ones(x.shape[1])
+        self.mean.copy_(x.mean(0))
+        self.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+
     def squash(self, distance: torch.Tensor) -> torch.Tensor:
         return distance / (distance + self.q99)
 
@@ -70,8 +78,7 @@ class LongitudinalNet(Calibrated):
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor) -> None:
         """Normalization and OOD statistics from the training features."""
-        self.mean.copy_(x.mean(0))
-        self.std.copy_(x.std(0).clamp(min=1e-6))
+        self.fit_normalization(x)
         self.calibrate_ood(x)
 
     @torch.no_grad()
@@ -107,8 +114,7 @@ class AnomalyNet(Calibrated):
 
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor) -> None:
-        self.mean.copy_(x.mean(0))
-        self.std.copy_(x.std(0).clamp(min=1e-6))
+        self.fit_normalization(x)
 
     @torch.no_grad()
     def calibrate_score(self, x: torch.Tensor) -> None:

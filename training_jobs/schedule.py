@@ -37,8 +37,11 @@ def models_for(contracts: Mapping[str, DataContract], changed: Iterable[str] | N
         if wanted is not None and spec.name not in wanted:
             continue
         owner = spec.contract.tenant
+        if spec.contract.data_class is DataClass.SECRET:
+            continue  # trains nothing: a change to it retrains no model
         if owner:
-            targets.add(ModelTarget(spec.task, owner))
+            if Use.TENANT_FINETUNE in spec.contract.allowed_uses:
+                targets.add(ModelTarget(spec.task, owner))
             continue
         if spec.contract.data_class is DataClass.PUBLIC and Use.BASE_TRAINING in spec.contract.allowed_uses:
             targets.add(ModelTarget(spec.task))

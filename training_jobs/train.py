@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,7 @@ import numpy as np
 
 from fieldloop.classes import ModelTarget, enforce_training_rule, valid_tenant
 from fieldloop.errors import FieldloopError
-from fieldloop.lineage import ModelLineage
+from fieldloop.lineage import LineageError, ModelLineage
 from training_jobs.data import DatasetError, PinnedInput, Rows, device_hash, in_holdout, pin, read, resolve, training_inputs
 from training_jobs.tasks import Task, get_task
 
@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CANDIDATE, CHAMPION = "candidate", "champion"
-HOLDOUT_TAG = "fieldloop.holdout."
+HOLDOUT_TAG = "fieldloop.holdout."  # + model name: the frozen holdout's tables and versions
+HOLDOUT_CUT_TAG = "fieldloop.holdout_cut"  # the task's device-hash cut-off, shared by its models
 CHECKPOINT = "checkpoint/weights.pt"
 CHECKPOINT_FORMAT = 1
 
@@ -192,33 +193,37 @@ def _fit(objective: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, ba
     return losses
 
 
-def _holdout_spec(client: Any, experiment_id: str, model: str, pinned: list[PinnedInput], task: Task, rows: dict[str, Rows],
-                  fraction: float, reset: bool) -> dict[str, Any]:
-    """The model's frozen holdout, freezing it now if this is its first run (or ``reset``)."""
-    tag = HOLDOUT_TAG + model
-    existing = client.get_experiment(experiment_id).tags.get(tag)
-    if existing and not reset:
-        return json.loads(existing)
+def _new_cut(task: Task, rows: dict[str, Rows], fraction: float) -> dict[str, Any]:
+    """The task's holdout cut-off over device hashes, from the devices of its first registered model.
+
+    It is at least ``fraction`` of the hash space, and high enough to hold out one device of
+    the first run (however few there are). It is frozen for the task, for every model of it:
+    a device is on the same side for the base model and each tenant's, so weights passed
+    from one to another (a champion) never saw another model's holdout.
+    """
     devices = sorted({str(d) for r in rows.values() for d in r.device})
     if len(devices) < 2:
-        raise DatasetError(f"{model} needs rows of at least 2 devices (one for the holdout), the inputs have "
+        raise DatasetError(f"{task.name} needs rows of at least 2 devices (one for the holdout), the inputs have "
                            f"{len(devices)}; let the fleet send more, then `fieldloop refine`")
-    # The cut-off is the hash of the ceil(fraction * n)-th device: at least one device is held out,
-    # and the same cut-off (frozen here) decides every later run, new devices included.
     hashes = sorted(device_hash(task.name, d) for d in devices)
-    cut = hashes[max(1, int(np.ceil(fraction * len(devices)))) - 1]
-    spec = {"tables": {p.path: p.version for p in pinned}, "salt": task.name, "cut": str(cut), "fraction": fraction,
-            "frozen_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    client.set_experiment_tag(experiment_id, tag, json.dumps(spec, sort_keys=True))
-    return spec
+    first = hashes[max(1, int(np.ceil(fraction * len(devices)))) - 1]
+    cut = min(max(first, int(fraction * 2**64)), hashes[-2])  # ... and at least one device left to train on
+    return {"salt": task.name, "cut": str(cut), "fraction": fraction}
 
 
 def _is_holdout(rows: Rows, spec: dict[str, Any]) -> np.ndarray:
     return in_holdout(rows.device, spec["salt"], int(spec["cut"]))
 
 
-def _champion(client: Any, target: ModelTarget) -> tuple[str, dict[str, Any]] | None:
-    """(``champion vN of <name>``, checkpoint) of the model's champion, else None.
+@dataclass
+class _Champion:
+    label: str  # "champion vN of <model>"
+    checkpoint: dict[str, Any]
+    lineage: ModelLineage
+
+
+def _champion(client: Any, target: ModelTarget) -> _Champion | None:
+    """The model's champion (weights and lineage), else None.
 
     A tenant model without a champion of its own starts from the base model's champion:
     base weights hold only data any model may train on, so nothing crosses a tenant line.
@@ -230,16 +235,59 @@ def _champion(client: Any, target: ModelTarget) -> tuple[str, dict[str, Any]] | 
     for name in names:
         try:
             version = client.get_model_version_by_alias(name, CHAMPION)
-        except MlflowException:
-            continue
+        except MlflowException as e:
+            if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # no such model or alias
+                continue
+            raise
+        label = f"{CHAMPION} v{version.version} of {name}"
+        try:
+            lineage = ModelLineage.from_mlflow_tags(version.tags)
+        except LineageError as e:
+            raise FieldloopError(f"{label} has no fieldloop lineage, so what its weights learned from cannot be "
+                                 f"checked ({e}); point {CHAMPION} at a version fieldloop registered, or train with "
+                                 "--from-scratch") from e
         with tempfile.TemporaryDirectory() as tmp:
-            local = client.download_artifacts(version.run_id, CHECKPOINT, tmp)
+            try:
+                local = client.download_artifacts(version.run_id, CHECKPOINT, tmp)
+            except (MlflowException, OSError) as e:
+                raise FieldloopError(f"{label}: its run {version.run_id} has no {CHECKPOINT} ({e}); "
+                                     "train with --from-scratch") from e
             checkpoint = torch.load(local, map_location="cpu", weights_only=True)
         if checkpoint.get("format") != CHECKPOINT_FORMAT:
-            raise FieldloopError(f"{name}@{CHAMPION} (v{version.version}) has a checkpoint of format "
-                                 f"{checkpoint.get('format')}, this job reads {CHECKPOINT_FORMAT}; train with --from-scratch")
-        return f"{CHAMPION} v{version.version} of {name}", checkpoint
+            raise FieldloopError(f"{label} has a checkpoint of format {checkpoint.get('format')}, this job reads "
+                                 f"{CHECKPOINT_FORMAT}; train with --from-scratch")
+        return _Champion(label, checkpoint, lineage)
     return None
+
+
+def _lineage_rule_inputs(lineage: ModelLineage, contracts: Mapping[str, Any]) -> list[Any]:
+    """The rule's view of a lineage's inputs, with their contracts' uses as they are now."""
+    return [i.training_input(frozenset(contracts[i.contract_id].allowed_uses) if i.contract_id in contracts
+                             else frozenset()) for i in lineage.inputs]
+
+
+def _holdout_pins(cfg: FieldloopConfig, target: ModelTarget, frozen: dict[str, Any], pinned: list[PinnedInput],
+                  contracts: Mapping[str, Any]) -> list[PinnedInput]:
+    """The frozen holdout's tables at their frozen versions, checked by the rule before anything is read."""
+    by_path = {p.path: p for p in pinned}
+    missing = sorted(path for path in frozen["tables"] if path not in by_path)
+    if missing:
+        raise HoldoutMovedError(f"the holdout of {target.name} was frozen on {', '.join(missing)}, which this run does "
+                                "not read, so its metrics would not compare with earlier versions; read those tables "
+                                "too, or pass --reset-holdout to freeze a new holdout")
+    pins = []
+    for path, version in sorted(frozen["tables"].items()):
+        current = by_path[path]
+        if int(version) == current.version:
+            pins.append(current)
+            continue
+        try:
+            pins.append(pin(cfg, current.name, int(version)))
+        except DatasetError as e:
+            raise HoldoutMovedError(f"the holdout of {target.name} is {current.table}@v{version}, which can no longer "
+                                    f"be read ({e}); pass --reset-holdout to freeze a new one") from e
+    enforce_training_rule(training_inputs(pins, contracts), target)
+    return pins
 
 
 def train(cfg: FieldloopConfig, request: TrainRequest, dist: Dist | None = None,
@@ -247,7 +295,8 @@ def train(cfg: FieldloopConfig, request: TrainRequest, dist: Dist | None = None,
     """Run one training job; returns the result on rank 0 (None on the other ranks).
 
     Raises:
-        ContaminationError: an input may not train this model (nothing read, logged or registered).
+        ContaminationError: an input, or the data behind the champion's weights, may not
+            train this model (nothing read, logged or registered).
         DatasetError: inputs missing, unreadable or too small.
     """
     import mlflow
@@ -262,47 +311,54 @@ def train(cfg: FieldloopConfig, request: TrainRequest, dist: Dist | None = None,
         raise FieldloopError(f"'{request.tenant}' is not a tenant id (lowercase letters, digits, '-')")
     target = ModelTarget(task.name, request.tenant)
     contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)
-    pinned = resolve(cfg, task, target, request.tables, contracts)  # the rule, before any data is read
     seed = cfg.train.seed if request.seed is None else request.seed
     epochs = request.epochs or cfg.train.epochs
+    client = MlflowClient(cfg.mlflow.uri)
+    mlflow.set_tracking_uri(cfg.mlflow.uri)
+
+    # Rank 0 decides what is read, applying the rule before any row is: the inputs, the data
+    # behind the champion's weights, the frozen holdout. Every rank then reads exactly that.
+    plan = None
+    if dist.lead:
+        pinned = resolve(cfg, task, target, request.tables, contracts)
+        champion = _champion(client, target) if request.from_champion else None
+        if champion is not None:
+            enforce_training_rule(_lineage_rule_inputs(champion.lineage, contracts), target)
+        experiment_id = mlflow.set_experiment(f"fieldloop.{task.name}").experiment_id
+        tags = client.get_experiment(experiment_id).tags
+        frozen = None if request.reset_holdout or HOLDOUT_TAG + target.name not in tags \
+            else json.loads(tags[HOLDOUT_TAG + target.name])
+        held_pins = _holdout_pins(cfg, target, frozen, pinned, contracts) if frozen else pinned
+        cut = json.loads(tags[HOLDOUT_CUT_TAG]) if HOLDOUT_CUT_TAG in tags else None
+        plan = {"pins": [(p.name, p.version) for p in pinned], "held": [(p.name, p.version) for p in held_pins],
+                "experiment_id": experiment_id, "champion": champion, "cut": cut,
+                "frozen_at": frozen["frozen_at"] if frozen else None}
+    plan = dist.share(plan)
+    if not dist.lead:
+        pinned = [pin(cfg, name, version) for name, version in plan["pins"]]
+        held_pins = [pin(cfg, name, version) for name, version in plan["held"]]
+    champion = plan["champion"]
+
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(cfg.train.threads)
-
-    client = MlflowClient(cfg.mlflow.uri)
-    mlflow.set_tracking_uri(cfg.mlflow.uri)
-    experiment_name = f"fieldloop.{task.name}"
     rows = {p.name: read(cfg, task, p) for p in pinned}
-
-    plan = None
-    if dist.lead:
-        experiment = mlflow.set_experiment(experiment_name)
-        spec = _holdout_spec(client, experiment.experiment_id, target.name, pinned, task, rows,
-                             cfg.train.holdout_fraction, request.reset_holdout)
-        champion = _champion(client, target) if request.from_champion else None
-        plan = {"experiment_id": experiment.experiment_id, "holdout": spec, "champion": champion}
-    plan = dist.share(plan)
-    spec, champion = plan["holdout"], plan["champion"]
+    cut = plan["cut"] or _new_cut(task, rows, cfg.train.holdout_fraction)  # the same on every rank: same rows
+    spec = {**cut, "tables": {p.path: p.version for p in held_pins},
+            "frozen_at": plan["frozen_at"] or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
     # Train on the current versions minus holdout devices; evaluate on the frozen versions' holdout devices.
-    dim = next((r.x.shape[1] for r in rows.values() if len(r)), 0)
-    train_rows = Rows.concat([r.take(~_is_holdout(r, spec)) for r in rows.values() if len(r)], dim)
-    held: dict[str, Rows] = {}
-    by_path = {p.path: p for p in pinned}
-    for path, version in sorted(spec["tables"].items()):
-        p = by_path.get(path)
-        if p is None:
-            continue  # a table this run does not read (and whose rule was not checked for this target)
-        source = rows[p.name] if version == p.version else read(cfg, task, pin(cfg, p.name, version))
+    training = {name: r.take(~_is_holdout(r, spec)) for name, r in rows.items()}
+    held = {}
+    for p in held_pins:
+        source = rows[p.name] if (p.name, p.version) in plan["pins"] else read(cfg, task, p)
         held[p.table] = source.take(_is_holdout(source, spec))
-    holdout_rows = Rows.concat(list(held.values()), dim)
-    if not held:
-        raise HoldoutMovedError(f"the holdout of {target.name} was frozen on {', '.join(sorted(spec['tables']))}, none of "
-                           "which this run reads; pass --reset-holdout to freeze a new one (metrics will not "
-                           "compare with earlier versions)")
-    if len(train_rows) == 0 or len(holdout_rows) == 0:
-        raise DatasetError(f"{target.name}: {len(train_rows)} training rows and {len(holdout_rows)} holdout rows; "
-                           "both need rows: let the fleet send more, `fieldloop refine`, or --reset-holdout")
+    train_rows, holdout_rows = Rows.concat(list(training.values())), Rows.concat(list(held.values()))
+    if len(train_rows) == 0 or len(holdout_rows) == 0 or train_rows.x.shape[1] != holdout_rows.x.shape[1]:
+        raise DatasetError(f"{target.name}: {len(train_rows)} training rows and {len(holdout_rows)} holdout rows "
+                           f"(features {train_rows.x.shape[1]} and {holdout_rows.x.shape[1]}); both need rows of one "
+                           "width: let the fleet send more and `fieldloop refine`, or --reset-holdout")
+    dim = train_rows.x.shape[1]
     echo(f"{target.name}: {len(train_rows)} training rows from {len(set(train_rows.device))} devices, "
          f"{len(holdout_rows)} holdout rows from {len(set(holdout_rows.device))} devices "
          f"({', '.join(f'{p.table}@v{p.version}' for p in pinned)})")
@@ -310,12 +366,16 @@ def train(cfg: FieldloopConfig, request: TrainRequest, dist: Dist | None = None,
     teacher, student = task.build(dim)
     init = "scratch"
     if champion is not None:
-        init, checkpoint = champion
+        init, checkpoint = champion.label, champion.checkpoint
         if checkpoint["dim"] != dim:
             raise FieldloopError(f"the {init} takes {checkpoint['dim']} features, the gold rows have {dim}; "
                                  "train with --from-scratch")
-        teacher.load_state_dict(checkpoint["teacher"])
-        student.load_state_dict(checkpoint["student"])
+        try:
+            teacher.load_state_dict(checkpoint["teacher"])
+            student.load_state_dict(checkpoint["student"])
+        except RuntimeError as e:
+            raise FieldloopError(f"the {init} has another architecture than this job's {task.name} networks; "
+                                 "train with --from-scratch") from e
     x = torch.from_numpy(train_rows.x)
     y = torch.from_numpy(train_rows.y)
     task.calibrate(teacher, student, x, normalization=champion is None)
@@ -352,8 +412,9 @@ def train(cfg: FieldloopConfig, request: TrainRequest, dist: Dist | None = None,
         metrics = task.evaluate(teacher, student, torch.from_numpy(holdout_rows.x), torch.from_numpy(holdout_rows.y))
         metrics["train_samples_per_s"] = 2 * epochs * len(train_rows) / elapsed
         metrics["first_epoch_loss"] = curves["teacher_loss"][0]
-        return _publish(cfg, request, task, target, pinned, contracts, spec, init, teacher, student, dim,
-                        train_rows, holdout_rows, rows, held, metrics, curves, run, echo)
+        job = _Job(cfg, request, task, target, pinned, held_pins, spec, plan["cut"] is None, champion, init, seed,
+                   plan["experiment_id"])
+        return _publish(job, teacher, student, dim, training, held, train_rows, holdout_rows, metrics, curves, run, echo)
     except BaseException:
         if run:
             mlflow.end_run("FAILED")
@@ -363,37 +424,79 @@ def train(cfg: FieldloopConfig, request: TrainRequest, dist: Dist | None = None,
             mlflow.end_run()
 
 
-def _publish(cfg: FieldloopConfig, request: TrainRequest, task: Task, target: ModelTarget, pinned: list[PinnedInput],
-             contracts: dict, spec: dict[str, Any], init: str, teacher: nn.Module, student: nn.Module, dim: int,
-             train_rows: Rows, holdout_rows: Rows, rows: dict[str, Rows], held: dict[str, Rows], metrics: dict[str, float],
+@dataclass
+class _Job:
+    """What rank 0 publishes a trained model with."""
+
+    cfg: FieldloopConfig
+    request: TrainRequest
+    task: Task
+    target: ModelTarget
+    pinned: list[PinnedInput]
+    held_pins: list[PinnedInput]
+    spec: dict[str, Any]
+    new_cut: bool
+    champion: _Champion | None
+    init: str
+    seed: int
+    experiment_id: str
+
+    def lineage(self, run_id: str) -> ModelLineage:
+        """This run's inputs, plus those behind the champion's weights it started from (inherited)."""
+        inputs = [p.lineage() for p in self.pinned]
+        seen = {(i.table, i.delta_version) for i in inputs}
+        if self.champion is not None:
+            inputs += [i for i in self.champion.lineage.inputs if (i.table, i.delta_version) not in seen]
+        extra = {"task": self.task.name, "tenant": self.target.tenant or "", "git_commit": git_commit(),
+                 "run_id": run_id, "seed": str(self.seed), "init": self.init,
+                 "holdout": json.dumps(self.spec, sort_keys=True),
+                 "contract_versions": ",".join(sorted({f"{p.governance.contract_id}@{p.governance.contract_version}"
+                                                       for p in self.pinned}))}
+        if self.champion is not None:
+            extra["parent"] = self.champion.label
+        return ModelLineage(inputs, extra)
+
+
+def _publish(job: _Job, teacher: nn.Module, student: nn.Module, dim: int, training: dict[str, Rows],
+             held: dict[str, Rows], train_rows: Rows, holdout_rows: Rows, metrics: dict[str, float],
              curves: dict[str, list[float]], run: Any, echo: Callable[[str], None]) -> TrainResult:
-    """Rank 0: edge build, artifacts, dataset inputs, lineage; the rule again; register."""
+    """Rank 0: the rule on the lineage to be recorded, then edge build, artifacts, inputs; register."""
     import mlflow
     import torch
     from mlflow.data.delta_dataset_source import DeltaDatasetSource
     from mlflow.models import infer_signature
 
+    from fieldloop.contracts import load_contracts
     from training_jobs.export import build_edge
+    from training_jobs.models import parameter_count
 
-    client = mlflow.MlflowClient(cfg.mlflow.uri)
-    for p in pinned:
-        source = DeltaDatasetSource(path=p.path, delta_table_version=p.version)
-        r = rows[p.name]
-        mlflow.log_input(mlflow.data.from_numpy(r.x, targets=r.y, source=source, name=f"{p.table}@v{p.version}"),
+    target, task = job.target, job.task
+    lineage = job.lineage(run.info.run_id)
+    tags = lineage.to_mlflow_tags()
+    # The rule once more, on the lineage exactly as it will be recorded (read back from its
+    # tags) and the contracts as they are now: a use revoked during the run stops it here.
+    recorded = ModelLineage.from_mlflow_tags(tags)
+    enforce_training_rule(_lineage_rule_inputs(recorded, load_contracts(job.cfg.contracts_dir, job.cfg.allowed_regions)),
+                          target)
+    mlflow.set_tags(tags)
+
+    for p in job.pinned:
+        r = training[p.name]
+        mlflow.log_input(mlflow.data.from_numpy(r.x, targets=r.y, name=f"{p.table}@v{p.version}",
+                                                source=DeltaDatasetSource(path=p.path, delta_table_version=p.version)),
                          context="training")
-    for p in pinned:
-        if p.table in held:
-            version = int(spec["tables"][p.path])
-            r = held[p.table]
-            source = DeltaDatasetSource(path=p.path, delta_table_version=version)
-            mlflow.log_input(mlflow.data.from_numpy(r.x, targets=r.y, source=source, name=f"{p.table}@v{version} holdout"),
-                             context="holdout")
+    for p in job.held_pins:
+        r = held[p.table]
+        mlflow.log_input(mlflow.data.from_numpy(r.x, targets=r.y, name=f"{p.table}@v{p.version} holdout",
+                                                source=DeltaDatasetSource(path=p.path, delta_table_version=p.version)),
+                         context="holdout")
 
-    check = holdout_rows.x[:256] if len(holdout_rows) else train_rows.x[:256]
+    check = np.ascontiguousarray(holdout_rows.x[:256])
     with tempfile.TemporaryDirectory() as tmp:
-        edge = build_edge(student, np.ascontiguousarray(check), Path(tmp) / "edge")
+        edge = build_edge(student, check, Path(tmp) / "edge")
         manifest = {"task": task.name, "model": target.name, "input": {"name": "features", "shape": ["batch", dim],
                     "dtype": "float32"}, "outputs": list(type(student).outputs),
+                    "latency": "batch 1, one ONNX Runtime thread, through the Python API (its call overhead included)",
                     "builds": {k: v.as_dict() for k, v in edge.items()}}
         (Path(tmp) / "edge" / "manifest.json").write_text(json.dumps(manifest, indent=2))
         mlflow.log_artifacts(str(Path(tmp) / "edge"), "edge")
@@ -405,12 +508,10 @@ def _publish(cfg: FieldloopConfig, request: TrainRequest, task: Task, target: Mo
     for label, build in edge.items():
         metrics.update({f"edge_{label}_bytes": build.bytes, f"edge_{label}_p50_us": build.p50_us,
                         f"edge_{label}_p99_us": build.p99_us, f"edge_{label}_max_abs_diff": build.max_abs_diff})
-    from training_jobs.models import parameter_count
-
     metrics["teacher_parameters"], metrics["student_parameters"] = parameter_count(teacher), parameter_count(student)
     mlflow.log_metrics(metrics)
 
-    example = np.ascontiguousarray(check[:5])
+    example = check[:5]
     with torch.no_grad():
         signature = infer_signature(example, student(torch.from_numpy(example)).numpy())
         teacher_signature = infer_signature(example, teacher(torch.from_numpy(example)).numpy())
@@ -420,23 +521,20 @@ def _publish(cfg: FieldloopConfig, request: TrainRequest, task: Task, target: Mo
     mlflow.pytorch.log_model(teacher, name="teacher", signature=teacher_signature, input_example=example,
                              pip_requirements=requirements)
 
-    lineage = ModelLineage([p.lineage() for p in pinned], extra={
-        "task": task.name, "tenant": target.tenant or "", "git_commit": git_commit(), "run_id": run.info.run_id,
-        "seed": str(request.seed if request.seed is not None else cfg.train.seed), "init": init,
-        "holdout": json.dumps(spec, sort_keys=True),
-        "contract_versions": ",".join(sorted(f"{p.governance.contract_id}@{p.governance.contract_version}" for p in pinned)),
-    })
-    tags = lineage.to_mlflow_tags()
-    mlflow.set_tags(tags)
-    result = TrainResult(target.name, run.info.run_id, f"fieldloop.{task.name}", None, None, init,
-                         [f"{p.table}@v{p.version}" for p in pinned], spec,
+    result = TrainResult(target.name, run.info.run_id, f"fieldloop.{task.name}", None, None, job.init,
+                         [f"{p.table}@v{p.version}" for p in job.pinned], job.spec,
                          {"train": len(train_rows), "holdout": len(holdout_rows),
                           "train_devices": len(set(train_rows.device)), "holdout_devices": len(set(holdout_rows.device))},
                          metrics, curves, {k: v.as_dict() for k, v in edge.items()}, tags)
-    if not request.register:
+    if not job.request.register:
         return result
-    # The rule once more, from the lineage as it will be recorded, against the contracts as they are now.
-    enforce_training_rule(training_inputs(pinned, _reload_contracts(cfg, contracts)), target)
+    client = mlflow.MlflowClient(job.cfg.mlflow.uri)
+    # The holdout is frozen by the first version registered (trial runs leave it alone).
+    if job.new_cut:
+        client.set_experiment_tag(job.experiment_id, HOLDOUT_CUT_TAG, json.dumps(
+            {k: job.spec[k] for k in ("salt", "cut", "fraction")}, sort_keys=True))
+    client.set_experiment_tag(job.experiment_id, HOLDOUT_TAG + target.name, json.dumps(
+        {"tables": job.spec["tables"], "frozen_at": job.spec["frozen_at"]}, sort_keys=True))
     version = mlflow.register_model(info.model_uri, target.name, tags=tags)
     client.set_registered_model_alias(target.name, CANDIDATE, version.version)
     client.set_registered_model_tag(target.name, "fieldloop.task", task.name)
@@ -446,15 +544,6 @@ def _publish(cfg: FieldloopConfig, request: TrainRequest, task: Task, target: Mo
     result.uri = f"models:/{target.name}@{CANDIDATE}"
     echo(f"registered {target.name} v{version.version} as @{CANDIDATE}")
     return result
-
-
-def _reload_contracts(cfg: FieldloopConfig, fallback: dict) -> dict:
-    from fieldloop.contracts import load_contracts
-
-    try:
-        return load_contracts(cfg.contracts_dir, cfg.allowed_regions)
-    except FieldloopError:
-        return fallback
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -473,14 +562,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--result-file", type=Path, help="where rank 0 writes the result as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config()
+    except FieldloopError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     dist = start_distributed()
     request = TrainRequest(args.task, args.tenant, tuple(args.table), args.epochs, args.seed,
                            not args.no_register, not args.from_scratch, args.reset_holdout)
     try:
-        result = train(load_config(), request, dist, echo=print if dist.lead else logger.debug)
+        result = train(cfg, request, dist, echo=print if dist.lead else logger.debug)
     except FieldloopError as e:
-        if dist.lead:
-            print(f"error: {e}", file=sys.stderr)
+        print(f"error (rank {dist.rank} of {dist.world}): {e}", file=sys.stderr)
         return 1
     finally:
         if dist.world > 1:

@@ -22,7 +22,7 @@ import pytest
 from fieldloop.classes import DataClass
 from fieldloop.config import FieldloopConfig, load_config
 from fieldloop.contracts import packaged_contracts_dir
-from fieldloop.errors import ContaminationError
+from fieldloop.errors import ContaminationError, FieldloopError
 from fieldloop.lineage import ModelLineage
 from tests.integration.conftest import started_private_mlflow
 from tests.synthetic_gold import PLANT_SCHEMA, VEHICLE_SCHEMA, plant_rows, vehicle_rows, write_gold
@@ -80,6 +80,11 @@ def versions(tcfg: FieldloopConfig, name: str) -> list[str]:
 def runs(tcfg: FieldloopConfig, task: str) -> int:
     experiment = client(tcfg).get_experiment_by_name(f"fieldloop.{task}")
     return len(client(tcfg).search_runs([experiment.experiment_id])) if experiment else 0
+
+
+def experiment_tags(tcfg: FieldloopConfig, task: str) -> dict[str, str]:
+    experiment = client(tcfg).get_experiment_by_name(f"fieldloop.{task}")
+    return dict(experiment.tags) if experiment else {}
 
 
 def test_registered_version_carries_lineage_and_its_artifacts_load(tcfg: FieldloopConfig, tmp_path: Path) -> None:
@@ -147,6 +152,7 @@ def test_contaminating_inputs_are_refused_and_nothing_is_registered(tcfg: Fieldl
                                                                      table: str, rule: str) -> None:
     name = BASE + (f".{tenant}" if tenant else "")
     before_versions, before_runs = versions(tcfg, name), runs(tcfg, "vehicle-longitudinal")
+    before_tags = experiment_tags(tcfg, "vehicle-longitudinal")
     with pytest.raises(ContaminationError) as refused:
         train(tcfg, TrainRequest("vehicle-longitudinal", tenant, ("vehicle_longitudinal_public", table)))
     message = str(refused.value)
@@ -154,6 +160,7 @@ def test_contaminating_inputs_are_refused_and_nothing_is_registered(tcfg: Fieldl
     assert "gold/vehicle_longitudinal_public:" not in message  # the allowed input is not blamed
     assert versions(tcfg, name) == before_versions
     assert runs(tcfg, "vehicle-longitudinal") == before_runs  # refused before a run was even started
+    assert experiment_tags(tcfg, "vehicle-longitudinal") == before_tags  # and no holdout was frozen
 
 
 def test_the_same_pinned_versions_and_seed_give_the_same_metrics(tcfg: FieldloopConfig) -> None:
@@ -177,10 +184,23 @@ def test_fine_tuning_starts_from_the_champion(tcfg: FieldloopConfig) -> None:
     assert client(tcfg).get_run(tuned.run_id).data.params["init"] == tuned.init
     assert tuned.metrics["first_epoch_loss"] < 0.5 * scratch.metrics["first_epoch_loss"]
     # a tenant model without a champion of its own starts from the base champion (public weights)
+    tuned_lineage = ModelLineage.from_mlflow_tags(client(tcfg).get_model_version(BASE, tuned.version).tags)
+    assert tuned_lineage.extra["parent"] == tuned.init
     tenant = train(tcfg, TrainRequest("vehicle-longitudinal", "acme-mobility", seed=6))
     assert tenant.init == tuned.init and tenant.version is not None
     lineage = ModelLineage.from_mlflow_tags(client(tcfg).get_model_version(f"{BASE}.acme-mobility", tenant.version).tags)
     assert lineage.tenants == ["acme-mobility"] and lineage.data_classes == ["public", "restricted"]
+    # the weights came from the base champion: its inputs are inherited into the tenant model's lineage
+    assert {(i.table, i.delta_version) for i in tuned_lineage.inputs} <= {(i.table, i.delta_version) for i in lineage.inputs}
+
+    # a champion whose data cannot be checked (registered without fieldloop lineage) is not built upon
+    bare = client(tcfg).create_model_version(BASE, f"runs:/{seeded.run_id}/model", seeded.run_id)
+    client(tcfg).set_registered_model_alias(BASE, "champion", bare.version)
+    try:
+        with pytest.raises(FieldloopError, match="has no fieldloop lineage"):
+            train(tcfg, TrainRequest("vehicle-longitudinal", seed=6, register=False))
+    finally:
+        client(tcfg).set_registered_model_alias(BASE, "champion", seeded.version)
 
 
 def test_tenant_plant_model_and_a_base_model_without_public_data(tcfg: FieldloopConfig) -> None:
@@ -197,7 +217,7 @@ def test_torchrun_with_two_processes_logs_one_run(env: dict[str, str], tcfg: Fie
                            "--no-register", "--from-scratch", "--json"],
                           env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    result = json.loads(proc.stdout[proc.stdout.index("{"):])
+    result = json.loads(proc.stdout)  # --json: stdout holds the JSON alone
     assert runs(tcfg, "vehicle-longitudinal") == before + 1
     run = client(tcfg).get_run(result["run_id"])
     assert run.data.params["world_size"] == "2" and run.info.status == "FINISHED"
@@ -208,10 +228,17 @@ def test_a_holdout_frozen_on_tables_the_run_does_not_read_is_not_silently_replac
     from training_jobs.train import HoldoutMovedError
 
     tenant = "acme-mobility"
-    train(tcfg, TrainRequest("vehicle-longitudinal", tenant, ("vehicle_longitudinal_acme_mobility",), register=False,
-                             reset_holdout=True))
-    with pytest.raises(HoldoutMovedError, match="--reset-holdout"):
+    frozen = train(tcfg, TrainRequest("vehicle-longitudinal", tenant, reset_holdout=True, from_champion=False))
+    assert len(frozen.holdout["tables"]) == 2  # public and the tenant's own
+    with pytest.raises(HoldoutMovedError, match=r"vehicle_longitudinal_acme_mobility, which this run does not read"):
         train(tcfg, TrainRequest("vehicle-longitudinal", tenant, ("vehicle_longitudinal_public",), register=False))
     result = train(tcfg, TrainRequest("vehicle-longitudinal", tenant, ("vehicle_longitudinal_public",), register=False,
                                       reset_holdout=True))
     assert list(result.holdout["tables"]) == [f"{tcfg.lake}/gold/vehicle_longitudinal_public"]
+    assert result.holdout["cut"] == frozen.holdout["cut"]  # the task's device split never moves
+
+
+def test_duplicate_inputs_are_refused(tcfg: FieldloopConfig) -> None:
+    with pytest.raises(DatasetError, match="vehicle_longitudinal_public named more than once"):
+        train(tcfg, TrainRequest("vehicle-longitudinal", tables=("vehicle_longitudinal_public",
+                                                                  "vehicle_longitudinal_public@1")))
