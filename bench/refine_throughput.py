@@ -320,14 +320,14 @@ def breakdown(spark, job: SilverJob, contract, keys, seeded: int, repeat: int, f
         (f"scrub_text, only the rows with a note ({notes.count():,})",
          lambda: force(scrub_column(notes, "driver_note"))),
         ("the job's pseudonymized transform (fields, then pseudonyms)",
-         lambda: force(pseudonymize(job._apply_fields(good, pseudo), pseudo.pseudonym_fields, key))),  # noqa: SLF001
+         lambda: force(pseudonymize(job._apply_fields(good, pseudo)[0], pseudo.pseudonym_fields, key))),  # noqa: SLF001
         ("trim trips (3 windows per device)",
          lambda: force(anonymize.trim_trips(good, "_device_id", "ts", "lat", "lon", job.cfg.refine.trip_trim_m,
                                             job.cfg.refine.trip_gap_s))),
     ]
     trimmed = anonymize.trim_trips(good, "_device_id", "ts", "lat", "lon", job.cfg.refine.trip_trim_m,
                                    job.cfg.refine.trip_gap_s)
-    generalized = job._apply_fields(trimmed, anon).select(  # noqa: SLF001 - the job's own generalization
+    generalized = job._apply_fields(trimmed, anon)[0].select(  # noqa: SLF001 - the job's own generalization
         *anon.output_columns, "_device_id").persist()
     generalized.count()
 

@@ -1,0 +1,38 @@
+"""The benchmarks that need no broker still run end to end.
+
+Nothing here looks at a timing (CI never asserts wall-clock figures); it keeps the scripts
+from rotting when the code they measure changes, which is how a benchmark quietly stops
+measuring what its README says.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.component
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_edge_latency_bench_runs_every_variant(tmp_path: Path) -> None:
+    out = tmp_path / "edge.json"
+    proc = subprocess.run([sys.executable, "bench/edge_latency.py", "--devices", "4", "--frames", "40", "--epochs", "1",
+                           "--runs", "50", "--warmup", "10", "--latency-rows", "20", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    report = json.loads(out.read_text())
+    assert [t["task"] for t in report["tasks"]] == ["vehicle-longitudinal", "plant-anomaly"]
+    for task in report["tasks"]:
+        assert len(task["variants"]) == 4, task["variants"]
+
+
+def test_refine_bench_runs_with_its_breakdown() -> None:
+    proc = subprocess.run([sys.executable, "bench/refine_throughput.py", "--rows", "3000", "--devices", "12",
+                           "--repeat", "1"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "SilverJob acme-mobility" in proc.stdout and "target: ratio <= 1.5" in proc.stdout
