@@ -109,12 +109,16 @@ def gold_tables(cfg: FieldloopConfig) -> dict[str, str]:
     return {name: uri for layer, name, uri in _table_dirs(cfg) if layer == "gold"}
 
 
-def pin(cfg: FieldloopConfig, name: str, version: int | None) -> PinnedInput:
-    """The table at ``version`` (default: its latest), with the governance it had then."""
+def pin(cfg: FieldloopConfig, name: str, version: int | None, tables: Mapping[str, str] | None = None) -> PinnedInput:
+    """The table at ``version`` (default: its latest), with the governance it had then.
+
+    ``tables`` is :func:`gold_tables` when the caller listed the lake already (one listing,
+    not one per table: on S3 each is a request).
+    """
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
-    tables = gold_tables(cfg)
+    tables = gold_tables(cfg) if tables is None else tables
     if name not in tables:
         raise DatasetError(f"no gold table '{name}' in {cfg.lake}; run `fieldloop refine` first "
                            f"(gold tables here: {', '.join(sorted(tables)) or 'none'})")
@@ -135,16 +139,23 @@ def default_inputs(cfg: FieldloopConfig, task: Task, target: ModelTarget,
                    contracts: Mapping[str, DataContract]) -> tuple[list[str], list[str]]:
     """The task's gold tables the rule lets this model train on, at their latest versions,
     and the others, each with the rule that keeps it out."""
+    usable, others = _usable_inputs(cfg, task, target, contracts, gold_tables(cfg))
+    return [p.name for p in usable], others
+
+
+def _usable_inputs(cfg: FieldloopConfig, task: Task, target: ModelTarget, contracts: Mapping[str, DataContract],
+                   tables: Mapping[str, str]) -> tuple[list[PinnedInput], list[str]]:
+    """:func:`default_inputs`, with the chosen tables already pinned at their latest versions."""
     chosen, others = [], []
-    for name in sorted(gold_tables(cfg)):
+    for name in sorted(tables):
         if not name.startswith(task.gold_prefix):
             continue
-        latest = pin(cfg, name, None)
+        latest = pin(cfg, name, None, tables)
         violations = training_violations(training_inputs([latest], contracts), target)
         if violations:
             others.append(f"{name} ({', '.join(sorted({v.rule for v in violations}))})")
         else:
-            chosen.append(name)
+            chosen.append(latest)
     return chosen, others
 
 
@@ -156,22 +167,24 @@ def resolve(cfg: FieldloopConfig, task: Task, target: ModelTarget, tables: Itera
         DatasetError: no input, or an input that is missing or of another task.
         ContaminationError: an input may not train ``target`` (nothing has been read).
     """
+    listed = gold_tables(cfg)
     requested = [parse_pin(t) for t in tables]
     if not requested:
-        chosen, others = default_inputs(cfg, task, target, contracts)
-        requested = [(n, None) for n in chosen]
-        if not requested:
+        usable, others = _usable_inputs(cfg, task, target, contracts, listed)
+        if not usable:
             where = f"tenant {target.tenant}'s or public " if target.tenant else "public "
             hint = (f"; the rule keeps out the task's other tables: {', '.join(others)}"
                     if others else "; run `fieldloop refine` after the fleet has sent data, or name one with --table")
             raise DatasetError(f"no {where}gold table for task {task.name} in {cfg.lake} "
                                f"(looked for {task.gold_prefix}*){hint}")
-    names = [name for name, _ in requested]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise DatasetError(f"{', '.join(twice)} named more than once; a run reads each table at one version")
-    # Sorted by name: the same tables and versions give the same rows whatever order they were named in.
-    pinned = sorted((pin(cfg, name, version) for name, version in requested), key=lambda p: p.name)
+        pinned = usable  # already sorted by name and pinned at their latest versions
+    else:
+        names = [name for name, _ in requested]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise DatasetError(f"{', '.join(twice)} named more than once; a run reads each table at one version")
+        # Sorted by name: the same tables and versions give the same rows whatever order they were named in.
+        pinned = sorted((pin(cfg, name, version, listed) for name, version in requested), key=lambda p: p.name)
     for p in pinned:
         if not p.name.startswith(task.gold_prefix):
             raise DatasetError(f"{p.table} is not a {task.name} dataset (those are {task.gold_prefix}*)")
@@ -180,12 +193,15 @@ def resolve(cfg: FieldloopConfig, task: Task, target: ModelTarget, tables: Itera
 
 
 def training_inputs(pinned: Iterable[PinnedInput], contracts: Mapping[str, DataContract]) -> list[TrainingInput]:
-    """The rule's view of each input; a contract this deployment does not know allows nothing."""
-    out = []
-    for p in pinned:
-        contract = contracts.get(p.governance.contract_id)
-        out.append(p.lineage().training_input(frozenset(contract.allowed_uses) if contract else frozenset()))
-    return out
+    """The rule's view of each pinned input (see :func:`rule_inputs`)."""
+    return rule_inputs((p.lineage() for p in pinned), contracts)
+
+
+def rule_inputs(lineages: Iterable[TableLineage], contracts: Mapping[str, DataContract]) -> list[TrainingInput]:
+    """The rule's view of each table read, with its contract's uses as they are now; a
+    contract this deployment does not know allows nothing."""
+    return [i.training_input(frozenset(contracts[i.contract_id].allowed_uses) if i.contract_id in contracts
+                             else frozenset()) for i in lineages]
 
 
 def read(cfg: FieldloopConfig, task: Task, inp: PinnedInput) -> Rows:

@@ -35,7 +35,8 @@ import numpy as np
 from fieldloop.classes import ModelTarget, enforce_training_rule, valid_tenant
 from fieldloop.errors import FieldloopError
 from fieldloop.lineage import LineageError, ModelLineage
-from training_jobs.data import DatasetError, PinnedInput, Rows, device_hash, in_holdout, pin, read, resolve, training_inputs
+from training_jobs.data import (DatasetError, PinnedInput, Rows, device_hash, in_holdout, pin, read, resolve,
+                                 rule_inputs, training_inputs)
 from training_jobs.tasks import Task, get_task
 
 if TYPE_CHECKING:
@@ -260,12 +261,6 @@ def _champion(client: Any, target: ModelTarget) -> _Champion | None:
     return None
 
 
-def _lineage_rule_inputs(lineage: ModelLineage, contracts: Mapping[str, Any]) -> list[Any]:
-    """The rule's view of a lineage's inputs, with their contracts' uses as they are now."""
-    return [i.training_input(frozenset(contracts[i.contract_id].allowed_uses) if i.contract_id in contracts
-                             else frozenset()) for i in lineage.inputs]
-
-
 def _holdout_pins(cfg: FieldloopConfig, target: ModelTarget, frozen: dict[str, Any], pinned: list[PinnedInput],
                   contracts: Mapping[str, Any]) -> list[PinnedInput]:
     """The frozen holdout's tables at their frozen versions, checked by the rule before anything is read."""
@@ -323,7 +318,7 @@ def train(cfg: FieldloopConfig, request: TrainRequest, dist: Dist | None = None,
         pinned = resolve(cfg, task, target, request.tables, contracts)
         champion = _champion(client, target) if request.from_champion else None
         if champion is not None:
-            enforce_training_rule(_lineage_rule_inputs(champion.lineage, contracts), target)
+            enforce_training_rule(rule_inputs(champion.lineage.inputs, contracts), target)
         experiment_id = mlflow.set_experiment(f"fieldloop.{task.name}").experiment_id
         tags = client.get_experiment(experiment_id).tags
         frozen = None if request.reset_holdout or HOLDOUT_TAG + target.name not in tags \
@@ -476,7 +471,7 @@ def _publish(job: _Job, teacher: nn.Module, student: nn.Module, dim: int, traini
     # The rule once more, on the lineage exactly as it will be recorded (read back from its
     # tags) and the contracts as they are now: a use revoked during the run stops it here.
     recorded = ModelLineage.from_mlflow_tags(tags)
-    enforce_training_rule(_lineage_rule_inputs(recorded, load_contracts(job.cfg.contracts_dir, job.cfg.allowed_regions)),
+    enforce_training_rule(rule_inputs(recorded.inputs, load_contracts(job.cfg.contracts_dir, job.cfg.allowed_regions)),
                           target)
     mlflow.set_tags(tags)
 
