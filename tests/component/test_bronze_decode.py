@@ -69,3 +69,39 @@ def test_v1_and_v2_writers_resolve_to_the_newest_schema(spark, cfg: FieldloopCon
     assert out[2]["_reason"] == "non-finite"
     assert out[3]["_reason"] == "class-mismatch"
     assert out[4]["_reason"] == "undecodable"
+
+
+def test_a_replayed_batch_is_recognised_and_a_new_checkpoint_is_not_mistaken_for_one(
+        spark, cfg: FieldloopConfig, registry: SchemaRegistry, tmp_path: Path) -> None:  # noqa: ANN001
+    """Replays are told apart by batch id *and* offsets; held keys are dropped and counted."""
+    from deltalake import DeltaTable
+
+    from fieldloop.catalog import duplicates_dropped
+
+    job_cfg = load_config({"FIELDLOOP_HOME": str(cfg.home), "FIELDLOOP_LAKE_URI": str(tmp_path / "lake")})
+    job = BronzeJob(job_cfg, spark, {FRAMES.id: FRAMES}, registry, ResidencyGuard.from_config(job_cfg))
+    v1 = registry.get("vehicle_frames", 1)
+    schema = ("topic STRING, partition INT, offset LONG, timestamp TIMESTAMP, key BINARY, value BINARY, "
+              "headers ARRAY<STRUCT<key: STRING, value: BINARY>>")
+
+    def batch(offsets: range, seqs: list[int]):  # noqa: ANN202
+        return spark.createDataFrame([kafka_row(o, encode(FRAME, v1), s) for o, s in zip(offsets, seqs)], schema)
+
+    path = targets(job_cfg, {FRAMES.id: FRAMES})[0].bronze_path
+    first = job.process_batch(batch(range(0, 4), [0, 1, 2, 2]), 0)  # seq 2 twice in the batch
+    assert first.inserted == {"vehicle_frames_public": 3} and first.duplicates == {"vehicle_frames_public": 1}
+    version = DeltaTable(path).version()
+
+    replay = job.process_batch(batch(range(0, 4), [0, 1, 2, 2]), 0)  # same id, same offsets: after a crash
+    assert DeltaTable(path).version() == version
+    assert replay.inserted == {"vehicle_frames_public": 3}  # what batch 0 did, read from its commit
+
+    # a new checkpoint starts at batch 0 again, on later offsets: written, with seq 1 and 2 resent
+    fresh = job.process_batch(batch(range(4, 7), [1, 2, 3]), 0)
+    assert fresh.inserted == {"vehicle_frames_public": 1} and fresh.duplicates == {"vehicle_frames_public": 2}
+    assert sorted(r["_seq"] for r in spark.read.format("delta").load(path).collect()) == [0, 1, 2, 3]
+    assert duplicates_dropped(DeltaTable(path).history()) == 1 + 2
+
+    all_held = job.process_batch(batch(range(7, 9), [0, 3]), 1)  # nothing new: still a commit, for the count
+    assert all_held.inserted == {"vehicle_frames_public": 0}
+    assert duplicates_dropped(DeltaTable(path).history()) == 1 + 2 + 2
