@@ -154,3 +154,21 @@ def test_upkeep_deletes_expired_rows_compacts_and_vacuums_once_a_day(spark, lake
     assert {"DELETE", "VACUUM END"} <= set(ops)
     again = maintain(spark, report.path, contract, now=datetime.now(UTC))
     assert again.skipped and not again.optimized
+
+
+def test_silver_range_rules_are_check_constraints_delta_enforces(spark, lake_cfg: FieldloopConfig) -> None:  # noqa: ANN001
+    from py4j.protocol import Py4JJavaError
+    from pyspark.sql.types import DoubleType, StructField, StructType
+
+    job = silver_job(spark, lake_cfg)
+    contract = load_contracts()["vehicle-frames-acme-mobility"]
+    path = f"{lake_cfg.lake}/silver/constraint_probe"
+    schema = StructType([StructField("speed_mps", DoubleType())])
+    job._ensure_table(path, schema, contract, "silver", "pseudonymized", 1, "ap-northeast-1",
+                      {"speed_Plausible": "speed_mps IS NULL OR (speed_mps >= 0.0 AND speed_mps <= 90.0)"})
+    spark.createDataFrame([(12.5,), (None,)], schema).write.format("delta").mode("append").save(path)
+    with pytest.raises(Py4JJavaError, match="DELTA_VIOLATE_CONSTRAINT"):
+        spark.createDataFrame([(120.0,)], schema).write.format("delta").mode("append").save(path)
+    assert spark.read.format("delta").load(path).count() == 2
+    detail = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()["properties"]
+    assert detail["delta.constraints.speed_plausible"].startswith("speed_mps IS NULL")
