@@ -41,6 +41,14 @@ def storage_options(cfg: FieldloopConfig) -> dict[str, str]:
     return opts
 
 
+def open_table(cfg: FieldloopConfig, uri: str, version: int | None = None) -> Any:
+    """The ``deltalake`` handle of the table at ``uri`` (its newest version unless ``version``),
+    with the lake's storage options."""
+    from deltalake import DeltaTable
+
+    return DeltaTable(uri, version=version, storage_options=storage_options(cfg) or None)
+
+
 def _table_dirs(cfg: FieldloopConfig) -> list[tuple[str, str, str]]:
     """(layer, name, uri) of every directory holding a ``_delta_log``."""
     lake = cfg.lake.rstrip("/")
@@ -87,12 +95,9 @@ def duplicates_dropped(history: list[dict[str, Any]]) -> int | None:
 
 def list_tables(cfg: FieldloopConfig) -> list[TableInfo]:
     """Every Delta table in the lake, sorted by layer and name."""
-    from deltalake import DeltaTable
-
-    options = storage_options(cfg)
     tables = []
     for layer, name, uri in _table_dirs(cfg):
-        table = DeltaTable(uri, storage_options=options or None)
+        table = open_table(cfg, uri)
         actions = table.get_add_actions(flatten=True)
         rows = sum(v or 0 for v in actions.column("num_records").to_pylist()) if actions.num_rows else 0
         info = TableInfo(layer, name, uri, table.version(), int(rows), dict(table.metadata().configuration))

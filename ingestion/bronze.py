@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from fieldloop.catalog import open_table
 from fieldloop.classes import DataClass
 from fieldloop.config import FieldloopConfig
 from fieldloop.contracts import DataContract
@@ -419,7 +420,7 @@ class BronzeJob:
         """
         from pyspark.sql import functions as F
 
-        table = self._delta(target.bronze_path)
+        table = open_table(self.cfg, target.bronze_path)
         done = _committed(table, meta)
         if done is not None:
             logger.info("bronze batch %d of %s was committed before a restart; not written again",
@@ -443,14 +444,6 @@ class BronzeJob:
         writer.save(target.bronze_path)
         return inserted
 
-    def _delta(self, path: str) -> Any:
-        """The ``deltalake`` handle of a table, at its newest version."""
-        from deltalake import DeltaTable
-
-        from fieldloop.catalog import storage_options
-
-        return DeltaTable(path, storage_options=storage_options(self.cfg) or None)
-
     def _ensure_table(self, path: str, schema: StructType, target: BronzeTarget, layer: str) -> None:
         """Create the Delta table with its governance properties on first use.
 
@@ -462,7 +455,7 @@ class BronzeJob:
         if path in self._ready:
             return
         try:
-            props = self._delta(path).metadata().configuration
+            props = open_table(self.cfg, path).metadata().configuration
         except TableNotFoundError:
             props = None
         wanted = dict(BRONZE_PROPERTIES) if layer == "bronze" else {}

@@ -96,12 +96,6 @@ def parse_pin(text: str) -> tuple[str, int | None]:
     return match.group("name"), int(version) if version is not None else None
 
 
-def _storage(cfg: FieldloopConfig) -> dict[str, str] | None:
-    from fieldloop.catalog import storage_options
-
-    return storage_options(cfg) or None
-
-
 def gold_tables(cfg: FieldloopConfig) -> dict[str, str]:
     """name -> path of every gold table in the lake."""
     from fieldloop.catalog import _table_dirs
@@ -115,20 +109,21 @@ def pin(cfg: FieldloopConfig, name: str, version: int | None, tables: Mapping[st
     ``tables`` is :func:`gold_tables` when the caller listed the lake already (one listing,
     not one per table: on S3 each is a request).
     """
-    from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
+
+    from fieldloop.catalog import open_table
 
     tables = gold_tables(cfg) if tables is None else tables
     if name not in tables:
         raise DatasetError(f"no gold table '{name}' in {cfg.lake}; run `fieldloop refine` first "
                            f"(gold tables here: {', '.join(sorted(tables)) or 'none'})")
-    table = DeltaTable(tables[name], storage_options=_storage(cfg))
+    table = open_table(cfg, tables[name])
     latest = table.version()
     if version is not None and version != latest:
         if not 0 <= version < latest:
             raise DatasetError(f"gold/{name} has no version {version}; its versions run from 0 to {latest}")
         try:
-            table = DeltaTable(tables[name], version=version, storage_options=_storage(cfg))
+            table = open_table(cfg, tables[name], version)
         except (TableNotFoundError, OSError, ValueError) as e:
             raise DatasetError(f"gold/{name}@v{version} can no longer be read ({e}); pin a later version") from e
     governance = TableGovernance.from_delta_properties(table.metadata().configuration)
@@ -207,10 +202,11 @@ def rule_inputs(lineages: Iterable[TableLineage], contracts: Mapping[str, DataCo
 def read(cfg: FieldloopConfig, task: Task, inp: PinnedInput) -> Rows:
     """Every row of one pinned input, sorted by the task's order columns."""
     import pyarrow.compute as pc
-    from deltalake import DeltaTable
+
+    from fieldloop.catalog import open_table
 
     columns = list(dict.fromkeys([*task.order_columns, task.device_column, "features", task.label_column]))
-    table = DeltaTable(inp.path, version=inp.version, storage_options=_storage(cfg))
+    table = open_table(cfg, inp.path, inp.version)
     missing = [c for c in columns if c not in table.schema().to_arrow().names]
     if missing:
         raise DatasetError(f"{inp.table}@v{inp.version} lacks columns {missing} that task {task.name} needs")
