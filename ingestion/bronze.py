@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from fieldloop.catalog import open_table
@@ -63,6 +64,11 @@ BRONZE_PROPERTIES = {
 def table_name(contract: DataContract) -> str:
     """``vehicle-frames-public`` -> ``vehicle_frames_public``: one bronze table per contract."""
     return contract.table
+
+
+def record_column(stream: str) -> str:
+    """The column :meth:`BronzeJob.classify` decodes ``stream``'s records into."""
+    return f"_record_{stream}"
 
 
 @dataclass(frozen=True)
@@ -182,18 +188,23 @@ class BronzeJob:
         )
 
     # 2. transform ------------------------------------------------------------------------
-    def classify(self, batch: DataFrame, target: BronzeTarget) -> DataFrame:
-        """Raw Kafka rows of one topic -> rows with ``_reason`` (null when valid) and decoded fields.
+    def classify(self, batch: DataFrame, now: datetime | None = None) -> DataFrame:
+        """Raw Kafka rows of any of the job's topics -> rows with ``_reason`` (null when valid)
+        and, per stream, the decoded record in :func:`record_column`.
 
-        Built as a chain of projections and nothing else. Each step reads the columns the
-        previous one computed, so the header map and the Avro decode run once per row. A
-        filter would not: Spark pushes it below the projections and inlines the expressions
-        they name, so a ``where`` on ``_reason`` made it rebuild the header map for every
-        header it checked and tripled the batch's time.
+        Every topic is classified in the same pass, by its own contract, so a micro-batch is
+        read from Kafka once whatever topics it spans. Built as a chain of projections and
+        nothing else. Each step reads the columns the previous one computed, so the header
+        map and the Avro decode run once per row. A filter would not: Spark pushes it below
+        the projections and inlines the expressions they name, so a ``where`` on ``_reason``
+        made it rebuild the header map for every header it checked and tripled the batch's
+        time.
+
+        ``now`` (default: the current time) bounds plausible timestamps. A batch passes one
+        fixed value, so a recomputed partition classifies its records exactly as before.
         """
         from pyspark.sql import functions as F
 
-        c = target.contract
         # A cast, not ``transform`` with a lambda: higher-order functions are interpreted
         # row by row, outside whole-stage code generation.
         headers = F.map_from_entries("headers").cast("map<string,string>")
@@ -214,12 +225,23 @@ class BronzeJob:
             h[H_SEQ].try_cast("long").alias("_seq"),
             F.lower(F.hex(F.substring("_value", 3, 8))).alias("_fingerprint"),
         )
+        reason = F
+        for topic, target in sorted(self.by_topic.items()):
+            reason = reason.when(F.col("_kafka_topic") == topic, self._envelope_reason(target.contract))
+        # no contract names the topic: never valid (process_batch refuses such a batch)
+        rows = rows.withColumn("_reason", reason.otherwise(F.lit("unknown-topic")))
+        rows = self._decode(rows, F.lit(now or datetime.now(UTC)))
+        return rows.drop("_h_class", "_h_tenant", "_h_contract", "_fingerprint")
+
+    def _envelope_reason(self, c: DataContract) -> Column:
+        """The first check a record of contract ``c`` fails before decoding, or null."""
+        from pyspark.sql import functions as F
+
         known_classes = [str(x) for x in DataClass]
-        stream_fps = {s.fingerprint.hex(): s for s in self.registry.all() if s.stream == c.stream}
         size = F.length("_value")
         klass, tenant, contract = F.col("_h_class"), F.col("_h_tenant"), F.col("_h_contract")
         device, seq = F.col("_device_id"), F.col("_seq")
-        reason = (
+        return (
             F.when(F.col("_value").isNull(), "empty")
             .when(size > self.max_record_bytes, "oversized")
             .when(klass.isNull() | ~klass.isin(known_classes), "unknown-class")
@@ -231,50 +253,64 @@ class BronzeJob:
             .when(device.isNull() | seq.isNull() | (seq < 0), "missing-sequence")
             .when(size < HEADER_LEN, "truncated")
             .when(F.substring("_value", 1, 2) != F.unhex(F.lit("C301")), "bad-magic")
-            .when(~F.col("_fingerprint").isin(list(stream_fps)), "unknown-fingerprint")
+            .when(~F.col("_fingerprint").isin(list(self._writers(c.stream))), "unknown-fingerprint")
         )
-        rows = rows.withColumn("_reason", reason)
-        return self._decode(rows, c.stream, stream_fps).drop("_h_class", "_h_tenant", "_h_contract", "_fingerprint")
 
-    def _decode(self, rows: DataFrame, stream: str, writers: Mapping[str, Any]) -> DataFrame:
-        """Decode each record with the writer schema its fingerprint names, resolved to the latest schema.
+    def _writers(self, stream: str) -> dict[str, Any]:
+        """The registered schemas of ``stream`` by fingerprint (hex)."""
+        return {s.fingerprint.hex(): s for s in self.registry.all() if s.stream == stream}
 
-        One ``CASE`` over the fingerprints, evaluated only for rows with no reason yet, so
-        every record is decoded once and by its own writer schema.
+    def _decode(self, rows: DataFrame, now: Column) -> DataFrame:
+        """Decode each record with the writer schema its fingerprint names, resolved to its stream's latest schema.
+
+        One ``CASE`` per stream over that stream's fingerprints, evaluated only for rows
+        with no reason yet, so every record is decoded once and by its own writer schema.
+        Fingerprints are unique across streams, and the envelope checks already refused a
+        fingerprint foreign to the topic's stream.
         """
         from pyspark.sql import functions as F
         from pyspark.sql.avro.functions import from_avro
 
-        reader = self.registry.get(stream)
         body = F.expr(f"substring(_value, {HEADER_LEN + 1}, length(_value) - {HEADER_LEN})")
-        if not writers:  # no schema registered for the stream: nothing decodes
-            return rows.withColumn("_record", F.lit(None)).withColumn("_schema_version", F.lit(None).cast("int"))
-        reader_type = _all_nullable(self._spark_type(reader))
-        record, version = F, F
-        for fp_hex, writer in sorted(writers.items()):
-            hit = F.col("_reason").isNull() & (F.col("_fingerprint") == fp_hex)
-            decoded = self._resolve(from_avro(body, writer.json, {"mode": "PERMISSIVE"}), writer, reader)
-            record = record.when(hit, decoded)
-            version = version.when(hit, F.lit(writer.version))
-        rows = rows.withColumn("_record", record).withColumn("_schema_version", version.cast("int"))
-        now = F.current_timestamp()
-        # PERMISSIVE from_avro turns a malformed body into a struct of nulls, and no valid
-        # record has a null in a field whose Avro type is not a union with null.
-        required = [f["name"] for f in reader.parsed["fields"] if not _nullable(f["type"])]
-        broken = F.col("_record").isNull()
-        for name in required:
-            broken = broken | F.col(f"_record.{name}").isNull()
-        reason = (
-            F.when(F.col("_reason").isNotNull(), F.col("_reason"))
-            .when(broken, "undecodable")
-            .when(_non_finite(reader_type, F.col("_record")), "non-finite")
-        )
-        if "ts" in reader_type.fieldNames():
-            ts = F.col("_record.ts")
-            reason = (reason
-                      .when(ts > now + F.expr(f"INTERVAL {MAX_FUTURE_SECONDS} SECONDS"), "future-timestamp")
-                      .when(ts < F.to_timestamp(F.lit(EARLIEST_PLAUSIBLE)), "implausible-timestamp"))
-        return rows.withColumn("_reason", reason)
+        topics: dict[str, list[str]] = {}
+        for topic, target in sorted(self.by_topic.items()):
+            topics.setdefault(target.contract.stream, []).append(topic)
+        version = F.lit(None).cast("int")  # a CASE over every fingerprint of every stream
+        reason = F.when(F.col("_reason").isNotNull(), F.col("_reason"))
+        for stream, stream_topics in sorted(topics.items()):
+            writers = self._writers(stream)
+            if not writers:  # no schema registered for the stream: nothing decodes (unknown-fingerprint)
+                rows = rows.withColumn(record_column(stream), F.lit(None))
+                continue
+            reader = self.registry.get(stream)
+            reader_type = _all_nullable(self._spark_type(reader))
+            # Decoded in a projection of its own, then resolved field by field from that
+            # column. Resolving ``from_avro(...)`` directly had Spark inline the decode
+            # into every field it read: nine decodes per record for an eight-field schema.
+            record = F
+            for fp_hex, writer in sorted(writers.items()):
+                hit = F.col("_reason").isNull() & (F.col("_fingerprint") == fp_hex)
+                raw = from_avro(body, writer.json, {"mode": "PERMISSIVE"})
+                rows = rows.withColumn(f"_avro_{fp_hex}", F.when(hit, raw))
+                record = record.when(hit, self._resolve(F.col(f"_avro_{fp_hex}"), writer, reader))
+                version = F.when(hit, F.lit(writer.version)).otherwise(version)
+            rows = rows.withColumn(record_column(stream), record).drop(*(f"_avro_{fp}" for fp in writers))
+            decoded = F.col(record_column(stream))
+            ours = F.col("_kafka_topic").isin(stream_topics)
+            # PERMISSIVE from_avro turns a malformed body into a struct of nulls, and no valid
+            # record has a null in a field whose Avro type is not a union with null.
+            broken = decoded.isNull()
+            for name in (f["name"] for f in reader.parsed["fields"] if not _nullable(f["type"])):
+                broken = broken | decoded[name].isNull()
+            reason = (reason.when(ours & broken, "undecodable")
+                      .when(ours & _non_finite(reader_type, decoded), "non-finite"))
+            if "ts" in reader_type.fieldNames():
+                ts = decoded["ts"]
+                reason = (reason
+                          .when(ours & (ts > now + F.expr(f"INTERVAL {MAX_FUTURE_SECONDS} SECONDS")),
+                                "future-timestamp")
+                          .when(ours & (ts < F.to_timestamp(F.lit(EARLIEST_PLAUSIBLE))), "implausible-timestamp"))
+        return rows.withColumn("_schema_version", version).withColumn("_reason", reason)
 
     def _resolve(self, record: Column, writer: Any, reader: Any) -> Column:
         """Avro resolution at column level: reader fields from the writer, or the reader's default.
@@ -309,8 +345,11 @@ class BronzeJob:
     def process_batch(self, batch: DataFrame, batch_id: int) -> BatchReport:
         """foreachBatch body: classify, then write bronze and quarantine idempotently for ``batch_id``.
 
-        Topics are handled concurrently: each needs a handful of small Spark jobs whose
-        cost is mostly scheduling latency, which overlaps well even on two cores.
+        The batch is read from Kafka once: every topic is classified in one pass, the
+        result cached, and one aggregate over it gives each topic's counts per reason and
+        each partition's offset range. Topics are then written concurrently: each needs a
+        handful of small Spark jobs whose cost is mostly scheduling latency, which overlaps
+        well even on two cores.
         """
         from concurrent.futures import ThreadPoolExecutor
 
@@ -318,39 +357,45 @@ class BronzeJob:
 
         t0 = time.monotonic()
         report = BatchReport(batch_id)
-        batch = batch.persist()
+        # Cached, and not only to decode once: a filter on ``_reason`` over uncached rows is
+        # pushed into the checks and inlines them many times over (measured: a 300k-record
+        # batch took 100 s instead of 7).
+        rows = self.classify(batch, datetime.now(UTC)).persist()
         try:
-            # Per topic, the records and the offset range of each partition: together with
-            # the batch id they identify the batch, so a replay after a crash is recognised.
-            counts: dict[str, int] = {}
+            # Per topic, the records per reason (None: valid) and the offset range of each
+            # partition: with the batch id, the ranges identify the batch, so a replay after
+            # a crash is recognised.
+            reasons: dict[str, dict[str | None, int]] = {}
             offsets: dict[str, dict[str, list[int]]] = {}
-            for r in batch.groupBy("topic", "partition").agg(
-                    F.count(F.lit(1)).alias("n"), F.min("offset").alias("lo"), F.max("offset").alias("hi")).collect():
-                counts[r["topic"]] = counts.get(r["topic"], 0) + r["n"]
-                offsets.setdefault(r["topic"], {})[str(r["partition"])] = [r["lo"], r["hi"]]
-            report.consumed = sum(counts.values())
+            for r in rows.groupBy("_kafka_topic", "_kafka_partition", "_reason").agg(
+                    F.count(F.lit(1)).alias("n"), F.min("_kafka_offset").alias("lo"),
+                    F.max("_kafka_offset").alias("hi")).collect():
+                topic, part = r["_kafka_topic"], str(r["_kafka_partition"])
+                by_reason = reasons.setdefault(topic, {})
+                by_reason[r["_reason"]] = by_reason.get(r["_reason"], 0) + r["n"]
+                lo, hi = offsets.setdefault(topic, {}).get(part, [r["lo"], r["hi"]])
+                offsets[topic][part] = [min(lo, r["lo"]), max(hi, r["hi"])]
+            unknown = sorted(set(reasons) - set(self.by_topic))
+            if unknown:  # nothing written: the stream stops here and its offsets stay unconsumed
+                raise ValueError(f"batch {batch_id} holds records of topics no contract names: {', '.join(unknown)}; "
+                                 "the job subscribes only to contract topics, so check its subscription")
+            report.consumed = sum(n for by_reason in reasons.values() for n in by_reason.values())
 
             def one_topic(topic: str) -> BatchReport:
                 part = BatchReport(batch_id)
-                # Cached, and not only to decode once: a filter on ``_reason`` over uncached
-                # rows is pushed into the checks and inlines them many times over (measured:
-                # a 300k-record batch took 100 s instead of 7).
-                rows = self.classify(batch.where(F.col("topic") == topic), self.by_topic[topic]).persist()
-                try:
-                    self._write(rows, self.by_topic[topic], batch_id, part, offsets[topic])
-                finally:
-                    rows.unpersist()
+                self._write(rows.where(F.col("_kafka_topic") == topic), self.by_topic[topic], batch_id, part,
+                            offsets[topic], reasons[topic])
                 return part
 
             with ThreadPoolExecutor(max_workers=self.parallel_topics) as pool:
-                for part in pool.map(one_topic, sorted(counts)):
+                for part in pool.map(one_topic, sorted(reasons)):
                     report.inserted.update(part.inserted)
                     report.duplicates.update(part.duplicates)
                     report.quarantined.update(part.quarantined)
                     for reason, n in part.reasons.items():
                         report.reasons[reason] = report.reasons.get(reason, 0) + n
         finally:
-            batch.unpersist()
+            rows.unpersist()
         report.seconds = time.monotonic() - t0
         self.reports.append(report)
         logger.info(
@@ -361,20 +406,16 @@ class BronzeJob:
         return report
 
     def _write(self, rows: DataFrame, target: BronzeTarget, batch_id: int, report: BatchReport,
-               offsets: Mapping[str, list[int]]) -> None:
-        from pyspark.sql import Window
+               offsets: Mapping[str, list[int]], counts: Mapping[str | None, int]) -> None:
+        """Write one topic's classified rows: the invalid ones to quarantine, the new valid ones to bronze.
+
+        ``counts`` holds the topic's records per reason, None for the valid ones.
+        """
         from pyspark.sql import functions as F
 
         ingested = F.current_timestamp().alias("_ingested_at")
-        # One pass for every count this batch needs: records per reason (null = valid),
-        # and how many distinct (device, seq) the valid ones hold.
-        counts = rows.groupBy("_reason").agg(
-            F.count(F.lit(1)).alias("n"),
-            F.count_distinct(F.when(F.col("_reason").isNull(), F.struct("_device_id", "_seq"))).alias("distinct"),
-        ).collect()
-        reasons = {r["_reason"]: r["n"] for r in counts if r["_reason"] is not None}
-        n_good = next((r["n"] for r in counts if r["_reason"] is None), 0)
-        n_valid = next((r["distinct"] for r in counts if r["_reason"] is None), 0)
+        reasons = {reason: n for reason, n in counts.items() if reason is not None}
+        n_good = counts.get(None, 0)
         if reasons:
             quarantine = rows.where(F.col("_reason").isNotNull()).select(
                 *KAFKA_COLUMNS, "_key", "_value", "_headers", "_device_id", "_seq",
@@ -391,26 +432,22 @@ class BronzeJob:
         if n_good == 0:
             return
 
-        bronze = rows.where(F.col("_reason").isNull())
-        if n_valid < n_good:  # the batch holds a key twice: keep its first copy (skipped, a shuffle, when not)
-            first = Window.partitionBy("_device_id", "_seq").orderBy("_kafka_partition", "_kafka_offset")
-            bronze = bronze.withColumn("_rank", F.row_number().over(first)).where("_rank = 1")
-        bronze = bronze.select("_record.*", "_device_id", "_seq", *KAFKA_COLUMNS, "_headers", "_schema_version",
-                               ingested)
+        bronze = rows.where(F.col("_reason").isNull()).select(
+            f"{record_column(target.contract.stream)}.*", "_device_id", "_seq", *KAFKA_COLUMNS, "_headers",
+            "_schema_version", ingested)
         self._ensure_table(target.bronze_path, bronze.schema, target, "bronze")
-        inserted = self._insert_new(bronze, target, {"batch": batch_id, "offsets": dict(offsets), "valid": n_valid,
-                                                     "in_batch_duplicates": n_good - n_valid})
+        inserted = self._insert_new(bronze, target, {"batch": batch_id, "offsets": dict(offsets)})
         report.inserted[target.name] = inserted
         report.duplicates[target.name] = n_good - inserted
 
     def _insert_new(self, source: DataFrame, target: BronzeTarget, meta: dict[str, Any]) -> int:
-        """Append the (device, seq) pairs bronze does not hold yet; returns how many.
+        """Append the (device, seq) pairs bronze does not hold yet, each once; returns how many.
 
-        ``source`` holds each key once. The keys bronze already has are found outside
-        Spark: the batch's keys are collected and matched, in Arrow, against the table's
-        two key columns read by ``deltalake`` (tens of milliseconds for 400k rows, where a
-        Spark scan of the same files cost a second, most of it rebuilding the snapshot).
-        Usually none match and the append needs no join at all.
+        The keys are checked outside Spark: the batch's keys are collected as Arrow, which
+        also tells whether the batch holds a key twice, and matched against the table's two
+        key columns read by ``deltalake`` (tens of milliseconds for 400k rows, where a Spark
+        scan of the same files cost a second, most of it rebuilding the snapshot). Usually
+        no key repeats and none is held, and the append needs neither a shuffle nor a join.
 
         Exactly once: the commit's ``userMetadata`` names the batch id and its Kafka offset
         ranges. A batch replayed after a crash finds its own commit among the table's newest
@@ -418,6 +455,7 @@ class BronzeJob:
         anyway, but would count its records as duplicates a second time. This replaces
         Delta's ``txnAppId``, whose check rebuilt the snapshot's state on every commit.
         """
+        from pyspark.sql import Window
         from pyspark.sql import functions as F
 
         table = open_table(self.cfg, target.bronze_path)
@@ -428,14 +466,20 @@ class BronzeJob:
             return done
         keys = ["_device_id", "_seq"]
         batch_keys = source.select(*keys).toArrow()
-        held = _held_keys(table, batch_keys)
+        distinct = batch_keys.group_by(keys).aggregate([])
         new = source
+        if distinct.num_rows < batch_keys.num_rows:  # a key twice in the batch: its first copy is kept
+            first = Window.partitionBy(*keys).orderBy("_kafka_partition", "_kafka_offset")
+            new = new.withColumn("_rank", F.row_number().over(first)).where("_rank = 1").drop("_rank")
+        held = _held_keys(table, distinct)
         if held.num_rows:
-            new = source.join(F.broadcast(self.spark.createDataFrame(held)), keys, "left_anti")
-        inserted = batch_keys.num_rows - held.num_rows
+            new = new.join(F.broadcast(self.spark.createDataFrame(held)), keys, "left_anti")
+        inserted = distinct.num_rows - held.num_rows
         writer = (new.write.format("delta").mode("append")
                   .option("mergeSchema", "true")  # a newer schema adds optional columns (Avro resolution only adds)
-                  .option("userMetadata", json.dumps({**meta, "inserted": inserted})))
+                  .option("userMetadata", json.dumps({
+                      **meta, "valid": distinct.num_rows,
+                      "in_batch_duplicates": batch_keys.num_rows - distinct.num_rows, "inserted": inserted})))
         if inserted == 0:
             # Delta skips an append that adds no file, and with it the record of this
             # batch's duplicates; a transaction marker makes it a commit.

@@ -17,8 +17,8 @@ import pytest
 from fieldloop.config import FieldloopConfig, load_config
 from fieldloop.contracts import load_contracts
 from fieldloop.residency import ResidencyGuard
-from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, SchemaRegistry, encode
-from ingestion.bronze import BronzeJob, targets
+from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, SchemaRegistry, encode
+from ingestion.bronze import BronzeJob, record_column, targets
 
 FRAMES = load_contracts()["vehicle-frames-public"]
 NOW = int(time.time() * 1000)
@@ -58,10 +58,10 @@ def test_v1_and_v2_writers_resolve_to_the_newest_schema(spark, cfg: FieldloopCon
     schema = ("topic STRING, partition INT, offset LONG, timestamp TIMESTAMP, key BINARY, value BINARY, "
               "headers ARRAY<STRUCT<key: STRING, value: BINARY>>")
     batch = spark.createDataFrame(rows, schema)
-    out = {r["_kafka_offset"]: r for r in job.classify(batch, targets(job_cfg, {FRAMES.id: FRAMES})[0]).collect()}
+    out = {r["_kafka_offset"]: r for r in job.classify(batch).collect()}
 
     assert out[0]["_reason"] is None and out[1]["_reason"] is None
-    old, new = out[0]["_record"], out[1]["_record"]
+    old, new = out[0][record_column("vehicle_frames")], out[1][record_column("vehicle_frames")]
     assert (old["gear"], old["odometer_km"]) == (0, None)  # v1 writer: the reader's defaults
     assert (new["gear"], new["odometer_km"]) == (4, 12034.5)
     assert (out[0]["_schema_version"], out[1]["_schema_version"]) == (1, 3)
@@ -105,3 +105,48 @@ def test_a_replayed_batch_is_recognised_and_a_new_checkpoint_is_not_mistaken_for
     all_held = job.process_batch(batch(range(7, 9), [0, 3]), 1)  # nothing new: still a commit, for the count
     assert all_held.inserted == {"vehicle_frames_public": 0}
     assert duplicates_dropped(DeltaTable(path).history()) == 1 + 2 + 2
+
+
+def test_one_batch_spanning_topics_is_classified_by_each_topics_contract(
+        spark, cfg: FieldloopConfig, registry: SchemaRegistry, tmp_path: Path) -> None:  # noqa: ANN001
+    """Every topic of a batch is checked against its own contract and lands in its own table."""
+    from deltalake import DeltaTable
+
+    contracts = load_contracts()
+    acme, telemetry = contracts["vehicle-frames-acme-mobility"], contracts["fleet-telemetry"]
+    chosen = {c.id: c for c in (FRAMES, acme, telemetry)}
+    job_cfg = load_config({"FIELDLOOP_HOME": str(cfg.home), "FIELDLOOP_LAKE_URI": str(tmp_path / "lake")})
+    job = BronzeJob(job_cfg, spark, chosen, registry, ResidencyGuard.from_config(job_cfg))
+    frame, probe = encode(FRAME, registry.get("vehicle_frames", 1)), encode(
+        {"device_id": "d1", "model_name": "m", "model_version": "1", "ts": NOW, "latency_ms": 0.4,
+         "ood_score": 0.1, "disagreement": 0.0, "intervention": False}, registry.get("telemetry"))
+
+    def on(contract, offset: int, value: bytes, seq: int, **headers: str) -> tuple:  # noqa: ANN001
+        h = {H_CLASS: str(contract.data_class), H_CONTRACT: contract.id, H_DEVICE: "d1", H_SEQ: str(seq), **headers}
+        return (contract.topic, 0, offset, datetime.now(UTC), b"d1", value, [(k, v.encode()) for k, v in h.items()])
+
+    schema = ("topic STRING, partition INT, offset LONG, timestamp TIMESTAMP, key BINARY, value BINARY, "
+              "headers ARRAY<STRUCT<key: STRING, value: BINARY>>")
+    rows = [
+        on(FRAMES, 0, frame, 0), on(FRAMES, 1, frame, 1),
+        on(acme, 0, frame, 0, **{H_TENANT: "acme-mobility"}),
+        on(acme, 1, frame, 1),  # restricted, but no tenant header
+        on(telemetry, 0, probe, 0),
+        on(telemetry, 1, frame, 1),  # a vehicle frame on the telemetry topic
+    ]
+    report = job.process_batch(spark.createDataFrame(rows, schema), 0)
+
+    assert report.consumed == 6
+    assert report.inserted == {"vehicle_frames_public": 2, "vehicle_frames_acme_mobility": 1, "fleet_telemetry": 1}
+    assert report.reasons == {"missing-tenant": 1, "unknown-fingerprint": 1}
+    by_name = {t.name: t for t in targets(job_cfg, chosen)}
+    landed = DeltaTable(by_name["fleet_telemetry"].bronze_path).to_pyarrow_table()
+    assert landed.column("model_name").to_pylist() == ["m"] and "vin" not in landed.column_names
+    quarantined = DeltaTable(by_name["vehicle_frames_acme_mobility"].quarantine_path).to_pyarrow_table()
+    assert quarantined.column("reason").to_pylist() == ["missing-tenant"]
+
+    before = {name: DeltaTable(t.bronze_path).version() for name, t in by_name.items()}
+    stray = [("fieldloop.public.unknown.v1", 0, 0, datetime.now(UTC), b"d1", frame, [])]
+    with pytest.raises(ValueError, match="topics no contract names: fieldloop.public.unknown.v1"):
+        job.process_batch(spark.createDataFrame(rows + stray, schema), 1)
+    assert {name: DeltaTable(t.bronze_path).version() for name, t in by_name.items()} == before  # nothing written
