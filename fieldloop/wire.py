@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,16 @@ class RegisteredSchema:
     parsed: Any
     canonical: str
     fingerprint: bytes  # 8 bytes, little-endian, as on the wire
+
+    @cached_property
+    def compiled(self) -> Any:
+        """The schema as fastavro's reader, writer and validator take it: parsed once.
+
+        ``parsed`` is the plain dict (for JSON, canonical form and field lists). Handed that,
+        fastavro parses the schema again on every call, which doubled the cost of encoding
+        and of validating a record (13 µs against 6 for a vehicle frame).
+        """
+        return fastavro.parse_schema(self.parsed)
 
     @property
     def header(self) -> bytes:
@@ -152,7 +162,7 @@ def encode(record: Mapping[str, Any], schema: RegisteredSchema) -> bytes:
     body = io.BytesIO()
     body.write(schema.header)
     try:
-        fastavro.schemaless_writer(body, schema.parsed, record, strict_allow_default=True)
+        fastavro.schemaless_writer(body, schema.compiled, record, strict_allow_default=True)
     except (ValueError, TypeError, AttributeError, KeyError) as e:
         raise WireError("schema-mismatch", f"record does not match {schema.stream}.v{schema.version}: {e}") from e
     return body.getvalue()
@@ -187,7 +197,7 @@ def decode(payload: bytes, registry: SchemaRegistry, reader: RegisteredSchema | 
     writer = writer_of(payload, registry)
     body = io.BytesIO(payload[HEADER_LEN:])
     try:
-        record = fastavro.schemaless_reader(body, writer.parsed, reader.parsed if reader else None)
+        record = fastavro.schemaless_reader(body, writer.compiled, reader.compiled if reader else None)
     except fastavro.read.SchemaResolutionError as e:
         raise WireError("incompatible-schema", f"cannot resolve {writer.stream}.v{writer.version} to the reader: {e}") from e
     except (EOFError, ValueError, IndexError, UnicodeDecodeError, StopIteration) as e:

@@ -528,7 +528,7 @@ class EdgeProducer:
                                              "refused because it poisons aggregates downstream: fix or omit the reading")
         try:
             # fastavro's writer silently coerces (1.5 -> int 1, 1 -> boolean true); validate strictly first
-            avro_validate(record, schema.parsed, raise_errors=True, strict=True)
+            avro_validate(record, schema.compiled, raise_errors=True, strict=True)
             value = encode(record, schema)
         except AvroValidationError as e:
             raise self._refuse("schema-mismatch", f"record does not match {schema.stream}.v{schema.version}: "

@@ -768,7 +768,7 @@ class MemorySink:
             raise RefusedError("non-finite", "a value is NaN or infinite")
         schema = self.registry.get(contract.stream)
         try:
-            avro_validate(record, schema.parsed, raise_errors=True, strict=True)
+            avro_validate(record, schema.compiled, raise_errors=True, strict=True)
             payload = encode(record, schema)
         except (AvroValidationError, WireError) as e:
             message = f"record does not match {schema.stream}.v{schema.version}"
