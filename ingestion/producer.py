@@ -624,22 +624,29 @@ class EdgeProducer:
                 raise _RoundFailed(f"cannot connect: {e}") from e
         current = _Round(self._producer, len(batch))
         self._round = current
+        send = self._producer.send
+        handed = resent = 0
         try:
-            for position, entry in batch:
-                if current.failure is not None or self._paused or self._stopping.is_set():
-                    break
-                try:
-                    future = self._producer.send(entry.topic, value=entry.value, key=entry.key,
-                                                 headers=list(entry.headers), timestamp_ms=entry.timestamp_ms)
-                except (KafkaError, OSError) as e:
-                    raise _RoundFailed(str(e)) from e
-                future.add_callback(current.ok)
-                future.add_errback(current.failed)
+            try:
+                for position, entry in batch:
+                    if current.failure is not None or self._paused or self._stopping.is_set():
+                        break
+                    try:
+                        future = send(entry.topic, value=entry.value, key=entry.key,
+                                      headers=list(entry.headers), timestamp_ms=entry.timestamp_ms)
+                    except (KafkaError, OSError) as e:
+                        raise _RoundFailed(str(e)) from e
+                    future.add_callback(current.ok)
+                    future.add_errback(current.failed)
+                    handed += 1
+                    resent += position <= self._sent_high
+            finally:
+                # counted once per round: a lock per record contends with the client's I/O thread
                 with self._stats_lock:
-                    self._sent += 1
-                    if position <= self._sent_high:
-                        self._resends += 1
-                self._sent_high = max(self._sent_high, position)
+                    self._sent += handed
+                    self._resends += resent
+                if handed:  # positions grow within a round
+                    self._sent_high = max(self._sent_high, batch[handed - 1][0])
             deadline = time.monotonic() + self._cfg.send_timeout_s
             while True:
                 if current.failure is not None:
