@@ -39,6 +39,7 @@ from fieldloop.lineage import TableGovernance
 from fieldloop.residency import ResidencyGuard
 from fieldloop.spark import create_table
 from fieldloop.wire import HEADER_LEN, H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, SchemaRegistry
+from ingestion.errors import IngestionError
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -378,7 +379,7 @@ class BronzeJob:
                 offsets[topic][part] = [min(lo, r["lo"]), max(hi, r["hi"])]
             unknown = sorted(set(reasons) - set(self.by_topic))
             if unknown:  # nothing written: the stream stops here and its offsets stay unconsumed
-                raise ValueError(f"batch {batch_id} holds records of topics no contract names: {', '.join(unknown)}; "
+                raise IngestionError(f"batch {batch_id} holds records of topics no contract names: {', '.join(unknown)}; "
                                  "the job subscribes only to contract topics, so check its subscription")
             report.consumed = sum(n for by_reason in reasons.values() for n in by_reason.values())
             report.read_seconds = time.monotonic() - t0

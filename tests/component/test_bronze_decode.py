@@ -19,6 +19,7 @@ from fieldloop.contracts import load_contracts
 from fieldloop.residency import ResidencyGuard
 from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, SchemaRegistry, encode
 from ingestion.bronze import BronzeJob, record_column, targets
+from ingestion.errors import IngestionError
 
 FRAMES = load_contracts()["vehicle-frames-public"]
 NOW = int(time.time() * 1000)
@@ -147,6 +148,6 @@ def test_one_batch_spanning_topics_is_classified_by_each_topics_contract(
 
     before = {name: DeltaTable(t.bronze_path).version() for name, t in by_name.items()}
     stray = [("fieldloop.public.unknown.v1", 0, 0, datetime.now(UTC), b"d1", frame, [])]
-    with pytest.raises(ValueError, match="topics no contract names: fieldloop.public.unknown.v1"):
+    with pytest.raises(IngestionError, match="topics no contract names: fieldloop.public.unknown.v1"):
         job.process_batch(spark.createDataFrame(rows + stray, schema), 1)
     assert {name: DeltaTable(t.bronze_path).version() for name, t in by_name.items()} == before  # nothing written
