@@ -114,8 +114,20 @@ def test_rows_failing_quality_rules_go_to_quarantine_with_the_rule(spark, lake_c
     [report] = silver_job(spark, lake_cfg).run(PLANT)
     assert report.quarantined == {"value-range-per-unit": 1}
     assert report.rows_out == len(sent) - 1 and report.reconciles
-    q = spark.read.format("delta").load(f"{lake_cfg.lake}/quarantine/plant_sensors_acme_steel_quality").collect()
+    path = f"{lake_cfg.lake}/quarantine/plant_sensors_acme_steel_quality"
+    q = spark.read.format("delta").load(path).collect()
     assert [(r["reason"], r["_device_id"], r["_seq"]) for r in q] == [("value-range-per-unit", bad.device_id, bad.seq)]
+
+    # A later clean run leaves quarantine alone: there is nothing of its versions to clear.
+    # A re-run of the first run's versions would clear (replace) what that run put there.
+    job, (a, b) = silver_job(spark, lake_cfg), report.bronze_versions
+    commits = history_len(spark, path)
+    write_bronze(plant_records(10, seed=4), 1)
+    [clean] = job.run(PLANT)
+    assert clean.quarantined == {} and clean.rows_out > 0
+    assert history_len(spark, path) == commits
+    lo, hi = clean.bronze_versions
+    assert job._holds_window(path, a - 1, b) and not job._holds_window(path, lo - 1, hi)
 
 
 def test_a_run_over_the_failure_threshold_fails_and_writes_nothing(spark, lake_cfg: FieldloopConfig, write_bronze) -> None:  # noqa: ANN001
