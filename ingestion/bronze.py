@@ -145,7 +145,6 @@ class BronzeJob:
         guard: the residency guard; every table and the checkpoint pass it before the start.
         max_offsets_per_trigger: bounds a micro-batch (records).
         max_record_bytes: larger payloads are quarantined as ``oversized``.
-        parallel_topics: topics of one micro-batch processed concurrently.
     """
 
     def __init__(
@@ -157,7 +156,6 @@ class BronzeJob:
         guard: ResidencyGuard,
         max_offsets_per_trigger: int = 200_000,
         max_record_bytes: int = MAX_RECORD_BYTES,
-        parallel_topics: int = 4,
     ) -> None:
         self.cfg = cfg
         self.spark = spark
@@ -166,7 +164,6 @@ class BronzeJob:
         self.by_topic = {t.contract.topic: t for t in self.targets}
         self.max_offsets_per_trigger = max_offsets_per_trigger
         self.max_record_bytes = max_record_bytes
-        self.parallel_topics = parallel_topics
         self.reports: list[BatchReport] = []
         self._types: dict[bytes, Any] = {}
         self._residency = {}
@@ -349,12 +346,8 @@ class BronzeJob:
 
         The batch is read from Kafka once: every topic is classified in one pass, the
         result cached, and one aggregate over it gives each topic's counts per reason and
-        each partition's offset range. Topics are then written concurrently: each needs a
-        handful of small Spark jobs whose cost is mostly scheduling latency, which overlaps
-        well even on two cores.
+        each partition's offset range. Topics are then written one after the other.
         """
-        from concurrent.futures import ThreadPoolExecutor
-
         from pyspark.sql import functions as F
 
         t0 = time.monotonic()
@@ -390,13 +383,15 @@ class BronzeJob:
                             offsets[topic], reasons[topic])
                 return part
 
-            with ThreadPoolExecutor(max_workers=self.parallel_topics) as pool:
-                for part in pool.map(one_topic, sorted(reasons)):
-                    report.inserted.update(part.inserted)
-                    report.duplicates.update(part.duplicates)
-                    report.quarantined.update(part.quarantined)
-                    for reason, n in part.reasons.items():
-                        report.reasons[reason] = report.reasons.get(reason, 0) + n
+            # One topic after the other: the topics' writes share the cached plan, and
+            # planning them from several threads raced inside Spark's from_avro (an
+            # IndexOutOfBoundsException in one bench run of three).
+            for part in map(one_topic, sorted(reasons)):
+                report.inserted.update(part.inserted)
+                report.duplicates.update(part.duplicates)
+                report.quarantined.update(part.quarantined)
+                for reason, n in part.reasons.items():
+                    report.reasons[reason] = report.reasons.get(reason, 0) + n
         finally:
             rows.unpersist()
         report.seconds = time.monotonic() - t0
