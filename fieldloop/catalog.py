@@ -49,6 +49,16 @@ def open_table(cfg: FieldloopConfig, uri: str, version: int | None = None) -> An
     return DeltaTable(uri, version=version, storage_options=storage_options(cfg) or None)
 
 
+def find_table(cfg: FieldloopConfig, uri: str) -> Any:
+    """:func:`open_table`, or None when there is no Delta table at ``uri``."""
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return open_table(cfg, uri)
+    except TableNotFoundError:
+        return None
+
+
 def _table_dirs(cfg: FieldloopConfig) -> list[tuple[str, str, str]]:
     """(layer, name, uri) of every directory holding a ``_delta_log``."""
     lake = cfg.lake.rstrip("/")

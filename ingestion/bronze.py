@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from fieldloop.catalog import open_table
+from fieldloop.catalog import find_table, open_table
 from fieldloop.classes import DataClass
 from fieldloop.config import FieldloopConfig
 from fieldloop.contracts import DataContract
@@ -495,14 +495,10 @@ class BronzeJob:
         Existence and properties are read from the log with ``deltalake``: through Spark
         this check cost most of a second on every scheduled run.
         """
-        from deltalake.exceptions import TableNotFoundError
-
         if path in self._ready:
             return
-        try:
-            props = open_table(self.cfg, path).metadata().configuration
-        except TableNotFoundError:
-            props = None
+        table = find_table(self.cfg, path)
+        props = table.metadata().configuration if table is not None else None
         wanted = dict(BRONZE_PROPERTIES) if layer == "bronze" else {}
         if props is not None:
             # a table from before these properties existed gets them once

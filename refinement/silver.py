@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from fieldloop.catalog import open_table
+from fieldloop.catalog import find_table, open_table
 from fieldloop.config import FieldloopConfig
 from fieldloop.contracts import DataContract
 from fieldloop.lineage import TableGovernance
@@ -129,7 +129,7 @@ class SilverJob:
 
         # Table metadata is read from the log with ``deltalake``: through Spark, each look
         # at a table's history rebuilt its snapshot (0.1-0.3 s apiece, several per run).
-        bronze_table = self._table(bronze)
+        bronze_table = find_table(self.cfg, bronze)
         if bronze_table is None:
             logger.info("%s: no bronze table yet at %s; nothing to refine", contract_id, bronze)
             return [empty(o) for o in outputs]
@@ -170,7 +170,7 @@ class SilverJob:
     # 1. read ------------------------------------------------------------------------------
     def _watermark(self, path: str) -> int:
         """The last bronze version ``path`` holds (-1: none)."""
-        table = self._table(path)
+        table = find_table(self.cfg, path)
         if table is None:
             return -1
         for commit in table.history(50):
@@ -210,20 +210,11 @@ class SilverJob:
             .drop("_change_type", "_commit_timestamp", *[c for c in BRONZE_ONLY if c in present])
         )
 
-    def _table(self, path: str) -> Any:
-        """The ``deltalake`` handle of the Delta table at ``path``, or None if there is none."""
-        from deltalake.exceptions import TableNotFoundError
-
-        try:
-            return open_table(self.cfg, path)
-        except TableNotFoundError:
-            return None
-
     def _holds_window(self, path: str, a: int, b: int) -> bool:
         """Whether the table at ``path`` has rows of bronze versions ``a+1 .. b``."""
         import pyarrow.compute as pc
 
-        table = self._table(path)
+        table = find_table(self.cfg, path)
         if table is None:
             return False
         version = pc.field(VERSION_COLUMN)
@@ -317,7 +308,7 @@ class SilverJob:
     def _ensure_table(self, path: str, schema: Any, contract: DataContract, layer: str, level: str,
                       policy_version: int, region: str, constraints: Mapping[str, str]) -> None:
         """Create the table with its governance properties, change feed and retention on first use."""
-        if self._table(path) is not None:
+        if find_table(self.cfg, path) is not None:
             return
         gov = TableGovernance(contract.data_class, contract.id, region, appi_level=level,  # type: ignore[arg-type]
                               tenant=contract.tenant, contract_version=contract.version,
