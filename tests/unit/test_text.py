@@ -130,6 +130,12 @@ def test_scrub_many_matches_scrub(scrubber: NoteScrubber, labelled: list[dict]) 
     assert scrubber.scrub_many(texts) == [scrubber.scrub(t) for t in texts]
 
 
+def test_model_multiplies_through_numpy_blas(scrubber: NoteScrubber) -> None:
+    # The tok2vec is nearly all matrix products; thinc's bundled blis ran them at a third of
+    # numpy's BLAS speed on this machine family, and the notes are the slowest step of a refine.
+    assert scrubber._model().get_pipe("tok2vec").model.ops.use_blis is False
+
+
 def test_generated_notes_are_deterministic_and_scrubbable(scrubber: NoteScrubber) -> None:
     import random
 
