@@ -9,10 +9,14 @@ Workflow for one batch of notes:
 1. each note is *folded* (full-width digits/letters to ASCII, dashes unified, same offsets);
 2. fixed-format identifiers are found by pattern (phones, VINs, 車台番号, 12-digit licence
    and My Number, plates, e-mail), then addresses and names by rule and gazetteer;
-3. notes with Japanese script also go through GiNZA (``ja_ginza``, a spaCy model on PyPI)
-   for person and place entities; English names and places rely on rules and gazetteers,
-   as no official English spaCy model is distributed on PyPI;
-4. overlapping finds are resolved by rank (patterns beat rules beat the model) and
+3. notes with Japanese script also go through an entity recognizer for person and place
+   names. By default that is Sudachi (``SudachiPy`` with ``SudachiDict-core``, on PyPI):
+   its morphological analysis tags each word, in context, with its dictionary's proper-noun
+   classes (人名 person, 地名 place). GiNZA (``ja_ginza``, a spaCy NER model) can be chosen
+   instead; on the labelled set it catches the same names and places, at 1/45 of the speed.
+   English names and places rely on rules and gazetteers, as no official English NER
+   model is distributed on PyPI;
+4. overlapping finds are resolved by rank (patterns beat rules beat the recognizer) and
    the survivors replaced right to left.
 
 On Spark, :func:`scrub_column` runs the same scrubber over Arrow batches (``mapInArrow``):
@@ -45,7 +49,14 @@ logger = logging.getLogger(__name__)
 PLACEHOLDER_TYPES: tuple[str, ...] = TYPES
 """Every placeholder type, in report order; ``[TYPE]`` is what replaces a find."""
 
-DEFAULT_MODEL = "ja_ginza"
+SUDACHI = "sudachi"
+"""The ``model`` that means Sudachi's dictionary rather than a spaCy package."""
+DEFAULT_MODEL = SUDACHI
+
+# Sudachi's proper-noun classes (part of speech ``名詞, 固有名詞, <class>``) that we redact as such.
+_SUDACHI_KINDS = {"人名": PERSON, "地名": ADDRESS}
+# A katakana full name is written with a middle dot between its words (ジョン・スミス).
+_NAME_JOINERS = frozenset("・･")
 
 # GiNZA's labels (Sekine's extended named entity hierarchy) that we redact as such.
 _NER_PERSON = frozenset({"Person"})
@@ -79,9 +90,10 @@ class ScrubberConfig:
     """How the scrubber finds names and places.
 
     Attributes:
-        model: the spaCy package for Japanese entities (installed from PyPI: ``ja-ginza``).
-        use_model: ``False`` skips the model (rules and gazetteers only; faster, lower recall).
-        batch_size: notes per ``nlp.pipe`` batch.
+        model: the recognizer for Japanese names and places: :data:`SUDACHI` (default) or a
+            spaCy package such as ``"ja_ginza"``.
+        use_model: ``False`` skips the recognizer (rules and gazetteers only; lower recall).
+        batch_size: notes per ``nlp.pipe`` batch (spaCy only).
     """
 
     model: str = DEFAULT_MODEL
@@ -92,11 +104,11 @@ class ScrubberConfig:
 class NoteScrubber:
     """Replaces identifiers in free-text notes with typed placeholders.
 
-    The NER model is loaded on first use and kept for the life of the object; use
+    The entity recognizer is loaded on first use and kept for the life of the object; use
     :func:`shared_scrubber` to share one per process.
 
     Args:
-        config: which model to use and how to batch; defaults to GiNZA.
+        config: which recognizer to use and how to batch; defaults to Sudachi.
     """
 
     def __init__(self, config: ScrubberConfig | None = None) -> None:
@@ -106,31 +118,16 @@ class NoteScrubber:
 
     # Model --------------------------------------------------------------------------
     def _model(self) -> Any:
+        """The recognizer: a Sudachi tokenizer or a spaCy pipeline, loaded on first use."""
         if self._nlp is None:
             t0 = time.perf_counter()
-            try:
-                import spacy
-                from thinc.api import use_ops
-
-                # Only the entity recogniser and the tok2vec it listens to: the parser, tagger and
-                # GiNZA's bunsetu components add nothing to the entities, only time. Matrix
-                # products through numpy's BLAS, not thinc's bundled blis: the tok2vec is nearly
-                # all gemm, and blis ran it at 31 GFLOP/s here against OpenBLAS's 97 on one
-                # thread (1.8x the notes/s, same entities on 3,000 notes).
-                with use_ops("numpy", use_blis=False):
-                    self._nlp = spacy.load(
-                        self.config.model,
-                        exclude=["parser", "morphologizer", "compound_splitter", "bunsetu_recognizer"])
-            except (ImportError, OSError) as e:
-                raise RefinementError(
-                    f"NER model {self.config.model!r} could not be loaded; install it with "
-                    f"'pip install ja-ginza==5.3.0' or set use_model=False") from e
+            self._nlp = _load_sudachi() if self.config.model == SUDACHI else _load_spacy(self.config.model)
             self.load_seconds = time.perf_counter() - t0
-            logger.info("loaded NER model %s in %.2f s", self.config.model, self.load_seconds)
+            logger.info("loaded entity recognizer %s in %.2f s", self.config.model, self.load_seconds)
         return self._nlp
 
     def _model_spans(self, views: Sequence[str]) -> list[list[Span]]:
-        """Person and place entities of the notes that have Japanese script."""
+        """Person and place names in the notes that have Japanese script."""
         out: list[list[Span]] = [[] for _ in views]
         if not self.config.use_model:
             return out
@@ -138,18 +135,20 @@ class NoteScrubber:
                 for off in range(0, len(v), _NER_MAX_CHARS)]
         if not jobs:
             return out
-        nlp = self._model()
-        for (i, off, chunk), doc in zip(jobs, nlp.pipe((c for _, _, c in jobs), batch_size=self.config.batch_size)):
-            for ent in doc.ents:
-                kind = PERSON if ent.label_ in _NER_PERSON else ADDRESS if ent.label_ in _NER_PLACE else None
-                # The model is trained on Japanese; its guesses on Latin-script words are noise.
-                if kind is None or not _JAPANESE.search(ent.text):
+        chunks = [c for _, _, c in jobs]
+        found = (_sudachi_entities(self._model(), chunks) if self.config.model == SUDACHI
+                 else _spacy_entities(self._model(), chunks, self.config.batch_size))
+        for (i, off, chunk), entities in zip(jobs, found):
+            for start, end, kind in entities:
+                text = chunk[start:end]
+                # Trained and written for Japanese: its finds on Latin-script words are noise.
+                if not _JAPANESE.search(text):
                     continue
                 # Japanese places are written in kanji; an all-katakana "place" is a machine part
-                # or a foreign name the model mistook ("コンベア" as a prefecture).
-                if kind == ADDRESS and not _KANJI.search(ent.text):
+                # or a foreign name mistaken for one ("コンベア" as a prefecture).
+                if kind == ADDRESS and not _KANJI.search(text):
                     continue
-                start, end = off + ent.start_char, off + ent.end_char
+                start, end = off + start, off + end
                 if kind == ADDRESS:
                     end = pt.extend_ja_address(views[i], end)
                 out[i].append(Span(start, end, kind, _NER_RANK))
@@ -240,6 +239,66 @@ class NoteScrubber:
         return [done[t] if t else ScrubResult(t) for t in texts]
 
 
+def _load_sudachi() -> Any:
+    try:
+        from sudachipy import Dictionary, SplitMode
+    except ImportError as e:
+        raise RefinementError("Sudachi could not be loaded; install it with "
+                              "'pip install SudachiPy==0.6.11 SudachiDict-core' or set use_model=False") from e
+    # Mode C keeps a name whole as the dictionary lists it: 東京都港区 is one place, where
+    # mode A cuts it into 東京 + 都 + 港 + 区 and leaves 都 and 区 outside the find.
+    return Dictionary(dict="core").create(SplitMode.C)
+
+
+def _load_spacy(model: str) -> Any:
+    try:
+        import spacy
+        from thinc.api import use_ops
+
+        # Only the entity recogniser and the tok2vec it listens to: the parser, tagger and
+        # GiNZA's bunsetu components add nothing to the entities, only time. Matrix
+        # products through numpy's BLAS, not thinc's bundled blis: the tok2vec is nearly
+        # all gemm, and blis ran it at 31 GFLOP/s here against OpenBLAS's 97 on one
+        # thread (1.8x the notes/s, same entities on 3,000 notes).
+        with use_ops("numpy", use_blis=False):
+            return spacy.load(model, exclude=["parser", "morphologizer", "compound_splitter", "bunsetu_recognizer"])
+    except (ImportError, OSError) as e:
+        raise RefinementError(f"NER model {model!r} could not be loaded; install it with "
+                              "'pip install ja-ginza==5.3.0', use the default recognizer "
+                              f"({SUDACHI!r}) or set use_model=False") from e
+
+
+def _sudachi_entities(tokenizer: Any, chunks: Sequence[str]) -> Iterator[list[tuple[int, int, str]]]:
+    """Per chunk, ``(start, end, PERSON|ADDRESS)`` for each run of proper-noun words of one class.
+
+    Adjacent words of a class make one find: a family and a given name (高橋 + 健一), or
+    the words of a katakana name with a middle dot between them (ジョン・スミス).
+    """
+    for chunk in chunks:
+        found: list[tuple[int, int, str]] = []
+        for m in tokenizer.tokenize(chunk):
+            pos = m.part_of_speech()
+            kind = _SUDACHI_KINDS.get(pos[2]) if pos[1] == "固有名詞" else None
+            if kind is None:
+                continue
+            start, end = m.begin(), m.end()
+            if found and found[-1][2] == kind and (
+                    found[-1][1] == start
+                    or (kind == PERSON and start - found[-1][1] == 1 and chunk[start - 1] in _NAME_JOINERS)):
+                found[-1] = (found[-1][0], end, kind)
+            else:
+                found.append((start, end, kind))
+        yield found
+
+
+def _spacy_entities(nlp: Any, chunks: Sequence[str], batch_size: int) -> Iterator[list[tuple[int, int, str]]]:
+    """Per chunk, ``(start, end, PERSON|ADDRESS)`` for each entity of a label we redact."""
+    for doc in nlp.pipe(chunks, batch_size=batch_size):
+        kinds = ((e, PERSON if e.label_ in _NER_PERSON else ADDRESS if e.label_ in _NER_PLACE else None)
+                 for e in doc.ents)
+        yield [(e.start_char, e.end_char, kind) for e, kind in kinds if kind is not None]
+
+
 @lru_cache(maxsize=4)
 def shared_scrubber(config: ScrubberConfig | None = None) -> NoteScrubber:
     """The process-wide scrubber for ``config``, so a Spark worker loads the model once."""
@@ -267,7 +326,7 @@ def scrub_column(df: DataFrame, column: str, out_column: str | None = None, *,
             note cannot survive by accident.
         counts_column: where the per-type counts go, a struct with one non-null int field per
             :data:`PLACEHOLDER_TYPES`; defaults to ``<out_column>_redactions``.
-        config: the scrubber's config; defaults to GiNZA.
+        config: the scrubber's config; defaults to Sudachi.
 
     Returns:
         ``df`` with the scrubbed column and the counts struct.

@@ -1,9 +1,10 @@
-"""Word lists the note scrubber uses beside the NER model: names, places, plate regions.
+"""Word lists the note scrubber uses beside the entity recognizer: names, places, plate regions.
 
-The Japanese model (GiNZA) finds most Japanese names and places but misses some, and
-no PyPI-distributed English NER model is official, so English names and places come
-from these lists plus context rules in :mod:`refinement._internal.patterns`. The lists
-hold common names only; they raise recall, they do not bound it.
+The Japanese recognizer (Sudachi's dictionary, or GiNZA) finds most Japanese names and
+places but misses some, and no PyPI-distributed English NER model is official, so English
+names and places come from these lists plus context rules in
+:mod:`refinement._internal.patterns`. The lists hold common names only; they raise
+recall, they do not bound it.
 """
 
 from __future__ import annotations

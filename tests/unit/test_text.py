@@ -13,6 +13,9 @@ must stay ≥ 0.98; names ≥ 0.85 and addresses ≥ 0.90 leave room for the uns
 
 A gold span counts as caught when every non-space character of it is inside some
 placeholder (privacy needs it gone; which placeholder is reported separately).
+
+Every test runs for both recognizers of Japanese names and places: Sudachi's dictionary
+(the default) and the GiNZA model.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from refinement.text import PLACEHOLDER_TYPES, NoteScrubber, ScrubResult
+from refinement.text import PLACEHOLDER_TYPES, SUDACHI, NoteScrubber, ScrubberConfig, ScrubResult
 
 DATA = Path(__file__).parent / "data" / "notes_labelled.jsonl"
 PATTERN_TYPES = ("PHONE", "VIN", "CHASSIS", "LICENCE", "MY_NUMBER", "PLATE", "EMAIL")
@@ -32,9 +35,9 @@ OVERALL_FLOOR = 0.95
 CLEAN_FP_CEILING = 0.05  # share of identifier-free notes with any redaction
 
 
-@pytest.fixture(scope="module")
-def scrubber() -> NoteScrubber:
-    return NoteScrubber()
+@pytest.fixture(scope="module", params=[SUDACHI, "ja_ginza"])
+def scrubber(request: pytest.FixtureRequest) -> NoteScrubber:
+    return NoteScrubber(ScrubberConfig(model=request.param))
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +133,31 @@ def test_scrub_many_matches_scrub(scrubber: NoteScrubber, labelled: list[dict]) 
     assert scrubber.scrub_many(texts) == [scrubber.scrub(t) for t in texts]
 
 
-def test_model_multiplies_through_numpy_blas(scrubber: NoteScrubber) -> None:
+def test_default_recognizer_is_sudachi() -> None:
+    assert NoteScrubber().config.model == SUDACHI
+
+
+@pytest.mark.parametrize(("note", "scrubbed"), [
+    ("高橋健一が担当。", "[PERSON]が担当。"),  # family and given name: one placeholder
+    ("ジョン・スミスが同乗。", "[PERSON]が同乗。"),  # katakana words joined by a middle dot
+    ("帯広の倉庫へ配送。", "[ADDRESS]の倉庫へ配送。"),
+])
+def test_names_come_out_whole(scrubber: NoteScrubber, note: str, scrubbed: str) -> None:
+    assert scrubber.scrub(note).text == scrubbed
+
+
+@pytest.mark.parametrize("note", ["勅使河原が荷物を受け取った。", "小鳥遊と一緒に点検した。", "グエンが右折時に急ブレーキ。"])
+def test_rare_names_without_a_cue_are_found_by_the_dictionary(note: str) -> None:
+    # Outside the gazetteers, with no honorific: only the recognizer can know them (GiNZA
+    # misses 小鳥遊, a surname Sudachi's dictionary lists).
+    assert NoteScrubber().scrub(note).text.startswith("[PERSON]")
+
+
+def test_ginza_multiplies_through_numpy_blas() -> None:
     # The tok2vec is nearly all matrix products; thinc's bundled blis ran them at a third of
-    # numpy's BLAS speed on this machine family, and the notes are the slowest step of a refine.
-    assert scrubber._model().get_pipe("tok2vec").model.ops.use_blis is False
+    # numpy's BLAS speed on this machine family.
+    nlp = NoteScrubber(ScrubberConfig(model="ja_ginza"))._model()
+    assert nlp.get_pipe("tok2vec").model.ops.use_blis is False
 
 
 def test_generated_notes_are_deterministic_and_scrubbable(scrubber: NoteScrubber) -> None:
