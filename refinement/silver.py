@@ -40,6 +40,7 @@ from refinement.keys import KeyRing
 from refinement.policy import MESH_COLUMN, PrivacyPolicy, TablePolicy
 from refinement.pseudonym import KEY_ID_COLUMN, pseudonymize
 from refinement.report import PrivacyReport, write_report
+from refinement.text import ScrubberConfig, redaction_totals, scrub_column
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -93,6 +94,7 @@ class SilverJob:
         self.cfg, self.spark, self.contracts, self.policies = cfg, spark, contracts, policies
         self.keys, self.guard = keys, guard
         self.lake = cfg.lake.rstrip("/")
+        self.notes = ScrubberConfig()  # how free text is scrubbed; named in each report
         self._transient: list[DataFrame] = []  # persisted inside one output's plan, released after its write
 
     def outputs(self, contract_id: str) -> list[Output]:
@@ -125,7 +127,7 @@ class SilverJob:
 
         def empty(o: Output) -> PrivacyReport:
             return PrivacyReport(o.name, o.path, contract_id, o.policy.level, policy.version, None,
-                                 fields=o.policy.describe(), residency_region=regions[o.path])
+                                 fields=self._describe(o.policy), residency_region=regions[o.path])
 
         # Table metadata is read from the log with ``deltalake``: through Spark, each look
         # at a table's history rebuilt its snapshot (0.1-0.3 s apiece, several per run).
@@ -227,7 +229,7 @@ class SilverJob:
 
         tp, cfg = o.policy, self.cfg.refine
         report = PrivacyReport(o.name, o.path, contract.id, tp.level, policy.version, (a + 1, b),
-                               fields=tp.describe(), residency_region=region)
+                               fields=self._describe(tp), residency_region=region)
         df = good
         if tp.trim_trips:
             before = df.count()  # the persisted good rows: no recomputation
@@ -269,6 +271,16 @@ class SilverJob:
         logger.info("%s: bronze v%d..v%d -> %s (delta v%s)", contract.id, a + 1, b, o.path, report.delta_version)
         return report
 
+    def _describe(self, tp: TablePolicy) -> dict[str, str]:
+        """Field -> action for the report; a scrubbed note also names what found the names in it,
+        so runs scrubbed by different recognizers can be told apart."""
+        described = tp.describe()
+        recognizer = self.notes.model if self.notes.use_model else "rules only"
+        for name, act in tp.fields.items():
+            if act.action == "scrub_text":
+                described[name] = f"{described[name]} ({recognizer})"
+        return described
+
     def _apply_fields(self, df: DataFrame, tp: TablePolicy) -> tuple[DataFrame, dict[str, int]]:
         """``df`` with the table's generalizations and scrubbing applied, and the placeholders put in notes."""
         from pyspark.sql import functions as F
@@ -285,11 +297,9 @@ class SilverJob:
             elif act.action == "clip":
                 df = df.withColumn(name, F.least(F.greatest(F.col(name), F.lit(act.min)), F.lit(act.max)))
             elif act.action == "scrub_text":
-                from refinement.text import redaction_totals, scrub_column
-
                 # Notes are rare: only rows holding one make the trip through Python, once
-                # (persisted: the model is the slowest step of the job, and counting runs it).
-                noted = scrub_column(df.where(F.col(name).isNotNull()), name).persist()
+                # (persisted: counting the placeholders runs the scrubber, the write reuses its output).
+                noted = scrub_column(df.where(F.col(name).isNotNull()), name, config=self.notes).persist()
                 self._transient.append(noted)
                 for kind, n in redaction_totals(noted, f"{name}_redactions").items():
                     if n:

@@ -103,6 +103,9 @@ def test_no_canary_survives_in_any_silver_or_gold_table(spark, refined) -> None:
         assert not survivors, f"{table} still holds {survivors}"
     placeholders = {k for r in result.reports for k in r.placeholders}
     assert {"PERSON", "PHONE"} <= placeholders
+    # the report says what found the names, so runs scrubbed differently can be told apart
+    assert {r.fields["driver_note"] for r in result.reports if r.table == "vehicle_frames_public"} == {
+        "scrub_text (sudachi)"}
 
 
 def test_no_raw_device_or_driver_id_survives_an_anti_join_against_bronze(spark, refined) -> None:  # noqa: ANN001
