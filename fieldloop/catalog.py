@@ -49,6 +49,12 @@ def open_table(cfg: FieldloopConfig, uri: str, version: int | None = None) -> An
     return DeltaTable(uri, version=version, storage_options=storage_options(cfg) or None)
 
 
+def last_commit(cfg: FieldloopConfig, uri: str) -> tuple[int, int]:
+    """(version, rows written) of the newest commit of the table at ``uri``, read from its log."""
+    [commit] = open_table(cfg, uri).history(1)
+    return int(commit["version"]), int((commit.get("operationMetrics") or {}).get("numOutputRows", 0))
+
+
 def find_table(cfg: FieldloopConfig, uri: str) -> Any:
     """:func:`open_table`, or None when there is no Delta table at ``uri``."""
     from deltalake.exceptions import TableNotFoundError

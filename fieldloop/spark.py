@@ -94,11 +94,3 @@ def create_table(spark: SparkSession, path: str, schema: Any, properties: dict[s
     for key, value in properties.items():
         builder = builder.property(key, value)
     builder.execute()
-
-
-def last_commit(spark: SparkSession, path: str) -> tuple[int, int]:
-    """(version, rows written) of the Delta table's newest commit."""
-    from delta.tables import DeltaTable
-
-    commit = DeltaTable.forPath(spark, path).history(1).first()
-    return int(commit["version"]), int((commit["operationMetrics"] or {}).get("numOutputRows", 0))

@@ -28,11 +28,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from fieldloop.catalog import last_commit, storage_options
 from fieldloop.config import FieldloopConfig
 from fieldloop.contracts import DataContract
 from fieldloop.lineage import TableGovernance
 from fieldloop.residency import ResidencyGuard
-from fieldloop.spark import create_table, last_commit
+from fieldloop.spark import create_table
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -125,7 +126,7 @@ class GoldJob:
         meta = {"sources": report.sources}
         (df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
          .option("userMetadata", json.dumps(meta)).save(report.path))
-        report.delta_version, report.rows = last_commit(self.spark, report.path)
+        report.delta_version, report.rows = last_commit(self.cfg, report.path)
         logger.info("gold %s: %d rows from %s (delta v%d)", spec.name, report.rows, report.sources, report.delta_version)
 
     # builders ---------------------------------------------------------------------------------
@@ -188,7 +189,6 @@ class GoldJob:
         """Per day: DP interventions (sum of per-device counts clamped to the bound) and DP mean OOD score."""
         from pyspark.sql import functions as F
 
-        from fieldloop.catalog import storage_options
         from refinement.dp import DpQuery
         from refinement.ledger import Budget, BudgetLedger, DeltaLedgerStore, month_of
 

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from fieldloop.catalog import find_table, open_table
+from fieldloop.catalog import find_table, last_commit
 from fieldloop.config import FieldloopConfig
 from fieldloop.contracts import DataContract
 from fieldloop.lineage import TableGovernance
@@ -312,8 +312,7 @@ class SilverJob:
         """Replace the rows matching ``window`` by ``df``; returns (Delta version, rows written)."""
         (df.write.format("delta").mode("overwrite").option("replaceWhere", window)
          .option("userMetadata", json.dumps(meta)).save(path))
-        [commit] = open_table(self.cfg, path).history(1)
-        return int(commit["version"]), int((commit.get("operationMetrics") or {}).get("numOutputRows", 0))
+        return last_commit(self.cfg, path)
 
     def _ensure_table(self, path: str, schema: Any, contract: DataContract, layer: str, level: str,
                       policy_version: int, region: str, constraints: Mapping[str, str]) -> None:
