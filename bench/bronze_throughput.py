@@ -40,7 +40,7 @@ from fieldloop.contracts import parse_contract
 from fieldloop.residency import ResidencyGuard
 from fieldloop.spark import spark_session
 from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, default_registry, encode
-from ingestion.bronze import KAFKA_COLUMNS, BronzeJob, kafka_source_options, record_column
+from ingestion.bronze import BronzeJob, bronze_columns, kafka_source_options
 
 SCHEMA = default_registry().get("telemetry")
 
@@ -138,8 +138,7 @@ def main() -> None:
         t0 = time.monotonic()
         job = BronzeJob(cfg, spark, {contract.id: contract}, default_registry(), ResidencyGuard.from_config(cfg))
         rows = job.classify(kafka(headers=True))
-        rows.select(f"{record_column(contract.stream)}.*", "_device_id", "_seq", *KAFKA_COLUMNS, "_headers",
-                    "_schema_version", "_reason").write.format("delta").save(str(target))
+        rows.select(*bronze_columns(contract.stream), "_reason").write.format("delta").save(str(target))
         return time.monotonic() - t0
 
     def bronze(run_cfg) -> float:  # noqa: ANN001

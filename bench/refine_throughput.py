@@ -195,6 +195,12 @@ def force(df) -> None:  # noqa: ANN001
     df.write.format("noop").mode("overwrite").save()
 
 
+def warm_scrubber(spark, config: ScrubberConfig | None = None) -> None:  # noqa: ANN001
+    """Have both Python workers load the scrubber for ``config`` before anything is timed."""
+    warm = spark.createDataFrame([(n, "佐藤さんに電話。") for n in range(64)], "n INT, driver_note STRING")
+    force(scrub_column(warm.repartition(2), "driver_note", config=config))
+
+
 def spark_jobs(spark, run: Callable[[], Any]) -> int:  # noqa: ANN001
     """How many Spark jobs ``run`` starts."""
     group = f"bench-{uuid.uuid4().hex[:8]}"
@@ -241,8 +247,7 @@ def main() -> None:
               f"{noted[VEHICLES_PUBLIC]:,} notes per table ({time.perf_counter() - t0:.0f}s to build)")
 
         # warm-up: the JVM's code paths, and every Python worker loads the entity recognizer once
-        warm = spark.createDataFrame([(n, "佐藤さんに電話。") for n in range(64)], "n INT, driver_note STRING")
-        force(scrub_column(warm.repartition(2), "driver_note"))
+        warm_scrubber(spark)
         force(spark.read.format("delta").load(bronze[VEHICLES_ACME]).limit(1000))
 
         copies = itertools.count()
@@ -306,9 +311,8 @@ def breakdown(spark, job: SilverJob, contract, keys, seeded: int, repeat: int, f
     notes = good.where(F.col("driver_note").isNotNull())
     use_rules = ScrubberConfig(use_model=False)
     force(scrub_column(good.limit(10), "driver_note", config=use_rules))  # warm the rules-only scrubber
-    ginza = ScrubberConfig(model="ja_ginza")  # the alternative recognizer, loaded by every worker first
-    warm = spark.createDataFrame([(n, "佐藤さんに電話。") for n in range(64)], "n INT, driver_note STRING")
-    force(scrub_column(warm.repartition(2), "driver_note", config=ginza))
+    ginza = ScrubberConfig(model="ja_ginza")  # the alternative recognizer
+    warm_scrubber(spark, ginza)
 
     stages: list[tuple[str, Callable[[], Any]]] = [
         ("read: bronze change feed", lambda: force(read)),

@@ -72,6 +72,12 @@ def record_column(stream: str) -> str:
     return f"_record_{stream}"
 
 
+def bronze_columns(stream: str) -> list[str]:
+    """What a bronze row of ``stream`` holds, selected from classified rows: the record's fields
+    flattened, then the device key, Kafka's coordinates, headers and schema version."""
+    return [f"{record_column(stream)}.*", "_device_id", "_seq", *KAFKA_COLUMNS, "_headers", "_schema_version"]
+
+
 @dataclass(frozen=True)
 class BronzeTarget:
     contract: DataContract
@@ -433,9 +439,7 @@ class BronzeJob:
         if n_good == 0:
             return
 
-        bronze = rows.where(F.col("_reason").isNull()).select(
-            f"{record_column(target.contract.stream)}.*", "_device_id", "_seq", *KAFKA_COLUMNS, "_headers",
-            "_schema_version", ingested)
+        bronze = rows.where(F.col("_reason").isNull()).select(*bronze_columns(target.contract.stream), ingested)
         self._ensure_table(target.bronze_path, bronze.schema, target, "bronze")
         inserted = self._insert_new(bronze, target, {"batch": batch_id, "offsets": dict(offsets)})
         report.inserted[target.name] = inserted
@@ -498,10 +502,10 @@ class BronzeJob:
         if path in self._ready:
             return
         table = find_table(self.cfg, path)
-        props = table.metadata().configuration if table is not None else None
         wanted = dict(BRONZE_PROPERTIES) if layer == "bronze" else {}
-        if props is not None:
+        if table is not None:
             # a table from before these properties existed gets them once
+            props = table.metadata().configuration
             missing = {k: v for k, v in wanted.items() if props.get(k) != v}
             if missing:
                 assignments = ", ".join(f"{k} = {v}" for k, v in missing.items())
