@@ -57,7 +57,7 @@ from refinement import anonymize, quality
 from refinement.keys import load_key_ring
 from refinement.policy import default_policies
 from refinement.pseudonym import pseudonymize
-from refinement.silver import SilverJob
+from refinement.silver import ROW_KEY, SilverJob
 from refinement.text import ScrubberConfig, scrub_column
 
 RATE_HZ = 5
@@ -314,12 +314,25 @@ def breakdown(spark, job: SilverJob, contract, keys, seeded: int, repeat: int, f
     ginza = ScrubberConfig(model="ja_ginza")  # the alternative recognizer
     warm_scrubber(spark, ginza)
 
+    outputs = job.outputs(contract.id)
+    first = job._first_pass(read, policy, outputs)  # noqa: SLF001 - the job's own first pass, kept for the stages after it
+    cfg = job.cfg.refine
+
+    def first_pass() -> None:
+        job._first_pass(read, policy, outputs).side.unpersist()  # noqa: SLF001
+
+    def trim() -> None:
+        ends = anonymize.trip_ends(good.select(*ROW_KEY, "ts", "lat", "lon"), "_device_id", "ts", "lat", "lon",
+                                   cfg.trip_trim_m, cfg.trip_gap_s).select(*ROW_KEY)
+        force(good.join(ends, list(ROW_KEY), "left_anti"))
+
     stages: list[tuple[str, Callable[[], Any]]] = [
         ("read: bronze change feed", lambda: force(read)),
-        ("quality: mark + count per rule (the job's gate)",
+        ("first pass: rules, counts, identifiers, notes scrubbed (the gate)", first_pass),
+        ("  quality rules alone: mark + count per rule, whole rows",
          lambda: quality.mark(read, policy.expect).groupBy("_rule").count().collect()),
-        ("pseudonymize 3 columns (distinct -> driver HMAC -> broadcast join)",
-         lambda: force(pseudonymize(good, pseudo.pseudonym_fields, key))),
+        ("pseudonymize 2 columns (ids given -> driver HMAC -> broadcast join)",
+         lambda: force(pseudonymize(good, pseudo.pseudonym_fields, key, values=first.ids))),
         ("scrub_text, every row through mapInArrow",
          lambda: force(scrub_column(good, "driver_note"))),
         ("scrub_text, all rows, rules only (no recognizer): Arrow transport",
@@ -328,22 +341,20 @@ def breakdown(spark, job: SilverJob, contract, keys, seeded: int, repeat: int, f
          lambda: force(scrub_column(notes, "driver_note"))),
         ("  the same with GiNZA instead of Sudachi",
          lambda: force(scrub_column(notes, "driver_note", config=ginza))),
-        ("the job's pseudonymized transform (fields, then pseudonyms)",
-         lambda: force(pseudonymize(job._apply_fields(good, pseudo)[0], pseudo.pseudonym_fields, key))),  # noqa: SLF001
-        ("trim trips (3 windows per device)",
-         lambda: force(anonymize.trim_trips(good, "_device_id", "ts", "lat", "lon", job.cfg.refine.trip_trim_m,
-                                            job.cfg.refine.trip_gap_s))),
+        ("the job's pseudonymized transform (fields, notes by key, pseudonyms)",
+         lambda: force(pseudonymize(job._apply_fields(good, pseudo, first.notes)[0],  # noqa: SLF001
+                                    pseudo.pseudonym_fields, key, values=first.ids))),
+        ("trim trips (3 windows per device on 5 columns, anti-joined by key)", trim),
     ]
-    trimmed = anonymize.trim_trips(good, "_device_id", "ts", "lat", "lon", job.cfg.refine.trip_trim_m,
-                                   job.cfg.refine.trip_gap_s)
-    generalized = job._apply_fields(trimmed, anon)[0].select(  # noqa: SLF001 - the job's own generalization
+    trimmed = anonymize.trim_trips(good, "_device_id", "ts", "lat", "lon", cfg.trip_trim_m, cfg.trip_gap_s)
+    generalized = job._apply_fields(trimmed, anon, first.notes)[0].select(  # noqa: SLF001 - the job's own generalization
         *anon.output_columns, "_device_id").persist()
     generalized.count()
 
     def k_anonymity() -> None:
-        kept, _ = anonymize.enforce_k_anonymity(generalized, "_device_id", anon.quasi_identifiers, job.cfg.refine.k)
+        kept, _ = anonymize.enforce_k_anonymity(generalized, "_device_id", anon.quasi_identifiers, job.cfg.refine.k,
+                                                anon.sensitive)
         force(kept)
-        anonymize.l_diversity(kept, anon.quasi_identifiers, anon.sensitive)
 
     stages.append(("k-anonymity + l-diversity (on trimmed, generalized rows)", k_anonymity))
 
@@ -352,6 +363,7 @@ def breakdown(spark, job: SilverJob, contract, keys, seeded: int, repeat: int, f
     for label, run in stages:
         print(row(label, best(repeat, run), n, floor))
     generalized.unpersist()
+    first.side.unpersist()
     good.unpersist()
 
 

@@ -94,3 +94,28 @@ def create_table(spark: SparkSession, path: str, schema: Any, properties: dict[s
     for key, value in properties.items():
         builder = builder.property(key, value)
     builder.execute()
+
+
+def create_table_as(spark: SparkSession, df: Any, path: str, properties: dict[str, str], user_metadata: str,
+                    replace: bool = False) -> None:
+    """Create the Delta table at ``path`` from ``df``, with table ``properties``, in one commit.
+
+    Creating the table first and writing into it after cost a commit and a snapshot of the
+    empty table: 2-3 s of a first run at 1M rows. CHECK constraints among ``properties``
+    are enforced on ``df``'s rows. ``user_metadata`` goes in the commit like the
+    ``userMetadata`` write option, which this path does not read. ``replace`` creates the
+    table even where something is in the way: a table, or the files a failed first write
+    left with no commit (which make ``path`` look taken to Spark).
+
+    Raises:
+        AnalysisException: something is at ``path`` already (unless ``replace``).
+    """
+    conf = "spark.databricks.delta.commitInfo.userMetadata"
+    builder = df.writeTo(f"delta.`{path}`").using("delta")
+    for key, value in properties.items():
+        builder = builder.tableProperty(key, value)
+    spark.conf.set(conf, user_metadata)
+    try:
+        builder.createOrReplace() if replace else builder.create()
+    finally:
+        spark.conf.unset(conf)

@@ -12,8 +12,9 @@
   by fewer than k distinct devices are removed. k counts devices, not rows: a hundred
   frames of one car in a cell identify that car. Each run enforces k on what it writes;
   equivalence classes only grow when runs add rows, so k holds for the whole table.
-* :func:`l_diversity` - for each sensitive attribute, the fewest distinct values any
-  equivalence class has (reported, not enforced).
+* ℓ-diversity - for each sensitive attribute, the fewest distinct values any equivalence
+  class written has (reported, not enforced), found by :func:`enforce_k_anonymity` in its
+  cells.
 """
 
 from __future__ import annotations
@@ -70,8 +71,8 @@ def _distance_m(lat1: Column, lon1: Column, lat2: Column, lon2: Column) -> Colum
     return F.lit(2 * EARTH_RADIUS_M) * F.asin(F.least(F.lit(1.0), F.sqrt(h)))
 
 
-def trim_trips(df: DataFrame, device: str, ts: str, lat: str, lon: str, trim_m: float, gap_s: int) -> DataFrame:
-    """``df`` without the frames within ``trim_m`` metres of a trip's start or end."""
+def _kept_in_trip(df: DataFrame, device: str, ts: str, lat: str, lon: str, trim_m: float, gap_s: int) -> DataFrame:
+    """``df`` with ``_kept``: whether each frame is at least ``trim_m`` from its trip's start and end."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -86,8 +87,21 @@ def trim_trips(df: DataFrame, device: str, ts: str, lat: str, lon: str, trim_m: 
     walked = starts.withColumn("_step", step) \
         .withColumn("_from_start", F.sum("_step").over(trip.rowsBetween(Window.unboundedPreceding, 0))) \
         .withColumn("_length", F.sum("_step").over(Window.partitionBy(device, "_trip")))
-    kept = walked.where((F.col("_from_start") >= trim_m) & (F.col("_length") - F.col("_from_start") >= trim_m))
-    return kept.drop("_prev_lat", "_prev_lon", "_gap", "_new_trip", "_trip", "_step", "_from_start", "_length")
+    # A frame with no position has no distance: it is trimmed, never kept by accident.
+    kept = F.coalesce((F.col("_from_start") >= trim_m) & (F.col("_length") - F.col("_from_start") >= trim_m),
+                      F.lit(False))
+    return walked.withColumn("_kept", kept).drop(
+        "_prev_lat", "_prev_lon", "_gap", "_new_trip", "_trip", "_step", "_from_start", "_length")
+
+
+def trim_trips(df: DataFrame, device: str, ts: str, lat: str, lon: str, trim_m: float, gap_s: int) -> DataFrame:
+    """``df`` without the frames within ``trim_m`` metres of a trip's start or end."""
+    return _kept_in_trip(df, device, ts, lat, lon, trim_m, gap_s).where("_kept").drop("_kept")
+
+
+def trip_ends(df: DataFrame, device: str, ts: str, lat: str, lon: str, trim_m: float, gap_s: int) -> DataFrame:
+    """The frames of ``df`` that :func:`trim_trips` removes: those within ``trim_m`` of a trip's start or end."""
+    return _kept_in_trip(df, device, ts, lat, lon, trim_m, gap_s).where("NOT _kept").drop("_kept")
 
 
 @dataclass
@@ -98,19 +112,24 @@ class KAnonymity:
     suppressed_values: dict[str, int] = field(default_factory=dict)
     suppressed_rows: int = 0
     k_achieved: int | None = None  # fewest devices in any class written; None when nothing was written
+    l_diversity: dict[str, int | None] = field(default_factory=dict)  # sensitive attribute -> fewest distinct values in a class written
 
 
-def enforce_k_anonymity(df: DataFrame, device: str, quasi: Sequence[str], k: int) -> tuple[DataFrame, KAnonymity]:
+def enforce_k_anonymity(df: DataFrame, device: str, quasi: Sequence[str], k: int,
+                        sensitive: Sequence[str] = ()) -> tuple[DataFrame, KAnonymity]:
     """Suppress rare quasi-identifier values, then drop rows in classes of fewer than ``k`` devices.
 
     Everything is decided on ``cells``: rows aggregated by device and quasi-identifiers
     (thousands of rows where the input has millions), then one broadcast join applies the
-    decision to ``df``. Returns the kept rows and the counts.
+    decision to ``df``. The cells also carry each ``sensitive`` attribute's distinct values,
+    so the ℓ-diversity of the classes kept comes from them, with no pass over the rows.
+    Returns the kept rows and the counts.
     """
     from pyspark.sql import functions as F
 
     stats = KAnonymity(k)
-    cells = df.groupBy(device, *quasi).agg(F.count(F.lit(1)).alias("_rows")).persist()
+    cells = df.groupBy(device, *quasi).agg(F.count(F.lit(1)).alias("_rows"),
+                                           *[F.collect_set(s).alias(f"_l_{i}") for i, s in enumerate(sensitive)]).persist()
     try:
         rare: dict[str, list] = {}
         for q in quasi:
@@ -126,24 +145,17 @@ def enforce_k_anonymity(df: DataFrame, device: str, quasi: Sequence[str], k: int
             return frame
 
         classes = suppress(cells).groupBy(*quasi).agg(
-            F.count_distinct(device).alias("_devices"), F.sum("_rows").alias("_rows")).collect()
+            F.count_distinct(device).alias("_devices"), F.sum("_rows").alias("_rows"),
+            *[F.size(F.array_distinct(F.flatten(F.collect_list(f"_l_{i}")))).alias(f"_l_{i}")
+              for i in range(len(sensitive))]).collect()
     finally:
         cells.unpersist()
     kept = [tuple(c[q] for q in quasi) for c in classes if c["_devices"] >= k]
     stats.suppressed_rows = int(sum(c["_rows"] for c in classes if c["_devices"] < k))
     stats.k_achieved = min((c["_devices"] for c in classes if c["_devices"] >= k), default=None)
+    stats.l_diversity = {s: min((c[f"_l_{i}"] for c in classes if c["_devices"] >= k), default=None)
+                         for i, s in enumerate(sensitive)} if quasi else {}
     out = suppress(df)
     allowed = df.sparkSession.createDataFrame(kept, out.select(*quasi).schema)  # suppressed columns are nullable
     joined = out.join(F.broadcast(allowed), [out[q].eqNullSafe(allowed[q]) for q in quasi], "left_semi")
     return joined, stats
-
-
-def l_diversity(df: DataFrame, quasi: Sequence[str], sensitive: Sequence[str]) -> dict[str, int | None]:
-    """For each sensitive attribute, the fewest distinct values in any equivalence class."""
-    from pyspark.sql import functions as F
-
-    if not sensitive or not quasi:
-        return {}
-    per_class = df.groupBy(*quasi).agg(*[F.count_distinct(s).alias(s) for s in sensitive])
-    row = per_class.agg(*[F.min(s).alias(s) for s in sensitive]).first()
-    return {s: (int(row[s]) if row and row[s] is not None else None) for s in sensitive}

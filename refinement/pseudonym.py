@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from refinement.keys import PseudonymKey
@@ -43,25 +43,30 @@ def pseudonym(key: PseudonymKey, domain: str, raw: str) -> str:
     return PREFIX + hmac.new(key.secret, message, hashlib.sha256).hexdigest()[:32]
 
 
-def pseudonymize(df: DataFrame, fields: Mapping[str, str], key: PseudonymKey) -> DataFrame:
+def pseudonymize(df: DataFrame, fields: Mapping[str, str], key: PseudonymKey,
+                 values: Mapping[str, Iterable[str]] | None = None) -> DataFrame:
     """Replace each column in ``fields`` (column -> domain) by its pseudonym; add ``_key_id``.
 
     Nulls stay null. Each column's distinct values are keyed once on the driver and joined
     back by a broadcast join on the raw value, so the result has the same rows in any order.
+    ``values`` gives each column's distinct raw values (as strings) when the caller has
+    gathered them already; a superset is fine. By default one pass over ``df`` collects them.
     """
     from pyspark.sql import functions as F
     from pyspark.sql.types import StringType, StructField, StructType
 
     spark = df.sparkSession
     columns = list(fields)
-    # One pass collects the distinct raw values of every column (tagged by column index).
-    tagged = F.explode(F.array(*[F.struct(F.lit(i).alias("i"), F.col(c).cast("string").alias("v"))
-                                 for i, c in enumerate(columns)]))
-    found = df.select(tagged.alias("t")).select("t.i", "t.v").where("v IS NOT NULL").distinct().collect()
+    if values is None:
+        # One pass collects the distinct raw values of every column (tagged by column index).
+        tagged = F.explode(F.array(*[F.struct(F.lit(i).alias("i"), F.col(c).cast("string").alias("v"))
+                                     for i, c in enumerate(columns)]))
+        found = df.select(tagged.alias("t")).select("t.i", "t.v").where("v IS NOT NULL").distinct().collect()
+        values = {c: [r["v"] for r in found if r["i"] == i] for i, c in enumerate(columns)}
     schema = StructType([StructField("_raw", StringType(), False), StructField("_pseudonym", StringType(), False)])
     out = df
-    for i, column in enumerate(columns):
-        raw_values = [r["v"] for r in found if r["i"] == i]
+    for column in columns:
+        raw_values = [v for v in values[column] if v is not None]
         mapping = spark.createDataFrame([(raw, pseudonym(key, fields[column], raw)) for raw in raw_values], schema)
         logger.debug("keyed %d distinct values of %s", len(raw_values), column)
         out = (

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
 RULE_COLUMN = "_rule"
+WINDOW_RULES = ("monotonic", "unit_consistent")  # compare a row with others: need a shuffle
 
 
 def _failure(e: Expectation, device: str, order: str) -> Column:
@@ -64,6 +65,31 @@ def mark(df: DataFrame, expectations: Sequence[Expectation], device: str = "_dev
     for e in reversed(expectations):
         rule = F.when(F.coalesce(_failure(e, device, order), F.lit(False)), F.lit(e.name)).otherwise(rule)
     return df.withColumn(RULE_COLUMN, rule)
+
+
+def rules_by_key(df: DataFrame, expectations: Sequence[Expectation], keys: Sequence[str],
+                 device: str = "_device_id", order: str = "_seq", carry: Sequence[str] = ()) -> DataFrame:
+    """``keys``, the ``carry`` columns and ``_rule`` (as :func:`mark`) of every row of ``df``, and nothing else.
+
+    What a job needs to gate a run and split its rows, without carrying whole rows through
+    a shuffle: row-local rules are decided before it, so only the keys, their verdicts and
+    the columns the window rules (``monotonic``, ``unit_consistent``) read are shuffled.
+    The rows themselves are found again by joining on ``keys``, which must be unique.
+    """
+    from pyspark.sql import functions as F
+
+    windowed = [e for e in expectations if e.rule in WINDOW_RULES]
+    carried = {*keys, *carry, *(c for e in windowed for c in e.used_columns)} | ({device, order} if windowed else set())
+    local = {i: f"_fails_{i}" for i, e in enumerate(expectations) if e.rule not in WINDOW_RULES}
+    narrow = df.select(*[F.col(c) for c in sorted(carried)],
+                       *[F.coalesce(_failure(expectations[i], device, order), F.lit(False)).alias(name)
+                         for i, name in local.items()])
+    rule = F.lit(None).cast("string")
+    for i in reversed(range(len(expectations))):  # the first failed expectation in the file wins, as in mark()
+        e = expectations[i]
+        failed = F.col(local[i]) if i in local else F.coalesce(_failure(e, device, order), F.lit(False))
+        rule = F.when(failed, F.lit(e.name)).otherwise(rule)
+    return narrow.select(*keys, *carry, rule.alias(RULE_COLUMN))
 
 
 def gate(rows_in: int, failed: Mapping[str, int], max_rate: float, table: str) -> None:

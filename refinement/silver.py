@@ -1,19 +1,24 @@
 """Bronze -> silver: quality-checked, pseudonymized or anonymized, one run per new bronze versions.
 
-A run of one contract reads as three steps:
+A run of one contract reads as four steps:
 
 1. **read** the rows bronze commits ``a+1 .. b`` added (Delta Change Data Feed), where
    ``a`` is the last bronze version every output table holds (kept in each silver
    commit's ``userMetadata``) and ``b`` bronze's current version; a first run reads the
    snapshot at ``b``;
-2. **transform**: mark each row with the first quality rule it fails (failures go to
-   ``quarantine/<table>_quality`` with the rule; too many fail the run before anything is
-   written); then per output table of the stream's policy: trim trips, generalize, key the
-   pseudonyms, scrub free text, and for anonymized tables enforce k-anonymity;
-3. **write** each output with ``replaceWhere`` on ``_bronze_version`` in ``(a, b]``: a run
+2. **decide**, in one pass over the rows' keys and the columns the rules read: mark each
+   row with the first quality rule it fails, count rows per rule, gather the distinct raw
+   identifiers and scrub the free-text notes. Failures go to ``quarantine/<table>_quality``
+   with the rule; too many fail the run before anything is written. Only the failing and
+   noted rows are kept (cached, by key); the write reads the rows from bronze again;
+3. **transform** per output table of the stream's policy: drop the failing rows, trim
+   trips, generalize, put the scrubbed notes back by key, key the pseudonyms (each
+   distinct id once), and for anonymized tables enforce k-anonymity;
+4. **write** each output with ``replaceWhere`` on ``_bronze_version`` in ``(a, b]``: a run
    repeated over the same bronze versions replaces exactly what it wrote before, so
    retries and re-runs are idempotent, and a run with no new bronze versions writes
-   nothing. A privacy report goes next to each table.
+   nothing. A table's first write creates it, properties and all, in one commit. A
+   privacy report goes next to each table.
 
 Every location passes the residency guard before the first read, so a run aimed outside
 the allowed regions writes nothing.
@@ -24,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,12 +38,13 @@ from fieldloop.config import FieldloopConfig
 from fieldloop.contracts import DataContract
 from fieldloop.lineage import TableGovernance
 from fieldloop.residency import ResidencyGuard
-from fieldloop.spark import create_table
+from fieldloop.spark import create_table_as
 from refinement import anonymize, quality
 from refinement.errors import PrivacyCheckError, RefinementError
 from refinement.keys import KeyRing
 from refinement.policy import MESH_COLUMN, PrivacyPolicy, TablePolicy
 from refinement.pseudonym import KEY_ID_COLUMN, pseudonymize
+from refinement.quality import RULE_COLUMN
 from refinement.report import PrivacyReport, write_report
 from refinement.text import ScrubberConfig, redaction_totals, scrub_column
 
@@ -53,6 +59,21 @@ BRONZE_ONLY = ["_headers", "_kafka_topic", "_kafka_partition", "_kafka_offset", 
                "_ingested_at", "_schema_version"]
 
 
+ROW_KEY = ("_device_id", "_seq")  # unique in bronze: its writer keeps one row per key
+BROADCAST_ROWS = 200_000  # frames up to this size are sent whole to every task (tens of MB at most)
+
+
+def by_size(keyed: DataFrame, rows: int) -> DataFrame:
+    """``keyed`` marked for a broadcast join when it is small enough to send to every task.
+
+    The frames joined back by key (failing rows, trimmed frames, scrubbed notes) are small
+    beside the rows they join; broadcast, the rows need no shuffle to meet them.
+    """
+    from pyspark.sql import functions as F
+
+    return F.broadcast(keyed) if rows <= BROADCAST_ROWS else keyed
+
+
 def versions_window(a: int, b: int) -> str:
     """The rows of bronze versions ``a+1 .. b``: what one run reads, writes and replaces."""
     return f"{VERSION_COLUMN} > {a} AND {VERSION_COLUMN} <= {b}"
@@ -61,6 +82,21 @@ def versions_window(a: int, b: int) -> str:
 def vacuum_grace_days(contract: DataContract) -> int:
     """Days VACUUM keeps files removed from a table: a week, or less for short retention."""
     return max(1, min(7, contract.retention_days // 4))
+
+
+@dataclass
+class FirstPass:
+    """What one pass over a run's rows decided before anything is written."""
+
+    side: DataFrame  # cached: key, rule and scrubbed notes of the rows failing a rule or holding a note
+    rows_in: int
+    failed: dict[str, int]  # rule -> rows failing it first
+    ids: dict[str, list[str]]  # identifier column -> its distinct raw values
+
+    def notes(self, column: str) -> DataFrame:
+        """Key, scrubbed note and placeholder counts of the rows that pass the rules and hold a note in ``column``."""
+        return self.side.where(f"{RULE_COLUMN} IS NULL AND {column} IS NOT NULL").select(
+            *ROW_KEY, column, f"{column}_redactions")
 
 
 @dataclass(frozen=True)
@@ -143,31 +179,60 @@ class SilverJob:
             return [empty(o) for o in outputs]
 
         rows = self._read_new(bronze, a, b)
-        marked = quality.mark(rows, policy.expect).persist()
+        first = self._first_pass(rows, policy, outputs)
         try:
-            counts = {r["_rule"]: r["n"] for r in marked.groupBy("_rule").count().withColumnRenamed("count", "n").collect()}
-            rows_in = sum(counts.values())
-            failed = {rule: n for rule, n in counts.items() if rule is not None}
-            quality.gate(rows_in, failed, self.cfg.refine.max_failure_rate, contract_id)
+            quality.gate(first.rows_in, first.failed, self.cfg.refine.max_failure_rate, contract_id)
+            failing = by_size(first.side.where("_rule IS NOT NULL").select(*ROW_KEY, "_rule"), sum(first.failed.values()))
             window = versions_window(a, b)
             # Without failures the write is only needed to clear what an earlier run of the
             # same versions quarantined; skipped when there is none (a Spark job and a commit:
             # 1.6 s measured on a 200k-row run).
-            if failed or self._holds_window(quarantine, a, b):
-                bad = marked.where("_rule IS NOT NULL").withColumnRenamed("_rule", "reason")
-                self._ensure_table(quarantine, bad.schema, contract, "quarantine", "raw", policy.version,
-                                   regions[quarantine], {})
-                self._replace(bad, quarantine, window, {"bronze_version": b, "from": a + 1})
-            good = marked.where("_rule IS NULL").drop("_rule")
+            if first.failed or self._holds_window(quarantine, a, b):
+                bad = rows.join(failing.withColumnRenamed("_rule", "reason"), list(ROW_KEY))
+                self._replace(bad, quarantine, window, {"bronze_version": b, "from": a + 1},
+                              self._properties(contract, "quarantine", "raw", policy.version, regions[quarantine], {}))
+            good = rows.join(failing, list(ROW_KEY), "left_anti") if first.failed else rows
             reports = []
             for o in outputs:
-                report = self._refine_output(good, o, contract, policy, key, a, b, regions[o.path])
-                report.rows_in, report.quarantined = rows_in, failed
+                report = self._refine_output(good, first, o, contract, policy, key, a, b, regions[o.path])
+                report.rows_in, report.quarantined = first.rows_in, first.failed
                 write_report(self.spark, report)
                 reports.append(report)
             return reports
         finally:
-            marked.unpersist()
+            first.side.unpersist()
+
+    def _first_pass(self, rows: DataFrame, policy: PrivacyPolicy, outputs: list[Output]) -> FirstPass:
+        """One pass over the new rows for everything the write needs decided first.
+
+        It marks each row with the first quality rule it fails, counts rows per rule, gathers
+        the distinct raw identifiers to key, and scrubs the free-text notes. Only the rows
+        that fail a rule or hold a note are kept, cached, by key. The write reads the rows
+        again from bronze, which reads the same at a fixed version. Caching whole rows for
+        both passes cost more than that second read: a run took 2.5 copies of its rows, and
+        a read is a fraction of one.
+        """
+        from pyspark.sql import Observation
+        from pyspark.sql import functions as F
+
+        id_columns = sorted({c for o in outputs for c in o.policy.pseudonym_fields})
+        notes = sorted({n for o in outputs for n, act in o.policy.fields.items() if act.action == "scrub_text"})
+        ids, tally = Observation("identifiers"), Observation("quality")
+        if id_columns:  # of all rows: keying a failing row's id too is harmless
+            rows = rows.observe(ids, *[F.collect_set(F.col(c).cast("string")).alias(c) for c in id_columns])
+        verdicts = quality.rules_by_key(rows, policy.expect, ROW_KEY, carry=notes).observe(
+            tally, F.count(F.lit(1)).alias("rows"),
+            *[F.count_if(F.col(RULE_COLUMN) == e.name).alias(e.name) for e in policy.expect])
+        noted = [F.col(n).isNotNull() for n in notes]
+        side = verdicts.where(F.greatest(F.col(RULE_COLUMN).isNotNull(), *noted) if noted else F.col(RULE_COLUMN).isNotNull())
+        for n in notes:  # rows with no note pass through the scrubber untouched
+            side = scrub_column(side, n, config=self.notes)
+        side = side.persist()
+        side.count()
+        counted = tally.get
+        return FirstPass(side=side, rows_in=int(counted["rows"]),
+                         failed={e.name: int(counted[e.name]) for e in policy.expect if counted[e.name]},
+                         ids={c: list(v) for c, v in (ids.get if id_columns else {}).items()})
 
     # 1. read ------------------------------------------------------------------------------
     def _watermark(self, path: str) -> int:
@@ -223,8 +288,8 @@ class SilverJob:
         return table.to_pyarrow_dataset().count_rows(filter=(version > a) & (version <= b)) > 0
 
     # 2. transform --------------------------------------------------------------------------
-    def _refine_output(self, good: DataFrame, o: Output, contract: DataContract, policy: PrivacyPolicy,
-                       key: Any, a: int, b: int, region: str) -> PrivacyReport:
+    def _refine_output(self, good: DataFrame, first: FirstPass, o: Output, contract: DataContract,
+                       policy: PrivacyPolicy, key: Any, a: int, b: int, region: str) -> PrivacyReport:
         from pyspark.sql import functions as F
 
         tp, cfg = o.policy, self.cfg.refine
@@ -232,14 +297,17 @@ class SilverJob:
                                fields=self._describe(tp), residency_region=region)
         df = good
         if tp.trim_trips:
-            before = df.count()  # the persisted good rows: no recomputation
-            df = anonymize.trim_trips(df, "_device_id", "ts", "lat", "lon", cfg.trip_trim_m, cfg.trip_gap_s).persist()
-            self._transient.append(df)
-            report.trimmed_rows = before - df.count()
-        if tp.pseudonym_fields:  # before the text scrubber, so its distinct scan reads the persisted rows
-            df = pseudonymize(df, tp.pseudonym_fields, key)
+            # Trips are walked on the few columns they need; the frames to trim leave the
+            # rows by key, so whole rows are not shuffled by device and time.
+            ends = anonymize.trip_ends(df.select(*ROW_KEY, "ts", "lat", "lon"), "_device_id", "ts", "lat", "lon",
+                                       cfg.trip_trim_m, cfg.trip_gap_s).select(*ROW_KEY).persist()
+            self._transient.append(ends)
+            report.trimmed_rows = ends.count()
+            df = df.join(by_size(ends, report.trimmed_rows), list(ROW_KEY), "left_anti")
+        df, report.placeholders = self._apply_fields(df, tp, first.notes)
+        if tp.pseudonym_fields:
+            df = pseudonymize(df, tp.pseudonym_fields, key, values=first.ids)
             report.key_ids = [key.id]
-        df, report.placeholders = self._apply_fields(df, tp)
         device = [] if tp.device == "drop" else [F.col("_device_id").alias(DEVICE_COLUMN)]
         seq = [] if tp.level == "anonymized" else ["_seq"]
         keyed = [KEY_ID_COLUMN] if tp.pseudonym_fields else []
@@ -247,24 +315,23 @@ class SilverJob:
         counting = ["_device_id"] if tp.level == "anonymized" else []
         out = df.select(*tp.output_columns, *device, *seq, *keyed, VERSION_COLUMN, *counting)
         if tp.level == "anonymized":
-            out = out.persist()
-            self._transient.append(out)
-            out, k = anonymize.enforce_k_anonymity(out, "_device_id", tp.quasi_identifiers, cfg.k)
+            # Not cached: k-anonymity's cells (which also give l-diversity) read only the
+            # columns they group by, which costs less than caching whole rows for them.
+            out, k = anonymize.enforce_k_anonymity(out, "_device_id", tp.quasi_identifiers, cfg.k, tp.sensitive)
             out = out.drop("_device_id")
             report.k_required, report.k_achieved = cfg.k, k.k_achieved
             report.suppressed_rows, report.suppressed_values = k.suppressed_rows, k.suppressed_values
             if k.k_achieved is not None and k.k_achieved < cfg.k:
                 raise PrivacyCheckError(f"{o.name}: k-anonymity check found a class of {k.k_achieved} devices "
                                         f"(< k = {cfg.k}); nothing was written")
-            report.l_diversity = anonymize.l_diversity(out, tp.quasi_identifiers, tp.sensitive)
+            report.l_diversity = k.l_diversity
 
         # 3. write --------------------------------------------------------------------------
         gov_level = "anonymized" if tp.level == "anonymized" else ("statistical" if tp.level == "statistical" else "pseudonymized")
         constraints = quality.check_constraints(policy.expect, [n for n, act in tp.fields.items() if act.action == "keep"])
-        self._ensure_table(o.path, out.schema, contract, "silver", gov_level, policy.version, region, constraints)
         report.delta_version, report.rows_out = self._replace(
-            out, o.path, versions_window(a, b),
-            {"bronze_version": b, "from": a + 1, "run": uuid.uuid4().hex[:12]})
+            out, o.path, versions_window(a, b), {"bronze_version": b, "from": a + 1, "run": uuid.uuid4().hex[:12]},
+            self._properties(contract, "silver", gov_level, policy.version, region, constraints))
         for frame in self._transient:
             frame.unpersist()
         self._transient.clear()
@@ -281,8 +348,10 @@ class SilverJob:
                 described[name] = f"{described[name]} ({recognizer})"
         return described
 
-    def _apply_fields(self, df: DataFrame, tp: TablePolicy) -> tuple[DataFrame, dict[str, int]]:
-        """``df`` with the table's generalizations and scrubbing applied, and the placeholders put in notes."""
+    def _apply_fields(self, df: DataFrame, tp: TablePolicy,
+                      notes: Callable[[str], DataFrame]) -> tuple[DataFrame, dict[str, int]]:
+        """``df`` with the table's generalizations applied and its notes replaced by their scrubbed
+        text, from ``notes(column)`` (key, scrubbed note, counts); also the placeholders put in notes."""
         from pyspark.sql import functions as F
 
         placeholders: dict[str, int] = {}
@@ -297,40 +366,56 @@ class SilverJob:
             elif act.action == "clip":
                 df = df.withColumn(name, F.least(F.greatest(F.col(name), F.lit(act.min)), F.lit(act.max)))
             elif act.action == "scrub_text":
-                # Notes are rare: only rows holding one make the trip through Python, once
-                # (persisted: counting the placeholders runs the scrubber, the write reuses its output).
-                noted = scrub_column(df.where(F.col(name).isNotNull()), name, config=self.notes).persist()
-                self._transient.append(noted)
+                # The raw note is dropped; rows holding one get the scrubbed text back by key.
+                noted = notes(name)
                 for kind, n in redaction_totals(noted, f"{name}_redactions").items():
                     if n:
                         placeholders[kind] = placeholders.get(kind, 0) + n
-                df = df.where(F.col(name).isNull()).unionByName(noted.drop(f"{name}_redactions"))
+                scrubbed = by_size(noted.drop(f"{name}_redactions"), noted.count())
+                df = df.drop(name).join(scrubbed, list(ROW_KEY), "left")
         return df, placeholders
 
     # 3. write --------------------------------------------------------------------------------
-    def _replace(self, df: DataFrame, path: str, window: str, meta: dict[str, Any]) -> tuple[int, int]:
-        """Replace the rows matching ``window`` by ``df``; returns (Delta version, rows written)."""
+    def _replace(self, df: DataFrame, path: str, window: str, meta: dict[str, Any],
+                 properties: Mapping[str, str]) -> tuple[int, int]:
+        """Replace the rows matching ``window`` by ``df``; returns (Delta version, rows written).
+
+        A table that does not exist yet is created by this write with ``properties``: one
+        commit, and no snapshot of an empty table to compute before the first rows land.
+        """
+        from pyspark.errors import AnalysisException
+
+        if find_table(self.cfg, path) is None:
+            try:
+                create_table_as(self.spark, df, path, dict(properties), json.dumps(meta))
+                return last_commit(self.cfg, path)
+            except AnalysisException:
+                if find_table(self.cfg, path) is None:
+                    # No table, yet the path is taken: files of a first write that failed
+                    # before committing. Nothing readable is there to lose.
+                    logger.warning("%s holds files but no Delta table (a first write that failed?); "
+                                   "creating the table over them", path)
+                    create_table_as(self.spark, df, path, dict(properties), json.dumps(meta), replace=True)
+                    return last_commit(self.cfg, path)
+                # another run created it meanwhile: replace into it like any later run
         (df.write.format("delta").mode("overwrite").option("replaceWhere", window)
          .option("userMetadata", json.dumps(meta)).save(path))
         return last_commit(self.cfg, path)
 
-    def _ensure_table(self, path: str, schema: Any, contract: DataContract, layer: str, level: str,
-                      policy_version: int, region: str, constraints: Mapping[str, str]) -> None:
-        """Create the table with its governance properties, change feed and retention on first use."""
-        if find_table(self.cfg, path) is not None:
-            return
+    def _properties(self, contract: DataContract, layer: str, level: str, policy_version: int, region: str,
+                    constraints: Mapping[str, str]) -> dict[str, str]:
+        """A new table's properties: governance, change feed, retention and CHECK constraints."""
         gov = TableGovernance(contract.data_class, contract.id, region, appi_level=level,  # type: ignore[arg-type]
                               tenant=contract.tenant, contract_version=contract.version,
                               policy_version=str(policy_version))
-        props = {
+        return {
             **gov.to_delta_properties(), "fieldloop.layer": layer, "fieldloop.stream": contract.stream,
             "delta.enableChangeDataFeed": "true",
             # Expired rows are deleted at the contract's retention; VACUUM then removes their
             # files after this grace period, so nothing outlives retention by more than it.
             "delta.deletedFileRetentionDuration": f"interval {vacuum_grace_days(contract)} days",
-            # CHECK constraints are these properties in Delta's log; set at creation (the table
-            # is empty, nothing to validate) they cost one commit, where an ALTER TABLE ADD
-            # CONSTRAINT per rule cost 1.3 s each, 6 s for a vehicle table's first run.
+            # CHECK constraints are these properties in Delta's log; set at creation they cost
+            # nothing more, where an ALTER TABLE ADD CONSTRAINT per rule cost 1.3 s each, 6 s
+            # for a vehicle table's first run.
             **{f"delta.constraints.{name.lower()}": expr for name, expr in constraints.items()},
         }
-        create_table(self.spark, path, schema, props)

@@ -6,6 +6,7 @@ Bronze tables are written by the real bronze job from a simulated fleet (see con
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -169,6 +170,7 @@ def test_upkeep_deletes_expired_rows_compacts_and_vacuums_once_a_day(spark, lake
 
 
 def test_silver_range_rules_are_check_constraints_delta_enforces(spark, lake_cfg: FieldloopConfig) -> None:  # noqa: ANN001
+    from delta.tables import DeltaTable
     from py4j.protocol import Py4JJavaError
     from pyspark.sql.types import DoubleType, StructField, StructType
 
@@ -176,11 +178,42 @@ def test_silver_range_rules_are_check_constraints_delta_enforces(spark, lake_cfg
     contract = load_contracts()["vehicle-frames-acme-mobility"]
     path = f"{lake_cfg.lake}/silver/constraint_probe"
     schema = StructType([StructField("speed_mps", DoubleType())])
-    job._ensure_table(path, schema, contract, "silver", "pseudonymized", 1, "ap-northeast-1",
-                      {"speed_Plausible": "speed_mps IS NULL OR (speed_mps >= 0.0 AND speed_mps <= 90.0)"})
-    spark.createDataFrame([(12.5,), (None,)], schema).write.format("delta").mode("append").save(path)
+    props = job._properties(contract, "silver", "pseudonymized", 1, "ap-northeast-1",
+                            {"speed_Plausible": "speed_mps IS NULL OR (speed_mps >= 0.0 AND speed_mps <= 90.0)"})
+    # The first write creates the table with its constraints: one breaking them creates nothing.
+    with pytest.raises(Exception, match="DELTA_VIOLATE_CONSTRAINT"):
+        job._replace(spark.createDataFrame([(120.0,)], schema), path, "true", {"bronze_version": 1}, props)
+    assert not DeltaTable.isDeltaTable(spark, path)
+    job._replace(spark.createDataFrame([(12.5,), (None,)], schema), path, "true", {"bronze_version": 1}, props)
     with pytest.raises(Py4JJavaError, match="DELTA_VIOLATE_CONSTRAINT"):
         spark.createDataFrame([(120.0,)], schema).write.format("delta").mode("append").save(path)
     assert spark.read.format("delta").load(path).count() == 2
     detail = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()["properties"]
     assert detail["delta.constraints.speed_plausible"].startswith("speed_mps IS NULL")
+
+
+def test_rules_by_key_marks_each_row_as_mark_does(spark) -> None:  # noqa: ANN001
+    """The job's first pass shuffles only keys and verdicts; every row must get the rule the whole-row marking gives."""
+    from refinement import quality
+
+    expect = default_policies()["vehicle-frames-acme-mobility"].expect
+    ok = dict(vin="V1", ts=None, lat=35.6, lon=139.7, speed_mps=10.0, accel_mps2=0.5, brake=0.1)
+    cases = [
+        ("a", 1, 0, {}),  # passes
+        ("a", 2, 1, {"speed_mps": 120.0}),  # one range rule
+        ("a", 3, 0, {}),  # time went back from seq 2: monotonic only
+        ("a", 4, 5, {"lat": None, "speed_mps": -1.0}),  # required comes first in the file, so it wins over speed
+        ("b", 1, 9, {}),
+        ("b", 2, 3, {"lon": 170.0}),  # both longitude and monotonic: longitude is listed first
+    ]
+    rows = [{**ok, "_device_id": d, "_seq": seq, "ts": datetime(2026, 5, 1, 8, 0, second, tzinfo=UTC), **bad}
+            for d, seq, second, bad in cases]
+    schema = ("vin STRING, ts TIMESTAMP, lat DOUBLE, lon DOUBLE, speed_mps DOUBLE, accel_mps2 DOUBLE, brake DOUBLE, "
+              "_device_id STRING, _seq LONG")
+    df = spark.createDataFrame([tuple(r[c.split()[0]] for c in schema.split(", ")) for r in rows], schema)
+    whole = {(r["_device_id"], r["_seq"]): r["_rule"] for r in quality.mark(df, expect).collect()}
+    keyed = quality.rules_by_key(df, expect, ["_device_id", "_seq"])
+    assert keyed.columns == ["_device_id", "_seq", "_rule"]
+    assert {(r["_device_id"], r["_seq"]): r["_rule"] for r in keyed.collect()} == whole == {
+        ("a", 1): None, ("a", 2): "speed-plausible", ("a", 3): "time-monotonic", ("a", 4): "required-fields",
+        ("b", 1): None, ("b", 2): "longitude-in-japan"}
