@@ -11,7 +11,7 @@ keeps as they are also become Delta CHECK constraints, so no later writer can br
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from refinement.errors import QualityError
@@ -55,16 +55,22 @@ def _failure(e: Expectation, device: str, order: str) -> Column:
     raise AssertionError(e.rule)
 
 
-def mark(df: DataFrame, expectations: Sequence[Expectation], device: str = "_device_id", order: str = "_seq") -> DataFrame:
-    """``df`` with ``_rule``: the name of the first expectation each row fails, or null."""
+def _first_failed(expectations: Sequence[Expectation], failure: Callable[[int], Column]) -> Column:
+    """The name of the first expectation (in file order) whose ``failure(index)`` is true, or null.
+
+    A null failure is no failure here: missing values are the ``required`` rule's to catch.
+    """
     from pyspark.sql import functions as F
 
     rule = F.lit(None).cast("string")
-    # Built back to front so the first expectation in the file wins. A null compared is no
-    # failure here: missing values are the ``required`` rule's to catch.
-    for e in reversed(expectations):
-        rule = F.when(F.coalesce(_failure(e, device, order), F.lit(False)), F.lit(e.name)).otherwise(rule)
-    return df.withColumn(RULE_COLUMN, rule)
+    for i in reversed(range(len(expectations))):  # built back to front so the first one wins
+        rule = F.when(F.coalesce(failure(i), F.lit(False)), F.lit(expectations[i].name)).otherwise(rule)
+    return rule
+
+
+def mark(df: DataFrame, expectations: Sequence[Expectation], device: str = "_device_id", order: str = "_seq") -> DataFrame:
+    """``df`` with ``_rule``: the name of the first expectation each row fails, or null."""
+    return df.withColumn(RULE_COLUMN, _first_failed(expectations, lambda i: _failure(expectations[i], device, order)))
 
 
 def rules_by_key(df: DataFrame, expectations: Sequence[Expectation], keys: Sequence[str],
@@ -84,11 +90,7 @@ def rules_by_key(df: DataFrame, expectations: Sequence[Expectation], keys: Seque
     narrow = df.select(*[F.col(c) for c in sorted(carried)],
                        *[F.coalesce(_failure(expectations[i], device, order), F.lit(False)).alias(name)
                          for i, name in local.items()])
-    rule = F.lit(None).cast("string")
-    for i in reversed(range(len(expectations))):  # the first failed expectation in the file wins, as in mark()
-        e = expectations[i]
-        failed = F.col(local[i]) if i in local else F.coalesce(_failure(e, device, order), F.lit(False))
-        rule = F.when(failed, F.lit(e.name)).otherwise(rule)
+    rule = _first_failed(expectations, lambda i: F.col(local[i]) if i in local else _failure(expectations[i], device, order))
     return narrow.select(*keys, *carry, rule.alias(RULE_COLUMN))
 
 
