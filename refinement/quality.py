@@ -47,8 +47,9 @@ def _failure(e: Expectation, device: str, order: str) -> Column:
     if e.rule == "in_set":
         return ~col.isin(*e.values)
     if e.rule == "monotonic":
-        previous = F.lag(col).over(Window.partitionBy(device).orderBy(order))
-        return previous.isNotNull() & (col < previous)
+        # Null on a device's first row, so no failure there; lag appears once, so the
+        # window computes it once.
+        return col < F.lag(col).over(Window.partitionBy(device).orderBy(order))
     if e.rule == "unit_consistent":
         per_unit = F.count(F.lit(1)).over(Window.partitionBy(e.per, e.column))  # type: ignore[arg-type]
         return per_unit < F.max(per_unit).over(Window.partitionBy(e.per))  # type: ignore[arg-type]
@@ -86,11 +87,14 @@ def rules_by_key(df: DataFrame, expectations: Sequence[Expectation], keys: Seque
 
     windowed = [e for e in expectations if e.rule in WINDOW_RULES]
     carried = {*keys, *carry, *(c for e in windowed for c in e.used_columns)} | ({device, order} if windowed else set())
-    local = {i: f"_fails_{i}" for i, e in enumerate(expectations) if e.rule not in WINDOW_RULES}
-    narrow = df.select(*[F.col(c) for c in sorted(carried)],
-                       *[F.coalesce(_failure(expectations[i], device, order), F.lit(False)).alias(name)
-                         for i, name in local.items()])
-    rule = _first_failed(expectations, lambda i: F.col(local[i]) if i in local else _failure(expectations[i], device, order))
+    local = [i for i, e in enumerate(expectations) if e.rule not in WINDOW_RULES]
+    # One small int crosses the shuffle for all row-local rules: the index of the first one
+    # failing. Local rule i is the first failing rule overall unless a window rule before it fails.
+    first_local = F.lit(None).cast("int")
+    for i in reversed(local):
+        first_local = F.when(F.coalesce(_failure(expectations[i], device, order), F.lit(False)), F.lit(i)).otherwise(first_local)
+    narrow = df.select(*[F.col(c) for c in sorted(carried)], first_local.alias("_first_local"))
+    rule = _first_failed(expectations, lambda i: F.col("_first_local") == i if i in local else _failure(expectations[i], device, order))
     return narrow.select(*keys, *carry, rule.alias(RULE_COLUMN))
 
 

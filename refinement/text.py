@@ -42,7 +42,7 @@ from refinement.errors import RefinementError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
 
 logger = logging.getLogger(__name__)
 
@@ -356,6 +356,20 @@ def scrub_column(df: DataFrame, column: str, out_column: str | None = None, *,
     return df.mapInArrow(scrub_batches, schema)
 
 
+def redaction_sums(counts_column: str, where: Column | None = None, prefix: str = "") -> list[Column]:
+    """Aggregates summing a counts struct made by :func:`scrub_column`, one per placeholder type.
+
+    Each is named ``prefix + type`` and counts zero when no row counts. ``where`` limits the
+    sums to the rows it holds for. For :meth:`DataFrame.agg` or :meth:`DataFrame.observe`.
+    """
+    from pyspark.sql import functions as F
+
+    def value(t: str) -> Column:
+        return F.col(counts_column)[t] if where is None else F.when(where, F.col(counts_column)[t])
+
+    return [F.coalesce(F.sum(value(t)), F.lit(0)).alias(prefix + t) for t in PLACEHOLDER_TYPES]
+
+
 def redaction_totals(df: DataFrame, counts_column: str) -> dict[str, int]:
     """Sums a counts struct made by :func:`scrub_column` into ``{type: count}`` (one Spark job).
 
@@ -366,7 +380,5 @@ def redaction_totals(df: DataFrame, counts_column: str) -> dict[str, int]:
     Returns:
         Every placeholder type with its total, zeros included.
     """
-    from pyspark.sql import functions as F
-
-    row = df.agg(*(F.coalesce(F.sum(F.col(counts_column)[t]), F.lit(0)).alias(t) for t in PLACEHOLDER_TYPES)).first()
+    row = df.agg(*redaction_sums(counts_column)).first()
     return {t: int(row[t]) for t in PLACEHOLDER_TYPES}

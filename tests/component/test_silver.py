@@ -86,6 +86,8 @@ def test_silver_table_carries_governance_and_change_feed(spark, lake_cfg: Fieldl
     assert props["fieldloop.residency_region"] == "ap-northeast-1" and props["fieldloop.layer"] == "silver"
     assert props["delta.enableChangeDataFeed"] == "true"
     assert props["delta.deletedFileRetentionDuration"] == "interval 7 days"
+    # statistics only on the columns silver is filtered by (the upkeep test Z-orders by them)
+    assert props["delta.dataSkippingStatsColumns"] == "_device,ts,_seq,_bronze_version"
     saved = json.loads(Path(report.location).read_text())
     assert saved["rows_in"] == report.rows_in and saved["reconciles"] is True
     assert saved["fields"]["sensor_id"] == "keep"
@@ -217,3 +219,38 @@ def test_rules_by_key_marks_each_row_as_mark_does(spark) -> None:  # noqa: ANN00
     assert {(r["_device_id"], r["_seq"]): r["_rule"] for r in keyed.collect()} == whole == {
         ("a", 1): None, ("a", 2): "speed-plausible", ("a", 3): "time-monotonic", ("a", 4): "required-fields",
         ("b", 1): None, ("b", 2): "longitude-in-japan"}
+
+
+def test_first_pass_counts_the_placeholders_only_of_the_notes_silver_keeps(spark, lake_cfg: FieldloopConfig) -> None:  # noqa: ANN001
+    """Placeholder counts come out of the gate's pass: a quarantined row's note is not in the report."""
+    from refinement.text import NoteScrubber, ScrubberConfig
+
+    cid = "vehicle-frames-acme-mobility"
+    job = silver_job(spark, lake_cfg)
+    job.notes = ScrubberConfig(use_model=False)  # patterns only: no recognizer to load for this check
+    kept_notes = ["Call 090-1234-5678 after the shift.", "Mail ops-lead@example.co.jp and 03-5555-0199."]
+    cases = [  # seq, speed, note
+        (1, 10.0, kept_notes[0]),
+        (2, 10.0, None),
+        (3, 120.0, "Quarantined: write to someone@example.com"),  # fails speed-plausible
+        (4, 10.0, kept_notes[1]),
+    ]
+    schema = ("vin STRING, driver_id STRING, ts TIMESTAMP, lat DOUBLE, lon DOUBLE, speed_mps DOUBLE, "
+              "accel_mps2 DOUBLE, brake DOUBLE, driver_note STRING, _device_id STRING, _seq LONG")
+    df = spark.createDataFrame([("V1", "d-7", datetime(2026, 5, 1, 8, 0, seq, tzinfo=UTC), 35.6, 139.7, speed, 0.5,
+                                 0.1, note, "V1", seq) for seq, speed, note in cases], schema)
+    first = job._first_pass(df, job.policies[cid], job.outputs(cid))
+    try:
+        assert first.rows_in == 4 and first.failed == {"speed-plausible": 1}
+        assert first.noted == {"driver_note": 2}
+        expected: dict[str, int] = {}
+        for result in NoteScrubber(ScrubberConfig(use_model=False)).scrub_many(kept_notes):
+            for kind, n in result.counts.items():
+                expected[kind] = expected.get(kind, 0) + n
+        assert expected == {"PHONE": 2, "EMAIL": 1}
+        assert first.placeholders == {"driver_note": expected}
+        assert {c: sorted(v) for c, v in first.ids.items()} == {"_device_id": ["V1"], "driver_id": ["d-7"], "vin": ["V1"]}
+        assert [r["driver_note"] for r in first.notes("driver_note").orderBy("_seq").collect()] == [
+            "Call [PHONE] after the shift.", "Mail [EMAIL] and [PHONE]."]
+    finally:
+        first.side.unpersist()
