@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -38,6 +39,13 @@ def test_mesh_codes_match_the_standard(spark) -> None:  # noqa: ANN001
         got = {r["name"]: r["m"] for r in df.select("name", anonymize.mesh_code(F.col("lat"), F.col("lon"), level).alias("m")).collect()}
         assert got == {k: reference_mesh(*v, level) for k, v in places.items()}, level
     assert reference_mesh(*places["tokyo-station"], 3) == "53394611"  # worked by hand from the definition
+    # and anywhere in Japan's extent, at every level
+    rng = random.Random(7)
+    points = [(rng.uniform(20.5, 45.5), rng.uniform(122.5, 153.5)) for _ in range(300)]
+    df = spark.createDataFrame(points, "lat DOUBLE, lon DOUBLE")
+    for level in (1, 2, 3, 4, 5):
+        got = [r["m"] for r in df.select(anonymize.mesh_code(F.col("lat"), F.col("lon"), level).alias("m")).collect()]
+        assert got == [reference_mesh(lat, lon, level) for lat, lon in points], level
 
 
 def test_trip_ends_are_trimmed_by_at_least_the_distance(spark) -> None:  # noqa: ANN001
