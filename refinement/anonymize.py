@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
 EARTH_RADIUS_M = 6_371_008.8
-KEPT_COLUMN = "_kept"  # added by trip_kept: false for the frames a trip's ends trim
 
 
 def mesh_code(lat: Column, lon: Column, level: int) -> Column:
@@ -80,7 +79,7 @@ def _distance_m(lat1: Column, lon1: Column, lat2: Column, lon2: Column) -> Colum
     return F.lit(2 * EARTH_RADIUS_M) * F.asin(F.least(F.lit(1.0), F.sqrt(h)))
 
 
-def trip_kept(df: DataFrame, device: str, ts: str, lat: str, lon: str, trim_m: float, gap_s: int) -> DataFrame:
+def _kept_in_trip(df: DataFrame, device: str, ts: str, lat: str, lon: str, trim_m: float, gap_s: int) -> DataFrame:
     """``df`` with ``_kept``: whether each frame is at least ``trim_m`` from its trip's start and end."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -99,18 +98,18 @@ def trip_kept(df: DataFrame, device: str, ts: str, lat: str, lon: str, trim_m: f
     # A frame with no position has no distance: it is trimmed, never kept by accident.
     kept = F.coalesce((F.col("_from_start") >= trim_m) & (F.col("_length") - F.col("_from_start") >= trim_m),
                       F.lit(False))
-    return walked.withColumn(KEPT_COLUMN, kept).drop(
+    return walked.withColumn("_kept", kept).drop(
         "_prev_lat", "_prev_lon", "_gap", "_new_trip", "_trip", "_step", "_from_start", "_length")
 
 
 def trim_trips(df: DataFrame, device: str, ts: str, lat: str, lon: str, trim_m: float, gap_s: int) -> DataFrame:
     """``df`` without the frames within ``trim_m`` metres of a trip's start or end."""
-    return trip_kept(df, device, ts, lat, lon, trim_m, gap_s).where(KEPT_COLUMN).drop(KEPT_COLUMN)
+    return _kept_in_trip(df, device, ts, lat, lon, trim_m, gap_s).where("_kept").drop("_kept")
 
 
 def trip_ends(df: DataFrame, device: str, ts: str, lat: str, lon: str, trim_m: float, gap_s: int) -> DataFrame:
     """The frames of ``df`` that :func:`trim_trips` removes: those within ``trim_m`` of a trip's start or end."""
-    return trip_kept(df, device, ts, lat, lon, trim_m, gap_s).where(f"NOT {KEPT_COLUMN}").drop(KEPT_COLUMN)
+    return _kept_in_trip(df, device, ts, lat, lon, trim_m, gap_s).where("NOT _kept").drop("_kept")
 
 
 @dataclass
@@ -125,22 +124,20 @@ class KAnonymity:
 
 
 def enforce_k_anonymity(df: DataFrame, device: str, quasi: Sequence[str], k: int,
-                        sensitive: Sequence[str] = (), cells_from: DataFrame | None = None) -> tuple[DataFrame, KAnonymity]:
+                        sensitive: Sequence[str] = ()) -> tuple[DataFrame, KAnonymity]:
     """Suppress rare quasi-identifier values, then drop rows in classes of fewer than ``k`` devices.
 
     Everything is decided on ``cells``: rows aggregated by device and quasi-identifiers
     (thousands of rows where the input has millions), then one broadcast join applies the
     decision to ``df``. The cells also carry each ``sensitive`` attribute's distinct values,
     so the ℓ-diversity of the classes kept comes from them, with no pass over the rows.
-    ``cells_from`` gives the same rows' device, quasi-identifiers and sensitive attributes
-    when a narrower frame holds them (default: ``df``). Returns the kept rows and the counts.
+    Returns the kept rows and the counts.
     """
     from pyspark.sql import functions as F
 
     stats = KAnonymity(k)
-    source = df if cells_from is None else cells_from
-    cells = source.groupBy(device, *quasi).agg(F.count(F.lit(1)).alias("_rows"),
-                                               *[F.collect_set(s).alias(f"_l_{i}") for i, s in enumerate(sensitive)]).persist()
+    cells = df.groupBy(device, *quasi).agg(F.count(F.lit(1)).alias("_rows"),
+                                           *[F.collect_set(s).alias(f"_l_{i}") for i, s in enumerate(sensitive)]).persist()
     try:
         rare: dict[str, list] = {}
         for q in quasi:  # one job each: the values fewer than k devices hold, with their rows

@@ -315,13 +315,13 @@ class SilverJob:
         tp, cfg = o.policy, self.cfg.refine
         report = PrivacyReport(o.name, o.path, contract.id, tp.level, policy.version, (a + 1, b),
                                fields=self._describe(tp), residency_region=region)
-        df, decided = good, None
-        if tp.level == "anonymized" or tp.trim_trips:
-            decided = self._anonymity_frame(good, tp, first)
+        df = good
         if tp.trim_trips:
-            # The frames to trim leave the rows by key, so whole rows are not shuffled by
-            # device and time.
-            ends = decided.where(f"NOT {anonymize.KEPT_COLUMN}").select(*ROW_KEY)
+            # Trips are walked on the few columns they need; the frames to trim leave the
+            # rows by key, so whole rows are not shuffled by device and time.
+            ends = anonymize.trip_ends(df.select(*ROW_KEY, "ts", "lat", "lon"), "_device_id", "ts", "lat", "lon",
+                                       cfg.trip_trim_m, cfg.trip_gap_s).select(*ROW_KEY).persist()
+            self._transient.append(ends)
             report.trimmed_rows = ends.count()
             df = df.join(by_size(ends, report.trimmed_rows), list(ROW_KEY), "left_anti")
         df = self._apply_fields(df, tp, first)
@@ -339,10 +339,9 @@ class SilverJob:
         counting = ["_device_id"] if tp.level == "anonymized" else []
         out = df.select(*tp.output_columns, *device, *seq, *keyed, VERSION_COLUMN, *counting)
         if tp.level == "anonymized":
-            # k-anonymity's cells (which also give l-diversity) come from the narrow frame
-            # the trips were walked on, already cached, not from another pass over the rows.
-            out, k = anonymize.enforce_k_anonymity(out, "_device_id", tp.quasi_identifiers, cfg.k, tp.sensitive,
-                                                   cells_from=decided.where(anonymize.KEPT_COLUMN))
+            # Not cached: k-anonymity's cells (which also give l-diversity) read only the
+            # columns they group by, which costs less than caching whole rows for them.
+            out, k = anonymize.enforce_k_anonymity(out, "_device_id", tp.quasi_identifiers, cfg.k, tp.sensitive)
             out = out.drop("_device_id")
             report.k_required, report.k_achieved = cfg.k, k.k_achieved
             report.suppressed_rows, report.suppressed_values = k.suppressed_rows, k.suppressed_values
@@ -375,35 +374,12 @@ class SilverJob:
                 described[name] = f"{described[name]} ({recognizer})"
         return described
 
-    def _anonymity_frame(self, good: DataFrame, tp: TablePolicy, first: FirstPass) -> DataFrame:
-        """What an anonymized table's decisions read, one narrow row per good row, cached.
-
-        Its key, ``_kept`` (false for the frames a trip's ends trim), and the table's
-        quasi-identifiers and sensitive attributes as the table will hold them. Trip ends
-        and k-anonymity's cells both come from it, so the rows are read once for both.
-        """
-        from pyspark.sql import functions as F
-
-        meshed = [n for n, act in tp.fields.items() if act.action == "mesh"]
-        sources = {f for c in (*tp.quasi_identifiers, *tp.sensitive) for f in (meshed if c == MESH_COLUMN else [c])}
-        walked = {"ts", "lat", "lon"} if tp.trim_trips else set()
-        narrow = good.select(*ROW_KEY, *sorted((sources | walked) - set(ROW_KEY)))
-        cfg = self.cfg.refine
-        narrow = (anonymize.trip_kept(narrow, "_device_id", "ts", "lat", "lon", cfg.trip_trim_m, cfg.trip_gap_s)
-                  if tp.trim_trips else narrow.withColumn(anonymize.KEPT_COLUMN, F.lit(True)))
-        decided = self._apply_fields(narrow, tp, first, only=sources).persist()
-        self._transient.append(decided)
-        return decided
-
-    def _apply_fields(self, df: DataFrame, tp: TablePolicy, first: FirstPass,
-                      only: set[str] | None = None) -> DataFrame:
+    def _apply_fields(self, df: DataFrame, tp: TablePolicy, first: FirstPass) -> DataFrame:
         """``df`` with the table's generalizations applied and its notes replaced by their
-        scrubbed text, joined back by key from the first pass; ``only`` limits it to those fields."""
+        scrubbed text, joined back by key from the first pass."""
         from pyspark.sql import functions as F
 
         for name, act in tp.fields.items():
-            if only is not None and name not in only:
-                continue
             if act.action == "mesh" and MESH_COLUMN not in df.columns:
                 lat, lon = [n for n, a in tp.fields.items() if a.action == "mesh"]
                 df = df.withColumn(MESH_COLUMN, anonymize.mesh_code(F.col(lat), F.col(lon), int(act.level or 3)))

@@ -97,13 +97,3 @@ def test_time_buckets(spark, minutes: int, expected: str) -> None:  # noqa: ANN0
     got = df.select(anonymize.time_bucket(F.col("ts"), minutes).alias("b")).first()["b"]
     assert got.astimezone(UTC).strftime("%H:%M") == expected
 
-
-def test_k_anonymity_decides_on_the_cells_it_is_given(spark) -> None:  # noqa: ANN001
-    """Silver passes the narrow frame its trips were walked on; the decision must come from it."""
-    rows = [(f"d{d}", "A", 8, False) for d in range(5)]
-    df = spark.createDataFrame(rows, "dev STRING, cell STRING, hour INT, flag BOOLEAN")
-    kept, stats = anonymize.enforce_k_anonymity(df, "dev", ["cell", "hour"], k=5)
-    assert kept.count() == 5 and stats.k_achieved == 5
-    # the same rows, decided on cells that hold one device fewer: the class is below k
-    kept, stats = anonymize.enforce_k_anonymity(df, "dev", ["cell", "hour"], k=5, cells_from=df.where("dev <> 'd0'"))
-    assert kept.count() == 0 and stats.k_achieved is None and stats.suppressed_rows == 4
