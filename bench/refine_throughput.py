@@ -346,13 +346,12 @@ def breakdown(spark, job: SilverJob, contract, keys, seeded: int, repeat: int, w
         job._first_pass(read, policy, outputs).side.unpersist()  # noqa: SLF001
 
     def trim() -> None:
-        ends = anonymize.trip_ends(good.select(*ROW_KEY, "ts", "lat", "lon"), "_device_id", "ts", "lat", "lon",
-                                   cfg.trip_trim_m, cfg.trip_gap_s).select(*ROW_KEY)
-        force(good.join(ends, list(ROW_KEY), "left_anti"))
+        force(anonymize.mark_trip_ends(good.select(*ROW_KEY, "ts", "lat", "lon"), "_device_id", "ts", "lat", "lon",
+                                       cfg.trip_trim_m, cfg.trip_gap_s))
 
     stages: list[tuple[str, Callable[[], Any]]] = [
         ("read: bronze change feed", lambda: force(read)),
-        ("first pass: rules, counts, identifiers, notes scrubbed (the gate)", first_pass),
+        ("first pass: rules, counts, ids, notes, trips, cells (the gate)", first_pass),
         ("  quality rules alone: mark + count per rule, whole rows",
          lambda: quality.mark(read, policy.expect).groupBy("_rule").count().collect()),
         ("pseudonymize 2 columns (ids given -> driver HMAC -> broadcast join)",
@@ -368,7 +367,7 @@ def breakdown(spark, job: SilverJob, contract, keys, seeded: int, repeat: int, w
         ("the job's pseudonymized transform (fields, notes by key, pseudonyms)",
          lambda: force(pseudonymize(job._apply_fields(good, pseudo, first),  # noqa: SLF001
                                     pseudo.pseudonym_fields, key, values=first.ids))),
-        ("trim trips (3 windows per device on 5 columns, anti-joined by key)", trim),
+        ("  trip walk alone (windows per device on 5 columns, own shuffle)", trim),
     ]
     trimmed = anonymize.trim_trips(good, "_device_id", "ts", "lat", "lon", cfg.trip_trim_m, cfg.trip_gap_s)
     generalized = job._apply_fields(trimmed, anon, first).select(  # noqa: SLF001 - the job's own generalization

@@ -138,6 +138,11 @@ class TablePolicy(_Strict):
             raise ValueError(f"mesh needs both the lat and the lon field, got {meshes}")
         if meshes and len({self.fields[n].level for n in meshes}) != 1:
             raise ValueError("lat and lon must use the same mesh level")
+        notes = [c for c in (*self.quasi_identifiers, *self.sensitive)
+                 if c in self.fields and self.fields[c].action == "scrub_text"]
+        if notes:
+            raise ValueError(f"{', '.join(notes)}: free text cannot be a quasi-identifier or sensitive attribute "
+                             "(its values are never the same twice); declare a generalized field instead")
         if self.trim_trips and not {"lat", "lon", "ts"} <= set(self.fields):
             raise ValueError("trim_trips needs lat, lon and ts fields")
         return self

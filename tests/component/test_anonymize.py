@@ -56,6 +56,8 @@ def test_trip_ends_are_trimmed_by_at_least_the_distance(spark) -> None:  # noqa:
         for i in range(60):
             rows.append(("car-a", start + timedelta(seconds=i), 35.0 + trip * 0.1 + i * 20 / 111_195, 139.0))
     rows += [("car-b", t0 + timedelta(seconds=i), 34.0 + i * 20 / 111_195, 135.0) for i in range(15)]
+    # a frame with no position mid-trip: no distance from anything, so never kept
+    rows += [("car-c", t0 + timedelta(seconds=i), None if i == 30 else 33.0 + i * 20 / 111_195, 134.0) for i in range(60)]
     df = spark.createDataFrame(rows, "dev STRING, ts TIMESTAMP, lat DOUBLE, lon DOUBLE")
     kept = anonymize.trim_trips(df, "dev", "ts", "lat", "lon", trim_m=200.0, gap_s=300).collect()
 
@@ -70,6 +72,8 @@ def test_trip_ends_are_trimmed_by_at_least_the_distance(spark) -> None:  # noqa:
         assert min(metres((r["lat"], 0), first) for r in mine) >= 200 - 1e-6
         assert min(metres((r["lat"], 0), last) for r in mine) >= 200 - 1e-6
     assert not [r for r in kept if r["dev"] == "car-b"]  # 280 m long: nothing is 200 m from both ends
+    middle = [r for r in kept if r["dev"] == "car-c"]
+    assert middle and all(r["lat"] is not None for r in middle)
 
 
 def test_k_anonymity_keeps_only_classes_of_k_devices(spark) -> None:  # noqa: ANN001

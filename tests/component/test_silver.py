@@ -254,3 +254,68 @@ def test_first_pass_counts_the_placeholders_only_of_the_notes_silver_keeps(spark
             "Call [PHONE] after the shift.", "Mail [EMAIL] and [PHONE]."]
     finally:
         first.side.unpersist()
+
+
+def test_first_pass_walks_trips_and_gathers_cells_as_a_pass_over_the_passing_rows_would(
+        spark, lake_cfg: FieldloopConfig) -> None:  # noqa: ANN001
+    """The first pass walks trips and counts k-anonymity cells among rows that include failing
+    ones, skipping them. It must find what walking and counting the passing rows alone finds."""
+    import random
+    from datetime import timedelta
+
+    from pyspark.sql import functions as F
+
+    from refinement import anonymize, quality
+    from refinement.silver import generalized
+
+    cid = "vehicle-frames-public"
+    job = silver_job(spark, lake_cfg)
+    policy = job.policies[cid]
+    [anon] = [o for o in job.outputs(cid) if o.policy.level == "anonymized"]
+    rng = random.Random(5)
+    t0 = datetime(2026, 5, 1, 7, 40, tzinfo=UTC)
+    rows = []
+    for d in range(6):  # two trips each, 1 Hz at ~15 m/s, the second across the hour's end: 12+ cells
+        seq = 0
+        for start in (t0, t0 + timedelta(minutes=19)):
+            lat, lon = 35.55 + d * 0.04, 139.70 + d * 0.07  # a few 10 km meshes
+            for i in range(90):
+                seq += 1
+                ts = start + timedelta(seconds=i)
+                speed = 15.0
+                if rng.random() < 0.06:
+                    speed = 120.0  # fails speed-plausible, mid-trip
+                if rng.random() < 0.03:
+                    ts -= timedelta(seconds=30)  # time goes back: fails time-monotonic
+                lat += 15 / 111_195
+                rows.append((f"V{d}", f"drv-{d}", ts, lat, lon, speed, 0.2, 0.1, rng.random() < 0.2, None, f"V{d}", seq))
+    schema = ("vin STRING, driver_id STRING, ts TIMESTAMP, lat DOUBLE, lon DOUBLE, speed_mps DOUBLE, accel_mps2 DOUBLE, "
+              "brake DOUBLE, intervention BOOLEAN, driver_note STRING, _device_id STRING, _seq LONG")
+    df = spark.createDataFrame(rows, schema)
+    cfg = lake_cfg.refine
+
+    first = job._first_pass(df, policy, job.outputs(cid))
+    try:
+        passing = quality.mark(df, policy.expect).where("_rule IS NULL").drop("_rule")
+        assert 0 < sum(first.failed.values()) == df.count() - passing.count()
+        walked = anonymize.mark_trip_ends(passing, "_device_id", "ts", "lat", "lon", cfg.trip_trim_m, cfg.trip_gap_s)
+        ends = {(r["_device_id"], r["_seq"]) for r in walked.where(anonymize.TRIP_END).collect()}
+        assert ends, "the trips are long enough to have ends to trim"
+        assert {(r["_device_id"], r["_seq"]) for r in first.ends().collect()} == ends
+        assert first.trip_ends == len(ends)
+
+        kept = walked.where(f"NOT {anonymize.TRIP_END}")
+        tp = anon.policy
+        kept = kept.select("_device_id", *[generalized(tp, q).alias(q) for q in (*tp.quasi_identifiers, *tp.sensitive)])
+        reference = anonymize.cells_of(kept, "_device_id", tp.quasi_identifiers, tp.sensitive)
+
+        def as_set(cells) -> set[tuple]:  # noqa: ANN001
+            return {(*(r[c] for c in ("_device_id", *tp.quasi_identifiers, "_rows")), tuple(sorted(r["_l_0"])))
+                    for r in cells.collect()}
+
+        got = first.cells(anon.name)
+        assert got.columns == reference.columns
+        assert len(as_set(reference)) >= 12 and as_set(got) == as_set(reference)
+        assert got.agg(F.sum("_rows")).first()[0] == kept.count()
+    finally:
+        first.side.unpersist()

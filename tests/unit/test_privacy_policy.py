@@ -54,6 +54,17 @@ def test_a_missing_policy_is_refused_with_the_file_to_add(tmp_path: Path) -> Non
         load_policies(CONTRACTS, default_registry(), folder)
 
 
+def test_free_text_cannot_be_a_quasi_identifier() -> None:
+    """k-anonymity's cells are gathered before notes are scrubbed, and no two notes are alike."""
+    text = (packaged_policies_dir() / "vehicle-frames-public.toml").read_text()
+    for old, new in (('sensitive = ["intervention"]', 'sensitive = ["intervention", "driver_note"]'),
+                     ('driver_id = "drop"\ndriver_note = "drop"', 'driver_id = "drop"\ndriver_note = { action = "scrub_text" }')):
+        assert old in text
+        text = text.replace(old, new, 1)
+    with pytest.raises(PolicyError, match="driver_note: free text cannot be a quasi-identifier or sensitive attribute"):
+        parse_policy(text, "vehicle-frames-public.toml")
+
+
 @pytest.mark.parametrize(("change", "message"), [
     (('device = "drop"', 'device = "pseudonym"'), "anonymized table keeps no linking codes"),
     (('driver_id = "drop"', 'driver_id = { action = "pseudonym", domain = "driver" }'), "driver_id are pseudonyms"),
