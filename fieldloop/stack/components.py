@@ -192,10 +192,18 @@ class KafkaComponent(Component):
 
 
 def _kafka_cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    One id in 64 would begin with "-", which kafka-storage's argument parser reads
+    as an option ("argument --cluster-id/-t: expected one argument"); Kafka's own
+    Uuid.randomUuid() redraws those, and so do we.
+    """
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 class MlflowComponent(Component):
