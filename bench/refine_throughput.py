@@ -367,7 +367,7 @@ def breakdown(spark, job: SilverJob, contract, keys, seeded: int, repeat: int, w
         ("the job's pseudonymized transform (fields, notes by key, pseudonyms)",
          lambda: force(pseudonymize(job._apply_fields(good, pseudo, first),  # noqa: SLF001
                                     pseudo.pseudonym_fields, key, values=first.ids))),
-        ("  trip walk alone (windows per device on 5 columns, own shuffle)", trim),
+        ("  trip walk alone (Arrow per device on 5 columns, own shuffle)", trim),
     ]
     trimmed = anonymize.trim_trips(good, "_device_id", "ts", "lat", "lon", cfg.trip_trim_m, cfg.trip_gap_s)
     generalized = job._apply_fields(trimmed, anon, first).select(  # noqa: SLF001 - the job's own generalization

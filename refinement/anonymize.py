@@ -1,4 +1,4 @@
-"""Generalization, trip trimming and k-anonymity, as native Spark expressions.
+"""Generalization, trip trimming and k-anonymity: Spark expressions, and numpy where a walk is sequential.
 
 * :func:`mesh_code` - lat/lon to the Japanese standard grid square code (JIS X 0410,
   地域メッシュ): level 1 = 80 km, 2 = 10 km, 3 = 1 km, 4 = 500 m, 5 = 250 m. Computed
@@ -7,7 +7,8 @@
 * :func:`trim_trips` - a trip is a device's run of frames without a gap longer than
   ``gap_s``; frames within ``trim_m`` of its start or its end are removed, so home and
   work addresses do not survive as trip endpoints. :func:`mark_trip_ends` marks them
-  instead, among the rows a job chooses.
+  instead, among the rows a job chooses; :func:`trip_ends` is the walk itself, over one
+  device's frames in Arrow.
 * :func:`enforce_k_anonymity` - rare quasi-identifier values (held by fewer than k
   devices) are suppressed to null, then rows whose quasi-identifier combination is held
   by fewer than k distinct devices are removed. k counts devices, not rows: a hundred
@@ -24,6 +25,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -72,16 +75,50 @@ def band(value: Column, width: float) -> Column:
     return F.floor(value / width) * F.lit(width)
 
 
-def _distance_m(lat1: Column, lon1: Column, lat2: Column, lon2: Column) -> Column:
-    from pyspark.sql import functions as F
-
-    p1, p2 = F.radians(lat1), F.radians(lat2)
-    dp, dl = p2 - p1, F.radians(lon2 - lon1)
-    h = F.pow(F.sin(dp / 2), 2) + F.cos(p1) * F.cos(p2) * F.pow(F.sin(dl / 2), 2)
-    return F.lit(2 * EARTH_RADIUS_M) * F.asin(F.least(F.lit(1.0), F.sqrt(h)))
-
-
 TRIP_END = "_trip_end"
+
+
+def trip_ends(ts: Any, lat: Any, lon: Any, trim_m: float, gap_s: int) -> np.ndarray:
+    """Of one device's frames: whether each is within ``trim_m`` metres of its trip's start or end.
+
+    ``ts`` (Arrow timestamps), ``lat`` and ``lon`` (Arrow doubles) hold the frames in any
+    order; ties in time are walked in the order given. A trip is a run of frames without a
+    gap over ``gap_s``; each frame's distance from its trip's start and to its end is the
+    sum of the great-circle steps between them. A frame with no position or time adds no
+    step and is always an end, never kept by accident.
+
+    Vectorized over the device (a sort and running sums, no Python per row): as Spark
+    windows, the walk took two sorts of the rows, one by device and time, one by trip.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(ts)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    has_t = pc.is_valid(ts).to_numpy(zero_copy_only=False)
+    millis = pc.fill_null(pc.cast(ts, pa.int64()), 0).to_numpy(zero_copy_only=False) // 1000  # Spark's microseconds
+    order = np.argsort(np.where(has_t, millis, np.iinfo(np.int64).min), kind="stable")  # no time first, as Spark sorts
+    t, has_t = millis[order], has_t[order]
+    la = np.asarray(lat.to_numpy(zero_copy_only=False), dtype=float)[order]  # null -> NaN
+    lo = np.asarray(lon.to_numpy(zero_copy_only=False), dtype=float)[order]
+    new_trip = np.ones(n, dtype=bool)
+    step = np.zeros(n)
+    if n > 1:
+        new_trip[1:] = ~has_t[1:] | ~has_t[:-1] | (np.diff(t) > gap_s * 1000)
+        p1, p2 = np.radians(la[:-1]), np.radians(la[1:])
+        h = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lo[1:] - lo[:-1]) / 2) ** 2
+        step[1:] = 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(h)))
+    step[new_trip | np.isnan(step)] = 0.0
+    walked = np.cumsum(step)  # since the device's first frame; a trip's first step is 0
+    trip = np.cumsum(new_trip) - 1
+    starts = np.flatnonzero(new_trip)
+    lasts = np.append(starts[1:] - 1, n - 1)
+    from_start, to_end = walked - walked[starts][trip], walked[lasts][trip] - walked
+    kept = has_t & ~np.isnan(la) & ~np.isnan(lo) & (from_start >= trim_m) & (to_end >= trim_m)
+    ends = np.empty(n, dtype=bool)
+    ends[order] = ~kept
+    return ends
 
 
 def mark_trip_ends(df: DataFrame, device: str, ts: str, lat: str, lon: str, trim_m: float, gap_s: int,
@@ -89,31 +126,23 @@ def mark_trip_ends(df: DataFrame, device: str, ts: str, lat: str, lon: str, trim
     """``df`` with ``_trip_end``: whether each frame is within ``trim_m`` of its trip's start or end.
 
     Only the frames where ``among`` holds (default: all) make up trips; the others are
-    marked null. They are walked apart from the rest, as partitions of their own inside
-    the device's, so a job can walk the rows passing its quality rules on the device
-    partitions that checked them, with no shuffle of its own. A frame with no position has
-    no distance: it counts as an end, never kept by accident.
+    marked null. Each device's frames are walked by :func:`trip_ends` in one Arrow batch.
     """
-    from pyspark.sql import Window
+    import pyarrow as pa
     from pyspark.sql import functions as F
+    from pyspark.sql.types import BooleanType, StructField, StructType
 
     part = F.coalesce(among, F.lit(False)) if among is not None else F.lit(True)
-    walked = df.withColumn("_part", part)
-    order = Window.partitionBy(device, "_part").orderBy(ts)
-    walked = walked.withColumn("_prev_lat", F.lag(lat).over(order)).withColumn("_prev_lon", F.lag(lon).over(order)) \
-        .withColumn("_gap", F.unix_millis(F.col(ts)) - F.unix_millis(F.lag(ts).over(order)))
-    walked = walked.withColumn("_new_trip", (F.col("_gap").isNull() | (F.col("_gap") > gap_s * 1000)).cast("int")) \
-        .withColumn("_trip", F.sum("_new_trip").over(order.rowsBetween(Window.unboundedPreceding, 0)))
-    step = F.when(F.col("_new_trip") == 1, F.lit(0.0)).otherwise(
-        _distance_m(F.col("_prev_lat"), F.col("_prev_lon"), F.col(lat), F.col(lon)))
-    trip = Window.partitionBy(device, "_part", "_trip")
-    walked = walked.withColumn("_step", step) \
-        .withColumn("_from_start", F.sum("_step").over(trip.orderBy(ts).rowsBetween(Window.unboundedPreceding, 0))) \
-        .withColumn("_length", F.sum("_step").over(trip))
-    kept = F.coalesce(F.col(lat).isNotNull() & F.col(lon).isNotNull() & (F.col("_from_start") >= trim_m)
-                      & (F.col("_length") - F.col("_from_start") >= trim_m), F.lit(False))
-    return walked.withColumn(TRIP_END, F.when(F.col("_part"), ~kept)).drop(
-        "_part", "_prev_lat", "_prev_lon", "_gap", "_new_trip", "_trip", "_step", "_from_start", "_length")
+    schema = StructType([*df.schema.fields, StructField(TRIP_END, BooleanType())])
+
+    def walk(table: pa.Table) -> pa.Table:
+        inside = table["_part"].to_numpy(zero_copy_only=False)
+        ends = np.zeros(len(table), dtype=bool)
+        idx = pa.array(np.flatnonzero(inside))
+        ends[inside] = trip_ends(table[ts].take(idx), table[lat].take(idx), table[lon].take(idx), trim_m, gap_s)
+        return table.drop_columns(["_part"]).append_column(TRIP_END, pa.array(ends, mask=~inside))
+
+    return df.withColumn("_part", part).groupBy(device).applyInArrow(walk, schema)
 
 
 def trim_trips(df: DataFrame, device: str, ts: str, lat: str, lon: str, trim_m: float, gap_s: int) -> DataFrame:
