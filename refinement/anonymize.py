@@ -121,6 +121,16 @@ def trip_ends(ts: Any, lat: Any, lon: Any, trim_m: float, gap_s: int) -> np.ndar
     return ends
 
 
+def trip_ends_among(rows: Any, among: np.ndarray, ts: str, lat: str, lon: str, trim_m: float, gap_s: int) -> np.ndarray:
+    """:func:`trip_ends` of the rows of Arrow table ``rows`` where ``among`` holds; False elsewhere."""
+    import pyarrow as pa
+
+    ends = np.zeros(len(rows), dtype=bool)
+    walked = pa.array(np.flatnonzero(among))
+    ends[among] = trip_ends(rows[ts].take(walked), rows[lat].take(walked), rows[lon].take(walked), trim_m, gap_s)
+    return ends
+
+
 def mark_trip_ends(df: DataFrame, device: str, ts: str, lat: str, lon: str, trim_m: float, gap_s: int,
                    among: Column | None = None) -> DataFrame:
     """``df`` with ``_trip_end``: whether each frame is within ``trim_m`` of its trip's start or end.
@@ -137,9 +147,7 @@ def mark_trip_ends(df: DataFrame, device: str, ts: str, lat: str, lon: str, trim
 
     def walk(table: pa.Table) -> pa.Table:
         inside = table["_part"].to_numpy(zero_copy_only=False)
-        ends = np.zeros(len(table), dtype=bool)
-        idx = pa.array(np.flatnonzero(inside))
-        ends[inside] = trip_ends(table[ts].take(idx), table[lat].take(idx), table[lon].take(idx), trim_m, gap_s)
+        ends = trip_ends_among(table, inside, ts, lat, lon, trim_m, gap_s)
         return table.drop_columns(["_part"]).append_column(TRIP_END, pa.array(ends, mask=~inside))
 
     return df.withColumn("_part", part).groupBy(device).applyInArrow(walk, schema)

@@ -132,8 +132,7 @@ class FirstPass:
     noted: dict[str, int]  # note column -> rows passing the rules that hold a note in it
     placeholders: dict[str, dict[str, int]]  # note column -> placeholder type -> how many the scrubber put in those notes
     trip_ends: int = 0  # rows passing the rules within the trim distance of a trip's start or end
-    quasi: dict[str, tuple[str, ...]] = field(default_factory=dict)  # anonymized table -> its quasi-identifiers
-    sensitive: dict[str, tuple[str, ...]] = field(default_factory=dict)  # anonymized table -> its sensitive attributes
+    anonymized: dict[str, TablePolicy] = field(default_factory=dict)  # table -> policy, in the order the cells are numbered
 
     def failing(self) -> DataFrame:
         """Key and first failed rule of the rows failing a rule."""
@@ -152,8 +151,8 @@ class FirstPass:
         """The k-anonymity cells of ``table``'s rows (as :func:`anonymize.cells_of`, device ``_device_id``)."""
         from pyspark.sql import functions as F
 
-        i = list(self.quasi).index(table)
-        quasi, sensitive = self.quasi[table], self.sensitive[table]
+        i = list(self.anonymized).index(table)
+        quasi, sensitive = self.anonymized[table].quasi_identifiers, self.anonymized[table].sensitive
         return self.side.where(f"_c{i}_rows IS NOT NULL").select(
             "_device_id", *[F.col(f"_c{i}_q{j}").alias(q) for j, q in enumerate(quasi)], F.col(f"_c{i}_rows").alias("_rows"),
             *[F.col(f"_c{i}_l{j}").alias(f"_l_{j}") for j in range(len(sensitive))])
@@ -191,9 +190,7 @@ class DeviceWalk:
             side |= mask(pc.is_valid(rows[n]))
         ends = np.zeros(len(rows), dtype=bool)
         if self.trim is not None:
-            walked = pa.array(np.flatnonzero(passing))
-            ends[passing] = anonymize.trip_ends(rows["ts"].take(walked), rows["lat"].take(walked),
-                                                rows["lon"].take(walked), *self.trim)
+            ends = anonymize.trip_ends_among(rows, passing, "ts", "lat", "lon", *self.trim)
             side |= ends
             out[anonymize.TRIP_END] = pa.array(ends, mask=~passing)
         for i, (quasi, sensitive, trims) in enumerate(self.tables):
@@ -336,9 +333,9 @@ class SilverJob:
         id_columns = sorted({c for o in outputs for c in o.policy.pseudonym_fields})
         notes = sorted({n for o in outputs for n, act in o.policy.fields.items() if act.action == "scrub_text"})
         trims = any(o.policy.trim_trips for o in outputs)
-        anonymized = [o.policy for o in outputs if o.policy.level == "anonymized"]
+        anonymized = {o.name: o.policy for o in outputs if o.policy.level == "anonymized"}
         walked = {"ts", "lat", "lon"} if trims else set()
-        sources = sorted(walked | {c for tp in anonymized for c in generalized_from(tp)})
+        sources = sorted(walked | {c for tp in anonymized.values() for c in generalized_from(tp)})
         ids, tally, kept = Observation("identifiers"), Observation("quality"), Observation("kept")
         if id_columns:  # of all rows: keying a failing row's id too is harmless
             rows = rows.observe(ids, *[F.collect_set(F.col(c).cast("string")).alias(c) for c in id_columns])
@@ -346,11 +343,11 @@ class SilverJob:
             tally, F.count(F.lit(1)).alias("rows"),
             *[F.count_if(F.col(RULE_COLUMN) == e.name).alias(e.name) for e in policy.expect])
         passing = F.col(RULE_COLUMN).isNull()
-        on_side = [F.col(RULE_COLUMN).isNotNull(), *[F.col(n).isNotNull() for n in notes]]
         if trims or anonymized:
-            side = self._walk_devices(verdicts, notes, trims, anonymized)
-        else:
-            side = verdicts.where(F.greatest(*on_side) if len(on_side) > 1 else on_side[0]).drop(*sources)
+            side = self._walk_devices(verdicts, notes, trims, list(anonymized.values()))
+        else:  # nothing to walk: the failing and noted rows, as they are
+            on_side = [F.col(RULE_COLUMN).isNotNull(), *[F.col(n).isNotNull() for n in notes]]
+            side = verdicts.where(F.greatest(*on_side) if len(on_side) > 1 else on_side[0])
         for n in notes:  # rows with no note pass through the scrubber untouched
             side = scrub_column(side, n, config=self.notes)
         # Of the notes the write keeps (those of rows passing the rules), and of the trip ends it trims.
@@ -368,9 +365,7 @@ class SilverJob:
                          failed={e.name: int(counted[e.name]) for e in policy.expect if counted[e.name]},
                          ids={c: list(v) for c, v in (ids.get if id_columns else {}).items()},
                          noted={n: int(found[n]) for n in notes}, placeholders=placeholders,
-                         trip_ends=int(found["_trip_ends"]) if trims else 0,
-                         quasi={o.name: o.policy.quasi_identifiers for o in outputs if o.policy.level == "anonymized"},
-                         sensitive={o.name: o.policy.sensitive for o in outputs if o.policy.level == "anonymized"})
+                         trip_ends=int(found["_trip_ends"]) if trims else 0, anonymized=anonymized)
 
     def _walk_devices(self, verdicts: DataFrame, notes: list[str], trims: bool,
                       anonymized: list[TablePolicy]) -> DataFrame:
