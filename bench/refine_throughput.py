@@ -341,6 +341,7 @@ def breakdown(spark, job: SilverJob, contract, keys, seeded: int, repeat: int, w
     outputs = job.outputs(contract.id)
     first = job._first_pass(read, policy, outputs)  # noqa: SLF001 - the job's own first pass, kept for the stages after it
     cfg = job.cfg.refine
+    ids = first.id_values(list(pseudo.pseudonym_fields))
 
     def first_pass() -> None:
         job._first_pass(read, policy, outputs).side.unpersist()  # noqa: SLF001
@@ -354,8 +355,8 @@ def breakdown(spark, job: SilverJob, contract, keys, seeded: int, repeat: int, w
         ("first pass: rules, counts, ids, notes, trips, cells (the gate)", first_pass),
         ("  quality rules alone: mark + count per rule, whole rows",
          lambda: quality.mark(read, policy.expect).groupBy("_rule").count().collect()),
-        ("pseudonymize 2 columns (ids given -> driver HMAC -> broadcast join)",
-         lambda: force(pseudonymize(good, pseudo.pseudonym_fields, key, values=first.ids))),
+        ("pseudonymize vin, driver, device (combinations given: driver HMAC, one broadcast join)",
+         lambda: force(pseudonymize(good, pseudo.pseudonym_fields, key, values=ids))),
         ("scrub_text, every row through mapInArrow",
          lambda: force(scrub_column(good, "driver_note"))),
         ("scrub_text, all rows, rules only (no recognizer): Arrow transport",
@@ -366,7 +367,7 @@ def breakdown(spark, job: SilverJob, contract, keys, seeded: int, repeat: int, w
          lambda: force(scrub_column(notes, "driver_note", config=ginza))),
         ("the job's pseudonymized transform (fields, notes by key, pseudonyms)",
          lambda: force(pseudonymize(job._apply_fields(good, pseudo, first),  # noqa: SLF001
-                                    pseudo.pseudonym_fields, key, values=first.ids))),
+                                    pseudo.pseudonym_fields, key, values=ids))),
         ("  trip walk alone (Arrow per device on 5 columns, own shuffle)", trim),
     ]
     trimmed = anonymize.trim_trips(good, "_device_id", "ts", "lat", "lon", cfg.trip_trim_m, cfg.trip_gap_s)

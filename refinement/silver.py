@@ -7,9 +7,9 @@ A run of one contract reads as four steps:
    commit's ``userMetadata``) and ``b`` bronze's current version; a first run reads the
    snapshot at ``b``;
 2. **decide**, in one pass over the rows' keys and the columns the rules read: mark each
-   row with the first quality rule it fails, count rows per rule, gather the distinct raw
-   identifiers and scrub the free-text notes; for anonymized tables also walk the trips and
-   gather the k-anonymity cells of the rows they keep. Failures go to
+   row with the first quality rule it fails, count rows per rule, gather the distinct
+   combinations of raw identifiers and scrub the free-text notes; for anonymized tables
+   also walk the trips and gather the k-anonymity cells of the rows they keep. Failures go to
    ``quarantine/<table>_quality`` with the rule; too many fail the run before anything is
    written. Only the failing, noted and trip-end rows are kept (cached, by key, with the
    cells); the write reads the rows from bronze again;
@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -128,11 +128,17 @@ class FirstPass:
     side: DataFrame  # cached, by key: the rows failing a rule, holding a note or ending a trip, and the cells' first rows
     rows_in: int
     failed: dict[str, int]  # rule -> rows failing it first
-    ids: dict[str, list[str]]  # identifier column -> its distinct raw values
+    ids: list[tuple[str | None, ...]]  # the distinct combinations of the raw identifiers, as strings, in id_columns order
     noted: dict[str, int]  # note column -> rows passing the rules that hold a note in it
     placeholders: dict[str, dict[str, int]]  # note column -> placeholder type -> how many the scrubber put in those notes
+    id_columns: tuple[str, ...] = ()  # the identifier columns of any output, sorted
     trip_ends: int = 0  # rows passing the rules within the trim distance of a trip's start or end
     anonymized: dict[str, TablePolicy] = field(default_factory=dict)  # table -> policy, in the order the cells are numbered
+
+    def id_values(self, columns: Sequence[str]) -> set[tuple[str | None, ...]]:
+        """The distinct combinations of the raw values of ``columns`` (some of :attr:`id_columns`)."""
+        at = [self.id_columns.index(c) for c in columns]
+        return {tuple(combo[i] for i in at) for combo in self.ids}
 
     def failing(self) -> DataFrame:
         """Key and first failed rule of the rows failing a rule."""
@@ -312,7 +318,7 @@ class SilverJob:
         """One pass over the new rows for everything the write needs decided first.
 
         It marks each row with the first quality rule it fails, counts rows per rule, gathers
-        the distinct raw identifiers to key, and scrubs the free-text notes, counting the
+        the distinct combinations of raw identifiers to key, and scrubs the free-text notes, counting the
         placeholders put in the notes the write keeps. For anonymized tables it also walks
         the trips of the rows passing the rules and gathers their k-anonymity cells, one
         Arrow batch per device (:meth:`_walk_devices`), on the device partitions the
@@ -338,7 +344,7 @@ class SilverJob:
         sources = sorted(walked | {c for tp in anonymized.values() for c in generalized_from(tp)})
         ids, tally, kept = Observation("identifiers"), Observation("quality"), Observation("kept")
         if id_columns:  # of all rows: keying a failing row's id too is harmless
-            rows = rows.observe(ids, *[F.collect_set(F.col(c).cast("string")).alias(c) for c in id_columns])
+            rows = rows.observe(ids, F.collect_set(F.struct(*[F.col(c).cast("string") for c in id_columns])).alias("ids"))
         verdicts = quality.rules_by_key(rows, policy.expect, ROW_KEY, carry=[*notes, *sources]).observe(
             tally, F.count(F.lit(1)).alias("rows"),
             *[F.count_if(F.col(RULE_COLUMN) == e.name).alias(e.name) for e in policy.expect])
@@ -363,7 +369,8 @@ class SilverJob:
                         for i, n in enumerate(notes)}
         return FirstPass(side=side, rows_in=int(counted["rows"]),
                          failed={e.name: int(counted[e.name]) for e in policy.expect if counted[e.name]},
-                         ids={c: list(v) for c, v in (ids.get if id_columns else {}).items()},
+                         ids=[tuple(combo) for combo in ids.get["ids"]] if id_columns else [],
+                         id_columns=tuple(id_columns),
                          noted={n: int(found[n]) for n in notes}, placeholders=placeholders,
                          trip_ends=int(found["_trip_ends"]) if trims else 0, anonymized=anonymized)
 
@@ -474,7 +481,7 @@ class SilverJob:
                 for kind, n in first.placeholders[name].items():
                     report.placeholders[kind] = report.placeholders.get(kind, 0) + n
         if tp.pseudonym_fields:
-            df = pseudonymize(df, tp.pseudonym_fields, key, values=first.ids)
+            df = pseudonymize(df, tp.pseudonym_fields, key, values=first.id_values(list(tp.pseudonym_fields)))
             report.key_ids = [key.id]
         device = [] if tp.device == "drop" else [F.col("_device_id").alias(DEVICE_COLUMN)]
         seq = [] if tp.level == "anonymized" else ["_seq"]

@@ -249,7 +249,8 @@ def test_first_pass_counts_the_placeholders_only_of_the_notes_silver_keeps(spark
                 expected[kind] = expected.get(kind, 0) + n
         assert expected == {"PHONE": 2, "EMAIL": 1}
         assert first.placeholders == {"driver_note": expected}
-        assert {c: sorted(v) for c, v in first.ids.items()} == {"_device_id": ["V1"], "driver_id": ["d-7"], "vin": ["V1"]}
+        assert first.id_columns == ("_device_id", "driver_id", "vin") and first.ids == [("V1", "d-7", "V1")]
+        assert first.id_values(["vin", "driver_id"]) == {("V1", "d-7")}
         assert [r["driver_note"] for r in first.notes("driver_note").orderBy("_seq").collect()] == [
             "Call [PHONE] after the shift.", "Mail [EMAIL] and [PHONE]."]
     finally:
