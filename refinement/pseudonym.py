@@ -66,19 +66,14 @@ def pseudonymize(df: DataFrame, fields: Mapping[str, str], key: PseudonymKey,
     columns = list(fields)
     if values is None:
         values = [tuple(r) for r in df.select(*[F.col(c).cast("string") for c in columns]).distinct().collect()]
-    keyed: dict[tuple[int, str], str] = {}
-
-    def of(i: int, raw: str | None) -> str | None:
-        if raw is None:
-            return None
-        if (i, raw) not in keyed:
-            keyed[(i, raw)] = pseudonym(key, fields[columns[i]], raw)
-        return keyed[(i, raw)]
-
     combos = {tuple(v) for v in values}
+    # Each (column, value) keyed once, however many combinations hold it; None stays None.
+    values_at = {(i, raw) for combo in combos for i, raw in enumerate(combo) if raw is not None}
+    keyed = {(i, raw): pseudonym(key, fields[columns[i]], raw) for i, raw in values_at}
     raws, pseudonyms = [f"_raw_{i}" for i in range(len(columns))], [f"_pseudonym_{i}" for i in range(len(columns))]
     schema = StructType([StructField(n, StringType()) for n in (*raws, *pseudonyms)])
-    mapping = spark.createDataFrame([(*combo, *[of(i, raw) for i, raw in enumerate(combo)]) for combo in combos], schema)
+    mapping = spark.createDataFrame(
+        [(*combo, *[keyed.get((i, raw)) for i, raw in enumerate(combo)]) for combo in combos], schema)
     logger.debug("keyed %d distinct values in %d combinations of %s", len(keyed), len(combos), ", ".join(columns))
     on = [F.col(c).cast("string").eqNullSafe(mapping[r]) for c, r in zip(columns, raws)]
     out = df.join(F.broadcast(mapping), on, "left").drop(*columns, *raws)
