@@ -45,8 +45,9 @@ from ingestion.bronze import BronzeJob, bronze_columns, kafka_source_options
 SCHEMA = default_registry().get("telemetry")
 
 
-def bench_contract(tag: str):  # noqa: ANN201
-    return parse_contract(f"""
+def bench_contract(tag: str):
+    return parse_contract(
+        f"""
 id = "bench-{tag}"
 version = 1
 stream = "telemetry"
@@ -59,10 +60,12 @@ ip_owner = "bench"
 retention_days = 1
 synthetic_conversion = "allowed"
 allowed_regions = ["ap-northeast-1"]
-""", "bench")
+""",
+        "bench",
+    )
 
 
-def produce(bootstrap: str, contract, start: int, count: int, devices: int, rate: float | None = None) -> float:  # noqa: ANN001
+def produce(bootstrap: str, contract, start: int, count: int, devices: int, rate: float | None = None) -> float:
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=256 << 10)
     t0 = time.monotonic()
     for n in range(start, start + count):
@@ -71,11 +74,30 @@ def produce(bootstrap: str, contract, start: int, count: int, devices: int, rate
             if lag > 0:
                 time.sleep(lag)
         device = f"dev-{n % devices}"
-        value = encode({"device_id": device, "model_name": "m", "model_version": "1", "ts": int(time.time() * 1000),
-                        "latency_ms": 0.4, "ood_score": 0.1, "disagreement": 0.0, "intervention": False}, SCHEMA)
-        producer.send(contract.topic, key=device.encode(), value=value, headers=[
-            (H_CLASS, b"public"), (H_CONTRACT, contract.id.encode()), (H_DEVICE, device.encode()),
-            (H_SEQ, str(n // devices).encode())])
+        value = encode(
+            {
+                "device_id": device,
+                "model_name": "m",
+                "model_version": "1",
+                "ts": int(time.time() * 1000),
+                "latency_ms": 0.4,
+                "ood_score": 0.1,
+                "disagreement": 0.0,
+                "intervention": False,
+            },
+            SCHEMA,
+        )
+        producer.send(
+            contract.topic,
+            key=device.encode(),
+            value=value,
+            headers=[
+                (H_CLASS, b"public"),
+                (H_CONTRACT, contract.id.encode()),
+                (H_DEVICE, device.encode()),
+                (H_SEQ, str(n // devices).encode()),
+            ],
+        )
     producer.flush()
     producer.close()
     return time.monotonic() - t0
@@ -121,17 +143,22 @@ def main() -> None:
     print(f"produced {args.records} records in {seconds:.1f}s ({args.records / seconds:,.0f}/s, kafka-python)")
     spark = spark_session(cfg, "fieldloop-bench", {"spark.master": "local[2]"})
 
-    def kafka(headers: bool = False):  # noqa: ANN202
+    def kafka(headers: bool = False):
         reader = spark.read.format("kafka")
         for k, v in kafka_source_options(cfg).items():
             reader = reader.option(k, v)
-        return (reader.option("subscribe", contract.topic).option("startingOffsets", "earliest")
-                .option("includeHeaders", str(headers).lower()).load())
+        return (
+            reader.option("subscribe", contract.topic)
+            .option("startingOffsets", "earliest")
+            .option("includeHeaders", str(headers).lower())
+            .load()
+        )
 
     def raw_copy(target: Path) -> float:
         t0 = time.monotonic()
         kafka().select("key", "value", "topic", "partition", "offset", "timestamp").write.format("delta").save(
-            str(target))
+            str(target)
+        )
         return time.monotonic() - t0
 
     def one_pass(target: Path) -> float:
@@ -141,10 +168,16 @@ def main() -> None:
         rows.select(*bronze_columns(contract.stream), "_reason").write.format("delta").save(str(target))
         return time.monotonic() - t0
 
-    def bronze(run_cfg) -> float:  # noqa: ANN001
+    def bronze(run_cfg) -> float:
         t0 = time.monotonic()
-        job = BronzeJob(run_cfg, spark, {contract.id: contract}, default_registry(),
-                        ResidencyGuard.from_config(run_cfg), max_offsets_per_trigger=args.records)
+        job = BronzeJob(
+            run_cfg,
+            spark,
+            {contract.id: contract},
+            default_registry(),
+            ResidencyGuard.from_config(run_cfg),
+            max_offsets_per_trigger=args.records,
+        )
         job.start(available_now=True).awaitTermination()
         inserted = sum(sum(r.inserted.values()) for r in job.reports)
         assert inserted == args.records, f"bronze has {inserted} of {args.records}"
@@ -163,14 +196,14 @@ def main() -> None:
     # job resumes where that drain stopped
     run_cfg = base.model_copy(update={"lake_uri": str(lake / "run_0")})
     table = lake / "run_0" / "bronze" / f"bench_{tag}"
-    follow = BronzeJob(run_cfg, spark, {contract.id: contract}, default_registry(),
-                       ResidencyGuard.from_config(run_cfg))
+    follow = BronzeJob(run_cfg, spark, {contract.id: contract}, default_registry(), ResidencyGuard.from_config(run_cfg))
     query = follow.start(available_now=False, trigger_seconds=1)
     offered = int(args.rate * args.seconds)
     # Devices are other machines: the offered load comes from another process, so it does
     # not share this one's interpreter lock with the job's foreachBatch callbacks.
     devices = multiprocessing.get_context("spawn").Process(
-        target=produce, args=(cfg.kafka.bootstrap_servers, contract, args.records, offered, args.devices, args.rate))
+        target=produce, args=(cfg.kafka.bootstrap_servers, contract, args.records, offered, args.devices, args.rate)
+    )
     devices.start()
     devices.join()
     deadline = time.monotonic() + 120
@@ -185,23 +218,34 @@ def main() -> None:
     live = sorted(lat for _, lat in live)
 
     print()
-    print(f"{'Kafka -> Delta, ' + str(args.records) + ' records, local[2], best of ' + str(args.repeat):<60}"
-          f"{'records/s':>12}{'ratio':>8}")
+    print(
+        f"{'Kafka -> Delta, ' + str(args.records) + ' records, local[2], best of ' + str(args.repeat):<60}"
+        f"{'records/s':>12}{'ratio':>8}"
+    )
     print(f"{'baseline: raw copy (Spark Kafka source -> Delta append)':<60}{args.records / raw_s:>12,.0f}{1.0:>8.2f}")
-    print(f"{'one pass: classify -> Delta (no dedupe, counts, quarantine)':<60}{args.records / pass_s:>12,.0f}"
-          f"{raw_s / pass_s:>8.2f}")
-    print(f"{'fieldloop bronze (decode, validate, dedupe, exactly once)':<60}{args.records / ours_s:>12,.0f}"
-          f"{raw_s / ours_s:>8.2f}")
-    print(f"(runs in s: warm-up copy {warm_s:.1f}; copies {', '.join(f'{x:.1f}' for x in raw_runs)}; "
-          f"one pass {', '.join(f'{x:.1f}' for x in pass_runs)}; bronze {', '.join(f'{x:.1f}' for x in ours_runs)})")
+    print(
+        f"{'one pass: classify -> Delta (no dedupe, counts, quarantine)':<60}{args.records / pass_s:>12,.0f}"
+        f"{raw_s / pass_s:>8.2f}"
+    )
+    print(
+        f"{'fieldloop bronze (decode, validate, dedupe, exactly once)':<60}{args.records / ours_s:>12,.0f}"
+        f"{raw_s / ours_s:>8.2f}"
+    )
+    print(
+        f"(runs in s: warm-up copy {warm_s:.1f}; copies {', '.join(f'{x:.1f}' for x in raw_runs)}; "
+        f"one pass {', '.join(f'{x:.1f}' for x in pass_runs)}; bronze {', '.join(f'{x:.1f}' for x in ours_runs)})"
+    )
     print()
-    print(f"latency device ts -> committed in bronze at {args.rate:,.0f} records/s offered for {args.seconds:.0f}s "
-          f"({len(live)} rows): p50 {pct(live, 0.5) / 1000:.2f}s  p95 {pct(live, 0.95) / 1000:.2f}s")
-    print(f"  after the first {args.warmup:.0f}s ({len(steady)} rows): p50 {pct(steady, 0.5) / 1000:.2f}s  "
-          f"p95 {pct(steady, 0.95) / 1000:.2f}s  p99 {pct(steady, 0.99) / 1000:.2f}s  "
-          f"max {max(steady, default=float('nan')) / 1000:.2f}s")
+    print(
+        f"latency device ts -> committed in bronze at {args.rate:,.0f} records/s offered for {args.seconds:.0f}s "
+        f"({len(live)} rows): p50 {pct(live, 0.5) / 1000:.2f}s  p95 {pct(live, 0.95) / 1000:.2f}s"
+    )
+    print(
+        f"  after the first {args.warmup:.0f}s ({len(steady)} rows): p50 {pct(steady, 0.5) / 1000:.2f}s  "
+        f"p95 {pct(steady, 0.95) / 1000:.2f}s  p99 {pct(steady, 0.99) / 1000:.2f}s  "
+        f"max {max(steady, default=float('nan')) / 1000:.2f}s"
+    )
     spark.stop()
-
 
 
 if __name__ == "__main__":

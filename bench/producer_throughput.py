@@ -35,13 +35,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kafka import KafkaAdminClient, KafkaProducer  # noqa: E402
-from kafka.admin import NewTopic  # noqa: E402
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
 
-from fieldloop.contracts import load_contracts  # noqa: E402
-from fieldloop.jvm import find_java  # noqa: E402
-from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, default_registry, encode  # noqa: E402
-from ingestion.producer import EdgeProducer, EdgeProducerConfig  # noqa: E402
+from fieldloop.contracts import load_contracts
+from fieldloop.jvm import find_java
+from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, default_registry, encode
+from ingestion.producer import EdgeProducer, EdgeProducerConfig
 
 CONTRACT = "vehicle-frames-public"
 DEVICES = [f"JT{n:015d}" for n in range(16)]
@@ -65,10 +65,20 @@ class Result:
 
 def frame(i: int) -> dict[str, Any]:
     vin = DEVICES[i % len(DEVICES)]
-    return {"vin": vin, "driver_id": f"drv-{i % 7}", "ts": 1_700_000_000_000 + i * 100, "lat": 35.68 + i * 1e-6,
-            "lon": 139.76 - i * 1e-6, "speed_mps": 12.5 + (i % 10) / 3, "accel_mps2": -0.4, "steering_deg": 3.0,
-            "brake": 0.1, "yaw_rate_dps": 0.5, "perception": {"vehicles": i % 4, "pedestrians": 1, "cyclists": 0},
-            "intervention": i % 50 == 0}
+    return {
+        "vin": vin,
+        "driver_id": f"drv-{i % 7}",
+        "ts": 1_700_000_000_000 + i * 100,
+        "lat": 35.68 + i * 1e-6,
+        "lon": 139.76 - i * 1e-6,
+        "speed_mps": 12.5 + (i % 10) / 3,
+        "accel_mps2": -0.4,
+        "steering_deg": 3.0,
+        "brake": 0.1,
+        "yaw_rate_dps": 0.5,
+        "perception": {"vehicles": i % 4, "pedestrians": 1, "cyclists": 0},
+        "intervention": i % 50 == 0,
+    }
 
 
 def new_topic(bootstrap: str, label: str) -> str:
@@ -85,8 +95,15 @@ def bench_sdk(bootstrap: str, records: list[dict[str, Any]], compression: str, f
     topic = new_topic(bootstrap, f"sdk-{fsync}")
     contract = load_contracts()[CONTRACT].model_copy(update={"topic_override": topic})
     spool_dir = Path(tempfile.mkdtemp(prefix="fieldloop-bench-spool-"))
-    cfg = EdgeProducerConfig(bootstrap_servers=bootstrap, spool_dir=spool_dir, fsync=fsync, compression=compression,
-                             linger_ms=LINGER_MS, batch_size=BATCH_BYTES, send_batch=5000)
+    cfg = EdgeProducerConfig(
+        bootstrap_servers=bootstrap,
+        spool_dir=spool_dir,
+        fsync=fsync,
+        compression=compression,
+        linger_ms=LINGER_MS,
+        batch_size=BATCH_BYTES,
+        send_batch=5000,
+    )
     try:
         with EdgeProducer(cfg, {CONTRACT: contract}) as producer:
             if paused:
@@ -117,8 +134,14 @@ def encoded(records: list[dict[str, Any]]) -> Payloads:
 
 def bench_kafka_python(bootstrap: str, payloads: Payloads, compression: str | None) -> Result:
     topic = new_topic(bootstrap, "kafka-python")
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                             compression_type=compression, linger_ms=LINGER_MS, batch_size=BATCH_BYTES)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        compression_type=compression,
+        linger_ms=LINGER_MS,
+        batch_size=BATCH_BYTES,
+    )
     try:
         producer.partitions_for(topic)  # metadata outside the clock, as the SDK has it warm too
         start = time.perf_counter()
@@ -137,8 +160,16 @@ def bench_confluent(bootstrap: str, payloads: Payloads, compression: str) -> Res
     except ImportError:
         return "confluent-kafka: skipped (not installed in this venv)"
     topic = new_topic(bootstrap, "confluent")
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
-                         "compression.type": compression, "linger.ms": LINGER_MS, "batch.size": BATCH_BYTES})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "compression.type": compression,
+            "linger.ms": LINGER_MS,
+            "batch.size": BATCH_BYTES,
+        }
+    )
     start = time.perf_counter()
     for key, value, headers in payloads:
         while True:
@@ -158,11 +189,29 @@ def bench_java(bootstrap: str, count: int, record_size: int, compression: str, j
     if not any(jars.glob("kafka-tools-*.jar")):
         return f"ProducerPerformance: skipped (no kafka-tools jar in {jars})"
     topic = new_topic(bootstrap, "java-perf")
-    cmd = [find_java(), "-Xmx256m", "-cp", f"{jars}/*", "org.apache.kafka.tools.ProducerPerformance",
-           "--bootstrap-server", bootstrap, "--topic", topic, "--num-records", str(count),
-           "--record-size", str(record_size), "--throughput", "-1", "--command-property", "acks=all",
-           "enable.idempotence=true", f"compression.type={compression}", f"linger.ms={LINGER_MS}",
-           f"batch.size={BATCH_BYTES}"]
+    cmd = [
+        find_java(),
+        "-Xmx256m",
+        "-cp",
+        f"{jars}/*",
+        "org.apache.kafka.tools.ProducerPerformance",
+        "--bootstrap-server",
+        bootstrap,
+        "--topic",
+        topic,
+        "--num-records",
+        str(count),
+        "--record-size",
+        str(record_size),
+        "--throughput",
+        "-1",
+        "--command-property",
+        "acks=all",
+        "enable.idempotence=true",
+        f"compression.type={compression}",
+        f"linger.ms={LINGER_MS}",
+        f"batch.size={BATCH_BYTES}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     summary = [line for line in proc.stdout.splitlines() if "records sent" in line]
     match = re.search(r"(\d+) records sent, ([\d.]+) records/sec", summary[-1]) if summary else None
@@ -176,8 +225,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap", required=True, help="broker host:port (a broker of your own, not a shared one)")
     parser.add_argument("--records", type=int, default=50_000, help="records per contestant")
-    parser.add_argument("--jars-dir", type=Path, default=Path("~/.fieldloop/jars").expanduser(),
-                        help="directory holding kafka/*.jar (the stack's resolved jars)")
+    parser.add_argument(
+        "--jars-dir",
+        type=Path,
+        default=Path("~/.fieldloop/jars").expanduser(),
+        help="directory holding kafka/*.jar (the stack's resolved jars)",
+    )
     parser.add_argument("--compression", default="zstd", choices=["zstd", "gzip", "lz4", "none"])
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
@@ -187,8 +240,10 @@ def main() -> None:
     payloads = encoded(records)
     size = sum(len(v) for _, v, _ in payloads) // len(payloads)
     always_count = max(1000, args.records // 10)
-    print(f"{args.records} records of ~{size} bytes (Avro) + 4 headers, 16 devices, 3 partitions, acks=all, "
-          f"idempotent, compression={args.compression}, linger.ms={LINGER_MS}, batch.size={BATCH_BYTES}")
+    print(
+        f"{args.records} records of ~{size} bytes (Avro) + 4 headers, 16 devices, 3 partitions, acks=all, "
+        f"idempotent, compression={args.compression}, linger.ms={LINGER_MS}, batch.size={BATCH_BYTES}"
+    )
 
     results: list[Result] = []
     skipped: list[str] = []
@@ -198,15 +253,19 @@ def main() -> None:
         results.append(bench_sdk(args.bootstrap, records, args.compression, fsync, paused=False))
     results.append(bench_sdk(args.bootstrap, records[:always_count], args.compression, "always", paused=False))
     results.append(bench_sdk(args.bootstrap, records, args.compression, "batch", paused=True))
-    for outcome in (bench_confluent(args.bootstrap, payloads, args.compression),
-                    bench_java(args.bootstrap, args.records, size, args.compression, args.jars_dir)):
+    for outcome in (
+        bench_confluent(args.bootstrap, payloads, args.compression),
+        bench_java(args.bootstrap, args.records, size, args.compression, args.jars_dir),
+    ):
         (results.append if isinstance(outcome, Result) else skipped.append)(outcome)  # type: ignore[arg-type]
 
     print(f"\n{'client':<32} {'records':>8} {'seconds':>8} {'records/s':>10} {'MB/s':>6} {'vs kafka-python':>16}  note")
     for r in results:
         mb = r.rate * r.value_bytes / 1e6
-        print(f"{r.name:<32} {r.records:>8} {r.seconds:>8.2f} {r.rate:>10.0f} {mb:>6.2f} "
-              f"{r.rate / baseline.rate:>15.2f}x  {r.note}")
+        print(
+            f"{r.name:<32} {r.records:>8} {r.seconds:>8.2f} {r.rate:>10.0f} {mb:>6.2f} "
+            f"{r.rate / baseline.rate:>15.2f}x  {r.note}"
+        )
     for line in skipped:
         print(line)
 

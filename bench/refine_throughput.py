@@ -60,8 +60,16 @@ from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, defau
 from ingestion.bronze import BronzeJob
 from ingestion.faults import MemoryRawSender
 from ingestion.notes import note
-from ingestion.simulator import (CITIES, M_PER_DEG_LAT, VEHICLES_ACME, VEHICLES_PUBLIC, FleetSpec, MemorySink,
-                                 Simulation, make_vin)
+from ingestion.simulator import (
+    CITIES,
+    M_PER_DEG_LAT,
+    VEHICLES_ACME,
+    VEHICLES_PUBLIC,
+    FleetSpec,
+    MemorySink,
+    Simulation,
+    make_vin,
+)
 from refinement import anonymize, quality
 from refinement.keys import load_key_ring
 from refinement.policy import default_policies
@@ -71,14 +79,16 @@ from refinement.text import ScrubberConfig, scrub_column
 
 RATE_HZ = 5
 FIRST_OFFSET = 1_000_000_000  # generated rows' Kafka offsets start here, past the seed's
-KAFKA_SOURCE_SCHEMA = ("topic STRING, partition INT, offset LONG, timestamp TIMESTAMP, key BINARY, value BINARY, "
-                       "headers ARRAY<STRUCT<key: STRING, value: BINARY>>")
+KAFKA_SOURCE_SCHEMA = (
+    "topic STRING, partition INT, offset LONG, timestamp TIMESTAMP, key BINARY, value BINARY, "
+    "headers ARRAY<STRUCT<key: STRING, value: BINARY>>"
+)
 NOTE_EVERY = 75  # frames: a note every 15 s per vehicle at 5 Hz
 START = datetime(2025, 4, 1, 0, 5, tzinfo=UTC)  # 09:05 JST: a run of under an hour stays in one hour bucket
 
 
 # bronze ------------------------------------------------------------------------------------
-def seed_bronze(spark, cfg, contracts) -> int:  # noqa: ANN001
+def seed_bronze(spark, cfg, contracts) -> int:
     """Real bronze tables (schema, properties, change feed) from a few seconds of simulated fleet.
 
     As ``tests/component/conftest.py`` does: the simulator sends through the in-memory sink,
@@ -88,21 +98,28 @@ def seed_bronze(spark, cfg, contracts) -> int:  # noqa: ANN001
     registry = default_registry()
     sink = MemorySink(contracts, registry)
     Simulation(FleetSpec(devices=10, seconds=2, rate_hz=RATE_HZ, seed=7), [], contracts, registry).run(
-        sink, MemoryRawSender())
+        sink, MemoryRawSender()
+    )
     now = datetime.now(UTC)
     rows = []
     for offset, s in enumerate(sink.sent):
         c = contracts[s.contract_id]
-        headers = {H_CLASS: str(c.data_class), H_CONTRACT: c.id, H_DEVICE: s.device_id, H_SEQ: str(s.seq),
-                   **({H_TENANT: c.tenant} if c.tenant else {})}
-        rows.append((c.topic, 0, offset, now, s.device_id.encode(), s.payload,
-                     [(k, v.encode()) for k, v in headers.items()]))
+        headers = {
+            H_CLASS: str(c.data_class),
+            H_CONTRACT: c.id,
+            H_DEVICE: s.device_id,
+            H_SEQ: str(s.seq),
+            **({H_TENANT: c.tenant} if c.tenant else {}),
+        }
+        rows.append(
+            (c.topic, 0, offset, now, s.device_id.encode(), s.payload, [(k, v.encode()) for k, v in headers.items()])
+        )
     job = BronzeJob(cfg, spark, contracts, registry, ResidencyGuard.from_config(cfg))
     job.process_batch(spark.createDataFrame(rows, KAFKA_SOURCE_SCHEMA), 0)
     return 1  # the seed commit's version (0 creates the table)
 
 
-def device_table(spark, contract_id: str, devices: int, seed: int):  # noqa: ANN001, ANN201
+def device_table(spark, contract_id: str, devices: int, seed: int):
     """One row per vehicle: VIN, driver, the circle it drives around Tokyo, base speed, clock phase."""
     rng = np.random.default_rng(seed)
     acme = contract_id == VEHICLES_ACME
@@ -111,16 +128,27 @@ def device_table(spark, contract_id: str, devices: int, seed: int):  # noqa: ANN
     for d in range(devices):
         wmi = "JTF" if acme else ("JTD", "JN1", "JHM", "JM1", "JF1")[int(rng.integers(5))]
         r, bearing = rng.uniform(0, 6000), rng.uniform(0, 2 * math.pi)
-        rows.append((d, make_vin(rng, wmi), f"{'am-' if acme else ''}drv-{int(rng.integers(10_000, 100_000))}",
-                     lat0 + r * math.cos(bearing) / M_PER_DEG_LAT,
-                     lon0 + r * math.sin(bearing) / (M_PER_DEG_LAT * math.cos(math.radians(lat0))),
-                     float(rng.uniform(500, 4000)), float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(6, 14)),
-                     int(rng.integers(1000 // RATE_HZ))))
-    return spark.createDataFrame(rows, "dev LONG, vin STRING, driver_id STRING, clat DOUBLE, clon DOUBLE, "
-                                       "radius DOUBLE, theta0 DOUBLE, v0 DOUBLE, phase_ms LONG")
+        rows.append(
+            (
+                d,
+                make_vin(rng, wmi),
+                f"{'am-' if acme else ''}drv-{int(rng.integers(10_000, 100_000))}",
+                lat0 + r * math.cos(bearing) / M_PER_DEG_LAT,
+                lon0 + r * math.sin(bearing) / (M_PER_DEG_LAT * math.cos(math.radians(lat0))),
+                float(rng.uniform(500, 4000)),
+                float(rng.uniform(0, 2 * math.pi)),
+                float(rng.uniform(6, 14)),
+                int(rng.integers(1000 // RATE_HZ)),
+            )
+        )
+    return spark.createDataFrame(
+        rows,
+        "dev LONG, vin STRING, driver_id STRING, clat DOUBLE, clon DOUBLE, "
+        "radius DOUBLE, theta0 DOUBLE, v0 DOUBLE, phase_ms LONG",
+    )
 
 
-def append_frames(spark, bronze: str, contract, rows: int, devices: int, seed: int) -> int:  # noqa: ANN001
+def append_frames(spark, bronze: str, contract, rows: int, devices: int, seed: int) -> int:
     """Append ``rows`` generated frames to ``bronze`` in one commit; returns how many carry a note."""
     from pyspark.sql import functions as F
 
@@ -140,43 +168,72 @@ def append_frames(spark, bronze: str, contract, rows: int, devices: int, seed: i
     accel = F.least(F.greatest(4 / 23 * F.cos(wave) + 0.1 * F.randn(seed + 1), F.lit(-6.0)), F.lit(3.0))
     theta = F.col("theta0") + F.col("v0") * t_s / F.col("radius")
     noise = 2.5 / M_PER_DEG_LAT
-    headers = [F.lit(H_CLASS), F.lit(str(contract.data_class)), F.lit(H_CONTRACT), F.lit(contract.id),
-               F.lit(H_DEVICE), F.col("vin"), F.lit(H_SEQ), F.col("_seq").cast("string")]
+    headers = [
+        F.lit(H_CLASS),
+        F.lit(str(contract.data_class)),
+        F.lit(H_CONTRACT),
+        F.lit(contract.id),
+        F.lit(H_DEVICE),
+        F.col("vin"),
+        F.lit(H_SEQ),
+        F.col("_seq").cast("string"),
+    ]
     if contract.tenant:
         headers += [F.lit(H_TENANT), F.lit(contract.tenant)]
     frames = (
         spark.range(0, rows, 1, 4)
-        .withColumn("dev", F.col("id") % devices).withColumn("k", k)
+        .withColumn("dev", F.col("id") % devices)
+        .withColumn("k", k)
         .join(F.broadcast(fleet), "dev")
-        .withColumn("note_idx", F.when((F.col("k") + F.col("dev")) % NOTE_EVERY == 0,
-                                       (F.col("id") * 7919) % len(pool)))
+        .withColumn("note_idx", F.when((F.col("k") + F.col("dev")) % NOTE_EVERY == 0, (F.col("id") * 7919) % len(pool)))
         .join(F.broadcast(notes), "note_idx", "left")
         .withColumn("_seq", F.col("k") + 1)
-        .withColumn("ts", F.timestamp_millis(F.lit(int(START.timestamp() * 1000)) + F.col("k") * (1000 // RATE_HZ)
-                                             + F.col("phase_ms")))
+        .withColumn(
+            "ts",
+            F.timestamp_millis(
+                F.lit(int(START.timestamp() * 1000)) + F.col("k") * (1000 // RATE_HZ) + F.col("phase_ms")
+            ),
+        )
         .withColumn("accel_mps2", F.round(accel, 3))
         .select(
-            "vin", "driver_id", "ts",
-            F.round(F.col("clat") + F.col("radius") * F.cos(theta) / M_PER_DEG_LAT + noise * F.randn(seed + 2), 7)
-            .alias("lat"),
-            F.round(F.col("clon") + F.col("radius") * F.sin(theta) / (M_PER_DEG_LAT * F.cos(F.radians("clat")))
-                    + noise * F.randn(seed + 3), 7).alias("lon"),
-            F.round(speed, 3).alias("speed_mps"), "accel_mps2",
+            "vin",
+            "driver_id",
+            "ts",
+            F.round(
+                F.col("clat") + F.col("radius") * F.cos(theta) / M_PER_DEG_LAT + noise * F.randn(seed + 2), 7
+            ).alias("lat"),
+            F.round(
+                F.col("clon")
+                + F.col("radius") * F.sin(theta) / (M_PER_DEG_LAT * F.cos(F.radians("clat")))
+                + noise * F.randn(seed + 3),
+                7,
+            ).alias("lon"),
+            F.round(speed, 3).alias("speed_mps"),
+            "accel_mps2",
             F.round(F.degrees(F.atan(2.7 / F.col("radius"))) * 15 + 0.3 * F.randn(seed + 4), 2).alias("steering_deg"),
-            F.round(F.when(F.col("accel_mps2") < -0.2, F.least(F.lit(1.0), 0.05 - F.col("accel_mps2") / 6 * 0.95))
-                    .otherwise(F.when(speed == 0, 0.3).otherwise(0.0)), 3).alias("brake"),
+            F.round(
+                F.when(
+                    F.col("accel_mps2") < -0.2, F.least(F.lit(1.0), 0.05 - F.col("accel_mps2") / 6 * 0.95)
+                ).otherwise(F.when(speed == 0, 0.3).otherwise(0.0)),
+                3,
+            ).alias("brake"),
             F.round(F.degrees(speed / F.col("radius")) + 0.05 * F.randn(seed + 5), 3).alias("yaw_rate_dps"),
-            F.struct(F.floor(F.rand(seed + 6) * 12).cast("int").alias("vehicles"),
-                     F.floor(F.rand(seed + 7) * 8).cast("int").alias("pedestrians"),
-                     F.floor(F.rand(seed + 8) * 3).cast("int").alias("cyclists")).alias("perception"),
+            F.struct(
+                F.floor(F.rand(seed + 6) * 12).cast("int").alias("vehicles"),
+                F.floor(F.rand(seed + 7) * 8).cast("int").alias("pedestrians"),
+                F.floor(F.rand(seed + 8) * 3).cast("int").alias("cyclists"),
+            ).alias("perception"),
             (F.rand(seed + 9) < 0.002).alias("intervention"),
             "driver_note",
-            F.col("vin").alias("_device_id"), "_seq",
-            F.lit(contract.topic).alias("_kafka_topic"), (F.col("dev") % 3).cast("int").alias("_kafka_partition"),
+            F.col("vin").alias("_device_id"),
+            "_seq",
+            F.lit(contract.topic).alias("_kafka_topic"),
+            (F.col("dev") % 3).cast("int").alias("_kafka_partition"),
             (F.col("id") + FIRST_OFFSET).alias("_kafka_offset"),
             (F.col("ts") + F.expr("INTERVAL 50 MILLISECONDS")).alias("_kafka_timestamp"),
             F.create_map(*headers).alias("_headers"),
-            F.lit(2).alias("_schema_version"), F.current_timestamp().alias("_ingested_at"),
+            F.lit(2).alias("_schema_version"),
+            F.current_timestamp().alias("_ingested_at"),
         )
     )
     target = spark.read.format("delta").load(bronze).schema
@@ -215,18 +272,18 @@ def timed(repeat: int, run: Callable[[], Any], before: Callable[[], None] | None
     return Timing(tuple(times))
 
 
-def force(df) -> None:  # noqa: ANN001
+def force(df) -> None:
     """Evaluate ``df`` completely without writing it anywhere."""
     df.write.format("noop").mode("overwrite").save()
 
 
-def warm_scrubber(spark, config: ScrubberConfig | None = None) -> None:  # noqa: ANN001
+def warm_scrubber(spark, config: ScrubberConfig | None = None) -> None:
     """Have both Python workers load the scrubber for ``config`` before anything is timed."""
     warm = spark.createDataFrame([(n, "佐藤さんに電話。") for n in range(64)], "n INT, driver_note STRING")
     force(scrub_column(warm.repartition(2), "driver_note", config=config))
 
 
-def spark_jobs(spark, run: Callable[[], Any]) -> int:  # noqa: ANN001
+def spark_jobs(spark, run: Callable[[], Any]) -> int:
     """How many Spark jobs ``run`` starts."""
     group = f"bench-{uuid.uuid4().hex[:8]}"
     sc = spark.sparkContext
@@ -245,8 +302,11 @@ def row(label: str, timing: Timing, rows: int, floor: Timing | None, times: int 
     of the baseline moved it (a copy's best run was once 15 % below its other four).
     """
     seconds = timing.best
-    ratios = (f"{seconds / (times * floor.best):>8.2f}{timing.median / (times * floor.median):>8.2f}" if floor
-              else f"{'':>16}")
+    ratios = (
+        f"{seconds / (times * floor.best):>8.2f}{timing.median / (times * floor.median):>8.2f}"
+        if floor
+        else f"{'':>16}"
+    )
     return f"{label:<64}{seconds:>9.1f}{rows / seconds:>12,.0f}{ratios}   {' '.join(f'{t:.1f}' for t in timing.runs)}"
 
 
@@ -262,8 +322,13 @@ def main() -> None:
 
     base = load_config()
     tmp = Path(tempfile.mkdtemp(prefix="fieldloop-bench-"))
-    cfg = load_config({"FIELDLOOP_HOME": str(base.home), "FIELDLOOP_LAKE_URI": str(tmp / "lake"),
-                       "FIELDLOOP_REFINE_KEY_SOURCE": f"file:{tmp / 'keys.json'}"})
+    cfg = load_config(
+        {
+            "FIELDLOOP_HOME": str(base.home),
+            "FIELDLOOP_LAKE_URI": str(tmp / "lake"),
+            "FIELDLOOP_REFINE_KEY_SOURCE": f"file:{tmp / 'keys.json'}",
+        }
+    )
     contracts = load_contracts()
     keys = load_key_ring(cfg.key_source, create_for=[c.tenant for c in contracts.values()])
     spark = spark_session(cfg, "fieldloop-bench", {"spark.master": "local[2]", "spark.sql.shuffle.partitions": "4"})
@@ -274,10 +339,14 @@ def main() -> None:
         # as every run but a table's first does.
         seeded = seed_bronze(spark, cfg, contracts)
         bronze = {cid: job.bronze_path(contracts[cid]) for cid in (VEHICLES_ACME, VEHICLES_PUBLIC)}
-        noted = {cid: append_frames(spark, path, contracts[cid], args.rows, args.devices, seed=11 + i)
-                 for i, (cid, path) in enumerate(bronze.items())}
-        print(f"bronze: {args.rows:,} frames x 2 tables, {args.devices} vehicles each, one commit each, "
-              f"{noted[VEHICLES_PUBLIC]:,} notes per table ({time.perf_counter() - t0:.0f}s to build)")
+        noted = {
+            cid: append_frames(spark, path, contracts[cid], args.rows, args.devices, seed=11 + i)
+            for i, (cid, path) in enumerate(bronze.items())
+        }
+        print(
+            f"bronze: {args.rows:,} frames x 2 tables, {args.devices} vehicles each, one commit each, "
+            f"{noted[VEHICLES_PUBLIC]:,} notes per table ({time.perf_counter() - t0:.0f}s to build)"
+        )
 
         # warm-up: the JVM's code paths, and every Python worker loads the entity recognizer once
         warm_scrubber(spark)
@@ -294,7 +363,8 @@ def main() -> None:
                 for o in job.outputs(cid):
                     shutil.rmtree(o.path, ignore_errors=True)
                 shutil.rmtree(job.quarantine_path(contracts[cid]), ignore_errors=True)
-                spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()  # noqa: SLF001 - forget the removed tables
+                spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+
             return reset
 
         floor = {cid: timed(args.repeat, lambda cid=cid: copy(cid), warmup=args.warmup) for cid in bronze}
@@ -308,32 +378,64 @@ def main() -> None:
         n_acme = n_pub = args.rows
 
         print()
-        print(f"{f'bronze -> silver, local[2], best of {args.repeat} after {args.warmup} warm-up':<64}"
-              f"{'s':>9}{'rows/s':>12}{'ratio':>8}{'median':>8}   timed runs")
+        print(
+            f"{f'bronze -> silver, local[2], best of {args.repeat} after {args.warmup} warm-up':<64}"
+            f"{'s':>9}{'rows/s':>12}{'ratio':>8}{'median':>8}   timed runs"
+        )
         print(row(f"baseline: Delta copy, acme bronze ({n_acme:,} rows)", floor[VEHICLES_ACME], n_acme, None))
-        print(row("SilverJob acme-mobility (1 pseudonymized table) / copy", silver[VEHICLES_ACME], n_acme,
-                  floor[VEHICLES_ACME]))
+        print(
+            row(
+                "SilverJob acme-mobility (1 pseudonymized table) / copy",
+                silver[VEHICLES_ACME],
+                n_acme,
+                floor[VEHICLES_ACME],
+            )
+        )
         print(row(f"baseline: Delta copy, public bronze ({n_pub:,} rows)", floor[VEHICLES_PUBLIC], n_pub, None))
-        print(row("SilverJob public (pseudonymized + anonymized) / copy", silver[VEHICLES_PUBLIC], n_pub,
-                  floor[VEHICLES_PUBLIC]))
-        print(row("SilverJob public (pseudonymized + anonymized) / 2x copy", silver[VEHICLES_PUBLIC], n_pub,
-                  floor[VEHICLES_PUBLIC], times=2))
+        print(
+            row(
+                "SilverJob public (pseudonymized + anonymized) / copy",
+                silver[VEHICLES_PUBLIC],
+                n_pub,
+                floor[VEHICLES_PUBLIC],
+            )
+        )
+        print(
+            row(
+                "SilverJob public (pseudonymized + anonymized) / 2x copy",
+                silver[VEHICLES_PUBLIC],
+                n_pub,
+                floor[VEHICLES_PUBLIC],
+                times=2,
+            )
+        )
         print(f"target: ratio <= 1.5.  Spark jobs per run: acme {jobs[VEHICLES_ACME]}, public {jobs[VEHICLES_PUBLIC]}")
         for r in (*reports[VEHICLES_ACME], *reports[VEHICLES_PUBLIC]):
-            print(f"  {r.table}: {r.rows_in:,} in, {r.rows_out:,} out, quarantined {sum(r.quarantined.values())}, "
-                  f"trimmed {r.trimmed_rows}, suppressed rows {r.suppressed_rows}, placeholders "
-                  f"{sum(r.placeholders.values())}")
+            print(
+                f"  {r.table}: {r.rows_in:,} in, {r.rows_out:,} out, quarantined {sum(r.quarantined.values())}, "
+                f"trimmed {r.trimmed_rows}, suppressed rows {r.suppressed_rows}, placeholders "
+                f"{sum(r.placeholders.values())}"
+            )
 
         if not args.no_breakdown:
-            breakdown(spark, job, contracts[VEHICLES_PUBLIC], keys, seeded, args.repeat, args.warmup,
-                      floor[VEHICLES_PUBLIC])
+            breakdown(
+                spark, job, contracts[VEHICLES_PUBLIC], keys, seeded, args.repeat, args.warmup, floor[VEHICLES_PUBLIC]
+            )
     finally:
         spark.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def breakdown(spark, job: SilverJob, contract, keys, seeded: int, repeat: int, warmup: int,  # noqa: ANN001
-              floor: Timing) -> None:
+def breakdown(
+    spark,
+    job: SilverJob,
+    contract,
+    keys,
+    seeded: int,
+    repeat: int,
+    warmup: int,
+    floor: Timing,
+) -> None:
     """Each stage of the public contract's run alone, on the same persisted rows."""
     from pyspark.sql import functions as F
 
@@ -341,7 +443,7 @@ def breakdown(spark, job: SilverJob, contract, keys, seeded: int, repeat: int, w
     pseudo, anon = (o.policy for o in job.outputs(contract.id))
     key = keys.active(contract.tenant)
     bronze = job.bronze_path(contract)
-    read = job._read_new(bronze, seeded, seeded + 1)  # noqa: SLF001 - the job's own change-feed read
+    read = job._read_new(bronze, seeded, seeded + 1)
     good = quality.mark(read, policy.expect).where("_rule IS NULL").drop("_rule").persist()
     n = good.count()
     notes = good.where(F.col("driver_note").isNotNull())
@@ -351,51 +453,76 @@ def breakdown(spark, job: SilverJob, contract, keys, seeded: int, repeat: int, w
     warm_scrubber(spark, ginza)
 
     outputs = job.outputs(contract.id)
-    first = job._first_pass(read, policy, outputs)  # noqa: SLF001 - the job's own first pass, kept for the stages after it
+    first = job._first_pass(read, policy, outputs)
     cfg = job.cfg.refine
     ids = first.id_values(list(pseudo.pseudonym_fields))
 
     def first_pass() -> None:
-        job._first_pass(read, policy, outputs).side.unpersist()  # noqa: SLF001
+        job._first_pass(read, policy, outputs).side.unpersist()
 
     def trim() -> None:
-        force(anonymize.mark_trip_ends(good.select(*ROW_KEY, "ts", "lat", "lon"), "_device_id", "ts", "lat", "lon",
-                                       cfg.trip_trim_m, cfg.trip_gap_s))
+        force(
+            anonymize.mark_trip_ends(
+                good.select(*ROW_KEY, "ts", "lat", "lon"),
+                "_device_id",
+                "ts",
+                "lat",
+                "lon",
+                cfg.trip_trim_m,
+                cfg.trip_gap_s,
+            )
+        )
 
     stages: list[tuple[str, Callable[[], Any]]] = [
         ("read: bronze change feed", lambda: force(read)),
         ("first pass: rules, counts, ids, notes, trips, cells (the gate)", first_pass),
-        ("  quality rules alone: mark + count per rule, whole rows",
-         lambda: quality.mark(read, policy.expect).groupBy("_rule").count().collect()),
-        ("pseudonyms: vin, driver, device, one join on their combination",
-         lambda: force(pseudonymize(good, pseudo.pseudonym_fields, key, values=ids))),
-        ("scrub_text, every row through mapInArrow",
-         lambda: force(scrub_column(good, "driver_note"))),
-        ("scrub_text, all rows, rules only (no recognizer): Arrow transport",
-         lambda: force(scrub_column(good, "driver_note", config=use_rules))),
-        (f"scrub_text, only the rows with a note ({notes.count():,})",
-         lambda: force(scrub_column(notes, "driver_note"))),
-        ("  the same with GiNZA instead of Sudachi",
-         lambda: force(scrub_column(notes, "driver_note", config=ginza))),
-        ("the job's pseudonymized transform (notes by key, pseudonyms)",
-         lambda: force(pseudonymize(job._apply_fields(good, pseudo, first),  # noqa: SLF001
-                                    pseudo.pseudonym_fields, key, values=ids))),
+        (
+            "  quality rules alone: mark + count per rule, whole rows",
+            lambda: quality.mark(read, policy.expect).groupBy("_rule").count().collect(),
+        ),
+        (
+            "pseudonyms: vin, driver, device, one join on their combination",
+            lambda: force(pseudonymize(good, pseudo.pseudonym_fields, key, values=ids)),
+        ),
+        ("scrub_text, every row through mapInArrow", lambda: force(scrub_column(good, "driver_note"))),
+        (
+            "scrub_text, all rows, rules only (no recognizer): Arrow transport",
+            lambda: force(scrub_column(good, "driver_note", config=use_rules)),
+        ),
+        (
+            f"scrub_text, only the rows with a note ({notes.count():,})",
+            lambda: force(scrub_column(notes, "driver_note")),
+        ),
+        ("  the same with GiNZA instead of Sudachi", lambda: force(scrub_column(notes, "driver_note", config=ginza))),
+        (
+            "the job's pseudonymized transform (notes by key, pseudonyms)",
+            lambda: force(
+                pseudonymize(
+                    job._apply_fields(good, pseudo, first),
+                    pseudo.pseudonym_fields,
+                    key,
+                    values=ids,
+                )
+            ),
+        ),
         ("  trip walk alone (Arrow per device on 5 columns, own shuffle)", trim),
     ]
     trimmed = anonymize.trim_trips(good, "_device_id", "ts", "lat", "lon", cfg.trip_trim_m, cfg.trip_gap_s)
-    generalized = job._apply_fields(trimmed, anon, first).select(  # noqa: SLF001 - the job's own generalization
-        *anon.output_columns, "_device_id").persist()
+    generalized = job._apply_fields(trimmed, anon, first).select(*anon.output_columns, "_device_id").persist()
     generalized.count()
 
     def k_anonymity() -> None:
-        kept, _ = anonymize.enforce_k_anonymity(generalized, "_device_id", anon.quasi_identifiers, job.cfg.refine.k,
-                                                anon.sensitive)
+        kept, _ = anonymize.enforce_k_anonymity(
+            generalized, "_device_id", anon.quasi_identifiers, job.cfg.refine.k, anon.sensitive
+        )
         force(kept)
 
     stages.append(("k-anonymity + l-diversity (on trimmed, generalized rows)", k_anonymity))
 
     print()
-    print(f"{'breakdown, public bronze, each stage alone (noop sink)':<64}{'s':>9}{'rows/s':>12}{'/copy':>8}{'median':>8}")
+    print(
+        f"{'breakdown, public bronze, each stage alone (noop sink)':<64}{'s':>9}{'rows/s':>12}{'/copy':>8}{'median':>8}"
+    )
     for label, run in stages:
         print(row(label, timed(repeat, run, warmup=warmup), n, floor))
     generalized.unpersist()

@@ -38,10 +38,17 @@ FIELDLOOP = Path(sys.executable).parent / "fieldloop"
     doc_md=__doc__,
     default_args={"retries": 2, "retry_delay": pendulum.duration(minutes=2)},
     params={
-        "task": Param(None, type=["null", "string"], enum=[None, *sorted(TASKS)],
-                      description="Train only this task's models (default: those whose gold data changed)."),
-        "tenant": Param(None, type=["null", "string"],
-                        description="With task: train fieldloop.<task>.<tenant>; alone: only that tenant's models."),
+        "task": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, *sorted(TASKS)],
+            description="Train only this task's models (default: those whose gold data changed).",
+        ),
+        "tenant": Param(
+            None,
+            type=["null", "string"],
+            description="With task: train fieldloop.<task>.<tenant>; alone: only that tenant's models.",
+        ),
     },
 )
 def fieldloop_train() -> None:
@@ -55,8 +62,10 @@ def fieldloop_train() -> None:
         changed = [a.name.removeprefix("fieldloop.gold.") for a in triggering_asset_events or []] or None
         targets = models_for(load_contracts(), changed, params.get("task"), params.get("tenant"))
         print("models to train: " + (", ".join(t.name for t in targets) or "none"))
-        return [f"--task {shlex.quote(t.task)}" + (f" --tenant {shlex.quote(t.tenant)}" if t.tenant else "")
-                for t in targets]
+        return [
+            f"--task {shlex.quote(t.task)}" + (f" --tenant {shlex.quote(t.tenant)}" if t.tenant else "")
+            for t in targets
+        ]
 
     @task.bash(outlets=[model_asset(name) for name in sorted(TASKS)])
     def train_model(args: str) -> str:

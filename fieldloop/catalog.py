@@ -77,7 +77,8 @@ def _table_dirs(cfg: FieldloopConfig) -> list[tuple[str, str, str]]:
         prefix = parsed.path.lstrip("/")
         for layer in LAYERS:
             pages = s3.get_paginator("list_objects_v2").paginate(
-                Bucket=parsed.netloc, Prefix=f"{prefix}/{layer}/".lstrip("/"), Delimiter="/")
+                Bucket=parsed.netloc, Prefix=f"{prefix}/{layer}/".lstrip("/"), Delimiter="/"
+            )
             for page in pages:
                 for common in page.get("CommonPrefixes", []):
                     name = common["Prefix"].rstrip("/").rsplit("/", 1)[-1]

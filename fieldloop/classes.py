@@ -100,25 +100,49 @@ def training_violations(inputs: Iterable[TrainingInput], target: ModelTarget) ->
     for item in inputs:
         cls = item.data_class
         if cls is DataClass.SECRET:
-            found.append(Violation(item.table, "secret-never-trains",
-                                   "raw secret data may train no model; use its DP or synthetic derivative"))
+            found.append(
+                Violation(
+                    item.table,
+                    "secret-never-trains",
+                    "raw secret data may train no model; use its DP or synthetic derivative",
+                )
+            )
             continue
         scoped = cls is DataClass.RESTRICTED or (cls is DataClass.DERIVED and item.tenant)
         if cls is DataClass.RESTRICTED and not item.tenant:
-            found.append(Violation(item.table, "restricted-needs-tenant",
-                                   "restricted data without a tenant cannot be attributed; fix its contract"))
+            found.append(
+                Violation(
+                    item.table,
+                    "restricted-needs-tenant",
+                    "restricted data without a tenant cannot be attributed; fix its contract",
+                )
+            )
         elif scoped and target.tenant is None:
-            found.append(Violation(item.table, "restricted-not-in-base",
-                                   f"{cls} data of tenant '{item.tenant}' may not train base model {target.name}; "
-                                   f"train fieldloop.{target.task}.{item.tenant} instead"))
+            found.append(
+                Violation(
+                    item.table,
+                    "restricted-not-in-base",
+                    f"{cls} data of tenant '{item.tenant}' may not train base model {target.name}; "
+                    f"train fieldloop.{target.task}.{item.tenant} instead",
+                )
+            )
         elif scoped and item.tenant != target.tenant:
-            found.append(Violation(item.table, "tenant-isolation",
-                                   f"{cls} data of tenant '{item.tenant}' may not train {target.name} "
-                                   f"of tenant '{target.tenant}'"))
+            found.append(
+                Violation(
+                    item.table,
+                    "tenant-isolation",
+                    f"{cls} data of tenant '{item.tenant}' may not train {target.name} of tenant '{target.tenant}'",
+                )
+            )
         if target.required_use not in item.allowed_uses:
             allowed = ", ".join(sorted(item.allowed_uses)) or "nothing"
-            found.append(Violation(item.table, "contract-use",
-                                   f"contract {item.contract_id} allows {allowed}, not {target.required_use}"))
+            found.append(
+                Violation(
+                    item.table,
+                    "contract-use",
+                    f"contract {item.contract_id} allows {allowed}, not {target.required_use}",
+                )
+            )
     return found
 
 

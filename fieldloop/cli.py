@@ -16,7 +16,6 @@ from typing import Any
 import click
 from rich.table import Table
 
-from fieldloop.config import FieldloopConfig
 from fieldloop.console import ErrorReportingGroup, config_of, console
 
 _Group = ErrorReportingGroup
@@ -66,7 +65,9 @@ def stack() -> None:
 
 
 _ONLY = click.option(
-    "--only", default=None, metavar="NAMES",
+    "--only",
+    default=None,
+    metavar="NAMES",
     help="Comma-separated components to act on (kafka, mlflow, airflow); default all.",
 )
 
@@ -117,11 +118,21 @@ def stack_status(ctx: click.Context, only: str | None, as_json: bool) -> None:
 
     statuses = Stack(_cfg(ctx), _only(only)).status()
     if as_json:
-        click.echo(json.dumps([
-            {"name": s.name, "url": s.url, "healthy": s.health.ok, "detail": s.health.detail,
-             "processes": [{"name": p.name, "pid": p.pid, "state": p.state} for p in s.processes]}
-            for s in statuses
-        ], indent=2))
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "name": s.name,
+                        "url": s.url,
+                        "healthy": s.health.ok,
+                        "detail": s.health.detail,
+                        "processes": [{"name": p.name, "pid": p.pid, "state": p.state} for p in s.processes],
+                    }
+                    for s in statuses
+                ],
+                indent=2,
+            )
+        )
     else:
         _print_status(statuses)
     if not all(s.health.ok for s in statuses):
@@ -133,9 +144,7 @@ def _print_status(statuses: list[Any]) -> None:
     for col in ("component", "url", "pids", "health"):
         table.add_column(col)
     for s in statuses:
-        pids = ", ".join(
-            f"{p.name}={p.pid}" if p.state == "running" else f"{p.name}={p.state}" for p in s.processes
-        )
+        pids = ", ".join(f"{p.name}={p.pid}" if p.state == "running" else f"{p.name}={p.state}" for p in s.processes)
         mark = "[green]healthy[/]" if s.health.ok else "[red]down[/]"
         table.add_row(s.name, s.url, pids, f"{mark} {s.health.detail}")
     console.print(table)
@@ -186,8 +195,14 @@ def config_check(ctx: click.Context) -> None:
     for col in ("id", "class", "tenant", "topic", "uses", "retention"):
         table.add_column(col)
     for c in contracts.values():
-        table.add_row(c.id, str(c.data_class), c.tenant or "-", c.topic, ",".join(sorted(c.allowed_uses)) or "-",
-                      f"{c.retention_days} d")
+        table.add_row(
+            c.id,
+            str(c.data_class),
+            c.tenant or "-",
+            c.topic,
+            ",".join(sorted(c.allowed_uses)) or "-",
+            f"{c.retention_days} d",
+        )
     console.print(table)
     console.print(f"lake {residency.location} is in {residency.region} ({residency.basis}): [green]allowed[/]")
 
@@ -206,7 +221,9 @@ def topics_apply(ctx: click.Context, partitions: int) -> None:
     from ingestion.topics import apply_configured_topics
 
     for change in apply_configured_topics(_cfg(ctx), partitions):
-        colour = {"created": "green", "retention-updated": "yellow", "partitions-differ": "red"}.get(change.action, "dim")
+        colour = {"created": "green", "retention-updated": "yellow", "partitions-differ": "red"}.get(
+            change.action, "dim"
+        )
         console.print(f"  [{colour}]{change.action:<18}[/] {change.topic} {change.detail}")
 
 
@@ -253,8 +270,10 @@ def ingest(ctx: click.Context, follow: bool, trigger_seconds: int, max_offsets: 
         from fieldloop.errors import FieldloopError
 
         raise FieldloopError(f"ingestion stopped: {query.exception()}")
-    totals = {k: sum(getattr(r, k) if k == "consumed" else sum(getattr(r, k).values()) for r in job.reports)
-              for k in ("consumed", "inserted", "duplicates", "quarantined")}
+    totals = {
+        k: sum(getattr(r, k) if k == "consumed" else sum(getattr(r, k).values()) for r in job.reports)
+        for k in ("consumed", "inserted", "duplicates", "quarantined")
+    }
     console.print("ingested: " + ", ".join(f"{v} {k}" for k, v in totals.items()))
 
 
@@ -275,10 +294,16 @@ def tables(ctx: click.Context, as_json: bool) -> None:
         table.add_column(col, no_wrap=col in ("table", "region"))
     for t in found:
         p = t.properties
-        table.add_row(f"{t.layer}/{t.name}", str(t.version), str(t.rows), p.get("fieldloop.class", "-"),
-                      p.get("fieldloop.tenant", "-"), p.get("fieldloop.appi_level", "-"),
-                      p.get("fieldloop.residency_region", "-"),
-                      "-" if t.duplicates_dropped is None else str(t.duplicates_dropped))
+        table.add_row(
+            f"{t.layer}/{t.name}",
+            str(t.version),
+            str(t.rows),
+            p.get("fieldloop.class", "-"),
+            p.get("fieldloop.tenant", "-"),
+            p.get("fieldloop.appi_level", "-"),
+            p.get("fieldloop.residency_region", "-"),
+            "-" if t.duplicates_dropped is None else str(t.duplicates_dropped),
+        )
     console.print(table)
 
 

@@ -112,7 +112,9 @@ class SparkConfig(_Section):
     @classmethod
     def _known_master(cls, value: str) -> str:
         if not _SPARK_MASTER.match(value):
-            raise ValueError(f"'{value}' is not a Spark master URL (local[*], local[2], spark://host:7077, yarn, k8s://...)")
+            raise ValueError(
+                f"'{value}' is not a Spark master URL (local[*], local[2], spark://host:7077, yarn, k8s://...)"
+            )
         return value
 
 
@@ -152,10 +154,16 @@ class RefineConfig(_Section):
         "default file:<home>/secrets/pseudonym-keys.json (created with fresh keys on first use)",
     )
     k: int = Field(5, ge=2, description="k of k-anonymity on anonymized tables (distinct devices per class)")
-    trip_trim_m: float = Field(200.0, ge=0, description="trimmed off each trip's start and end in anonymized tables (metres)")
+    trip_trim_m: float = Field(
+        200.0, ge=0, description="trimmed off each trip's start and end in anonymized tables (metres)"
+    )
     trip_gap_s: int = Field(300, ge=1, description="a silence longer than this ends a trip (seconds)")
-    max_failure_rate: float = Field(0.05, ge=0, le=1, description="share of rows failing quality rules that fails a run (fraction)")
-    dp_epsilon_per_month: float = Field(3.0, gt=0, description="DP budget per privacy unit and calendar month (epsilon)")
+    max_failure_rate: float = Field(
+        0.05, ge=0, le=1, description="share of rows failing quality rules that fails a run (fraction)"
+    )
+    dp_epsilon_per_month: float = Field(
+        3.0, gt=0, description="DP budget per privacy unit and calendar month (epsilon)"
+    )
 
     @field_validator("key_source")
     @classmethod
@@ -172,7 +180,9 @@ class TrainConfig(_Section):
     seed: int = Field(42, ge=0, description="random seed; the same gold versions and seed give the same metrics")
     batch_size: int = Field(64, ge=1, description="rows per optimizer step, over all processes (count)")
     learning_rate: float = Field(3e-3, gt=0, description="Adam learning rate")
-    holdout_fraction: float = Field(0.2, gt=0, lt=1, description="share of devices frozen as holdout on a model's first run (fraction)")
+    holdout_fraction: float = Field(
+        0.2, gt=0, lt=1, description="share of devices frozen as holdout on a model's first run (fraction)"
+    )
     threads: int = Field(2, ge=1, description="CPU threads per training process (count)")
 
 
@@ -180,8 +190,12 @@ class FieldloopConfig(_Section):
     """The whole effective configuration."""
 
     home: Path = Field(Path("~/.fieldloop"), description="state: logs, pids, broker data, jars, lake (directory)")
-    lake_uri: str | None = Field(None, description="root of the Delta lake (path or s3a://bucket/prefix); default <home>/lake")
-    allowed_regions: list[str] = Field(list(JAPAN_REGIONS), description="regions data may be stored in (AWS region names)")
+    lake_uri: str | None = Field(
+        None, description="root of the Delta lake (path or s3a://bucket/prefix); default <home>/lake"
+    )
+    allowed_regions: list[str] = Field(
+        list(JAPAN_REGIONS), description="regions data may be stored in (AWS region names)"
+    )
     site_region: str = Field("ap-northeast-1", description="region declared for local-disk storage at this site")
     contracts_dir: Path | None = Field(None, description="directory of data contract files; default: the packaged ones")
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
@@ -307,7 +321,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     for var, raw in sorted(environ.items()):
         if not var.startswith(ENV_PREFIX) or var == CONFIG_FILE_ENV:
             continue
-        name = var[len(ENV_PREFIX):].lower()
+        name = var[len(ENV_PREFIX) :].lower()
         try:
             if name in top:
                 out[name] = _env_value(raw, top[name].annotation)

@@ -91,8 +91,11 @@ def _edge_release(cfg: FieldloopConfig, contracts: dict[str, Any], start: dateti
     source, target = contracts["worker-audio-acme-steel"], contracts["worker-audio-dp-acme-steel"]
     (cfg.home / "edge").mkdir(parents=True, exist_ok=True)
     ledger = BudgetLedger(SqliteLedgerStore(cfg.home / "edge" / "dp_ledger.db"), Budget(8.0))
-    sink = EdgeProducer(EdgeProducerConfig.from_kafka_config(cfg.kafka, spool_dir=cfg.home / "spool" / site),
-                        contracts, default_registry())
+    sink = EdgeProducer(
+        EdgeProducerConfig.from_kafka_config(cfg.kafka, spool_dir=cfg.home / "spool" / site),
+        contracts,
+        default_registry(),
+    )
     try:
         try:
             sink.send(source.id, site, raw[0])
@@ -110,8 +113,10 @@ def _edge_release(cfg: FieldloopConfig, contracts: dict[str, Any], start: dateti
         sink.close()
     period = month_of(start)
     spent = ledger.spent(site, period).epsilon
-    console.print(f"  {len(raw)} raw readings of 8 workers kept on site; {len(released)} DP aggregates sent "
-                  f"({', '.join(sorted({r['metric'] for r in released}))}); ε spent this month {spent:g} of 8")
+    console.print(
+        f"  {len(raw)} raw readings of 8 workers kept on site; {len(released)} DP aggregates sent "
+        f"({', '.join(sorted({r['metric'] for r in released}))}); ε spent this month {spent:g} of 8"
+    )
 
 
 def _refine(cfg: FieldloopConfig, spark: Any, console: Console, progress: Callable[[str], None]) -> None:
@@ -132,9 +137,14 @@ def _train(cfg: FieldloopConfig, console: Console, progress: Callable[[str], Non
 
     t0 = time.monotonic()
     with console.status("training fieldloop.vehicle-longitudinal (teacher, then the edge student) ...") as status:
+
         def run(reset: bool) -> Any:
-            return train(cfg, TrainRequest("vehicle-longitudinal", reset_holdout=reset),
-                         echo=lambda line: status.update(line.strip()))
+            return train(
+                cfg,
+                TrainRequest("vehicle-longitudinal", reset_holdout=reset),
+                echo=lambda line: status.update(line.strip()),
+            )
+
         try:
             result = run(False)
         except HoldoutMovedError as e:  # this MLflow froze the model's holdout on another lake
@@ -143,7 +153,7 @@ def _train(cfg: FieldloopConfig, console: Console, progress: Callable[[str], Non
     progress(f"trained in {time.monotonic() - t0:.0f}s")
     print_result(console, result.as_dict())
     inputs = ", ".join(result.inputs)
-    console.print(f"  ML teams load it with mlflow.pytorch.load_model(\"{result.uri}\"); it learned from {inputs} only")
+    console.print(f'  ML teams load it with mlflow.pytorch.load_model("{result.uri}"); it learned from {inputs} only')
 
 
 def _summed(reports: list[Any], attr: str) -> dict[str, int]:
@@ -175,8 +185,10 @@ def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], N
     changes = apply_configured_topics(cfg)
     progress(", ".join(f"{sum(c.action == a for c in changes)} {a}" for a in sorted({c.action for c in changes})))
 
-    console.print(f"[bold]3. a simulated fleet streams through the edge SDK[/] ({DEMO_FLEET['devices']} devices, "
-                  f"{DEMO_FLEET['seconds']:.0f} s at {DEMO_FLEET['rate_hz']:.0f} Hz, faults: {', '.join(DEMO_FAULTS)})")
+    console.print(
+        f"[bold]3. a simulated fleet streams through the edge SDK[/] ({DEMO_FLEET['devices']} devices, "
+        f"{DEMO_FLEET['seconds']:.0f} s at {DEMO_FLEET['rate_hz']:.0f} Hz, faults: {', '.join(DEMO_FAULTS)})"
+    )
     # the fleet's clock ends now: fresh data, inside every contract's retention
     start = datetime.now(UTC) - timedelta(seconds=DEMO_FLEET["seconds"])
     report = simulate_fleet(cfg, FleetSpec(**DEMO_FLEET, start=start), [FaultSpec.parse(f) for f in DEMO_FAULTS])
@@ -188,8 +200,9 @@ def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], N
     console.print("[bold]4. Spark lands Kafka in bronze Delta (available-now)[/]")
     with console.status("Spark: Kafka -> bronze ..."):
         job, spark, lag, seconds = _ingest(cfg, contracts)
-    inserted, dups, quarantined, reasons = (_summed(job.reports, f)
-                                            for f in ("inserted", "duplicates", "quarantined", "reasons"))
+    inserted, dups, quarantined, reasons = (
+        _summed(job.reports, f) for f in ("inserted", "duplicates", "quarantined", "reasons")
+    )
     consumed = sum(r.consumed for r in job.reports)
     progress(f"{consumed} records consumed in {seconds:.0f}s (Spark start included)")
 
@@ -201,21 +214,31 @@ def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], N
         name = table_name(c)
         if name not in totals and name not in inserted and name not in quarantined:
             continue
-        per_stream.add_row(c.id, c.topic, str(inserted.get(name, 0)), str(dups.get(name, 0)),
-                           str(quarantined.get(name, 0)), str(totals[name].rows if name in totals else 0),
-                           str(lag.get(c.topic, 0)))
+        per_stream.add_row(
+            c.id,
+            c.topic,
+            str(inserted.get(name, 0)),
+            str(dups.get(name, 0)),
+            str(quarantined.get(name, 0)),
+            str(totals[name].rows if name in totals else 0),
+            str(lag.get(c.topic, 0)),
+        )
     console.print(per_stream)
     if reasons:
         console.print("quarantined by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
     landed = sum(inserted.values()) + sum(dups.values()) + sum(quarantined.values())
-    console.print(f"reconciles: consumed {consumed} = new {sum(inserted.values())} + duplicates {sum(dups.values())} "
-                  f"+ quarantined {sum(quarantined.values())}" + ("" if landed == consumed else "  [red]MISMATCH[/]"))
+    console.print(
+        f"reconciles: consumed {consumed} = new {sum(inserted.values())} + duplicates {sum(dups.values())} "
+        f"+ quarantined {sum(quarantined.values())}" + ("" if landed == consumed else "  [red]MISMATCH[/]")
+    )
 
     console.print("[bold]5. refinement: bronze -> silver (quality, pseudonyms, k-anonymity) -> gold[/]")
     _refine(cfg, spark, console, progress)
     spark.stop()
 
-    console.print("[bold]6. training: fine-tune from gold, distil the edge student, register the candidate in MLflow[/]")
+    console.print(
+        "[bold]6. training: fine-tune from gold, distil the edge student, register the candidate in MLflow[/]"
+    )
     _train(cfg, console, progress)
 
     table = Table(title="what runs where (all on 127.0.0.1)")
@@ -230,6 +253,8 @@ def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], N
     console.print(table)
     for line in once:
         console.print(f"[bold yellow]{line}[/]")
-    console.print("Next: `fieldloop tables` lists the lake; the Airflow UI runs `fieldloop_ingest` every 15 min and "
-                  "`fieldloop_refine` after it and `fieldloop_train` after that; "
-                  "`fieldloop stack down` stops everything.")
+    console.print(
+        "Next: `fieldloop tables` lists the lake; the Airflow UI runs `fieldloop_ingest` every 15 min and "
+        "`fieldloop_refine` after it and `fieldloop_train` after that; "
+        "`fieldloop stack down` stops everything."
+    )

@@ -45,7 +45,9 @@ def find_java() -> str:
     if major == 1 and match and match.group(2):  # "1.8.0" style
         major = int(match.group(2))
     if major < MIN_JAVA:
-        raise JvmDependencyError(f"{java} is Java {major or '?'}; fieldloop needs Java {MIN_JAVA}+: set JAVA_HOME to a newer JDK")
+        raise JvmDependencyError(
+            f"{java} is Java {major or '?'}; fieldloop needs Java {MIN_JAVA}+: set JAVA_HOME to a newer JDK"
+        )
     return java
 
 

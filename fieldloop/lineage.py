@@ -165,5 +165,9 @@ class ModelLineage:
         except (ValueError, TypeError, KeyError) as e:
             raise LineageError(f"lineage tag {TAG_PREFIX}inputs is malformed: {e}") from e
         known = {"inputs", "tables", "classes", "tenants", "contracts"}
-        extra = {k[len(TAG_PREFIX):]: v for k, v in tags.items() if k.startswith(TAG_PREFIX) and k[len(TAG_PREFIX):] not in known}
+        extra = {
+            k[len(TAG_PREFIX) :]: v
+            for k, v in tags.items()
+            if k.startswith(TAG_PREFIX) and k[len(TAG_PREFIX) :] not in known
+        }
         return cls(inputs, extra)

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
-def session_conf(cfg: FieldloopConfig, app_name: str = "fieldloop", extra: dict[str, str] | None = None) -> dict[str, str]:
+def session_conf(
+    cfg: FieldloopConfig, app_name: str = "fieldloop", extra: dict[str, str] | None = None
+) -> dict[str, str]:
     """The Spark conf a fieldloop session is built with (no JVM is started).
 
     Raises:
@@ -62,7 +64,9 @@ def session_conf(cfg: FieldloopConfig, app_name: str = "fieldloop", extra: dict[
     return conf
 
 
-def spark_session(cfg: FieldloopConfig, app_name: str = "fieldloop", extra: dict[str, str] | None = None) -> SparkSession:
+def spark_session(
+    cfg: FieldloopConfig, app_name: str = "fieldloop", extra: dict[str, str] | None = None
+) -> SparkSession:
     """Build (or return the running) SparkSession for ``cfg``.
 
     Args:
@@ -96,8 +100,9 @@ def create_table(spark: SparkSession, path: str, schema: Any, properties: dict[s
     builder.execute()
 
 
-def create_table_as(spark: SparkSession, df: Any, path: str, properties: dict[str, str], user_metadata: str,
-                    replace: bool = False) -> None:
+def create_table_as(
+    spark: SparkSession, df: Any, path: str, properties: dict[str, str], user_metadata: str, replace: bool = False
+) -> None:
     """Create the Delta table at ``path`` from ``df``, with table ``properties``, in one commit.
 
     Creating the table first and writing into it after cost a commit and a snapshot of the

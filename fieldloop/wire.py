@@ -133,7 +133,9 @@ class SchemaRegistry:
         """
         versions = self._by_stream.get(stream)
         if not versions:
-            raise WireError("unknown-stream", f"no Avro schema for stream '{stream}': add fieldloop/schemas/avro/{stream}.v1.avsc")
+            raise WireError(
+                "unknown-stream", f"no Avro schema for stream '{stream}': add fieldloop/schemas/avro/{stream}.v1.avsc"
+            )
         if version is None:
             return versions[max(versions)]
         if version not in versions:
@@ -180,9 +182,11 @@ def writer_of(payload: bytes, registry: SchemaRegistry) -> RegisteredSchema:
         raise WireError("bad-magic", f"payload starts with {payload[:2].hex()}, not the single-object marker c301")
     schema = registry.by_fingerprint(payload[2:HEADER_LEN])
     if schema is None:
-        raise WireError("unknown-fingerprint",
-                        f"writer schema fingerprint {payload[2:HEADER_LEN].hex()} is not registered; "
-                        "the device runs a schema this deployment does not know")
+        raise WireError(
+            "unknown-fingerprint",
+            f"writer schema fingerprint {payload[2:HEADER_LEN].hex()} is not registered; "
+            "the device runs a schema this deployment does not know",
+        )
     return schema
 
 
@@ -199,7 +203,9 @@ def decode(payload: bytes, registry: SchemaRegistry, reader: RegisteredSchema | 
     try:
         record = fastavro.schemaless_reader(body, writer.compiled, reader.compiled if reader else None)
     except fastavro.read.SchemaResolutionError as e:
-        raise WireError("incompatible-schema", f"cannot resolve {writer.stream}.v{writer.version} to the reader: {e}") from e
+        raise WireError(
+            "incompatible-schema", f"cannot resolve {writer.stream}.v{writer.version} to the reader: {e}"
+        ) from e
     except (EOFError, ValueError, IndexError, UnicodeDecodeError, StopIteration) as e:
         raise WireError("undecodable", f"body does not decode as {writer.stream}.v{writer.version}: {e}") from e
     if body.tell() != len(payload) - HEADER_LEN:

@@ -67,6 +67,8 @@ case "${1:-}" in
   test)
     setup
     shift
+    say "ruff: lint and format"
+    "$VENV/bin/ruff" check --quiet "$ROOT" && "$VENV/bin/ruff" format --check --quiet "$ROOT"
     set +e
     "$VENV/bin/python" -m pytest "$@"
     rc=$?

@@ -38,7 +38,7 @@ from fieldloop.contracts import DataContract
 from fieldloop.lineage import TableGovernance
 from fieldloop.residency import ResidencyGuard
 from fieldloop.spark import create_table
-from fieldloop.wire import HEADER_LEN, H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, SchemaRegistry
+from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, HEADER_LEN, SchemaRegistry
 from ingestion.errors import IngestionError
 
 if TYPE_CHECKING:
@@ -130,8 +130,11 @@ def kafka_source_options(cfg: FieldloopConfig) -> dict[str, str]:
     }
     if k.sasl_mechanism:
         opts["kafka.sasl.mechanism"] = k.sasl_mechanism
-        module = ("org.apache.kafka.common.security.scram.ScramLoginModule" if k.sasl_mechanism.startswith("SCRAM")
-                  else "org.apache.kafka.common.security.plain.PlainLoginModule")
+        module = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule"
+            if k.sasl_mechanism.startswith("SCRAM")
+            else "org.apache.kafka.common.security.plain.PlainLoginModule"
+        )
         password = k.sasl_password.get_secret_value() if k.sasl_password else ""
         opts["kafka.sasl.jaas.config"] = f'{module} required username="{k.sasl_username}" password="{password}";'
     if k.ssl_cafile:
@@ -225,7 +228,9 @@ class BronzeJob:
         h = F.col("_headers")
         rows = rows.select(
             "*",
-            h[H_CLASS].alias("_h_class"), h[H_TENANT].alias("_h_tenant"), h[H_CONTRACT].alias("_h_contract"),
+            h[H_CLASS].alias("_h_class"),
+            h[H_TENANT].alias("_h_tenant"),
+            h[H_CONTRACT].alias("_h_contract"),
             F.coalesce(h[H_DEVICE], F.col("_key").cast("string")).alias("_device_id"),
             h[H_SEQ].try_cast("long").alias("_seq"),
             F.lower(F.hex(F.substring("_value", 3, 8))).alias("_fingerprint"),
@@ -307,14 +312,14 @@ class BronzeJob:
             broken = decoded.isNull()
             for name in (f["name"] for f in reader.parsed["fields"] if not _nullable(f["type"])):
                 broken = broken | decoded[name].isNull()
-            reason = (reason.when(ours & broken, "undecodable")
-                      .when(ours & _non_finite(reader_type, decoded), "non-finite"))
+            reason = reason.when(ours & broken, "undecodable").when(
+                ours & _non_finite(reader_type, decoded), "non-finite"
+            )
             if "ts" in reader_type.fieldNames():
                 ts = decoded["ts"]
-                reason = (reason
-                          .when(ours & (ts > now + F.expr(f"INTERVAL {MAX_FUTURE_SECONDS} SECONDS")),
-                                "future-timestamp")
-                          .when(ours & (ts < F.to_timestamp(F.lit(EARLIEST_PLAUSIBLE))), "implausible-timestamp"))
+                reason = reason.when(
+                    ours & (ts > now + F.expr(f"INTERVAL {MAX_FUTURE_SECONDS} SECONDS")), "future-timestamp"
+                ).when(ours & (ts < F.to_timestamp(F.lit(EARLIEST_PLAUSIBLE))), "implausible-timestamp")
         return rows.withColumn("_schema_version", version).withColumn("_reason", reason)
 
     def _resolve(self, record: Column, writer: Any, reader: Any) -> Column:
@@ -368,9 +373,13 @@ class BronzeJob:
             # a crash is recognised.
             reasons: dict[str, dict[str | None, int]] = {}
             offsets: dict[str, dict[str, list[int]]] = {}
-            for r in rows.groupBy("_kafka_topic", "_kafka_partition", "_reason").agg(
-                    F.count(F.lit(1)).alias("n"), F.min("_kafka_offset").alias("lo"),
-                    F.max("_kafka_offset").alias("hi")).collect():
+            for r in (
+                rows.groupBy("_kafka_topic", "_kafka_partition", "_reason")
+                .agg(
+                    F.count(F.lit(1)).alias("n"), F.min("_kafka_offset").alias("lo"), F.max("_kafka_offset").alias("hi")
+                )
+                .collect()
+            ):
                 topic, part = r["_kafka_topic"], str(r["_kafka_partition"])
                 by_reason = reasons.setdefault(topic, {})
                 by_reason[r["_reason"]] = by_reason.get(r["_reason"], 0) + r["n"]
@@ -378,15 +387,23 @@ class BronzeJob:
                 offsets[topic][part] = [min(lo, r["lo"]), max(hi, r["hi"])]
             unknown = sorted(set(reasons) - set(self.by_topic))
             if unknown:  # nothing written: the stream stops here and its offsets stay unconsumed
-                raise IngestionError(f"batch {batch_id} holds records of topics no contract names: {', '.join(unknown)}; "
-                                 "the job subscribes only to contract topics, so check its subscription")
+                raise IngestionError(
+                    f"batch {batch_id} holds records of topics no contract names: {', '.join(unknown)}; "
+                    "the job subscribes only to contract topics, so check its subscription"
+                )
             report.consumed = sum(n for by_reason in reasons.values() for n in by_reason.values())
             report.read_seconds = time.monotonic() - t0
 
             def one_topic(topic: str) -> BatchReport:
                 part = BatchReport(batch_id)
-                self._write(rows.where(F.col("_kafka_topic") == topic), self.by_topic[topic], batch_id, part,
-                            offsets[topic], reasons[topic])
+                self._write(
+                    rows.where(F.col("_kafka_topic") == topic),
+                    self.by_topic[topic],
+                    batch_id,
+                    part,
+                    offsets[topic],
+                    reasons[topic],
+                )
                 return part
 
             # One topic after the other: the topics' writes share the cached plan, and
@@ -406,14 +423,27 @@ class BronzeJob:
         logger.info(
             "bronze batch %d: %d consumed, %d inserted, %d duplicates, %d quarantined %s in %.1fs "
             "(read, decode and check %.1fs; key check and writes %.1fs)",
-            batch_id, report.consumed, sum(report.inserted.values()), sum(report.duplicates.values()),
-            sum(report.quarantined.values()), report.reasons or "", report.seconds,
-            report.read_seconds, report.seconds - report.read_seconds,
+            batch_id,
+            report.consumed,
+            sum(report.inserted.values()),
+            sum(report.duplicates.values()),
+            sum(report.quarantined.values()),
+            report.reasons or "",
+            report.seconds,
+            report.read_seconds,
+            report.seconds - report.read_seconds,
         )
         return report
 
-    def _write(self, rows: DataFrame, target: BronzeTarget, batch_id: int, report: BatchReport,
-               offsets: Mapping[str, list[int]], counts: Mapping[str | None, int]) -> None:
+    def _write(
+        self,
+        rows: DataFrame,
+        target: BronzeTarget,
+        batch_id: int,
+        report: BatchReport,
+        offsets: Mapping[str, list[int]],
+        counts: Mapping[str | None, int],
+    ) -> None:
         """Write one topic's classified rows: the invalid ones to quarantine, the new valid ones to bronze.
 
         ``counts`` holds the topic's records per reason, None for the valid ones.
@@ -425,14 +455,25 @@ class BronzeJob:
         n_good = counts.get(None, 0)
         if reasons:
             quarantine = rows.where(F.col("_reason").isNotNull()).select(
-                *KAFKA_COLUMNS, "_key", "_value", "_headers", "_device_id", "_seq",
-                F.col("_reason").alias("reason"), ingested, F.lit(batch_id).alias("_batch_id"),
+                *KAFKA_COLUMNS,
+                "_key",
+                "_value",
+                "_headers",
+                "_device_id",
+                "_seq",
+                F.col("_reason").alias("reason"),
+                ingested,
+                F.lit(batch_id).alias("_batch_id"),
             )
             self._ensure_table(target.quarantine_path, quarantine.schema, target, "quarantine")
-            (quarantine.write.format("delta").mode("append")
-             .option("txnAppId", f"fieldloop-quarantine:{target.name}").option("txnVersion", batch_id)
-             .option("mergeSchema", "true")  # a newer schema adds optional columns
-             .save(target.quarantine_path))
+            (
+                quarantine.write.format("delta")
+                .mode("append")
+                .option("txnAppId", f"fieldloop-quarantine:{target.name}")
+                .option("txnVersion", batch_id)
+                .option("mergeSchema", "true")  # a newer schema adds optional columns
+                .save(target.quarantine_path)
+            )
             report.quarantined[target.name] = sum(reasons.values())
             for reason, n in reasons.items():
                 report.reasons[reason] = report.reasons.get(reason, 0) + n
@@ -466,8 +507,9 @@ class BronzeJob:
         table = open_table(self.cfg, target.bronze_path)
         done = _committed(table, meta)
         if done is not None:
-            logger.info("bronze batch %d of %s was committed before a restart; not written again",
-                        meta["batch"], target.name)
+            logger.info(
+                "bronze batch %d of %s was committed before a restart; not written again", meta["batch"], target.name
+            )
             return done
         keys = ["_device_id", "_seq"]
         batch_keys = source.select(*keys).toArrow()
@@ -480,16 +522,28 @@ class BronzeJob:
         if held.num_rows:
             new = new.join(F.broadcast(self.spark.createDataFrame(held)), keys, "left_anti")
         inserted = distinct.num_rows - held.num_rows
-        writer = (new.write.format("delta").mode("append")
-                  .option("mergeSchema", "true")  # a newer schema adds optional columns (Avro resolution only adds)
-                  .option("userMetadata", json.dumps({
-                      **meta, "valid": distinct.num_rows,
-                      "in_batch_duplicates": batch_keys.num_rows - distinct.num_rows, "inserted": inserted})))
+        writer = (
+            new.write.format("delta")
+            .mode("append")
+            .option("mergeSchema", "true")  # a newer schema adds optional columns (Avro resolution only adds)
+            .option(
+                "userMetadata",
+                json.dumps(
+                    {
+                        **meta,
+                        "valid": distinct.num_rows,
+                        "in_batch_duplicates": batch_keys.num_rows - distinct.num_rows,
+                        "inserted": inserted,
+                    }
+                ),
+            )
+        )
         if inserted == 0:
             # Delta skips an append that adds no file, and with it the record of this
             # batch's duplicates; a transaction marker makes it a commit.
             writer = writer.option("txnAppId", f"fieldloop-bronze-empty:{target.name}").option(
-                "txnVersion", table.version() + 1)
+                "txnVersion", table.version() + 1
+            )
         writer.save(target.bronze_path)
         return inserted
 
@@ -513,11 +567,19 @@ class BronzeJob:
             self._ready.add(path)
             return
         gov = TableGovernance(
-            target.contract.data_class, target.contract.id, self._residency[path], appi_level="raw",
-            tenant=target.contract.tenant, contract_version=target.contract.version,
+            target.contract.data_class,
+            target.contract.id,
+            self._residency[path],
+            appi_level="raw",
+            tenant=target.contract.tenant,
+            contract_version=target.contract.version,
         )
-        props = {**gov.to_delta_properties(), "fieldloop.layer": layer, "fieldloop.stream": target.contract.stream,
-                 **wanted}
+        props = {
+            **gov.to_delta_properties(),
+            "fieldloop.layer": layer,
+            "fieldloop.stream": target.contract.stream,
+            **wanted,
+        }
         create_table(self.spark, path, schema, props)
         self._ready.add(path)
 
@@ -525,12 +587,16 @@ class BronzeJob:
     def start(self, available_now: bool = True, trigger_seconds: int = 5) -> StreamingQuery:
         """Start the query; ``available_now`` drains what is in Kafka and stops."""
         writer = (
-            self.read().writeStream.queryName("fieldloop-bronze")
-            .foreachBatch(lambda df, batch_id: self.process_batch(df, batch_id))
+            self.read()
+            .writeStream.queryName("fieldloop-bronze")
+            .foreachBatch(self.process_batch)
             .option("checkpointLocation", checkpoint_path(self.cfg))
         )
-        writer = writer.trigger(availableNow=True) if available_now else writer.trigger(
-            processingTime=f"{trigger_seconds} seconds")
+        writer = (
+            writer.trigger(availableNow=True)
+            if available_now
+            else writer.trigger(processingTime=f"{trigger_seconds} seconds")
+        )
         return writer.start()
 
 

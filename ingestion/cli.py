@@ -51,8 +51,10 @@ class StackBroker:
 
         local = {f"127.0.0.1:{cfg.kafka.port}", f"localhost:{cfg.kafka.port}"}
         if cfg.kafka.bootstrap_servers not in local:
-            raise SimulationError(f"broker-restart restarts the embedded broker, but clients use "
-                                  f"{cfg.kafka.bootstrap_servers}: drop the fault or unset FIELDLOOP_KAFKA_BOOTSTRAP")
+            raise SimulationError(
+                f"broker-restart restarts the embedded broker, but clients use "
+                f"{cfg.kafka.bootstrap_servers}: drop the fault or unset FIELDLOOP_KAFKA_BOOTSTRAP"
+            )
         if not self._stack.status()[0].running:
             raise SimulationError("broker-restart needs the embedded broker running: `fieldloop stack up --only kafka`")
 
@@ -90,32 +92,77 @@ def fleet() -> None:
 
 
 @fleet.command("simulate")
-@click.option("--devices", "-n", type=click.IntRange(1, 100_000), default=10, show_default=True,
-              help="Number of devices. Of every 10: 5 vehicles in Tokyo/Osaka (each with model telemetry, "
-                   "public ones with a camera), 3 blast-furnace sensors, 2 robot arms.")
-@click.option("--seconds", type=click.FloatRange(0, min_open=True), default=60.0, show_default=True,
-              help="Simulated duration in seconds of device time (the run itself goes as fast as it can).")
-@click.option("--rate", type=click.FloatRange(0, 1000, min_open=True), default=10.0, show_default=True,
-              help="Records per second (Hz) per device on its main stream; cameras report every 2nd frame, "
-                   "telemetry every 10th.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Same seed, same records, same faults.")
-@click.option("--start", callback=_parse_start, metavar="ISO",
-              help="Simulated clock start, ISO 8601 (e.g. 2025-04-01T09:00:00+09:00; no offset means UTC). "
-                   "Default: an hour of 2025 picked by the seed.")
-@click.option("--fault", "faults", multiple=True, callback=_parse_faults, metavar="KIND[:PARAM]",
-              help="Inject a fault (repeatable): network-drop[:SECONDS=30] (uplink offline), "
-                   "broker-restart[:SECONDS=15] (embedded broker down), malformed[:FRACTION=0.02] "
-                   "(junk payloads), duplicates[:FRACTION=0.02] (resent records), clock-skew[:MINUTES=5] "
-                   "(device clocks off until an NTP correction).")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the run report (counts per stream, device and fault; anomaly ground truth) as JSON here.")
+@click.option(
+    "--devices",
+    "-n",
+    type=click.IntRange(1, 100_000),
+    default=10,
+    show_default=True,
+    help="Number of devices. Of every 10: 5 vehicles in Tokyo/Osaka (each with model telemetry, "
+    "public ones with a camera), 3 blast-furnace sensors, 2 robot arms.",
+)
+@click.option(
+    "--seconds",
+    type=click.FloatRange(0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Simulated duration in seconds of device time (the run itself goes as fast as it can).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(0, 1000, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Records per second (Hz) per device on its main stream; cameras report every 2nd frame, telemetry every 10th.",
+)
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Same seed, same records, same faults."
+)
+@click.option(
+    "--start",
+    callback=_parse_start,
+    metavar="ISO",
+    help="Simulated clock start, ISO 8601 (e.g. 2025-04-01T09:00:00+09:00; no offset means UTC). "
+    "Default: an hour of 2025 picked by the seed.",
+)
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    callback=_parse_faults,
+    metavar="KIND[:PARAM]",
+    help="Inject a fault (repeatable): network-drop[:SECONDS=30] (uplink offline), "
+    "broker-restart[:SECONDS=15] (embedded broker down), malformed[:FRACTION=0.02] "
+    "(junk payloads), duplicates[:FRACTION=0.02] (resent records), clock-skew[:MINUTES=5] "
+    "(device clocks off until an NTP correction).",
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the run report (counts per stream, device and fault; anomaly ground truth) as JSON here.",
+)
 @click.option("--dry-run", is_flag=True, help="Generate and count with an in-memory SDK stand-in; no Kafka.")
-@click.option("--flush-timeout", type=click.FloatRange(0), default=60.0, show_default=True,
-              help="Seconds to wait at the end for everything to be delivered.")
+@click.option(
+    "--flush-timeout",
+    type=click.FloatRange(0),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait at the end for everything to be delivered.",
+)
 @click.pass_context
-def simulate(ctx: click.Context, devices: int, seconds: float, rate: float, seed: int, start: datetime | None,
-             faults: list[FaultSpec], report_path: Path | None, dry_run: bool, flush_timeout: float) -> None:
+def simulate(
+    ctx: click.Context,
+    devices: int,
+    seconds: float,
+    rate: float,
+    seed: int,
+    start: datetime | None,
+    faults: list[FaultSpec],
+    report_path: Path | None,
+    dry_run: bool,
+    flush_timeout: float,
+) -> None:
     """Run a deterministic fleet through the edge SDK and print what was sent, refused and injected.
 
     Every record is offered to the SDK; junk and duplicates from --fault go around it
@@ -133,15 +180,20 @@ def simulate(ctx: click.Context, devices: int, seconds: float, rate: float, seed
         report.save(report_path)
         console.print(f"report: {report_path}")
     if not report.flushed:
-        console.print(f"[yellow]not everything was delivered within {flush_timeout:g} s[/]: "
-                      "the SDK keeps the rest in its spool and sends it on the next run")
+        console.print(
+            f"[yellow]not everything was delivered within {flush_timeout:g} s[/]: "
+            "the SDK keeps the rest in its spool and sends it on the next run"
+        )
     if not report.reconciles():
-        raise SimulationError("the report does not reconcile (generated != accepted + refused + bypassed): "
-                              "this is a simulator bug; keep the report and file it")
+        raise SimulationError(
+            "the report does not reconcile (generated != accepted + refused + bypassed): "
+            "this is a simulator bug; keep the report and file it"
+        )
 
 
-def simulate_fleet(cfg: FieldloopConfig, spec: FleetSpec, faults: list[FaultSpec], dry_run: bool = False,
-                   flush_timeout: float = 30.0) -> SimulationReport:
+def simulate_fleet(
+    cfg: FieldloopConfig, spec: FleetSpec, faults: list[FaultSpec], dry_run: bool = False, flush_timeout: float = 30.0
+) -> SimulationReport:
     """Run a simulated fleet through the real edge SDK (or an in-memory one for ``dry_run``)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -168,9 +220,15 @@ def simulate_fleet(cfg: FieldloopConfig, spec: FleetSpec, faults: list[FaultSpec
         except BaseException:
             sink.close()
             raise
-    progress = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=console, transient=True,
-                        disable=total < PROGRESS_MIN_ITEMS or not console.is_terminal)
+    progress = Progress(
+        TextColumn("simulating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=total < PROGRESS_MIN_ITEMS or not console.is_terminal,
+    )
     try:
         with progress:
             task = progress.add_task("simulate", total=total)
@@ -189,8 +247,10 @@ def _iso(ms: int) -> str:
 def print_report(console: Console, report: SimulationReport) -> None:
     mode = " (dry run: nothing sent to Kafka)" if report.dry_run else ""
     mix = ", ".join(f"{n} {kind}" for kind, n in report.device_mix.items() if n)
-    console.print(f"fleet: {report.devices} devices ({mix}), {report.seconds:g} s at {report.rate_hz:g} Hz "
-                  f"from {report.start}, seed {report.seed}{mode}")
+    console.print(
+        f"fleet: {report.devices} devices ({mix}), {report.seconds:g} s at {report.rate_hz:g} Hz "
+        f"from {report.start}, seed {report.seed}{mode}"
+    )
     table = Table(title="records by contract")
     for col in ("contract", "topic", "generated", "accepted", "refused", "bypassed", "raw sent"):
         if col in ("contract", "topic"):
@@ -198,11 +258,15 @@ def print_report(console: Console, report: SimulationReport) -> None:
         else:
             table.add_column(col, justify="right")
     for contract, c in report.streams.items():
-        table.add_row(contract, report.topics[contract], *(f"{x:,}" for x in
-                      (c.generated, c.accepted, c.refused, c.bypassed, c.raw_sent)))
+        table.add_row(
+            contract,
+            report.topics[contract],
+            *(f"{x:,}" for x in (c.generated, c.accepted, c.refused, c.bypassed, c.raw_sent)),
+        )
     t = report.total
-    table.add_row("[bold]total[/]", "", *(f"[bold]{x:,}[/]" for x in
-                  (t.generated, t.accepted, t.refused, t.bypassed, t.raw_sent)))
+    table.add_row(
+        "[bold]total[/]", "", *(f"[bold]{x:,}[/]" for x in (t.generated, t.accepted, t.refused, t.bypassed, t.raw_sent))
+    )
     console.print(table)
     if report.refused_reasons:
         console.print("refused at the device: " + ", ".join(f"{r} {n:,}" for r, n in report.refused_reasons.items()))
@@ -212,12 +276,16 @@ def print_report(console: Console, report: SimulationReport) -> None:
         kinds: dict[str, int] = {}
         for a in report.anomalies:
             kinds[a["kind"]] = kinds.get(a["kind"], 0) + 1
-        console.print("furnace anomalies (ground truth, not in the records): "
-                      + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
+        console.print(
+            "furnace anomalies (ground truth, not in the records): "
+            + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        )
     ok = "[green]reconciles[/]" if report.reconciles() else "[red]does not reconcile[/]"
-    console.print(f"generated {t.generated:,} = accepted {t.accepted:,} + refused {t.refused:,} "
-                  f"+ bypassed {t.bypassed:,}: {ok}; raw sent {t.raw_sent:,} "
-                  f"({report.raw_malformed:,} malformed, {report.duplicates_sent:,} duplicates)")
+    console.print(
+        f"generated {t.generated:,} = accepted {t.accepted:,} + refused {t.refused:,} "
+        f"+ bypassed {t.bypassed:,}: {ok}; raw sent {t.raw_sent:,} "
+        f"({report.raw_malformed:,} malformed, {report.duplicates_sent:,} duplicates)"
+    )
 
 
 def _fault_detail(fault: dict[str, Any], report: SimulationReport) -> str:
@@ -227,11 +295,15 @@ def _fault_detail(fault: dict[str, Any], report: SimulationReport) -> str:
         if kind == "broker-restart" and report.dry_run:
             what += " (planned; dry run leaves the broker alone)"
         done = "" if fault["executed"] or report.dry_run else " [yellow]not executed[/]"
-        return (f"{what} {_iso(fault['start_ts'])} .. {_iso(fault['end_ts'])}, "
-                f"{fault['records_during']:,} records meanwhile{done}")
+        return (
+            f"{what} {_iso(fault['start_ts'])} .. {_iso(fault['end_ts'])}, "
+            f"{fault['records_during']:,} records meanwhile{done}"
+        )
     if kind == "malformed":
-        parts = [f"{k} {m['injected']} (accepted {m['accepted']}, refused {m['refused']}, raw {m['raw_sent']})"
-                 for k, m in report.malformed.items()]
+        parts = [
+            f"{k} {m['injected']} (accepted {m['accepted']}, refused {m['refused']}, raw {m['raw_sent']})"
+            for k, m in report.malformed.items()
+        ]
         return ", ".join(parts) or "none drawn"
     if kind == "duplicates":
         return f"{report.duplicates_sent:,} records resent with the same (device, seq)"

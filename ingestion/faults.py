@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from fieldloop.errors import FieldloopError
-from fieldloop.wire import HEADER_LEN, H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, MAGIC, RegisteredSchema, encode
+from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, HEADER_LEN, MAGIC, RegisteredSchema, encode
 
 if TYPE_CHECKING:
     from fieldloop.config import KafkaConfig
@@ -43,10 +43,20 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FAULT_KINDS = ("network-drop", "broker-restart", "malformed", "duplicates", "clock-skew")
-DEFAULT_PARAMS = {"network-drop": 30.0, "broker-restart": 15.0, "malformed": 0.02, "duplicates": 0.02,
-                  "clock-skew": 5.0}
-PARAM_UNITS = {"network-drop": "seconds", "broker-restart": "seconds", "malformed": "fraction",
-               "duplicates": "fraction", "clock-skew": "minutes"}
+DEFAULT_PARAMS = {
+    "network-drop": 30.0,
+    "broker-restart": 15.0,
+    "malformed": 0.02,
+    "duplicates": 0.02,
+    "clock-skew": 5.0,
+}
+PARAM_UNITS = {
+    "network-drop": "seconds",
+    "broker-restart": "seconds",
+    "malformed": "fraction",
+    "duplicates": "fraction",
+    "clock-skew": "minutes",
+}
 _ONCE = ("malformed", "duplicates", "clock-skew")  # rates and skews: a second spec would be ambiguous
 
 MALFORMED_KINDS = ("truncated", "unknown-fingerprint", "nan", "future-ts", "oversized")
@@ -220,7 +230,8 @@ class FaultPlan:
             elif spec.kind == "clock-skew":
                 entry["devices"] = {
                     device: {"offset_s": skew.offset_ms / 1000, "corrected_ts": skew.corrected_ms}
-                    for unit, skew in sorted(self.skews.items()) for device in device_ids[unit]
+                    for unit, skew in sorted(self.skews.items())
+                    for device in device_ids[unit]
                 }
             out.append(entry)
         return out
@@ -240,14 +251,16 @@ def junk_bytes(kind: str, record: Mapping[str, Any], schema: RegisteredSchema, r
     raise ValueError(f"'{kind}' is not a byte-level junk kind ({', '.join(sorted(BYTE_KINDS))})")
 
 
-def junk_record(kind: str, record: Mapping[str, Any], schema: RegisteredSchema, device_id: str,
-                rng: np.random.Generator) -> dict[str, Any]:
+def junk_record(
+    kind: str, record: Mapping[str, Any], schema: RegisteredSchema, device_id: str, rng: np.random.Generator
+) -> dict[str, Any]:
     """A record that still matches its schema but is wrong: NaN, far-future time, or huge."""
     out = copy.deepcopy(dict(record))
     if kind == "nan":
         slots = [(k, None) for k, v in out.items() if isinstance(v, float)]
-        slots += [(k, i) for k, v in out.items() if isinstance(v, list)
-                  for i, x in enumerate(v) if isinstance(x, float)]
+        slots += [
+            (k, i) for k, v in out.items() if isinstance(v, list) for i, x in enumerate(v) if isinstance(x, float)
+        ]
         key, index = slots[int(rng.integers(len(slots)))]
         if index is None:
             out[key] = math.nan
@@ -343,8 +356,12 @@ class KafkaRawSender:
         from kafka.errors import KafkaError
 
         contract = self._contracts[contract_id]
-        headers = [(H_CLASS, str(contract.data_class).encode()), (H_CONTRACT, contract.id.encode()),
-                   (H_DEVICE, device_id.encode()), (H_SEQ, str(seq).encode())]
+        headers = [
+            (H_CLASS, str(contract.data_class).encode()),
+            (H_CONTRACT, contract.id.encode()),
+            (H_DEVICE, device_id.encode()),
+            (H_SEQ, str(seq).encode()),
+        ]
         if contract.tenant:
             headers.insert(1, (H_TENANT, contract.tenant.encode()))
         try:

@@ -16,14 +16,28 @@ NO_NOTE_SHARE = 0.35
 IDENTIFIER_SHARE = 0.3  # of the notes that exist
 
 _JA_ROUTINE = (
-    "タイヤ空気圧を調整。", "荷台の固定具を再確認した。", "休憩後に運転再開。", "エンジン始動時に異音なし。",
-    "ハンドリング中にワークを一度落下、再把持で完了。", "出銑温度に異常なし。", "グリスアップ実施。",
-    "ウォッシャー液を補充。", "センサーのキャリブレーション完了。", "渋滞のため到着が遅れる見込み。",
+    "タイヤ空気圧を調整。",
+    "荷台の固定具を再確認した。",
+    "休憩後に運転再開。",
+    "エンジン始動時に異音なし。",
+    "ハンドリング中にワークを一度落下、再把持で完了。",
+    "出銑温度に異常なし。",
+    "グリスアップ実施。",
+    "ウォッシャー液を補充。",
+    "センサーのキャリブレーション完了。",
+    "渋滞のため到着が遅れる見込み。",
 )
 _EN_ROUTINE = (
-    "Topped up washer fluid.", "Re-checked the load straps.", "Resumed after break.", "No issues on cold start.",
-    "Dropped a part once during pick, re-gripped fine.", "Tap temperature normal.", "Greased joint 4.",
-    "Sensor calibration done.", "Traffic is heavy, expect a delay.", "Cab heater stuck on high.",
+    "Topped up washer fluid.",
+    "Re-checked the load straps.",
+    "Resumed after break.",
+    "No issues on cold start.",
+    "Dropped a part once during pick, re-gripped fine.",
+    "Tap temperature normal.",
+    "Greased joint 4.",
+    "Sensor calibration done.",
+    "Traffic is heavy, expect a delay.",
+    "Cab heater stuck on high.",
 )
 _JA_FAMILY = ("佐藤", "高橋", "中島", "藤原", "村上", "青木", "松田", "菅原")
 _JA_GIVEN = ("大輔", "直子", "拓海", "恵", "浩二", "さくら")
@@ -31,10 +45,19 @@ _EN_FIRST = ("Alice", "Brian", "Grace", "Kevin", "Hannah", "Raj", "Mei", "Tomasz
 _EN_LAST = ("Carter", "Nguyen", "Fischer", "Okafor", "Hughes", "Sato", "Kowalczyk", "Moreno")
 _PLATE_REGIONS = ("品川", "多摩", "所沢", "名古屋", "神戸", "福岡", "札幌", "つくば")
 _PLATE_KANA = "あいうえかきくけこさすせそたちつてとなにぬねのはひふほまみむめもやゆよらりるれろわ"
-_JA_PLACES = ("東京都江東区有明3-5-7", "大阪府堺市北区新金岡町2-1", "愛知県名古屋市港区金城ふ頭1丁目",
-              "福岡県北九州市小倉北区浅野1-1", "埼玉県川口市本町4丁目")
-_EN_PLACES = ("88 Harbor Road, Kobe", "5-3-1 Toyosu, Koto-ku, Tokyo", "17 Queen Street, Auckland",
-              "2-1 Nishi-Shinjuku, Shinjuku-ku")
+_JA_PLACES = (
+    "東京都江東区有明3-5-7",
+    "大阪府堺市北区新金岡町2-1",
+    "愛知県名古屋市港区金城ふ頭1丁目",
+    "福岡県北九州市小倉北区浅野1-1",
+    "埼玉県川口市本町4丁目",
+)
+_EN_PLACES = (
+    "88 Harbor Road, Kobe",
+    "5-3-1 Toyosu, Koto-ku, Tokyo",
+    "17 Queen Street, Auckland",
+    "2-1 Nishi-Shinjuku, Shinjuku-ku",
+)
 _VIN_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"  # ISO 3779: no I, O, Q
 
 
@@ -69,26 +92,30 @@ def _en_person(rng: random.Random) -> str:
 
 def _ja_identifying(rng: random.Random) -> str:
     who = _ja_person(rng)
-    return rng.choice((
-        lambda: f"{who}さんに電話（{_phone(rng)}）。折り返し待ち。",
-        lambda: f"車両{_plate(rng)}、オイル漏れの疑い。",
-        lambda: f"{_JA_PLACES[rng.randrange(len(_JA_PLACES))]}で{who}様へ引き渡し。",
-        lambda: f"VIN {_vin(rng)} の点検記録を更新。",
-        lambda: f"{who}主任が非常停止を解除。",
-        lambda: f"報告書は{who}さんのアドレス d{rng.randrange(1000)}@example.jp へ送付。",
-    ))()
+    return rng.choice(
+        (
+            lambda: f"{who}さんに電話（{_phone(rng)}）。折り返し待ち。",
+            lambda: f"車両{_plate(rng)}、オイル漏れの疑い。",
+            lambda: f"{_JA_PLACES[rng.randrange(len(_JA_PLACES))]}で{who}様へ引き渡し。",
+            lambda: f"VIN {_vin(rng)} の点検記録を更新。",
+            lambda: f"{who}主任が非常停止を解除。",
+            lambda: f"報告書は{who}さんのアドレス d{rng.randrange(1000)}@example.jp へ送付。",
+        )
+    )()
 
 
 def _en_identifying(rng: random.Random) -> str:
     who = _en_person(rng)
-    return rng.choice((
-        lambda: f"Rang {who} on {_phone(rng)}, no answer.",
-        lambda: f"Vehicle {_plate(rng)} leaking oil.",
-        lambda: f"Handed over to {who} at {_EN_PLACES[rng.randrange(len(_EN_PLACES))]}.",
-        lambda: f"Updated service log for VIN {_vin(rng)}.",
-        lambda: f"Operator {who} reset the e-stop.",
-        lambda: f"Sent the report to {who.split()[0].lower()}@example.com.",
-    ))()
+    return rng.choice(
+        (
+            lambda: f"Rang {who} on {_phone(rng)}, no answer.",
+            lambda: f"Vehicle {_plate(rng)} leaking oil.",
+            lambda: f"Handed over to {who} at {_EN_PLACES[rng.randrange(len(_EN_PLACES))]}.",
+            lambda: f"Updated service log for VIN {_vin(rng)}.",
+            lambda: f"Operator {who} reset the e-stop.",
+            lambda: f"Sent the report to {who.split()[0].lower()}@example.com.",
+        )
+    )()
 
 
 def note(rng: random.Random, lang: str | None = None) -> str | None:

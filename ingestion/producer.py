@@ -42,8 +42,17 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from fieldloop.classes import DataClass
 from fieldloop.config import KafkaConfig
 from fieldloop.contracts import DataContract
-from fieldloop.wire import (H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, SchemaRegistry, WireError,
-                            default_registry, encode)
+from fieldloop.wire import (
+    H_CLASS,
+    H_CONTRACT,
+    H_DEVICE,
+    H_SEQ,
+    H_TENANT,
+    SchemaRegistry,
+    WireError,
+    default_registry,
+    encode,
+)
 from ingestion.errors import IngestionError, RefusedError, SpoolCorruptError
 from ingestion.spool import MIB, DiskSpool, FsyncPolicy, FullPolicy, SpoolConfig, SpoolEntry
 
@@ -65,8 +74,13 @@ def _default_compression() -> Compression:
 def _codec_available(name: Compression) -> bool:
     from kafka import codec
 
-    return {"zstd": codec.has_zstd, "gzip": codec.has_gzip, "lz4": codec.has_lz4,
-            "snappy": codec.has_snappy, "none": lambda: True}[name]()
+    return {
+        "zstd": codec.has_zstd,
+        "gzip": codec.has_gzip,
+        "lz4": codec.has_lz4,
+        "snappy": codec.has_snappy,
+        "none": lambda: True,
+    }[name]()
 
 
 class EdgeProducerConfig(BaseModel):
@@ -77,9 +91,11 @@ class EdgeProducerConfig(BaseModel):
     # Kafka connection (mirrors fieldloop.config.KafkaConfig)
     bootstrap_servers: str = Field(description="Kafka host:port list, comma-separated")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT", description="client security protocol")
+        "PLAINTEXT", description="client security protocol"
+    )
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = Field(
-        None, description="SASL mechanism when security_protocol is SASL_*")
+        None, description="SASL mechanism when security_protocol is SASL_*"
+    )
     sasl_username: str | None = Field(None, description="SASL user name")
     sasl_password: SecretStr | None = Field(None, description="SASL password (redacted in output)")
     ssl_cafile: Path | None = Field(None, description="CA bundle that signs the brokers' certificates (file path)")
@@ -88,18 +104,23 @@ class EdgeProducerConfig(BaseModel):
     spool_dir: Path = Field(description="directory of the disk spool; one producer per directory")
     spool_max_bytes: int = Field(256 * MIB, ge=64 * 1024, description="disk budget of the spool (bytes)")
     spool_segment_bytes: int | None = Field(
-        None, ge=4096, description="spool segment size (bytes); default min(16 MiB, spool_max_bytes/8)")
+        None, ge=4096, description="spool segment size (bytes); default min(16 MiB, spool_max_bytes/8)"
+    )
     spool_full_policy: FullPolicy = Field(
-        "reject", description="when the spool is full: 'reject' (send raises SpoolFullError) or 'drop_oldest' (counted)")
+        "reject", description="when the spool is full: 'reject' (send raises SpoolFullError) or 'drop_oldest' (counted)"
+    )
     fsync: FsyncPolicy = Field(
-        "batch", description="'always': fsync each record; 'batch': once per delivery round and on flush; 'never'")
+        "batch", description="'always': fsync each record; 'batch': once per delivery round and on flush; 'never'"
+    )
     # records
     max_record_bytes: int = Field(1 * MIB, ge=64, description="largest encoded record send() accepts (bytes)")
     # delivery
     linger_ms: int = Field(20, ge=0, description="how long Kafka batches wait to fill (milliseconds)")
     batch_size: int = Field(256 * 1024, ge=1024, description="Kafka batch size per partition (bytes)")
-    compression: Compression = Field(default_factory=_default_compression,
-                                     description="Kafka batch compression; default zstd if installed, else gzip")
+    compression: Compression = Field(
+        default_factory=_default_compression,
+        description="Kafka batch compression; default zstd if installed, else gzip",
+    )
     send_batch: int = Field(2000, ge=1, description="records the sender reads from the spool per round (count)")
     send_timeout_s: float = Field(30.0, gt=0, description="a round not fully acknowledged by then is retried (seconds)")
     connect_timeout_s: float = Field(5.0, gt=0, description="how long one attempt to reach the brokers lasts (seconds)")
@@ -129,18 +150,24 @@ class EdgeProducerConfig(BaseModel):
             if not self.sasl_mechanism:
                 raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
             if self.sasl_mechanism == "OAUTHBEARER":
-                raise ValueError("sasl_mechanism OAUTHBEARER needs a token provider, which this config cannot carry; "
-                                 "use SCRAM or PLAIN over SASL_SSL")
+                raise ValueError(
+                    "sasl_mechanism OAUTHBEARER needs a token provider, which this config cannot carry; "
+                    "use SCRAM or PLAIN over SASL_SSL"
+                )
             if not self.sasl_username or self.sasl_password is None:
                 raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_username and sasl_password")
         if self.max_record_bytes * 4 > self.spool_max_bytes:
-            raise ValueError(f"max_record_bytes ({self.max_record_bytes}) must be at most a quarter of spool_max_bytes "
-                             f"({self.spool_max_bytes})")
+            raise ValueError(
+                f"max_record_bytes ({self.max_record_bytes}) must be at most a quarter of spool_max_bytes "
+                f"({self.spool_max_bytes})"
+            )
         if self.backoff_initial_s > self.backoff_max_s:
             raise ValueError("backoff_initial_s must not exceed backoff_max_s")
         if self.spool_segment_bytes is not None and self.spool_segment_bytes > self.spool_max_bytes // 2:
-            raise ValueError(f"spool_segment_bytes ({self.spool_segment_bytes}) must be at most half of "
-                             f"spool_max_bytes ({self.spool_max_bytes}): the spool frees space by whole segments")
+            raise ValueError(
+                f"spool_segment_bytes ({self.spool_segment_bytes}) must be at most half of "
+                f"spool_max_bytes ({self.spool_max_bytes}): the spool frees space by whole segments"
+            )
         return self
 
     @classmethod
@@ -155,21 +182,28 @@ class EdgeProducerConfig(BaseModel):
         Raises:
             pydantic.ValidationError: a value is invalid or a key unknown.
         """
-        return cls.model_validate({
-            "bootstrap_servers": kafka.bootstrap_servers,
-            "security_protocol": kafka.security_protocol,
-            "sasl_mechanism": kafka.sasl_mechanism,
-            "sasl_username": kafka.sasl_username,
-            "sasl_password": kafka.sasl_password,
-            "ssl_cafile": kafka.ssl_cafile,
-            "spool_dir": spool_dir,
-            **overrides,
-        })
+        return cls.model_validate(
+            {
+                "bootstrap_servers": kafka.bootstrap_servers,
+                "security_protocol": kafka.security_protocol,
+                "sasl_mechanism": kafka.sasl_mechanism,
+                "sasl_username": kafka.sasl_username,
+                "sasl_password": kafka.sasl_password,
+                "ssl_cafile": kafka.ssl_cafile,
+                "spool_dir": spool_dir,
+                **overrides,
+            }
+        )
 
     def spool_config(self) -> SpoolConfig:
         """The spool part of this config."""
-        return SpoolConfig(directory=self.spool_dir, max_bytes=self.spool_max_bytes, segment_bytes=self.spool_segment_bytes,
-                           full_policy=self.spool_full_policy, fsync=self.fsync)
+        return SpoolConfig(
+            directory=self.spool_dir,
+            max_bytes=self.spool_max_bytes,
+            segment_bytes=self.spool_segment_bytes,
+            full_policy=self.spool_full_policy,
+            fsync=self.fsync,
+        )
 
     def kafka_options(self) -> dict[str, Any]:
         """Keyword arguments for ``kafka.KafkaProducer`` (contains the SASL password in clear)."""
@@ -343,8 +377,9 @@ class EdgeProducer:
         SpoolCorruptError: the spool on disk cannot be trusted.
     """
 
-    def __init__(self, config: EdgeProducerConfig, contracts: Mapping[str, DataContract],
-                 registry: SchemaRegistry | None = None) -> None:
+    def __init__(
+        self, config: EdgeProducerConfig, contracts: Mapping[str, DataContract], registry: SchemaRegistry | None = None
+    ) -> None:
         self._cfg = config
         self._contracts = dict(contracts)
         self._registry = registry or default_registry()
@@ -466,10 +501,17 @@ class EdgeProducer:
         """What this producer did so far (see :class:`ProducerStats`)."""
         with self._stats_lock:
             return ProducerStats(
-                accepted=self._accepted, refused=dict(self._refused), spool_full=self._spool_full,
-                sent=self._sent, acked=self._acked, resends=self._resends,
-                pending=self._spool.pending_count(), dropped_oldest=self._spool.dropped_count(),
-                corrupt_skipped=self._spool.corrupt_count(), failed_rounds=self._failed_rounds, outages=self._outages,
+                accepted=self._accepted,
+                refused=dict(self._refused),
+                spool_full=self._spool_full,
+                sent=self._sent,
+                acked=self._acked,
+                resends=self._resends,
+                pending=self._spool.pending_count(),
+                dropped_oldest=self._spool.dropped_count(),
+                corrupt_skipped=self._spool.corrupt_count(),
+                failed_rounds=self._failed_rounds,
+                outages=self._outages,
             )
 
     def close(self, timeout_s: float = 10.0) -> None:
@@ -492,7 +534,9 @@ class EdgeProducer:
         pending = self._spool.pending_count()
         self._spool.close()
         if pending:
-            logger.info("edge producer closed; %d records stay in spool %s for the next start", pending, self._cfg.spool_dir)
+            logger.info(
+                "edge producer closed; %d records stay in spool %s for the next start", pending, self._cfg.spool_dir
+            )
 
     def __enter__(self) -> EdgeProducer:
         return self
@@ -510,13 +554,23 @@ class EdgeProducer:
         """The contract and encoded bytes of an acceptable record; raises RefusedError otherwise."""
         contract = self._contracts.get(contract_id)
         if contract is None:
-            raise self._refuse("no-contract", f"no data contract '{contract_id}' on this device: ingestion refuses "
-                                              "streams without one (known: " + ", ".join(sorted(self._contracts)) + ")")
+            raise self._refuse(
+                "no-contract",
+                f"no data contract '{contract_id}' on this device: ingestion refuses "
+                "streams without one (known: " + ", ".join(sorted(self._contracts)) + ")",
+            )
         if contract.data_class is DataClass.SECRET:
-            raise self._refuse("raw-secret", f"contract '{contract_id}' is secret: raw secret data never leaves the site; "
-                                             "send its DP aggregate or synthetic derivative under a derived contract")
-        if not isinstance(device_id, str) or not 0 < len(device_id) <= 128 or not device_id.isprintable() \
-                or any(c.isspace() for c in device_id):
+            raise self._refuse(
+                "raw-secret",
+                f"contract '{contract_id}' is secret: raw secret data never leaves the site; "
+                "send its DP aggregate or synthetic derivative under a derived contract",
+            )
+        if (
+            not isinstance(device_id, str)
+            or not 0 < len(device_id) <= 128
+            or not device_id.isprintable()
+            or any(c.isspace() for c in device_id)
+        ):
             raise self._refuse("bad-device", "device_id must be 1-128 printable characters without spaces")
         try:
             schema = self._registry.get(contract.stream)
@@ -524,20 +578,27 @@ class EdgeProducer:
             raise self._refuse("no-contract", f"contract '{contract_id}': {e}") from e
         bad = _non_finite_path(record)
         if bad:
-            raise self._refuse("non-finite", f"{contract.stream}: field {bad} is NaN or infinite; "
-                                             "refused because it poisons aggregates downstream: fix or omit the reading")
+            raise self._refuse(
+                "non-finite",
+                f"{contract.stream}: field {bad} is NaN or infinite; "
+                "refused because it poisons aggregates downstream: fix or omit the reading",
+            )
         try:
             # fastavro's writer silently coerces (1.5 -> int 1, 1 -> boolean true); validate strictly first
             avro_validate(record, schema.compiled, raise_errors=True, strict=True)
             value = encode(record, schema)
         except AvroValidationError as e:
-            raise self._refuse("schema-mismatch", f"record does not match {schema.stream}.v{schema.version}: "
-                                                  f"{_describe_invalid(e)}") from e
+            raise self._refuse(
+                "schema-mismatch", f"record does not match {schema.stream}.v{schema.version}: {_describe_invalid(e)}"
+            ) from e
         except WireError as e:
             raise self._refuse("schema-mismatch", str(e)) from e
         if len(value) > self._cfg.max_record_bytes:
-            raise self._refuse("oversized", f"{contract.stream} record is {len(value)} bytes encoded, over the "
-                                            f"{self._cfg.max_record_bytes}-byte limit (max_record_bytes): split it")
+            raise self._refuse(
+                "oversized",
+                f"{contract.stream} record is {len(value)} bytes encoded, over the "
+                f"{self._cfg.max_record_bytes}-byte limit (max_record_bytes): split it",
+            )
         return contract, value
 
     # -- sender thread ---------------------------------------------------------------
@@ -559,8 +620,10 @@ class EdgeProducer:
                         break  # close() closed the spool under a late round
                     # A device must not stop delivering for good because of one surprise:
                     # log it, keep the records in the spool and try again.
-                    logger.exception("edge producer: unexpected error in the sender; records stay in the spool, "
-                                     "retrying in %.1f s", backoff)
+                    logger.exception(
+                        "edge producer: unexpected error in the sender; records stay in the spool, retrying in %.1f s",
+                        backoff,
+                    )
                     self._drop_client()
                     backoff = self._wait_backoff(backoff)
         finally:
@@ -599,9 +662,12 @@ class EdgeProducer:
         with self._progress:
             self._progress.notify_all()
         if self._outage_since is not None:
-            logger.warning("edge producer: Kafka at %s reachable again after %.1f s; %d records still spooled",
-                           self._cfg.bootstrap_servers, time.monotonic() - self._outage_since,
-                           self._spool.pending_count())
+            logger.warning(
+                "edge producer: Kafka at %s reachable again after %.1f s; %d records still spooled",
+                self._cfg.bootstrap_servers,
+                time.monotonic() - self._outage_since,
+                self._spool.pending_count(),
+            )
             self._outage_since = None
         return self._cfg.backoff_initial_s
 
@@ -632,8 +698,13 @@ class EdgeProducer:
                     if current.failure is not None or self._paused or self._stopping.is_set():
                         break
                     try:
-                        future = send(entry.topic, value=entry.value, key=entry.key,
-                                      headers=list(entry.headers), timestamp_ms=entry.timestamp_ms)
+                        future = send(
+                            entry.topic,
+                            value=entry.value,
+                            key=entry.key,
+                            headers=list(entry.headers),
+                            timestamp_ms=entry.timestamp_ms,
+                        )
                     except (KafkaError, OSError) as e:
                         raise _RoundFailed(str(e)) from e
                     future.add_callback(current.ok)
@@ -657,8 +728,10 @@ class EdgeProducer:
                     return
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    error = KafkaTimeoutError(f"{current.expected - current.acked} of {current.expected} records "
-                                              f"not acknowledged within {self._cfg.send_timeout_s} s")
+                    error = KafkaTimeoutError(
+                        f"{current.expected - current.acked} of {current.expected} records "
+                        f"not acknowledged within {self._cfg.send_timeout_s} s"
+                    )
                     raise _RoundFailed(str(error)) from error
                 current.event.wait(min(remaining, 1.0))
         finally:
@@ -673,9 +746,15 @@ class EdgeProducer:
         if first:
             self._outage_since = time.monotonic()
             # once per outage, not per record or retry: a device may be offline for hours
-            logger.warning("edge producer: cannot deliver to Kafka at %s (%s); %d records stay in spool %s and are "
-                           "retried with backoff up to %.0f s", self._cfg.bootstrap_servers, error,
-                           self._spool.pending_count(), self._cfg.spool_dir, self._cfg.backoff_max_s)
+            logger.warning(
+                "edge producer: cannot deliver to Kafka at %s (%s); %d records stay in spool %s and are "
+                "retried with backoff up to %.0f s",
+                self._cfg.bootstrap_servers,
+                error,
+                self._spool.pending_count(),
+                self._cfg.spool_dir,
+                self._cfg.backoff_max_s,
+            )
         else:
             logger.debug("edge producer: retry failed: %s", error)
 

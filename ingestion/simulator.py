@@ -30,8 +30,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
-
-from ingestion.notes import note
 from fastavro.validation import ValidationError as AvroValidationError
 from fastavro.validation import validate as avro_validate
 
@@ -39,10 +37,19 @@ from fieldloop.classes import DataClass
 from fieldloop.contracts import DataContract
 from fieldloop.errors import FieldloopError
 from fieldloop.wire import RegisteredSchema, SchemaRegistry, WireError, encode
-
 from ingestion.errors import RefusedError, SimulationError
-from ingestion.faults import (BYTE_KINDS, JUNK_SEQ_BASE, Event, FaultPlan, FaultSpec, RawSender, Window, junk_bytes,
-                              junk_record)
+from ingestion.faults import (
+    BYTE_KINDS,
+    JUNK_SEQ_BASE,
+    Event,
+    FaultPlan,
+    FaultSpec,
+    RawSender,
+    Window,
+    junk_bytes,
+    junk_record,
+)
+from ingestion.notes import note
 
 # Contract ids the fleet writes under (fieldloop/contracts/streams/*.toml).
 VEHICLES_PUBLIC = "vehicle-frames-public"
@@ -53,7 +60,16 @@ ROBOTS = "robot-joints-kansai-robotics"
 PLANT = "plant-sensors-acme-steel"
 
 DEVICE_PATTERN = (  # interleaved, so small fleets get every kind
-    "vehicle", "furnace", "robot", "vehicle", "furnace", "vehicle", "robot", "vehicle", "furnace", "vehicle",
+    "vehicle",
+    "furnace",
+    "robot",
+    "vehicle",
+    "furnace",
+    "vehicle",
+    "robot",
+    "vehicle",
+    "furnace",
+    "vehicle",
 )
 EPOCH_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z; the default start is an hour of 2025 picked by the seed
 _DEVICE_STREAM = 1  # SeedSequence spawn-key stream of device physics (faults use others)
@@ -102,13 +118,13 @@ def _lognormal_ms(rng: np.random.Generator, median_ms: float, sigma: float) -> f
 
 # VINs ----------------------------------------------------------------------------------
 _VIN_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"  # ISO 3779: no I, O, Q
-_VIN_VALUES = dict(zip("ABCDEFGHJKLMNPRSTUVWXYZ", "12345678123457923456789"))  # ISO 3779 transliteration
+_VIN_VALUES = dict(zip("ABCDEFGHJKLMNPRSTUVWXYZ", "12345678123457923456789", strict=True))  # ISO 3779 transliteration
 _VIN_WEIGHTS = (8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2)
 
 
 def vin_check_digit(vin: str) -> str:
     """The 9th character of a 17-character VIN (North American check digit)."""
-    total = sum(int(c if c.isdigit() else _VIN_VALUES[c]) * w for c, w in zip(vin, _VIN_WEIGHTS))
+    total = sum(int(c if c.isdigit() else _VIN_VALUES[c]) * w for c, w in zip(vin, _VIN_WEIGHTS, strict=True))
     return "X" if total % 11 == 10 else str(total % 11)
 
 
@@ -156,8 +172,13 @@ MAX_STEER_RAD = math.radians(35)
 A_LAT_MAX = 3.0  # m/s^2, what drivers accept in a turn
 SPEED_LIMITS = (8.3, 11.1, 13.9, 16.7, 16.7, 22.2)  # m/s (30-80 km/h; expressway rarer)
 # Of every 5 vehicles: city and the contract their frames fall under (ACME's vans drive in Tokyo).
-_VEHICLE_FLEETS = (("tokyo", VEHICLES_PUBLIC), ("osaka", VEHICLES_PUBLIC), ("tokyo", VEHICLES_ACME),
-                   ("osaka", VEHICLES_PUBLIC), ("tokyo", VEHICLES_PUBLIC))
+_VEHICLE_FLEETS = (
+    ("tokyo", VEHICLES_PUBLIC),
+    ("osaka", VEHICLES_PUBLIC),
+    ("tokyo", VEHICLES_ACME),
+    ("osaka", VEHICLES_PUBLIC),
+    ("tokyo", VEHICLES_PUBLIC),
+)
 
 
 def perception_rates(distance_km: float, speed_mps: float) -> tuple[float, float, float]:
@@ -323,7 +344,7 @@ class Vehicle(Device):
             "steering_deg": round(math.degrees(self.steer_rad) * STEERING_RATIO + rng.normal(0, 0.3), 2),
             "brake": round(brake, 3),
             "yaw_rate_dps": round(math.degrees(self.yaw) + rng.normal(0, 0.05), 3),
-            "perception": dict(zip(("vehicles", "pedestrians", "cyclists"), self.counts)),
+            "perception": dict(zip(("vehicles", "pedestrians", "cyclists"), self.counts, strict=True)),
             "intervention": self.takeover_left > 0,
             "driver_note": note(self.notes) if self.notes.random() < self.note_chance else None,
         }
@@ -339,22 +360,39 @@ class Vehicle(Device):
         self.frame_no += max(1, round(30 * 2 * self.dt))  # 30 fps sensor, metadata every 2nd vehicle frame
         night = not 6 <= _jst_hour(t_ms) < 18
         exposure = rng.uniform(16, 33) if night else rng.lognormal(math.log(3), 0.4)
-        labels = [("car", min(self.counts[0], 12)), ("pedestrian", min(self.counts[1], 12)),
-                  ("cyclist", min(self.counts[2], 6)), ("traffic_light", int(rng.random() < 0.3))]
+        labels = [
+            ("car", min(self.counts[0], 12)),
+            ("pedestrian", min(self.counts[1], 12)),
+            ("cyclist", min(self.counts[2], 6)),
+            ("traffic_light", int(rng.random() < 0.3)),
+        ]
         a, b = (5, 3) if night else (8, 2)  # detections are less confident at night
         names = [label for label, n in labels for _ in range(n)]
         scores = np.clip(rng.beta(a, b, size=len(names)), 0.3, 0.99).round(3)
-        detections = [{"label": label, "score": float(score)} for label, score in zip(names, scores)]
-        return {"camera_id": self.camera_id, "vin": self.vin, "ts": t_ms, "frame_no": self.frame_no,
-                "width": 1920, "height": 1080, "exposure_ms": round(float(min(exposure, 33.3)), 3),
-                "detections": detections}
+        detections = [{"label": label, "score": float(score)} for label, score in zip(names, scores, strict=True)]
+        return {
+            "camera_id": self.camera_id,
+            "vin": self.vin,
+            "ts": t_ms,
+            "frame_no": self.frame_no,
+            "width": 1920,
+            "height": 1080,
+            "exposure_ms": round(float(min(exposure, 33.3)), 3),
+            "detections": detections,
+        }
 
     def _telemetry(self, t_ms: int, frame: dict[str, Any]) -> dict[str, Any]:
         rng = self.rng
         night = not 6 <= _jst_hour(t_ms) < 18
         crowded = frame["perception"]["pedestrians"] / 10
-        ood = (0.08 + 0.2 * night + 0.15 * min(crowded, 1.5) + 0.35 * self.since_telemetry["emergency"]
-               + 0.1 * (self.v > 20) + rng.normal(0, 0.03))
+        ood = (
+            0.08
+            + 0.2 * night
+            + 0.15 * min(crowded, 1.5)
+            + 0.35 * self.since_telemetry["emergency"]
+            + 0.1 * (self.v > 20)
+            + rng.normal(0, 0.03)
+        )
         ood = _clip(ood, 0, 1)
         tenant = ".acme-mobility" if self.contract_id == VEHICLES_ACME else ""
         record = {
@@ -423,8 +461,16 @@ class RobotArm(Device):
 
     def _new_cycle(self, start: float) -> None:
         rng = self.rng
-        offset = np.array([rng.uniform(-0.15, 0.15), rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05),
-                           0.0, 0.0, rng.uniform(-0.3, 0.3)])
+        offset = np.array(
+            [
+                rng.uniform(-0.15, 0.15),
+                rng.uniform(-0.05, 0.05),
+                rng.uniform(-0.05, 0.05),
+                0.0,
+                0.0,
+                rng.uniform(-0.3, 0.3),
+            ]
+        )
         pick = _PICK + offset
         self.miss = rng.random() < 0.02
         self.part_kg = 0.0 if self.miss else float(rng.uniform(0.5, 2.0))
@@ -433,9 +479,16 @@ class RobotArm(Device):
         held = 1.0 if self.miss else float(rng.uniform(0.7, 0.9))
         o, c = GRIPPER_OPEN, held
         plan = [  # (to pose, seconds, gripper from, gripper to)
-            (pick + _ABOVE, 1.4, o, o), (pick, 0.6, o, o), (pick, 0.5, o, c), (pick + _ABOVE, 0.6, c, c),
-            (_PLACE + _ABOVE, 1.6, c, c), (_PLACE, 0.6, c, c), (_PLACE, 0.4, c, o), (_PLACE + _ABOVE, 0.6, o, o),
-            (_HOME, 1.3, o, o), (_HOME, float(rng.uniform(0.2, 1.5)), o, o),
+            (pick + _ABOVE, 1.4, o, o),
+            (pick, 0.6, o, o),
+            (pick, 0.5, o, c),
+            (pick + _ABOVE, 0.6, c, c),
+            (_PLACE + _ABOVE, 1.6, c, c),
+            (_PLACE, 0.6, c, c),
+            (_PLACE, 0.4, c, o),
+            (_PLACE + _ABOVE, 0.6, o, o),
+            (_HOME, 1.3, o, o),
+            (_HOME, float(rng.uniform(0.2, 1.5)), o, o),
         ]
         pace = rng.uniform(0.9, 1.1)
         pose, t, self.segments = _HOME, start, []
@@ -445,9 +498,8 @@ class RobotArm(Device):
         self.cycle_end = t
 
     def _state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        for t0, t1, qa, qb, g0, g1 in self.segments:
-            if self.t < t1:
-                break
+        # the segment the arm is in (the last one once its cycle is over)
+        t0, t1, qa, qb, g0, g1 = next((s for s in self.segments if self.t < s[1]), self.segments[-1])
         u = min(max((self.t - t0) / (t1 - t0), 0.0), 1.0)
         s, ds, dds = _min_jerk(u)
         span = t1 - t0
@@ -482,16 +534,24 @@ class RobotArm(Device):
         items = [Item(ROBOTS, self.device_id, record, t_ms, self.unit)]
         if k % 10 == 0:
             ood = _clip(0.1 + 0.25 * self.unusual + 0.5 * self.miss + rng.normal(0, 0.03), 0, 1)
-            items.append(Item(TELEMETRY, self.device_id, {
-                "device_id": self.device_id,
-                "model_name": "fieldloop.grasp.kansai-robotics",
-                "model_version": "12",
-                "ts": t_ms,
-                "latency_ms": _lognormal_ms(rng, 22.0, 0.2),
-                "ood_score": round(ood, 4),
-                "disagreement": round(abs(rng.normal(0, 0.01 + 0.2 * ood)), 4),  # gripper width, 0..1
-                "intervention": bool(self.intervened),
-            }, t_ms, self.unit))
+            items.append(
+                Item(
+                    TELEMETRY,
+                    self.device_id,
+                    {
+                        "device_id": self.device_id,
+                        "model_name": "fieldloop.grasp.kansai-robotics",
+                        "model_version": "12",
+                        "ts": t_ms,
+                        "latency_ms": _lognormal_ms(rng, 22.0, 0.2),
+                        "ood_score": round(ood, 4),
+                        "disagreement": round(abs(rng.normal(0, 0.01 + 0.2 * ood)), 4),  # gripper width, 0..1
+                        "intervention": bool(self.intervened),
+                    },
+                    t_ms,
+                    self.unit,
+                )
+            )
         return items
 
 
@@ -560,8 +620,12 @@ class FurnaceSensor(Device):
         decay = math.exp(-dt / 600)  # drift forgets over ~10 minutes
         self.drift = self.drift * decay + q.drift_sigma * math.sqrt(1 - decay**2) * rng.normal()
         self.drift = _clip(self.drift, -3 * q.drift_sigma, 3 * q.drift_sigma)
-        value = (self.base + q.cycle_amp * math.sin(2 * math.pi * self.t / self.period_s + self.phase) + self.drift
-                 + _clip(rng.normal(0, q.noise), -4 * q.noise, 4 * q.noise))
+        value = (
+            self.base
+            + q.cycle_amp * math.sin(2 * math.pi * self.t / self.period_s + self.phase)
+            + self.drift
+            + _clip(rng.normal(0, q.noise), -4 * q.noise, 4 * q.noise)
+        )
         if self.spike_left == 0 and rng.random() < dt / SPIKE_EVERY_S:
             self.spike_left = int(rng.integers(1, 4))
             self.spike_size = rng.uniform(*q.spike) * float(rng.choice((-1, 1)))
@@ -587,8 +651,15 @@ class FurnaceSensor(Device):
             quality = "UNCERTAIN" if rng.random() < 0.1 else "GOOD"
         else:
             quality = "UNCERTAIN" if rng.random() < 0.001 else "GOOD"
-        record = {"site": self.site, "line": self.line, "sensor_id": self.device_id, "ts": t_ms,
-                  "value": round(value, 2), "unit": q.unit, "quality": quality}
+        record = {
+            "site": self.site,
+            "line": self.line,
+            "sensor_id": self.device_id,
+            "ts": t_ms,
+            "value": round(value, 2),
+            "unit": q.unit,
+            "quality": quality,
+        }
         return [Item(PLANT, self.device_id, record, t_ms, self.unit, truth)]
 
 
@@ -665,7 +736,7 @@ class Fleet:
             self.devices.append(_KINDS[device_kind(index)](index, _ordinal(index), rng, spec.rate_hz))
 
     def mix(self) -> dict[str, int]:
-        counts = {kind: 0 for kind in _KINDS}
+        counts = dict.fromkeys(_KINDS, 0)
         for d in self.devices:
             counts[d.kind] += 1
         return counts
@@ -682,7 +753,7 @@ class Fleet:
         for k in range(self.spec.ticks):
             tick_ms = start + round(k * 1000 / rate)
             batch: list[Item] = []
-            for device, phase in zip(self.devices, self.phase_ms):
+            for device, phase in zip(self.devices, self.phase_ms, strict=True):
                 batch += device.step(k, tick_ms + phase)
             batch.sort(key=lambda item: item.event_ms)
             yield from batch
@@ -748,8 +819,13 @@ class MemorySink:
     Sequence numbers count from 1 per device. ``keep=False`` only counts (dry runs).
     """
 
-    def __init__(self, contracts: Mapping[str, DataContract], registry: SchemaRegistry,
-                 max_record_bytes: int = 1024 * 1024, keep: bool = True) -> None:
+    def __init__(
+        self,
+        contracts: Mapping[str, DataContract],
+        registry: SchemaRegistry,
+        max_record_bytes: int = 1024 * 1024,
+        keep: bool = True,
+    ) -> None:
         self.contracts, self.registry = contracts, registry
         self.max_record_bytes, self.keep = max_record_bytes, keep
         self.sent: list[SentRecord] = []
@@ -848,10 +924,12 @@ class SimulationReport:
         """Every stream and device balances, and raw messages are exactly junk plus duplicates."""
         parts = list(self.streams.values()) + list(self.per_device.values())
         total = self.total
-        return (all(c.balanced for c in parts)
-                and total.generated == sum(c.generated for c in self.per_device.values())
-                and total.raw_sent == self.raw_malformed + self.duplicates_sent
-                and total.refused == sum(self.refused_reasons.values()))
+        return (
+            all(c.balanced for c in parts)
+            and total.generated == sum(c.generated for c in self.per_device.values())
+            and total.raw_sent == self.raw_malformed + self.duplicates_sent
+            and total.refused == sum(self.refused_reasons.values())
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "reconciles": self.reconciles()}
@@ -878,14 +956,21 @@ class Simulation:
         FaultSpecError: the faults are inconsistent.
     """
 
-    def __init__(self, spec: FleetSpec, faults: Sequence[FaultSpec], contracts: Mapping[str, DataContract],
-                 registry: SchemaRegistry) -> None:
+    def __init__(
+        self,
+        spec: FleetSpec,
+        faults: Sequence[FaultSpec],
+        contracts: Mapping[str, DataContract],
+        registry: SchemaRegistry,
+    ) -> None:
         self.spec = spec
         self.fleet = Fleet(spec)
         missing = sorted(self.fleet.contract_ids() - set(contracts))
         if missing:
-            raise SimulationError(f"the fleet writes under contract(s) {', '.join(missing)}, which are not loaded: "
-                                  "restore them in the contracts directory")
+            raise SimulationError(
+                f"the fleet writes under contract(s) {', '.join(missing)}, which are not loaded: "
+                "restore them in the contracts directory"
+            )
         self.contracts, self.registry = contracts, registry
         self.plan = FaultPlan.build(faults, spec.seed, spec.start_ms, int(spec.seconds * 1000), spec.devices)
 
@@ -893,8 +978,14 @@ class Simulation:
         """What the SDK encodes with: the stream's latest schema (duplicates must be byte-identical)."""
         return self.registry.get(self.contracts[contract_id].stream)
 
-    def run(self, sink: Sink, raw: RawSender, broker: Broker | None = None,
-            on_progress: Callable[[int], None] | None = None, flush_timeout_s: float = 30.0) -> SimulationReport:
+    def run(
+        self,
+        sink: Sink,
+        raw: RawSender,
+        broker: Broker | None = None,
+        on_progress: Callable[[int], None] | None = None,
+        flush_timeout_s: float = 30.0,
+    ) -> SimulationReport:
         """Generate every record, apply the faults and send; always leaves the sink resumed and the broker up.
 
         Args:
@@ -907,8 +998,12 @@ class Simulation:
         t0 = time.monotonic()
         spec, fleet, plan = self.spec, self.fleet, self.plan
         report = SimulationReport(
-            seed=spec.seed, devices=spec.devices, rate_hz=spec.rate_hz, seconds=spec.seconds,
-            start=datetime.fromtimestamp(spec.start_ms / 1000, UTC).isoformat(), device_mix=fleet.mix(),
+            seed=spec.seed,
+            devices=spec.devices,
+            rate_hz=spec.rate_hz,
+            seconds=spec.seconds,
+            start=datetime.fromtimestamp(spec.start_ms / 1000, UTC).isoformat(),
+            device_mix=fleet.mix(),
             topics={c: self.contracts[c].topic for c in sorted(fleet.contract_ids())},
             streams={c: Counts() for c in sorted(fleet.contract_ids())},
             per_device={i: Counts() for d in fleet.devices for i in d.device_ids},
@@ -1051,8 +1146,13 @@ class _RunState:
             current["end_ts"] = ts
             current["records"] += 1
         elif item.truth:
-            self.open_anomalies[item.device_id] = {"device_id": item.device_id, "kind": item.truth,
-                                                   "start_ts": ts, "end_ts": ts, "records": 1}
+            self.open_anomalies[item.device_id] = {
+                "device_id": item.device_id,
+                "kind": item.truth,
+                "start_ts": ts,
+                "end_ts": ts,
+                "records": 1,
+            }
 
     def close_anomalies(self) -> list[dict[str, Any]]:
         out = self.anomalies + list(self.open_anomalies.values())
@@ -1069,8 +1169,13 @@ def worker_audio(site: str, workers: int, start: datetime, seconds: float, seed:
     t0 = int(start.timestamp() * 1000)
     base = rng.normal(82, 6, workers)  # dB: loud shop floor, some near the furnace
     return [
-        {"site": site, "worker_id": f"w-{site}-{w:03d}", "ts": t0 + s * 1000,
-         "db_level": round(float(base[w] + rng.normal(0, 3)), 2),
-         "mfcc": [round(float(x), 3) for x in rng.normal(0, 1, 13)]}
-        for s in range(int(seconds)) for w in range(workers)
+        {
+            "site": site,
+            "worker_id": f"w-{site}-{w:03d}",
+            "ts": t0 + s * 1000,
+            "db_level": round(float(base[w] + rng.normal(0, 3)), 2),
+            "mfcc": [round(float(x), 3) for x in rng.normal(0, 1, 13)],
+        }
+        for s in range(int(seconds))
+        for w in range(workers)
     ]

@@ -71,12 +71,13 @@ class SpoolConfig(BaseModel):
     directory: Path = Field(description="spool directory; created if missing (one process at a time)")
     max_bytes: int = Field(256 * MIB, ge=64 * 1024, description="budget for all segment files together (bytes)")
     segment_bytes: int | None = Field(
-        None, ge=4096,
-        description="a segment is closed once it would grow past this (bytes); default min(16 MiB, max_bytes/8)"
+        None,
+        ge=4096,
+        description="a segment is closed once it would grow past this (bytes); default min(16 MiB, max_bytes/8)",
     )
     full_policy: FullPolicy = Field(
         "reject",
-        description="when full: 'reject' raises SpoolFullError; 'drop_oldest' drops whole oldest segments, counted"
+        description="when full: 'reject' raises SpoolFullError; 'drop_oldest' drops whole oldest segments, counted",
     )
     fsync: FsyncPolicy = Field(
         "batch", description="'always': fsync every append; 'batch': on sync()/commit(); 'never': leave it to the OS"
@@ -146,13 +147,13 @@ def _decode(payload: bytes) -> SpoolEntry:
     if version != _FORMAT:
         raise ValueError(f"unknown spool entry format {version}")
     pos = _HEAD.size
-    topic = bytes(view[pos:pos + topic_len]).decode("utf-8")
+    topic = bytes(view[pos : pos + topic_len]).decode("utf-8")
     pos += topic_len
     (key_len,) = _KEY_LEN.unpack_from(view, pos)
     pos += _KEY_LEN.size
     key = None
     if key_len >= 0:
-        key = bytes(view[pos:pos + key_len])
+        key = bytes(view[pos : pos + key_len])
         pos += key_len
     (count,) = _COUNT.unpack_from(view, pos)
     pos += _COUNT.size
@@ -160,9 +161,9 @@ def _decode(payload: bytes) -> SpoolEntry:
     for _ in range(count):
         name_len, value_len = _HEADER.unpack_from(view, pos)
         pos += _HEADER.size
-        name = bytes(view[pos:pos + name_len]).decode("utf-8")
+        name = bytes(view[pos : pos + name_len]).decode("utf-8")
         pos += name_len
-        headers.append((name, bytes(view[pos:pos + value_len])))
+        headers.append((name, bytes(view[pos : pos + value_len])))
         pos += value_len
     if pos > len(view):
         raise ValueError("entry is shorter than its fields claim")
@@ -245,12 +246,16 @@ class DiskSpool:
             self._check_open()
             last = self._seqs.get(seq_key, 0) if seq_key is not None else 0
             if seq_key is not None and entry.seq <= last:
-                raise ValueError(f"sequence {entry.seq} for key {seq_key!r} does not exceed the last one, "
-                                 f"{last}; sequence numbers are never reused")
+                raise ValueError(
+                    f"sequence {entry.seq} for key {seq_key!r} does not exceed the last one, "
+                    f"{last}; sequence numbers are never reused"
+                )
             size = len(frame)
             if size > self._cfg.max_bytes:
-                raise SpoolFullError(f"an entry of {size} bytes is larger than the whole spool "
-                                     f"({self._cfg.max_bytes} bytes): raise the spool's max_bytes")
+                raise SpoolFullError(
+                    f"an entry of {size} bytes is larger than the whole spool "
+                    f"({self._cfg.max_bytes} bytes): raise the spool's max_bytes"
+                )
             self._make_room(size)
             if self._sizes[self._active] and self._sizes[self._active] + size > self._segment_bytes:
                 self._roll()
@@ -291,8 +296,11 @@ class DiskSpool:
                     except (ValueError, struct.error, UnicodeDecodeError) as e:
                         if out:
                             return out
-                        raise SpoolCorruptError(f"spool entry {index} in {self._path(segment)} passes its checksum but "
-                                                f"does not decode ({e}); quarantine it", str(self._path(segment))) from e
+                        raise SpoolCorruptError(
+                            f"spool entry {index} in {self._path(segment)} passes its checksum but "
+                            f"does not decode ({e}); quarantine it",
+                            str(self._path(segment)),
+                        ) from e
                     out.append((index, entry))
                     self._ends[index] = (segment, end)
                     index += 1
@@ -302,7 +310,9 @@ class DiskSpool:
                     raise SpoolCorruptError(
                         f"spool segment {self._path(segment)} has a bad frame at byte {stop} (checksum or length "
                         "mismatch): the storage corrupted it; quarantine() skips the rest of that segment",
-                        str(self._path(segment)), stop)
+                        str(self._path(segment)),
+                        stop,
+                    )
                 offset = stop
         return out
 
@@ -359,8 +369,13 @@ class DiskSpool:
             path = self._path(segment)
             os.replace(path, path.with_name(path.name + ".corrupt"))
             self._forget(segment)
-            logger.error("spool %s: skipped %d entries of corrupt segment %s (kept as %s.corrupt); "
-                         "check the device's storage", self._dir, lost, path.name, path.name)
+            logger.error(
+                "spool %s: skipped %d entries of corrupt segment %s (kept as %s.corrupt); check the device's storage",
+                self._dir,
+                lost,
+                path.name,
+                path.name,
+            )
             return lost
 
     def pending_count(self) -> int:
@@ -371,7 +386,7 @@ class DiskSpool:
     def pending_bytes(self) -> int:
         """Bytes of the frames not yet committed (framing included)."""
         with self._lock:
-            index, segment, offset = self._cursor
+            _index, segment, offset = self._cursor
             total = self._sizes.get(segment, 0) - offset
             total += sum(size for first, size in self._sizes.items() if first > segment)
             return max(total, 0)
@@ -420,8 +435,10 @@ class DiskSpool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:
             os.close(fd)
-            raise SpoolBusyError(f"spool {self._dir} is open in another process or object; "
-                                 "close it there first (one producer per spool directory)") from e
+            raise SpoolBusyError(
+                f"spool {self._dir} is open in another process or object; "
+                "close it there first (one producer per spool directory)"
+            ) from e
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         return fd
@@ -434,8 +451,9 @@ class DiskSpool:
         self._corrupt = int(counters.get("corrupt", 0))
         cursor = self._read_json(_CURSOR)
         snapshot = self._read_json(_SEQUENCES) or {}
-        firsts = sorted(int(p.name[:-len(_SUFFIX)]) for p in self._dir.glob("*" + _SUFFIX)
-                        if p.name[:-len(_SUFFIX)].isdigit())
+        firsts = sorted(
+            int(p.name[: -len(_SUFFIX)]) for p in self._dir.glob("*" + _SUFFIX) if p.name[: -len(_SUFFIX)].isdigit()
+        )
         if not firsts:
             start = max(int(cursor["index"]) if cursor else 0, int(snapshot.get("as_of", 0)))
             self._path(start).touch()
@@ -451,17 +469,26 @@ class DiskSpool:
             with open(self._path(self._active), "r+b") as f:
                 f.truncate(valid_end)
             self._sizes[self._active] = valid_end
-            logger.warning("spool %s: truncated %d bytes of a torn frame at the end of %s (a crash interrupted a "
-                           "write; the record it held was never acknowledged to the caller)",
-                           self._dir, torn, self._path(self._active).name)
+            logger.warning(
+                "spool %s: truncated %d bytes of a torn frame at the end of %s (a crash interrupted a "
+                "write; the record it held was never acknowledged to the caller)",
+                self._dir,
+                torn,
+                self._path(self._active).name,
+            )
         self._next = self._active + len(frames)
         self._fd = os.open(self._path(self._active), os.O_WRONLY | os.O_APPEND)
 
         self._cursor = self._recover_cursor(cursor)
         self._seqs: dict[str, int] = self._recover_sequences(snapshot, frames)
         self._delete_consumed()
-        logger.info("spool %s opened: %d entries pending (%d bytes), %d segments", self._dir,
-                    self.pending_count(), self.pending_bytes(), len(self._sizes))
+        logger.info(
+            "spool %s opened: %d entries pending (%d bytes), %d segments",
+            self._dir,
+            self.pending_count(),
+            self.pending_bytes(),
+            len(self._sizes),
+        )
 
     def _recover_cursor(self, stored: dict[str, Any] | None) -> _Cursor:
         first = min(self._sizes)
@@ -471,12 +498,20 @@ class DiskSpool:
         if cursor.index > self._next:
             # Only possible when a power loss ate appended data the cursor had passed (fsync
             # "never"/"batch"); those entries had been delivered, so nothing is lost.
-            logger.warning("spool %s: cursor %d is past the recovered end %d; resuming at the end",
-                           self._dir, cursor.index, self._next)
+            logger.warning(
+                "spool %s: cursor %d is past the recovered end %d; resuming at the end",
+                self._dir,
+                cursor.index,
+                self._next,
+            )
             return _Cursor(self._next, self._active, self._sizes[self._active])
         if cursor.index < first:
-            logger.warning("spool %s: cursor %d points before the oldest segment %d; resuming there",
-                           self._dir, cursor.index, first)
+            logger.warning(
+                "spool %s: cursor %d points before the oldest segment %d; resuming there",
+                self._dir,
+                cursor.index,
+                first,
+            )
             return _Cursor(first, first, 0)
         if cursor.segment not in self._sizes or cursor.offset > self._sizes[cursor.segment]:
             segment, offset = self._locate_start(cursor.index)
@@ -493,7 +528,8 @@ class DiskSpool:
                 f"spool {self._dir}: {_SEQUENCES} covers entries below {as_of} but the oldest segment starts at "
                 f"{firsts[0]}; the sequence numbers of the entries in between are unknown and could be reused. "
                 "Restore the file, or move the spool directory aside to start a new device identity",
-                str(self._dir / _SEQUENCES))
+                str(self._dir / _SEQUENCES),
+            )
         # Replay what the snapshot does not cover: normally just the last segment.
         for first in firsts:
             following = self._following(first)
@@ -521,8 +557,9 @@ class DiskSpool:
         later = [f for f in self._sizes if f > first]
         return min(later) if later else None
 
-    def _read_frames(self, first: int, offset: int, end: int,
-                     limit: int | None) -> tuple[list[tuple[int, int, bytes]], int, bool]:
+    def _read_frames(
+        self, first: int, offset: int, end: int, limit: int | None
+    ) -> tuple[list[tuple[int, int, bytes]], int, bool]:
         """Consecutive valid frames of a segment from ``offset`` up to ``end``.
 
         Returns:
@@ -556,8 +593,9 @@ class DiskSpool:
             return segment, 0
         frames, _, _ = self._read_frames(segment, 0, self._sizes[segment], index - segment)
         if len(frames) < index - segment:
-            raise SpoolCorruptError(f"spool {self._dir}: entry {index} is missing from {self._path(segment)}",
-                                    str(self._path(segment)))
+            raise SpoolCorruptError(
+                f"spool {self._dir}: entry {index} is missing from {self._path(segment)}", str(self._path(segment))
+            )
         return segment, frames[-1][1]
 
     def _locate_end(self, index: int) -> tuple[int, int]:
@@ -565,8 +603,11 @@ class DiskSpool:
         segment, offset = self._locate_start(index)
         frames, _, _ = self._read_frames(segment, offset, self._sizes[segment], 1)
         if not frames:
-            raise SpoolCorruptError(f"spool {self._dir}: entry {index} cannot be read from {self._path(segment)}",
-                                    str(self._path(segment)), offset)
+            raise SpoolCorruptError(
+                f"spool {self._dir}: entry {index} cannot be read from {self._path(segment)}",
+                str(self._path(segment)),
+                offset,
+            )
         return segment, frames[0][1]
 
     def _normalize(self, cursor: _Cursor) -> _Cursor:
@@ -588,8 +629,9 @@ class DiskSpool:
         self._write_json(_SEQUENCES, {"as_of": as_of, "last": self._seqs}, durable=self._cfg.fsync != "never")
 
     def _write_counters(self) -> None:
-        self._write_json(_COUNTERS, {"dropped": self._dropped, "corrupt": self._corrupt},
-                         durable=self._cfg.fsync != "never")
+        self._write_json(
+            _COUNTERS, {"dropped": self._dropped, "corrupt": self._corrupt}, durable=self._cfg.fsync != "never"
+        )
 
     def _write_json(self, name: str, data: dict[str, Any], durable: bool) -> None:
         tmp = self._dir / (name + ".tmp")
@@ -610,8 +652,9 @@ class DiskSpool:
             return None
         except (ValueError, UnicodeDecodeError) as e:
             # written by os.replace of a complete file, so a bad one means the storage failed
-            raise SpoolCorruptError(f"spool file {path} is not valid JSON ({e}); restore it or move the spool aside",
-                                    str(path)) from e
+            raise SpoolCorruptError(
+                f"spool file {path} is not valid JSON ({e}); restore it or move the spool aside", str(path)
+            ) from e
 
     def _write(self, frame: bytes) -> None:
         before = self._sizes[self._active]
@@ -673,7 +716,8 @@ class DiskSpool:
             raise SpoolFullError(
                 f"spool {self._dir} is full: {self.pending_count()} records ({self.pending_bytes()} bytes) wait for "
                 f"Kafka within its {self._cfg.max_bytes}-byte budget; nothing was written. Retry once the sender has "
-                "drained it, or raise the spool's max_bytes")
+                "drained it, or raise the spool's max_bytes"
+            )
         while sum(self._sizes.values()) + size > self._cfg.max_bytes:
             if len(self._sizes) == 1:
                 self._roll()
@@ -692,8 +736,13 @@ class DiskSpool:
             self._set_cursor(_Cursor(following, following, 0))
         self._path(oldest).unlink(missing_ok=True)
         self._forget(oldest)
-        logger.warning("spool %s full: dropped %d undelivered records (segment %d) to make room; %d dropped in total",
-                       self._dir, lost, oldest, self._dropped)
+        logger.warning(
+            "spool %s full: dropped %d undelivered records (segment %d) to make room; %d dropped in total",
+            self._dir,
+            lost,
+            oldest,
+            self._dropped,
+        )
 
 
 def _fdatasync(fd: int) -> None:

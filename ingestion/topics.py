@@ -9,6 +9,7 @@ there is nothing in the cloud for them to land in.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -63,37 +64,55 @@ def apply_topics(admin: Any, contracts: Mapping[str, DataContract], partitions: 
 
     changes: list[TopicChange] = [
         TopicChange(c.topic, "skipped-secret", "raw secret data never leaves the site")
-        for c in contracts.values() if c.data_class is DataClass.SECRET
+        for c in contracts.values()
+        if c.data_class is DataClass.SECRET
     ]
     specs = topic_specs(contracts.values(), partitions)
     existing = set(admin.list_topics())
     missing = [s for s in specs if s.name not in existing]
     if missing:
-        try:
-            admin.create_topics([
-                NewTopic(s.name, s.partitions, 1 if _single_broker(admin) else 3,
-                         topic_configs={"retention.ms": str(s.retention_ms)})
-                for s in missing
-            ])
-        except TopicAlreadyExistsError:  # created concurrently: fine, checked below
-            pass
-        changes += [TopicChange(s.name, "created", f"{s.partitions} partitions, retention {s.retention_ms // DAY_MS} d")
-                    for s in missing]
+        with contextlib.suppress(TopicAlreadyExistsError):  # created concurrently: fine, checked below
+            admin.create_topics(
+                [
+                    NewTopic(
+                        s.name,
+                        s.partitions,
+                        1 if _single_broker(admin) else 3,
+                        topic_configs={"retention.ms": str(s.retention_ms)},
+                    )
+                    for s in missing
+                ]
+            )
+        changes += [
+            TopicChange(s.name, "created", f"{s.partitions} partitions, retention {s.retention_ms // DAY_MS} d")
+            for s in missing
+        ]
     present = [s for s in specs if s.name in existing]
     if present:
         described = {t["name"]: t for t in admin.describe_topics([s.name for s in present])}
         resources = [ConfigResource(ConfigResourceType.TOPIC, s.name) for s in present]
-        configs = {name: (entries.get("retention.ms") or {}).get("value")
-                   for name, entries in admin.describe_configs(resources).get("topic", {}).items()}
+        configs = {
+            name: (entries.get("retention.ms") or {}).get("value")
+            for name, entries in admin.describe_configs(resources).get("topic", {}).items()
+        }
         for spec in present:
             have_parts = len(described[spec.name]["partitions"])
             if have_parts != spec.partitions:
-                changes.append(TopicChange(spec.name, "partitions-differ",
-                                           f"has {have_parts}, contracts ask {spec.partitions}; left as is to keep "
-                                           "per-device order"))
+                changes.append(
+                    TopicChange(
+                        spec.name,
+                        "partitions-differ",
+                        f"has {have_parts}, contracts ask {spec.partitions}; left as is to keep per-device order",
+                    )
+                )
             if configs.get(spec.name) != str(spec.retention_ms):
-                admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name,
-                                                    configs={"retention.ms": str(spec.retention_ms)})])
+                admin.alter_configs(
+                    [
+                        ConfigResource(
+                            ConfigResourceType.TOPIC, spec.name, configs={"retention.ms": str(spec.retention_ms)}
+                        )
+                    ]
+                )
                 changes.append(TopicChange(spec.name, "retention-updated", f"{spec.retention_ms // DAY_MS} d"))
             elif have_parts == spec.partitions:
                 changes.append(TopicChange(spec.name, "unchanged"))
@@ -116,8 +135,9 @@ def apply_configured_topics(cfg: Any, partitions: int = 3) -> list[TopicChange]:
     try:
         admin = KafkaAdminClient(**cfg.kafka.client_options(), request_timeout_ms=15000)
     except (KafkaError, OSError) as e:
-        raise StackError(f"cannot reach Kafka at {cfg.kafka.bootstrap_servers} ({e}); "
-                         "is the stack up? (`fieldloop stack up`)") from e
+        raise StackError(
+            f"cannot reach Kafka at {cfg.kafka.bootstrap_servers} ({e}); is the stack up? (`fieldloop stack up`)"
+        ) from e
     try:
         return apply_topics(admin, contracts, partitions)
     finally:

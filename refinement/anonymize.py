@@ -131,8 +131,9 @@ def trip_ends_among(rows: Any, among: np.ndarray, ts: str, lat: str, lon: str, t
     return ends
 
 
-def mark_trip_ends(df: DataFrame, device: str, ts: str, lat: str, lon: str, trim_m: float, gap_s: int,
-                   among: Column | None = None) -> DataFrame:
+def mark_trip_ends(
+    df: DataFrame, device: str, ts: str, lat: str, lon: str, trim_m: float, gap_s: int, among: Column | None = None
+) -> DataFrame:
     """``df`` with ``_trip_end``: whether each frame is within ``trim_m`` of its trip's start or end.
 
     Only the frames where ``among`` holds (default: all) make up trips; the others are
@@ -166,7 +167,9 @@ class KAnonymity:
     suppressed_values: dict[str, int] = field(default_factory=dict)
     suppressed_rows: int = 0
     k_achieved: int | None = None  # fewest devices in any class written; None when nothing was written
-    l_diversity: dict[str, int | None] = field(default_factory=dict)  # sensitive attribute -> fewest distinct values in a class written
+    l_diversity: dict[str, int | None] = field(
+        default_factory=dict
+    )  # sensitive attribute -> fewest distinct values in a class written
 
 
 def cells_of(df: DataFrame, device: str, quasi: Sequence[str], sensitive: Sequence[str] = ()) -> DataFrame:
@@ -174,12 +177,14 @@ def cells_of(df: DataFrame, device: str, quasi: Sequence[str], sensitive: Sequen
     attribute ``i``, ``_l_i``: its distinct values. What :func:`enforce_k_anonymity` decides on."""
     from pyspark.sql import functions as F
 
-    return df.groupBy(device, *quasi).agg(F.count(F.lit(1)).alias("_rows"),
-                                          *[F.collect_set(s).alias(f"_l_{i}") for i, s in enumerate(sensitive)])
+    return df.groupBy(device, *quasi).agg(
+        F.count(F.lit(1)).alias("_rows"), *[F.collect_set(s).alias(f"_l_{i}") for i, s in enumerate(sensitive)]
+    )
 
 
-def decide_k_anonymity(cells: Iterable[Mapping[str, Any]], device: str, quasi: Sequence[str], k: int,
-                       sensitive: Sequence[str] = ()) -> tuple[dict[str, set], list[tuple], KAnonymity]:
+def decide_k_anonymity(
+    cells: Iterable[Mapping[str, Any]], device: str, quasi: Sequence[str], k: int, sensitive: Sequence[str] = ()
+) -> tuple[dict[str, set], list[tuple], KAnonymity]:
     """What :func:`enforce_k_anonymity` does to the rows, decided on their cells alone.
 
     ``cells`` are rows as :func:`cells_of` makes them. Returns the rare values per
@@ -213,13 +218,20 @@ def decide_k_anonymity(cells: Iterable[Mapping[str, Any]], device: str, quasi: S
     kept = [key for key, held in devices.items() if len(held) >= k]
     stats.suppressed_rows = sum(n for key, n in rows_in.items() if len(devices[key]) < k)
     stats.k_achieved = min((len(devices[key]) for key in kept), default=None)
-    stats.l_diversity = {s: min((len(values[key][i]) for key in kept), default=None)
-                         for i, s in enumerate(sensitive)} if quasi else {}
+    stats.l_diversity = (
+        {s: min((len(values[key][i]) for key in kept), default=None) for i, s in enumerate(sensitive)} if quasi else {}
+    )
     return rare, kept, stats
 
 
-def enforce_k_anonymity(df: DataFrame, device: str, quasi: Sequence[str], k: int,
-                        sensitive: Sequence[str] = (), cells: DataFrame | None = None) -> tuple[DataFrame, KAnonymity]:
+def enforce_k_anonymity(
+    df: DataFrame,
+    device: str,
+    quasi: Sequence[str],
+    k: int,
+    sensitive: Sequence[str] = (),
+    cells: DataFrame | None = None,
+) -> tuple[DataFrame, KAnonymity]:
     """Suppress rare quasi-identifier values, then drop rows in classes of fewer than ``k`` devices.
 
     Everything is decided on ``cells`` (:func:`cells_of`): rows aggregated by device and

@@ -29,9 +29,18 @@ def print_reports(out: Console, reports: Sequence[PrivacyReport], details: bool 
         k = "-"
         if r.k_required:
             k = f"{r.k_achieved if r.k_achieved is not None else '-'} (≥{r.k_required})"
-        table.add_row(r.table, r.level, versions, str(r.rows_in), str(r.rows_out), str(sum(r.quarantined.values())),
-                      str(r.trimmed_rows), str(r.suppressed_rows), k,
-                      "[green]✓[/]" if r.reconciles else "[red]does not reconcile[/]")
+        table.add_row(
+            r.table,
+            r.level,
+            versions,
+            str(r.rows_in),
+            str(r.rows_out),
+            str(sum(r.quarantined.values())),
+            str(r.trimmed_rows),
+            str(r.suppressed_rows),
+            k,
+            "[green]✓[/]" if r.reconciles else "[red]does not reconcile[/]",
+        )
     out.print(table)
     if not details:
         return
@@ -64,10 +73,20 @@ def print_gold(out: Console, gold: Sequence[Any]) -> None:
 
 
 @click.command()
-@click.option("--stream", "streams", multiple=True, metavar="NAME",
-              help="Contract id, stream or silver table to refine (repeatable); default: every stream.")
-@click.option("--since-version", type=int, default=None, metavar="N",
-              help="Refine bronze versions after N again, replacing what earlier runs wrote (e.g. after a policy fix).")
+@click.option(
+    "--stream",
+    "streams",
+    multiple=True,
+    metavar="NAME",
+    help="Contract id, stream or silver table to refine (repeatable); default: every stream.",
+)
+@click.option(
+    "--since-version",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Refine bronze versions after N again, replacing what earlier runs wrote (e.g. after a policy fix).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the privacy reports as JSON for scripts.")
 @click.pass_context
 def refine(ctx: click.Context, streams: tuple[str, ...], since_version: int | None, as_json: bool) -> None:
@@ -81,6 +100,7 @@ def refine(ctx: click.Context, streams: tuple[str, ...], since_version: int | No
 
     cfg = config_of(ctx)
     with console.status("refining ...") as status:
+
         def progress(report: PrivacyReport) -> None:
             status.update(f"refining ... {report.table} done")
 

@@ -67,8 +67,9 @@ class BoundedBatch:
     rows_invalid: int
 
 
-def bound_contributions(rows: Iterable[tuple[Hashable, float]], bound: int, *,
-                        require_finite: bool = True) -> BoundedBatch:
+def bound_contributions(
+    rows: Iterable[tuple[Hashable, float]], bound: int, *, require_finite: bool = True
+) -> BoundedBatch:
     """Keep at most ``bound`` rows per privacy unit, deterministically.
 
     For a unit with ``n > bound`` rows, the rows at positions ``i * n // bound`` (``i`` in
@@ -229,8 +230,9 @@ class DpQuery:
     @cached_property
     def calibration(self) -> Calibration:
         """Noise scale(s) and the (ε, δ) OpenDP proves for one release; computed once."""
-        return _calibrate(self.statistic, self.epsilon, self.delta, self.mechanism, self.contribution_bound,
-                          self.bounds)
+        return _calibrate(
+            self.statistic, self.epsilon, self.delta, self.mechanism, self.contribution_bound, self.bounds
+        )
 
     # -- release ----------------------------------------------------------------------
     def release(self, rows: Iterable[tuple[Hashable, float]]) -> DpRelease:
@@ -246,8 +248,9 @@ class DpQuery:
         """
         cal = self.calibration
         batch = bound_contributions(rows, self.contribution_bound, require_finite=self.statistic != "count")
-        measurement = _measurement(self.statistic, self.mechanism, self.contribution_bound, self.bounds,
-                                   cal.scale, cal.count_scale, cal.delta)
+        measurement = _measurement(
+            self.statistic, self.mechanism, self.contribution_bound, self.bounds, cal.scale, cal.count_scale, cal.delta
+        )
         clamped = 0
         if self.statistic == "count":
             # the count only looks at the number of rows; zeros keep values out of the FFI call
@@ -261,32 +264,66 @@ class DpQuery:
                 noisy_sum, noisy_count = measurement([v - lower for v in batch.values])
                 value = min(max(lower + float(noisy_sum) / max(float(noisy_count), 1.0), lower), upper)
         if batch.rows_dropped or batch.rows_invalid:
-            logger.debug("dp %s: %d rows over the contribution bound, %d non-finite, dropped",
-                         self.statistic, batch.rows_dropped, batch.rows_invalid)
+            logger.debug(
+                "dp %s: %d rows over the contribution bound, %d non-finite, dropped",
+                self.statistic,
+                batch.rows_dropped,
+                batch.rows_invalid,
+            )
         return DpRelease(
-            statistic=self.statistic, value=value, epsilon=cal.epsilon, delta=cal.delta, mechanism=self.mechanism,
-            scale=cal.scale, count_scale=cal.count_scale, contribution_bound=self.contribution_bound,
-            bounds=self.bounds, privacy_unit=self.privacy_unit, rows_dropped=batch.rows_dropped,
-            rows_clamped=clamped, rows_invalid=batch.rows_invalid,
+            statistic=self.statistic,
+            value=value,
+            epsilon=cal.epsilon,
+            delta=cal.delta,
+            mechanism=self.mechanism,
+            scale=cal.scale,
+            count_scale=cal.count_scale,
+            contribution_bound=self.contribution_bound,
+            bounds=self.bounds,
+            privacy_unit=self.privacy_unit,
+            rows_dropped=batch.rows_dropped,
+            rows_clamped=clamped,
+            rows_invalid=batch.rows_invalid,
         )
 
 
-def dp_count(rows: Iterable[tuple[Hashable, float]], *, epsilon: float, contribution_bound: int = 1,
-             mechanism: Mechanism = "laplace", delta: float = 0.0, privacy_unit: str = "unit") -> DpRelease:
+def dp_count(
+    rows: Iterable[tuple[Hashable, float]],
+    *,
+    epsilon: float,
+    contribution_bound: int = 1,
+    mechanism: Mechanism = "laplace",
+    delta: float = 0.0,
+    privacy_unit: str = "unit",
+) -> DpRelease:
     """A DP count of rows, each unit counted at most ``contribution_bound`` times (see :class:`DpQuery`)."""
     return DpQuery("count", epsilon, contribution_bound, None, mechanism, delta, privacy_unit).release(rows)
 
 
-def dp_sum(rows: Iterable[tuple[Hashable, float]], *, bounds: tuple[float, float], epsilon: float,
-           contribution_bound: int = 1, mechanism: Mechanism = "laplace", delta: float = 0.0,
-           privacy_unit: str = "unit") -> DpRelease:
+def dp_sum(
+    rows: Iterable[tuple[Hashable, float]],
+    *,
+    bounds: tuple[float, float],
+    epsilon: float,
+    contribution_bound: int = 1,
+    mechanism: Mechanism = "laplace",
+    delta: float = 0.0,
+    privacy_unit: str = "unit",
+) -> DpRelease:
     """A DP sum of values clamped to ``bounds`` (see :class:`DpQuery`)."""
     return DpQuery("sum", epsilon, contribution_bound, bounds, mechanism, delta, privacy_unit).release(rows)
 
 
-def dp_mean(rows: Iterable[tuple[Hashable, float]], *, bounds: tuple[float, float], epsilon: float,
-            contribution_bound: int = 1, mechanism: Mechanism = "laplace", delta: float = 0.0,
-            privacy_unit: str = "unit") -> DpRelease:
+def dp_mean(
+    rows: Iterable[tuple[Hashable, float]],
+    *,
+    bounds: tuple[float, float],
+    epsilon: float,
+    contribution_bound: int = 1,
+    mechanism: Mechanism = "laplace",
+    delta: float = 0.0,
+    privacy_unit: str = "unit",
+) -> DpRelease:
     """A DP mean of values clamped to ``bounds``: noisy sum over noisy count, ε split evenly (see :class:`DpQuery`)."""
     return DpQuery("mean", epsilon, contribution_bound, bounds, mechanism, delta, privacy_unit).release(rows)
 
@@ -311,8 +348,15 @@ def _numerator(dp: Any, statistic: Statistic, bounds: tuple[float, float] | None
 
 
 @lru_cache(maxsize=256)
-def _measurement(statistic: Statistic, mechanism: Mechanism, bound: int, bounds: tuple[float, float] | None,
-                 scale: float, count_scale: float | None, delta: float) -> Any:
+def _measurement(
+    statistic: Statistic,
+    mechanism: Mechanism,
+    bound: int,
+    bounds: tuple[float, float] | None,
+    scale: float,
+    count_scale: float | None,
+    delta: float,
+) -> Any:
     """The complete OpenDP measurement; its privacy map is in (ε, δ) for either mechanism."""
     dp = _opendp()
     noise = dp.m.then_laplace if mechanism == "laplace" else dp.m.then_gaussian
@@ -345,8 +389,14 @@ def _rho_for(epsilon: float, delta: float) -> float:
     return root * root
 
 
-def _calibrate(statistic: Statistic, epsilon: float, delta: float, mechanism: Mechanism, bound: int,
-               bounds: tuple[float, float] | None) -> Calibration:
+def _calibrate(
+    statistic: Statistic,
+    epsilon: float,
+    delta: float,
+    mechanism: Mechanism,
+    bound: int,
+    bounds: tuple[float, float] | None,
+) -> Calibration:
     """Set the noise from OpenDP's sensitivity, then check the cost with OpenDP's own privacy map."""
     dp = _opendp()
     sensitivity = float(_numerator(dp, statistic, bounds).map(bound))
@@ -364,8 +414,15 @@ def _calibrate(statistic: Statistic, epsilon: float, delta: float, mechanism: Me
 
     def cost(factor: float) -> tuple[float, float] | None:
         """(ε, δ) of the release with every scale multiplied by ``factor``; None if over the target."""
-        measurement = _measurement(statistic, mechanism, bound, bounds, scale * factor,
-                                   scale * factor * ratio if ratio is not None else None, delta)
+        measurement = _measurement(
+            statistic,
+            mechanism,
+            bound,
+            bounds,
+            scale * factor,
+            scale * factor * ratio if ratio is not None else None,
+            delta,
+        )
         spent = _epsilon_of(measurement, bound, mechanism)
         return spent if spent[0] <= epsilon and spent[1] <= delta else None
 
@@ -387,5 +444,6 @@ def _calibrate(statistic: Statistic, epsilon: float, delta: float, mechanism: Me
             else:
                 factor = middle
     spent_eps, spent_delta = cost(factor)  # type: ignore[misc]
-    return Calibration(scale * factor, scale * factor * ratio if ratio is not None else None,
-                       spent_eps, spent_delta, sensitivity)
+    return Calibration(
+        scale * factor, scale * factor * ratio if ratio is not None else None, spent_eps, spent_delta, sensitivity
+    )

@@ -67,21 +67,34 @@ class SecretStreamRelease:
             DP contract, or the policy does not release under ``target``.
     """
 
-    def __init__(self, source: DataContract, target: DataContract, ledger: BudgetLedger, site: str,
-                 policy: EdgePolicy | None = None) -> None:
+    def __init__(
+        self,
+        source: DataContract,
+        target: DataContract,
+        ledger: BudgetLedger,
+        site: str,
+        policy: EdgePolicy | None = None,
+    ) -> None:
         if source.data_class is not DataClass.SECRET:
             raise RefinementError(
                 f"contract '{source.id}' is {source.data_class}, not secret: the edge release is for secret streams "
-                "only; send non-secret records with the edge producer directly")
+                "only; send non-secret records with the edge producer directly"
+            )
         if target.data_class is not DataClass.DERIVED or target.stream != TARGET_STREAM:
-            raise RefinementError(f"contract '{target.id}' must be a derived '{TARGET_STREAM}' contract, "
-                                  f"not {target.data_class} '{target.stream}'")
+            raise RefinementError(
+                f"contract '{target.id}' must be a derived '{TARGET_STREAM}' contract, "
+                f"not {target.data_class} '{target.stream}'"
+            )
         if source.id not in target.derived_from:
-            raise RefinementError(f"contract '{target.id}' does not name '{source.id}' in derived_from: "
-                                  "its lineage would not show where the aggregates come from; add it")
+            raise RefinementError(
+                f"contract '{target.id}' does not name '{source.id}' in derived_from: "
+                "its lineage would not show where the aggregates come from; add it"
+            )
         if target.tenant != source.tenant:
-            raise RefinementError(f"contract '{target.id}' belongs to tenant '{target.tenant}', its source "
-                                  f"'{source.id}' to '{source.tenant}'; a derivative stays with its tenant")
+            raise RefinementError(
+                f"contract '{target.id}' belongs to tenant '{target.tenant}', its source "
+                f"'{source.id}' to '{source.tenant}'; a derivative stays with its tenant"
+            )
         if not site:
             raise RefinementError("site must be this device's id")
         if policy is None:
@@ -90,19 +103,23 @@ class SecretStreamRelease:
             found = default_policies().get(source.id)
             policy = found.edge if found else None
             if policy is None:
-                raise RefinementError(f"contract '{source.id}' has no [edge] policy in refinement/policies; "
-                                      "add one: nothing of a secret stream is released without it")
+                raise RefinementError(
+                    f"contract '{source.id}' has no [edge] policy in refinement/policies; "
+                    "add one: nothing of a secret stream is released without it"
+                )
         if policy.release_contract != target.id:
-            raise RefinementError(f"the edge policy of '{source.id}' releases under '{policy.release_contract}', "
-                                  f"not '{target.id}'")
+            raise RefinementError(
+                f"the edge policy of '{source.id}' releases under '{policy.release_contract}', not '{target.id}'"
+            )
         self.source = source
         self.target = target
         self.site = site
         self.policy = policy
         self._ledger = ledger
         self._queries: dict[str, DpQuery] = {
-            a.metric: DpQuery(a.query, a.epsilon, a.per_unit, a.bounds, policy.mechanism, policy.delta,
-                              policy.privacy_unit)
+            a.metric: DpQuery(
+                a.query, a.epsilon, a.per_unit, a.bounds, policy.mechanism, policy.delta, policy.privacy_unit
+            )
             for a in policy.release
         }
         self._fields = {a.metric: a.field for a in policy.release}
@@ -135,7 +152,9 @@ class SecretStreamRelease:
         return out
 
     # -- steps ------------------------------------------------------------------------
-    def _windows(self, records: Iterable[Mapping[str, Any]], now_ms: int | None) -> dict[int, list[tuple[str, dict[str, float]]]]:
+    def _windows(
+        self, records: Iterable[Mapping[str, Any]], now_ms: int | None
+    ) -> dict[int, list[tuple[str, dict[str, float]]]]:
         """``(unit, {field: value})`` rows per window start, in time order."""
         width = self.policy.window_s * 1000
         unit_field = self.policy.privacy_unit
@@ -147,14 +166,23 @@ class SecretStreamRelease:
                 site, unit, ts = record["site"], record[unit_field], record["ts"]
                 values = {f: record[f] for f in numeric}
             except KeyError as e:
-                raise RefinementError(f"{self.source.stream} record #{index} has no field {e}; it does not match "
-                                      f"{self.source.stream}.v{self.source.schema_version}") from None
+                raise RefinementError(
+                    f"{self.source.stream} record #{index} has no field {e}; it does not match "
+                    f"{self.source.stream}.v{self.source.schema_version}"
+                ) from None
             if isinstance(ts, datetime) and ts.tzinfo is not None:  # as fastavro decodes timestamp-millis
                 ts = int(ts.timestamp() * 1000)
-            if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0 or not isinstance(unit, str) or any(
-                    not isinstance(v, (int, float)) or isinstance(v, bool) for v in values.values()):
-                raise RefinementError(f"{self.source.stream} record #{index}: ts must be epoch milliseconds (or an "
-                                      f"aware datetime), {unit_field} a string and {', '.join(numeric)} numbers")
+            if (
+                not isinstance(ts, int)
+                or isinstance(ts, bool)
+                or ts < 0
+                or not isinstance(unit, str)
+                or any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in values.values())
+            ):
+                raise RefinementError(
+                    f"{self.source.stream} record #{index}: ts must be epoch milliseconds (or an "
+                    f"aware datetime), {unit_field} a string and {', '.join(numeric)} numbers"
+                )
             if site != self.site:
                 foreign += 1
                 continue
@@ -164,8 +192,10 @@ class SecretStreamRelease:
                 continue
             raw[start].append((ts, unit, {f: float(v) for f, v in values.items()}))
         if foreign:
-            raise RefinementError(f"{foreign} {self.source.stream} records are not from site '{self.site}'; nothing "
-                                  "was released: give each site's records to that site's own release")
+            raise RefinementError(
+                f"{foreign} {self.source.stream} records are not from site '{self.site}'; nothing "
+                "was released: give each site's records to that site's own release"
+            )
         if held:
             logger.debug("edge release: %d records of windows still open are held back", held)
         # Sorting by time (stable) makes contribution bounding keep the same readings
@@ -195,23 +225,37 @@ class SecretStreamRelease:
                     f"privacy budget of '{self.site}' for {period} is too small for this batch: it needs ε={eps:g} "
                     f"δ={delta:g}, remaining ε={left.epsilon:g} δ={left.delta:g} of ε={budget.epsilon:g} "
                     f"δ={budget.delta:g}; nothing was released or recorded. Release fewer windows (longer window_s), "
-                    "lower the aggregates' epsilon in the edge policy, or wait for the next period")
+                    "lower the aggregates' epsilon in the edge policy, or wait for the next period"
+                )
 
     def _release_one(self, start: int, metric: str, rows: list[tuple[str, dict[str, float]]]) -> dict[str, Any] | None:
         query, field = self._queries[metric], self._fields[metric]
         released = query.release((unit, values[field] if field else 1.0) for unit, values in rows)
         if released.rows_dropped or released.rows_clamped or released.rows_invalid:
             # exact counts: for the site's operator, never sent
-            logger.debug("edge release %s @%d: %d readings over the bound, %d clamped, %d non-finite",
-                         metric, start, released.rows_dropped, released.rows_clamped, released.rows_invalid)
-        entry = self._ledger.spend(self.site, month_of(start, self.policy.period_tz), released.epsilon,
-                                   released.delta, self._release_id(start, metric),
-                                   f"{self.target.id} {metric}", result=json.dumps({"value": released.value}))
+            logger.debug(
+                "edge release %s @%d: %d readings over the bound, %d clamped, %d non-finite",
+                metric,
+                start,
+                released.rows_dropped,
+                released.rows_clamped,
+                released.rows_invalid,
+            )
+        entry = self._ledger.spend(
+            self.site,
+            month_of(start, self.policy.period_tz),
+            released.epsilon,
+            released.delta,
+            self._release_id(start, metric),
+            f"{self.target.id} {metric}",
+            result=json.dumps({"value": released.value}),
+        )
         if entry.result is None:
             # Recorded by someone who kept no value: a fresh draw would be a second,
             # unaccounted release of the same window.
-            logger.warning("edge release %s: window %d was charged without its value; not released again",
-                           metric, start)
+            logger.warning(
+                "edge release %s: window %d was charged without its value; not released again", metric, start
+            )
             return None
         return {
             "site": self.site,

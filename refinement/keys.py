@@ -55,12 +55,16 @@ class KeyRing:
         self._active: dict[str, PseudonymKey] = {}
         for key in self._keys:
             if len(key.secret) < MIN_KEY_BYTES:
-                raise KeyRingError(f"key '{key.id}' in {source} is {len(key.secret)} bytes; use at least {MIN_KEY_BYTES} random bytes")
+                raise KeyRingError(
+                    f"key '{key.id}' in {source} is {len(key.secret)} bytes; use at least {MIN_KEY_BYTES} random bytes"
+                )
             if key.active:
                 if key.tenant in self._active:
                     raise KeyRingError(
-                        f"tenant '{key.tenant}' has two active keys in {source} ({self._active[key.tenant].id}, {key.id}): "
-                        "mark the older one \"active\": false")
+                        f"tenant '{key.tenant}' has two active keys in {source} "
+                        f"({self._active[key.tenant].id}, {key.id}): "
+                        'mark the older one "active": false'
+                    )
                 self._active[key.tenant] = key
 
     def __repr__(self) -> str:
@@ -82,7 +86,8 @@ class KeyRing:
         except KeyError:
             raise KeyRingError(
                 f"no active pseudonym key for tenant '{name}' in {self.source}: add one "
-                f'({{"tenant": "{name}", "id": "...", "secret_b64": "...", "active": true}})') from None
+                f'({{"tenant": "{name}", "id": "...", "secret_b64": "...", "active": true}})'
+            ) from None
 
     @classmethod
     def parse(cls, text: str, source: str) -> KeyRing:
@@ -95,21 +100,29 @@ class KeyRing:
             doc = json.loads(text)
             entries = doc["keys"]
             keys = [
-                PseudonymKey(e["tenant"], e["id"], base64.b64decode(e["secret_b64"], validate=True), bool(e.get("active", True)))
+                PseudonymKey(
+                    e["tenant"], e["id"], base64.b64decode(e["secret_b64"], validate=True), bool(e.get("active", True))
+                )
                 for e in entries
             ]
         except (ValueError, KeyError, TypeError) as e:
             # Never echo the text: it holds the keys.
-            raise KeyRingError(f"the key ring in {source} is not valid ({type(e).__name__}): expected "
-                               '{"keys": [{"tenant", "id", "secret_b64", "active"}, ...]}') from None
+            raise KeyRingError(
+                f"the key ring in {source} is not valid ({type(e).__name__}): expected "
+                '{"keys": [{"tenant", "id", "secret_b64", "active"}, ...]}'
+            ) from None
         return cls(keys, source)
 
     @staticmethod
     def generate(tenants: Iterable[str | None], period: str) -> str:
         """A new key ring document with one fresh random key per tenant (JSON text)."""
         keys = [
-            {"tenant": t or PUBLIC_TENANT, "id": f"{t or PUBLIC_TENANT}-{period}",
-             "secret_b64": base64.b64encode(secrets.token_bytes(MIN_KEY_BYTES)).decode(), "active": True}
+            {
+                "tenant": t or PUBLIC_TENANT,
+                "id": f"{t or PUBLIC_TENANT}-{period}",
+                "secret_b64": base64.b64encode(secrets.token_bytes(MIN_KEY_BYTES)).decode(),
+                "active": True,
+            }
             for t in sorted({t or PUBLIC_TENANT for t in tenants})
         ]
         return json.dumps({"keys": keys}, indent=2) + "\n"
@@ -145,8 +158,10 @@ def load_key_ring(
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as e:
-            raise KeyRingError(f"cannot read the key ring {path}: {e.strerror}; set FIELDLOOP_REFINE_KEY_SOURCE "
-                               "to file:<path>, env:<VAR> or aws-secretsmanager:<secret-id>") from None
+            raise KeyRingError(
+                f"cannot read the key ring {path}: {e.strerror}; set FIELDLOOP_REFINE_KEY_SOURCE "
+                "to file:<path>, env:<VAR> or aws-secretsmanager:<secret-id>"
+            ) from None
         if path.stat().st_mode & 0o077:
             logger.warning("key ring %s is readable by other users; chmod 600 it", path)
         return KeyRing.parse(text, source)
@@ -162,8 +177,10 @@ def load_key_ring(
             text = secretsmanager.get_secret_value(SecretId=where)["SecretString"]
         except Exception as e:  # botocore raises many types; all mean "cannot load"
             code = getattr(e, "response", {}).get("Error", {}).get("Code", type(e).__name__)
-            raise KeyRingError(f"cannot read secret '{where}' from AWS Secrets Manager ({code}); "
-                               "check the secret id, region and the role's secretsmanager:GetSecretValue") from None
+            raise KeyRingError(
+                f"cannot read secret '{where}' from AWS Secrets Manager ({code}); "
+                "check the secret id, region and the role's secretsmanager:GetSecretValue"
+            ) from None
         return KeyRing.parse(text, source)
     raise KeyRingError(f"unknown key source '{source}': use file:<path>, env:<VAR> or aws-secretsmanager:<secret-id>")
 
@@ -179,4 +196,6 @@ def _create_key_file(path: Path, tenants: Iterable[str | None], period: str) -> 
         return
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
-    logger.warning("created pseudonym keys at %s; back this file up: without it new pseudonyms will not match old ones", path)
+    logger.warning(
+        "created pseudonym keys at %s; back this file up: without it new pseudonyms will not match old ones", path
+    )

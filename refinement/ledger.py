@@ -136,8 +136,13 @@ class BudgetLedger:
         clock: the time recorded with each spend (UTC).
     """
 
-    def __init__(self, store: LedgerStore, budget: Budget, budgets: Mapping[str, Budget] | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        store: LedgerStore,
+        budget: Budget,
+        budgets: Mapping[str, Budget] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._store = store
         self._default = budget
         self._budgets = dict(budgets or {})
@@ -164,8 +169,17 @@ class BudgetLedger:
         """The spend recorded for ``release_id``, if any."""
         return next((e for e in self._store.entries(unit, period) if e.release_id == release_id), None)
 
-    def spend(self, unit: str, period: str, epsilon: float, delta: float, release_id: str, purpose: str,
-              *, result: str | None = None) -> LedgerEntry:
+    def spend(
+        self,
+        unit: str,
+        period: str,
+        epsilon: float,
+        delta: float,
+        release_id: str,
+        purpose: str,
+        *,
+        result: str | None = None,
+    ) -> LedgerEntry:
         """Charge one release, atomically; refuse it if it would exceed the budget.
 
         Args:
@@ -204,7 +218,8 @@ class BudgetLedger:
                 if earlier.epsilon != epsilon or earlier.delta != delta:
                     raise RefinementError(
                         f"release '{release_id}' of '{unit}' in {period} was recorded with ε={earlier.epsilon:g}, "
-                        f"δ={earlier.delta:g}, not ε={epsilon:g}, δ={delta:g}; a different release needs a new id")
+                        f"δ={earlier.delta:g}, not ε={epsilon:g}, δ={delta:g}; a different release needs a new id"
+                    )
                 outcome["entry"] = earlier
                 return None
             # exact sums (math.fsum): ten spends of 0.1 fill a budget of 1.0, not 0.9999999999999999
@@ -219,11 +234,13 @@ class BudgetLedger:
         self._store.append_if(unit, period, decide)
         entry = outcome["entry"]
         if outcome.get("new") is entry:
-            logger.info("dp ledger: %s spent ε=%g δ=%g in %s for %s (%s)",
-                        unit, epsilon, delta, period, release_id, purpose)
+            logger.info(
+                "dp ledger: %s spent ε=%g δ=%g in %s for %s (%s)", unit, epsilon, delta, period, release_id, purpose
+            )
         else:
-            logger.info("dp ledger: release %s of %s in %s was already recorded; nothing spent",
-                        release_id, unit, period)
+            logger.info(
+                "dp ledger: release %s of %s in %s was already recorded; nothing spent", release_id, unit, period
+            )
         return entry
 
 
@@ -234,11 +251,13 @@ def _total(entries: Sequence[LedgerEntry]) -> Budget:
 def _refusal(unit: str, period: str, budget: Budget, spent: Budget, epsilon: float, delta: float) -> str:
     left_eps = max(0.0, budget.epsilon - spent.epsilon)
     left_delta = max(0.0, budget.delta - spent.delta)
-    return (f"privacy budget of '{unit}' for {period} would be exceeded: spent ε={spent.epsilon:g} δ={spent.delta:g} "
-            f"of ε={budget.epsilon:g} δ={budget.delta:g}, this release requests ε={epsilon:g} δ={delta:g}, "
-            f"remaining ε={left_eps:g} δ={left_delta:g}; nothing was released or recorded. Lower the release's ε/δ "
-            f"(or release less often), wait for the next period, or raise the key's budget if its privacy "
-            "review allows")
+    return (
+        f"privacy budget of '{unit}' for {period} would be exceeded: spent ε={spent.epsilon:g} δ={spent.delta:g} "
+        f"of ε={budget.epsilon:g} δ={budget.delta:g}, this release requests ε={epsilon:g} δ={delta:g}, "
+        f"remaining ε={left_eps:g} δ={left_delta:g}; nothing was released or recorded. Lower the release's ε/δ "
+        f"(or release less often), wait for the next period, or raise the key's budget if its privacy "
+        "review allows"
+    )
 
 
 # -- SQLite (device) ------------------------------------------------------------------
@@ -284,8 +303,9 @@ class SqliteLedgerStore:
         try:
             db = sqlite3.connect(self.path, timeout=self._timeout_s, isolation_level=None)
         except sqlite3.Error as e:
-            raise RefinementError(f"cannot open the DP ledger {self.path}: {e}; "
-                                  "check the path and its permissions") from e
+            raise RefinementError(
+                f"cannot open the DP ledger {self.path}: {e}; check the path and its permissions"
+            ) from e
         db.execute("PRAGMA synchronous=FULL")
         return db
 
@@ -298,8 +318,11 @@ class SqliteLedgerStore:
 
     @staticmethod
     def _read(db: sqlite3.Connection, unit: str, period: str) -> list[LedgerEntry]:
-        rows = db.execute("SELECT unit, period, release_id, epsilon, delta, purpose, recorded_at, result "
-                          "FROM dp_ledger WHERE unit = ? AND period = ? ORDER BY seq", (unit, period)).fetchall()
+        rows = db.execute(
+            "SELECT unit, period, release_id, epsilon, delta, purpose, recorded_at, result "
+            "FROM dp_ledger WHERE unit = ? AND period = ? ORDER BY seq",
+            (unit, period),
+        ).fetchall()
         return [LedgerEntry(u, p, r, e, d, pu, datetime.fromisoformat(at), res) for u, p, r, e, d, pu, at, res in rows]
 
     def append_if(self, unit: str, period: str, decide: Decide) -> None:
@@ -309,10 +332,20 @@ class SqliteLedgerStore:
             try:
                 entry = decide(self._read(db, unit, period))
                 if entry is not None:
-                    db.execute("INSERT INTO dp_ledger (unit, period, release_id, epsilon, delta, purpose, recorded_at, "
-                               "result) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                               (entry.unit, entry.period, entry.release_id, entry.epsilon, entry.delta, entry.purpose,
-                                entry.recorded_at.isoformat(), entry.result))
+                    db.execute(
+                        "INSERT INTO dp_ledger (unit, period, release_id, epsilon, delta, purpose, recorded_at, "
+                        "result) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            entry.unit,
+                            entry.period,
+                            entry.release_id,
+                            entry.epsilon,
+                            entry.delta,
+                            entry.purpose,
+                            entry.recorded_at.isoformat(),
+                            entry.result,
+                        ),
+                    )
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -345,8 +378,9 @@ class DeltaLedgerStore:
         max_attempts: commits tried before giving up under contention.
     """
 
-    def __init__(self, uri: str, guard: Any, storage_options: Mapping[str, str] | None = None,
-                 max_attempts: int = 20) -> None:
+    def __init__(
+        self, uri: str, guard: Any, storage_options: Mapping[str, str] | None = None, max_attempts: int = 20
+    ) -> None:
         self.uri = uri
         self._options = dict(storage_options or {})
         self._max_attempts = max_attempts
@@ -355,11 +389,18 @@ class DeltaLedgerStore:
     def _schema(self) -> Any:
         import pyarrow as pa
 
-        return pa.schema([
-            ("unit", pa.string()), ("period", pa.string()), ("release_id", pa.string()),
-            ("epsilon", pa.float64()), ("delta", pa.float64()), ("purpose", pa.string()),
-            ("recorded_at", pa.timestamp("us", tz="UTC")), ("result", pa.string()),
-        ])
+        return pa.schema(
+            [
+                ("unit", pa.string()),
+                ("period", pa.string()),
+                ("release_id", pa.string()),
+                ("epsilon", pa.float64()),
+                ("delta", pa.float64()),
+                ("purpose", pa.string()),
+                ("recorded_at", pa.timestamp("us", tz="UTC")),
+                ("result", pa.string()),
+            ]
+        )
 
     def _table(self) -> Any:
         """The ledger table, created on first use (several creators may race; one wins)."""
@@ -372,9 +413,15 @@ class DeltaLedgerStore:
             except TableNotFoundError:
                 pass
             try:
-                DeltaTable.create(self.uri, self._schema(), mode="ignore", partition_by=["period"],
-                                  name="dp_budget_ledger", description="fieldloop DP budget ledger: one row per spend",
-                                  storage_options=self._options)
+                DeltaTable.create(
+                    self.uri,
+                    self._schema(),
+                    mode="ignore",
+                    partition_by=["period"],
+                    name="dp_budget_ledger",
+                    description="fieldloop DP budget ledger: one row per spend",
+                    storage_options=self._options,
+                )
             except DeltaError as e:  # another creator won the race; open theirs
                 logger.debug("dp ledger: creating %s raced another writer: %s", self.uri, e)
         return DeltaTable(self.uri, storage_options=self._options)
@@ -391,11 +438,22 @@ class DeltaLedgerStore:
         # delta-rs' own engine rather than a pyarrow dataset scan: with deltalake 1.6.6 and
         # pyarrow 25 the latter can abort the interpreter at exit ("terminate called without
         # an active exception").
-        query = (f"SELECT * FROM ledger WHERE period = {_sql_text(period)} AND unit = {_sql_text(unit)}")
+        query = f"SELECT * FROM ledger WHERE period = {_sql_text(period)} AND unit = {_sql_text(unit)}"
         rows = pa.table(QueryBuilder().register("ledger", table).execute(query).read_all()).to_pylist()
         rows.sort(key=lambda r: r["recorded_at"])
-        return [LedgerEntry(r["unit"], r["period"], r["release_id"], r["epsilon"], r["delta"], r["purpose"],
-                            r["recorded_at"], r["result"]) for r in rows]
+        return [
+            LedgerEntry(
+                r["unit"],
+                r["period"],
+                r["release_id"],
+                r["epsilon"],
+                r["delta"],
+                r["purpose"],
+                r["recorded_at"],
+                r["result"],
+            )
+            for r in rows
+        ]
 
     def entries(self, unit: str, period: str) -> list[LedgerEntry]:
         return self._read(self._table(), unit, period)
@@ -412,18 +470,35 @@ class DeltaLedgerStore:
             if entry is None:
                 return
             version = (table.transaction_version(app_id) or 0) + 1
-            row = pa.Table.from_pylist([{
-                "unit": entry.unit, "period": entry.period, "release_id": entry.release_id, "epsilon": entry.epsilon,
-                "delta": entry.delta, "purpose": entry.purpose, "recorded_at": entry.recorded_at,
-                "result": entry.result,
-            }], schema=self._schema())
+            row = pa.Table.from_pylist(
+                [
+                    {
+                        "unit": entry.unit,
+                        "period": entry.period,
+                        "release_id": entry.release_id,
+                        "epsilon": entry.epsilon,
+                        "delta": entry.delta,
+                        "purpose": entry.purpose,
+                        "recorded_at": entry.recorded_at,
+                        "result": entry.result,
+                    }
+                ],
+                schema=self._schema(),
+            )
             try:
-                write_deltalake(table, row, mode="append", storage_options=self._options,
-                                commit_properties=CommitProperties(app_transactions=[Transaction(app_id, version)]))
+                write_deltalake(
+                    table,
+                    row,
+                    mode="append",
+                    storage_options=self._options,
+                    commit_properties=CommitProperties(app_transactions=[Transaction(app_id, version)]),
+                )
                 return
             except CommitFailedError as e:
                 # someone else committed in between; their spend may change the decision
                 logger.debug("dp ledger: commit %d for %s lost a race (%s); re-reading", attempt, app_id, e)
-                time.sleep(random.uniform(0, min(1.0, 0.01 * 2 ** attempt)))
-        raise LedgerConflictError(f"DP ledger {self.uri}: {self._max_attempts} commits for '{unit}' in {period} lost to "
-                              "concurrent writers; nothing was recorded, retry the release later")
+                time.sleep(random.uniform(0, min(1.0, 0.01 * 2**attempt)))
+        raise LedgerConflictError(
+            f"DP ledger {self.uri}: {self._max_attempts} commits for '{unit}' in {period} lost to "
+            "concurrent writers; nothing was recorded, retry the release later"
+        )

@@ -35,8 +35,13 @@ class Upkeep:
     skipped: str | None = None
 
 
-def maintain(spark: SparkSession, path: str, contract: DataContract, now: datetime | None = None,
-             every: timedelta = timedelta(days=1)) -> Upkeep:
+def maintain(
+    spark: SparkSession,
+    path: str,
+    contract: DataContract,
+    now: datetime | None = None,
+    every: timedelta = timedelta(days=1),
+) -> Upkeep:
     """Apply retention, compact and vacuum ``path`` unless that was done less than ``every`` ago."""
     from delta.tables import DeltaTable
 

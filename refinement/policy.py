@@ -60,7 +60,9 @@ class FieldAction(_Strict):
     """What one field becomes."""
 
     action: Literal["keep", "drop", "pseudonym", "mesh", "time_bucket", "band", "clip", "scrub_text"]
-    domain: str | None = Field(None, description="pseudonym: kind of identifier; the same raw id in the same domain links")
+    domain: str | None = Field(
+        None, description="pseudonym: kind of identifier; the same raw id in the same domain links"
+    )
     level: int | None = Field(None, ge=1, le=5, description="mesh: JIS X 0410 level (3 = 1 km, 4 = 500 m, 5 = 250 m)")
     minutes: int | None = Field(None, ge=1, description="time_bucket: bucket width (minutes)")
     width: float | None = Field(None, gt=0, description="band: band width (field's unit)")
@@ -99,8 +101,12 @@ class Expectation(_Strict):
     @model_validator(mode="after")
     def _arguments(self) -> Expectation:
         needs: dict[str, tuple[str, ...]] = {
-            "required": ("columns",), "range": ("column",), "range_by": ("column", "by", "ranges"),
-            "monotonic": ("column",), "unit_consistent": ("column", "per"), "in_set": ("column", "values"),
+            "required": ("columns",),
+            "range": ("column",),
+            "range_by": ("column", "by", "ranges"),
+            "monotonic": ("column",),
+            "unit_consistent": ("column", "per"),
+            "in_set": ("column", "values"),
         }
         missing = [n for n in needs[self.rule] if not getattr(self, n)]
         if missing:
@@ -118,7 +124,9 @@ class TablePolicy(_Strict):
     """One output table of a stream: its APPI level and what each field becomes in it."""
 
     level: Level
-    device: Literal["pseudonym", "drop", "keep"] = Field(description="the bronze device id: pseudonym, drop, or keep (not personal: a furnace sensor)")
+    device: Literal["pseudonym", "drop", "keep"] = Field(
+        description="the bronze device id: pseudonym, drop, or keep (not personal: a furnace sensor)"
+    )
     fields: dict[str, FieldAction]
     quasi_identifiers: tuple[str, ...] = ()
     sensitive: tuple[str, ...] = ()
@@ -138,11 +146,16 @@ class TablePolicy(_Strict):
             raise ValueError(f"mesh needs both the lat and the lon field, got {meshes}")
         if meshes and len({self.fields[n].level for n in meshes}) != 1:
             raise ValueError("lat and lon must use the same mesh level")
-        notes = [c for c in (*self.quasi_identifiers, *self.sensitive)
-                 if c in self.fields and self.fields[c].action == "scrub_text"]
+        notes = [
+            c
+            for c in (*self.quasi_identifiers, *self.sensitive)
+            if c in self.fields and self.fields[c].action == "scrub_text"
+        ]
         if notes:
-            raise ValueError(f"{', '.join(notes)}: free text cannot be a quasi-identifier or sensitive attribute "
-                             "(its values are never the same twice); declare a generalized field instead")
+            raise ValueError(
+                f"{', '.join(notes)}: free text cannot be a quasi-identifier or sensitive attribute "
+                "(its values are never the same twice); declare a generalized field instead"
+            )
         if self.trim_trips and not {"lat", "lon", "ts"} <= set(self.fields):
             raise ValueError("trim_trips needs lat, lon and ts fields")
         return self
@@ -169,10 +182,17 @@ class TablePolicy(_Strict):
 
     def describe(self) -> dict[str, str]:
         """Field -> action as short text, for the privacy report."""
+
         def text(a: FieldAction) -> str:
-            arg = {"pseudonym": a.domain, "mesh": f"level {a.level}", "time_bucket": f"{a.minutes} min",
-                   "band": a.width, "clip": f"[{a.min}, {a.max}]"}.get(a.action)
+            arg = {
+                "pseudonym": a.domain,
+                "mesh": f"level {a.level}",
+                "time_bucket": f"{a.minutes} min",
+                "band": a.width,
+                "clip": f"[{a.min}, {a.max}]",
+            }.get(a.action)
             return f"{a.action} ({arg})" if arg is not None else a.action
+
         return {"_device_id": self.device, **{n: text(a) for n, a in self.fields.items()}}
 
     def problems(self, schema: RegisteredSchema) -> list[str]:
@@ -187,14 +207,22 @@ class TablePolicy(_Strict):
             problems.append(f"actions for fields the schema lacks: {', '.join(unknown)}")
         for name, act in self.fields.items():
             base = _base_type(types.get(name))
-            ok = {"mesh": ("double",), "band": ("double", "float", "int", "long"), "clip": ("double", "float", "int", "long"),
-                  "time_bucket": ("timestamp-millis",), "scrub_text": ("string",), "pseudonym": ("string",)}.get(act.action)
+            ok = {
+                "mesh": ("double",),
+                "band": ("double", "float", "int", "long"),
+                "clip": ("double", "float", "int", "long"),
+                "time_bucket": ("timestamp-millis",),
+                "scrub_text": ("string",),
+                "pseudonym": ("string",),
+            }.get(act.action)
             if ok and base is not None and base not in ok:
                 problems.append(f"{name}: action '{act.action}' does not apply to a {base}")
         columns = set(self.output_columns)
         for q in self.quasi_identifiers + self.sensitive:
             if q not in columns:
-                problems.append(f"'{q}' is declared a quasi-identifier or sensitive attribute but is not an output column")
+                problems.append(
+                    f"'{q}' is declared a quasi-identifier or sensitive attribute but is not an output column"
+                )
         return problems
 
 
@@ -205,7 +233,9 @@ class EdgeAggregate(_Strict):
     query: Literal["count", "sum", "mean"]
     field: str | None = Field(None, description="sum/mean: the numeric field aggregated")
     bounds: tuple[float, float] | None = Field(None, description="sum/mean: values are clamped to [lower, upper]")
-    per_unit: int = Field(1, ge=1, le=10000, description="most rows one privacy unit adds to a window (its contribution bound)")
+    per_unit: int = Field(
+        1, ge=1, le=10000, description="most rows one privacy unit adds to a window (its contribution bound)"
+    )
     epsilon: float = Field(gt=0, description="ε of one window's release")
 
     @model_validator(mode="after")
@@ -257,7 +287,9 @@ class EdgePolicy(_Strict):
         if unmapped:
             problems.append(f"fields without an action: {', '.join(unmapped)} (add them under edge.fields)")
         if [f for f in self.fields if f not in types]:
-            problems.append(f"actions for fields the schema lacks: {', '.join(f for f in self.fields if f not in types)}")
+            problems.append(
+                f"actions for fields the schema lacks: {', '.join(f for f in self.fields if f not in types)}"
+            )
         kept = [f for f, a in self.fields.items() if a == "keep" and f != "site"]
         if kept:
             problems.append(f"only the site may leave the device; {', '.join(kept)} must be drop")
@@ -283,9 +315,13 @@ class PrivacyPolicy(_Strict):
     @model_validator(mode="after")
     def _one_kind(self) -> PrivacyPolicy:
         if self.edge is None and not self.output:
-            raise ValueError("a policy needs [output.<table>] (a stream refined in the cloud) or [edge] (a secret stream)")
+            raise ValueError(
+                "a policy needs [output.<table>] (a stream refined in the cloud) or [edge] (a secret stream)"
+            )
         if self.edge is not None and (self.output or self.expect):
-            raise ValueError("[edge] is for secret streams, which reach no silver table: remove [output] and [[expect]]")
+            raise ValueError(
+                "[edge] is for secret streams, which reach no silver table: remove [output] and [[expect]]"
+            )
         return self
 
     def check_schema(self, schema: RegisteredSchema, source: str) -> None:
@@ -299,8 +335,11 @@ class PrivacyPolicy(_Strict):
         if self.edge is not None:
             problems += [f"[edge] {p}" for p in self.edge.problems(schema)]
         for e in self.expect:
-            problems += [f"expectation {e.name} uses '{c}', which is not a field of {schema.stream}"
-                         for c in e.used_columns if c not in fields]
+            problems += [
+                f"expectation {e.name} uses '{c}', which is not a field of {schema.stream}"
+                for c in e.used_columns
+                if c not in fields
+            ]
         if problems:
             raise PolicyError(f"{source} does not match {schema.stream}.v{schema.version}: " + "; ".join(problems))
 
@@ -334,7 +373,9 @@ def parse_policy(text: str, source: str) -> PrivacyPolicy:
 
 
 def load_policies(
-    contracts: Mapping[str, DataContract], registry: Any, directory: Path | None = None,
+    contracts: Mapping[str, DataContract],
+    registry: Any,
+    directory: Path | None = None,
 ) -> dict[str, PrivacyPolicy]:
     """The policy of every contract, validated against its schema (secret ones: their edge release).
 
@@ -349,7 +390,9 @@ def load_policies(
         try:
             policy = parse_policy(path.read_text(encoding="utf-8"), str(path))
             if policy.contract != path.stem:
-                raise PolicyError(f"{path}: names contract '{policy.contract}'; the file must be named {policy.contract}.toml")
+                raise PolicyError(
+                    f"{path}: names contract '{policy.contract}'; the file must be named {policy.contract}.toml"
+                )
             if policy.contract not in contracts:
                 raise PolicyError(f"{path}: no contract '{policy.contract}' exists")
             _check_kind(policy, contracts, str(path))
@@ -372,17 +415,25 @@ def _check_kind(policy: PrivacyPolicy, contracts: Mapping[str, DataContract], so
     contract = contracts[policy.contract]
     secret = contract.data_class is DataClass.SECRET
     if secret and policy.edge is None:
-        raise PolicyError(f"{source}: '{contract.id}' is secret and never reaches the cloud raw: its policy is an "
-                          "[edge] release of DP aggregates, not [output] tables")
+        raise PolicyError(
+            f"{source}: '{contract.id}' is secret and never reaches the cloud raw: its policy is an "
+            "[edge] release of DP aggregates, not [output] tables"
+        )
     if not secret and policy.edge is not None:
         raise PolicyError(f"{source}: [edge] is for secret streams; '{contract.id}' is {contract.data_class}")
     if policy.edge is None:
         return
     target = contracts.get(policy.edge.release_contract)
-    if target is None or target.data_class is not DataClass.DERIVED or contract.id not in target.derived_from \
-            or target.tenant != contract.tenant:
-        raise PolicyError(f"{source}: edge.release_contract '{policy.edge.release_contract}' must be a derived contract "
-                          f"of tenant '{contract.tenant}' naming '{contract.id}' in derived_from")
+    if (
+        target is None
+        or target.data_class is not DataClass.DERIVED
+        or contract.id not in target.derived_from
+        or target.tenant != contract.tenant
+    ):
+        raise PolicyError(
+            f"{source}: edge.release_contract '{policy.edge.release_contract}' must be a derived contract "
+            f"of tenant '{contract.tenant}' naming '{contract.id}' in derived_from"
+        )
 
 
 @cache

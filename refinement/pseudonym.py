@@ -43,8 +43,9 @@ def pseudonym(key: PseudonymKey, domain: str, raw: str) -> str:
     return PREFIX + hmac.new(key.secret, message, hashlib.sha256).hexdigest()[:32]
 
 
-def pseudonymize(df: DataFrame, fields: Mapping[str, str], key: PseudonymKey,
-                 values: Iterable[Sequence[str | None]] | None = None) -> DataFrame:
+def pseudonymize(
+    df: DataFrame, fields: Mapping[str, str], key: PseudonymKey, values: Iterable[Sequence[str | None]] | None = None
+) -> DataFrame:
     """Replace each column in ``fields`` (column -> domain) by its pseudonym; add ``_key_id``.
 
     Nulls stay null. The distinct *combinations* of the columns' raw values are keyed on
@@ -73,10 +74,11 @@ def pseudonymize(df: DataFrame, fields: Mapping[str, str], key: PseudonymKey,
     raws, pseudonyms = [f"_raw_{i}" for i in range(len(columns))], [f"_pseudonym_{i}" for i in range(len(columns))]
     schema = StructType([StructField(n, StringType()) for n in (*raws, *pseudonyms)])
     mapping = spark.createDataFrame(
-        [(*combo, *[keyed.get((i, raw)) for i, raw in enumerate(combo)]) for combo in combos], schema)
+        [(*combo, *[keyed.get((i, raw)) for i, raw in enumerate(combo)]) for combo in combos], schema
+    )
     logger.debug("keyed %d distinct values in %d combinations of %s", len(keyed), len(combos), ", ".join(columns))
-    on = [F.col(c).cast("string").eqNullSafe(mapping[r]) for c, r in zip(columns, raws)]
+    on = [F.col(c).cast("string").eqNullSafe(mapping[r]) for c, r in zip(columns, raws, strict=True)]
     out = df.join(F.broadcast(mapping), on, "left").drop(*columns, *raws)
-    for c, p in zip(columns, pseudonyms):
+    for c, p in zip(columns, pseudonyms, strict=True):
         out = out.withColumnRenamed(p, c)
     return out.withColumn(KEY_ID_COLUMN, F.lit(key.id))

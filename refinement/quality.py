@@ -29,7 +29,9 @@ def _failure(e: Expectation, device: str, order: str) -> Column:
     from pyspark.sql import functions as F
 
     if e.rule == "required":
-        return F.greatest(*[F.col(c).isNull() for c in e.columns]) if len(e.columns) > 1 else F.col(e.columns[0]).isNull()
+        return (
+            F.greatest(*[F.col(c).isNull() for c in e.columns]) if len(e.columns) > 1 else F.col(e.columns[0]).isNull()
+        )
     col = F.col(e.column)  # type: ignore[arg-type]
     if e.rule == "range":
         bad = F.lit(False)
@@ -69,13 +71,21 @@ def _first_failed(expectations: Sequence[Expectation], failure: Callable[[int], 
     return rule
 
 
-def mark(df: DataFrame, expectations: Sequence[Expectation], device: str = "_device_id", order: str = "_seq") -> DataFrame:
+def mark(
+    df: DataFrame, expectations: Sequence[Expectation], device: str = "_device_id", order: str = "_seq"
+) -> DataFrame:
     """``df`` with ``_rule``: the name of the first expectation each row fails, or null."""
     return df.withColumn(RULE_COLUMN, _first_failed(expectations, lambda i: _failure(expectations[i], device, order)))
 
 
-def rules_by_key(df: DataFrame, expectations: Sequence[Expectation], keys: Sequence[str],
-                 device: str = "_device_id", order: str = "_seq", carry: Sequence[str] = ()) -> DataFrame:
+def rules_by_key(
+    df: DataFrame,
+    expectations: Sequence[Expectation],
+    keys: Sequence[str],
+    device: str = "_device_id",
+    order: str = "_seq",
+    carry: Sequence[str] = (),
+) -> DataFrame:
     """``keys``, the ``carry`` columns and ``_rule`` (as :func:`mark`) of every row of ``df``, and nothing else.
 
     What a job needs to gate a run and split its rows, without carrying whole rows through
@@ -92,9 +102,13 @@ def rules_by_key(df: DataFrame, expectations: Sequence[Expectation], keys: Seque
     # failing. Local rule i is the first failing rule overall unless a window rule before it fails.
     first_local = F.lit(None).cast("int")
     for i in reversed(local):
-        first_local = F.when(F.coalesce(_failure(expectations[i], device, order), F.lit(False)), F.lit(i)).otherwise(first_local)
+        first_local = F.when(F.coalesce(_failure(expectations[i], device, order), F.lit(False)), F.lit(i)).otherwise(
+            first_local
+        )
     narrow = df.select(*[F.col(c) for c in sorted(carried)], first_local.alias("_first_local"))
-    rule = _first_failed(expectations, lambda i: F.col("_first_local") == i if i in local else _failure(expectations[i], device, order))
+    rule = _first_failed(
+        expectations, lambda i: F.col("_first_local") == i if i in local else _failure(expectations[i], device, order)
+    )
     return narrow.select(*keys, *carry, rule.alias(RULE_COLUMN))
 
 
@@ -110,7 +124,8 @@ def gate(rows_in: int, failed: Mapping[str, int], max_rate: float, table: str) -
         raise QualityError(
             f"{table}: {total} of {rows_in} rows ({total / rows_in:.1%}) fail quality rules, over the "
             f"{max_rate:.1%} limit ({worst}); nothing was written. Look at the devices sending them, or raise "
-            "FIELDLOOP_REFINE_MAX_FAILURE_RATE if the data is right and the rule is wrong")
+            "FIELDLOOP_REFINE_MAX_FAILURE_RATE if the data is right and the rule is wrong"
+        )
 
 
 def check_constraints(expectations: Sequence[Expectation], kept: Sequence[str]) -> dict[str, str]:
@@ -118,7 +133,8 @@ def check_constraints(expectations: Sequence[Expectation], kept: Sequence[str]) 
     out = {}
     for e in expectations:
         if e.rule == "range" and e.column in kept:
-            parts = ([f"{e.column} >= {e.min}"] if e.min is not None else []) + \
-                    ([f"{e.column} <= {e.max}"] if e.max is not None else [])
+            parts = ([f"{e.column} >= {e.min}"] if e.min is not None else []) + (
+                [f"{e.column} <= {e.max}"] if e.max is not None else []
+            )
             out[e.name.replace("-", "_")] = f"{e.column} IS NULL OR ({' AND '.join(parts)})"
     return out

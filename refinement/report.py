@@ -61,9 +61,9 @@ class PrivacyReport:
 
 def write_report(spark: SparkSession, report: PrivacyReport) -> str:
     """Write the report next to its table through Hadoop's file system (local or s3a); returns its URI."""
-    jvm = spark._jvm  # noqa: SLF001 - Hadoop FS is only reachable through the gateway
+    jvm = spark._jvm
     path = jvm.org.apache.hadoop.fs.Path(report.location)
-    fs = path.getFileSystem(spark._jsc.hadoopConfiguration())  # noqa: SLF001
+    fs = path.getFileSystem(spark._jsc.hadoopConfiguration())
     out = fs.create(path, True)
     try:
         out.write(bytearray(report.to_json().encode("utf-8")))

@@ -46,11 +46,15 @@ def select_contracts(contracts: dict[str, DataContract], policies: dict[str, Any
         return sorted(policies)
     chosen = []
     for name in streams:
-        found = [cid for cid in sorted(policies) if name in (cid, contracts[cid].stream, contracts[cid].table)
-                 or name in policies[cid].output]
+        found = [
+            cid
+            for cid in sorted(policies)
+            if name in (cid, contracts[cid].stream, contracts[cid].table) or name in policies[cid].output
+        ]
         if not found:
-            raise RefinementError(f"no stream, contract or silver table named '{name}'; known contracts: "
-                                  + ", ".join(sorted(policies)))
+            raise RefinementError(
+                f"no stream, contract or silver table named '{name}'; known contracts: " + ", ".join(sorted(policies))
+            )
         chosen += [cid for cid in found if cid not in chosen]
     return chosen
 
@@ -97,8 +101,8 @@ def refine(
     from fieldloop.contracts import load_contracts
     from fieldloop.residency import ResidencyGuard
     from fieldloop.wire import default_registry
-    from refinement.policy import load_policies
     from refinement.gold import GoldJob
+    from refinement.policy import load_policies
     from refinement.silver import SilverJob
 
     contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)

@@ -57,8 +57,15 @@ logger = logging.getLogger(__name__)
 
 VERSION_COLUMN = "_bronze_version"
 DEVICE_COLUMN = "_device"
-BRONZE_ONLY = ["_headers", "_kafka_topic", "_kafka_partition", "_kafka_offset", "_kafka_timestamp",
-               "_ingested_at", "_schema_version"]
+BRONZE_ONLY = [
+    "_headers",
+    "_kafka_topic",
+    "_kafka_partition",
+    "_kafka_offset",
+    "_kafka_timestamp",
+    "_ingested_at",
+    "_schema_version",
+]
 
 
 # Silver keeps file statistics (min, max, nulls) on the columns its readers filter by:
@@ -125,15 +132,23 @@ def generalized_from(tp: TablePolicy) -> set[str]:
 class FirstPass:
     """What one pass over a run's rows decided before anything is written."""
 
-    side: DataFrame  # cached, by key: the rows failing a rule, holding a note or ending a trip, and the cells' first rows
+    side: (
+        DataFrame  # cached, by key: the rows failing a rule, holding a note or ending a trip, and the cells' first rows
+    )
     rows_in: int
     failed: dict[str, int]  # rule -> rows failing it first
-    ids: list[tuple[str | None, ...]]  # the distinct combinations of the raw identifiers, as strings, in id_columns order
+    ids: list[
+        tuple[str | None, ...]
+    ]  # the distinct combinations of the raw identifiers, as strings, in id_columns order
     noted: dict[str, int]  # note column -> rows passing the rules that hold a note in it
-    placeholders: dict[str, dict[str, int]]  # note column -> placeholder type -> how many the scrubber put in those notes
+    placeholders: dict[
+        str, dict[str, int]
+    ]  # note column -> placeholder type -> how many the scrubber put in those notes
     id_columns: tuple[str, ...] = ()  # the identifier columns of any output, sorted
     trip_ends: int = 0  # rows passing the rules within the trim distance of a trip's start or end
-    anonymized: dict[str, TablePolicy] = field(default_factory=dict)  # table -> policy, in the order the cells are numbered
+    anonymized: dict[str, TablePolicy] = field(
+        default_factory=dict
+    )  # table -> policy, in the order the cells are numbered
 
     def id_values(self, columns: Sequence[str]) -> set[tuple[str | None, ...]]:
         """The distinct combinations of the raw values of ``columns`` (some of :attr:`id_columns`)."""
@@ -147,7 +162,8 @@ class FirstPass:
     def notes(self, column: str) -> DataFrame:
         """Key, scrubbed note and placeholder counts of the rows that pass the rules and hold a note in ``column``."""
         return self.side.where(f"{RULE_COLUMN} IS NULL AND {column} IS NOT NULL").select(
-            *ROW_KEY, column, f"{column}_redactions")
+            *ROW_KEY, column, f"{column}_redactions"
+        )
 
     def ends(self) -> DataFrame:
         """Key of the rows that pass the rules and lie within the trim distance of a trip's start or end."""
@@ -160,8 +176,11 @@ class FirstPass:
         i = list(self.anonymized).index(table)
         quasi, sensitive = self.anonymized[table].quasi_identifiers, self.anonymized[table].sensitive
         return self.side.where(f"_c{i}_rows IS NOT NULL").select(
-            "_device_id", *[F.col(f"_c{i}_q{j}").alias(q) for j, q in enumerate(quasi)], F.col(f"_c{i}_rows").alias("_rows"),
-            *[F.col(f"_c{i}_l{j}").alias(f"_l_{j}") for j in range(len(sensitive))])
+            "_device_id",
+            *[F.col(f"_c{i}_q{j}").alias(q) for j, q in enumerate(quasi)],
+            F.col(f"_c{i}_rows").alias("_rows"),
+            *[F.col(f"_c{i}_l{j}").alias(f"_l_{j}") for j in range(len(sensitive))],
+        )
 
 
 @dataclass(frozen=True)
@@ -202,8 +221,13 @@ class DeviceWalk:
         for i, (quasi, sensitive, trims) in enumerate(self.tables):
             written = passing & ~ends if trims else passing
             q = [f"_c{i}_q{j}" for j in range(quasi)]
-            cells = rows.filter(pa.array(written)).group_by(q, use_threads=False).aggregate(
-                [("_seq", "min"), ("_seq", "count"), *[(f"_c{i}_s{j}", "distinct") for j in range(sensitive)]])
+            cells = (
+                rows.filter(pa.array(written))
+                .group_by(q, use_threads=False)
+                .aggregate(
+                    [("_seq", "min"), ("_seq", "count"), *[(f"_c{i}_s{j}", "distinct") for j in range(sensitive)]]
+                )
+            )
             head = pc.index_in(rows["_seq"], value_set=cells["_seq_min"].combine_chunks())  # _seq is unique per device
             side |= mask(pc.is_valid(head))
             out.update({c: rows[c] for c in q})
@@ -274,8 +298,16 @@ class SilverJob:
         key = self.keys.active(contract.tenant) if any(o.policy.pseudonym_fields for o in outputs) else None
 
         def empty(o: Output) -> PrivacyReport:
-            return PrivacyReport(o.name, o.path, contract_id, o.policy.level, policy.version, None,
-                                 fields=self._describe(o.policy), residency_region=regions[o.path])
+            return PrivacyReport(
+                o.name,
+                o.path,
+                contract_id,
+                o.policy.level,
+                policy.version,
+                None,
+                fields=self._describe(o.policy),
+                residency_region=regions[o.path],
+            )
 
         # Table metadata is read from the log with ``deltalake``: through Spark, each look
         # at a table's history rebuilt its snapshot (0.1-0.3 s apiece, several per run).
@@ -301,8 +333,13 @@ class SilverJob:
             # 1.6 s measured on a 200k-row run).
             if first.failed or self._holds_window(quarantine, a, b):
                 bad = rows.join(failing.withColumnRenamed(RULE_COLUMN, "reason"), list(ROW_KEY))
-                self._replace(bad, quarantine, window, {"bronze_version": b, "from": a + 1},
-                              self._properties(contract, "quarantine", "raw", policy.version, regions[quarantine], {}))
+                self._replace(
+                    bad,
+                    quarantine,
+                    window,
+                    {"bronze_version": b, "from": a + 1},
+                    self._properties(contract, "quarantine", "raw", policy.version, regions[quarantine], {}),
+                )
             good = rows.join(failing, list(ROW_KEY), "left_anti") if first.failed else rows
             reports = []
             for o in outputs:
@@ -344,10 +381,14 @@ class SilverJob:
         sources = sorted(walked | {c for tp in anonymized.values() for c in generalized_from(tp)})
         ids, tally, kept = Observation("identifiers"), Observation("quality"), Observation("kept")
         if id_columns:  # of all rows: keying a failing row's id too is harmless
-            rows = rows.observe(ids, F.collect_set(F.struct(*[F.col(c).cast("string") for c in id_columns])).alias("ids"))
+            rows = rows.observe(
+                ids, F.collect_set(F.struct(*[F.col(c).cast("string") for c in id_columns])).alias("ids")
+            )
         verdicts = quality.rules_by_key(rows, policy.expect, ROW_KEY, carry=[*notes, *sources]).observe(
-            tally, F.count(F.lit(1)).alias("rows"),
-            *[F.count_if(F.col(RULE_COLUMN) == e.name).alias(e.name) for e in policy.expect])
+            tally,
+            F.count(F.lit(1)).alias("rows"),
+            *[F.count_if(F.col(RULE_COLUMN) == e.name).alias(e.name) for e in policy.expect],
+        )
         passing = F.col(RULE_COLUMN).isNull()
         if trims or anonymized:
             side = self._walk_devices(verdicts, notes, trims, list(anonymized.values()))
@@ -358,24 +399,33 @@ class SilverJob:
             side = scrub_column(side, n, config=self.notes)
         # Of the notes the write keeps (those of rows passing the rules), and of the trip ends it trims.
         counted_on_side = [F.count_if(passing & F.col(n).isNotNull()).alias(n) for n in notes]
-        counted_on_side += [agg for i, n in enumerate(notes) for agg in redaction_sums(f"{n}_redactions", passing, prefix=f"{i}:")]
+        counted_on_side += [
+            agg for i, n in enumerate(notes) for agg in redaction_sums(f"{n}_redactions", passing, prefix=f"{i}:")
+        ]
         counted_on_side += [F.count_if(passing & F.col(anonymize.TRIP_END)).alias("_trip_ends")] if trims else []
         if counted_on_side:
             side = side.observe(kept, *counted_on_side)
         side = side.persist()
         side.count()
         counted, found = tally.get, (kept.get if counted_on_side else {})
-        placeholders = {n: {t: int(found[f"{i}:{t}"]) for t in PLACEHOLDER_TYPES if found[f"{i}:{t}"]}
-                        for i, n in enumerate(notes)}
-        return FirstPass(side=side, rows_in=int(counted["rows"]),
-                         failed={e.name: int(counted[e.name]) for e in policy.expect if counted[e.name]},
-                         ids=[tuple(combo) for combo in ids.get["ids"]] if id_columns else [],
-                         id_columns=tuple(id_columns),
-                         noted={n: int(found[n]) for n in notes}, placeholders=placeholders,
-                         trip_ends=int(found["_trip_ends"]) if trims else 0, anonymized=anonymized)
+        placeholders = {
+            n: {t: int(found[f"{i}:{t}"]) for t in PLACEHOLDER_TYPES if found[f"{i}:{t}"]} for i, n in enumerate(notes)
+        }
+        return FirstPass(
+            side=side,
+            rows_in=int(counted["rows"]),
+            failed={e.name: int(counted[e.name]) for e in policy.expect if counted[e.name]},
+            ids=[tuple(combo) for combo in ids.get["ids"]] if id_columns else [],
+            id_columns=tuple(id_columns),
+            noted={n: int(found[n]) for n in notes},
+            placeholders=placeholders,
+            trip_ends=int(found["_trip_ends"]) if trims else 0,
+            anonymized=anonymized,
+        )
 
-    def _walk_devices(self, verdicts: DataFrame, notes: list[str], trims: bool,
-                      anonymized: list[TablePolicy]) -> DataFrame:
+    def _walk_devices(
+        self, verdicts: DataFrame, notes: list[str], trims: bool, anonymized: list[TablePolicy]
+    ) -> DataFrame:
         """The side rows of a run that walks trips or gathers cells: one Arrow batch per device.
 
         The rows arrive on the device partitions, in the order the monotonic-time rule
@@ -388,21 +438,29 @@ class SilverJob:
         one vehicle), so a device that sent 10M frames since the last run needs over 1.1 GB
         there. Refine often enough that no device's batch comes near that.
         """
-        from pyspark.sql import functions as F
         from pyspark.sql.types import ArrayType, BooleanType, LongType, StructField, StructType
 
         kept = [*ROW_KEY, RULE_COLUMN, *notes]
-        generalized_columns = [generalized(tp, c).alias(f"_c{i}_{kind}{j}") for i, tp in enumerate(anonymized)
-                               for kind, cs in (("q", tp.quasi_identifiers), ("s", tp.sensitive)) for j, c in enumerate(cs)]
+        generalized_columns = [
+            generalized(tp, c).alias(f"_c{i}_{kind}{j}")
+            for i, tp in enumerate(anonymized)
+            for kind, cs in (("q", tp.quasi_identifiers), ("s", tp.sensitive))
+            for j, c in enumerate(cs)
+        ]
         narrow = verdicts.select(*kept, *(["ts", "lat", "lon"] if trims else []), *generalized_columns)
         types = {f.name: f.dataType for f in narrow.schema.fields}
-        out = [StructField(c, types[c]) for c in kept] + ([StructField(anonymize.TRIP_END, BooleanType())] if trims else [])
+        out = [StructField(c, types[c]) for c in kept] + (
+            [StructField(anonymize.TRIP_END, BooleanType())] if trims else []
+        )
         for i, tp in enumerate(anonymized):
             out += [StructField(f"_c{i}_q{j}", types[f"_c{i}_q{j}"]) for j in range(len(tp.quasi_identifiers))]
             out += [StructField(f"_c{i}_rows", LongType())]
             out += [StructField(f"_c{i}_l{j}", ArrayType(types[f"_c{i}_s{j}"])) for j in range(len(tp.sensitive))]
-        device_walk = DeviceWalk(tuple(notes), (self.cfg.refine.trip_trim_m, self.cfg.refine.trip_gap_s) if trims else None,
-                                 tuple((len(tp.quasi_identifiers), len(tp.sensitive), tp.trim_trips) for tp in anonymized))
+        device_walk = DeviceWalk(
+            tuple(notes),
+            (self.cfg.refine.trip_trim_m, self.cfg.refine.trip_gap_s) if trims else None,
+            tuple((len(tp.quasi_identifiers), len(tp.sensitive), tp.trim_trips) for tp in anonymized),
+        )
 
         def walk(rows: Any) -> Any:  # a plain function: Spark reads a callable object's arity as (key, rows)
             return device_walk(rows)
@@ -432,19 +490,24 @@ class SilverJob:
             # for their early versions): all rows count as of version b.
             snapshot = self.spark.read.format("delta").option("versionAsOf", b).load(bronze)
             return snapshot.withColumn(VERSION_COLUMN, F.lit(b).cast("long")).drop(
-                *[c for c in BRONZE_ONLY if c in snapshot.columns])
+                *[c for c in BRONZE_ONLY if c in snapshot.columns]
+            )
 
         try:
             changes = (
-                self.spark.read.format("delta").option("readChangeFeed", "true")
-                .option("startingVersion", a + 1).option("endingVersion", b).load(bronze)
+                self.spark.read.format("delta")
+                .option("readChangeFeed", "true")
+                .option("startingVersion", a + 1)
+                .option("endingVersion", b)
+                .load(bronze)
             )
             changes.limit(0).count()  # resolves the versions now, so a missing change feed fails here, with our message
         except AnalysisException as e:
             raise RefinementError(
                 f"{bronze} has no change data feed for versions {a + 1}..{b} ({e.getCondition()}); it was created "
                 "before fieldloop enabled it. Re-ingest into a new bronze table, or ALTER it with "
-                "delta.enableChangeDataFeed=true and refine from a later version") from e
+                "delta.enableChangeDataFeed=true and refine from a later version"
+            ) from e
         present = set(changes.columns)
         return (
             changes.where("_change_type = 'insert'")
@@ -463,13 +526,31 @@ class SilverJob:
         return table.to_pyarrow_dataset().count_rows(filter=(version > a) & (version <= b)) > 0
 
     # 2. transform --------------------------------------------------------------------------
-    def _refine_output(self, good: DataFrame, first: FirstPass, o: Output, contract: DataContract,
-                       policy: PrivacyPolicy, key: Any, a: int, b: int, region: str) -> PrivacyReport:
+    def _refine_output(
+        self,
+        good: DataFrame,
+        first: FirstPass,
+        o: Output,
+        contract: DataContract,
+        policy: PrivacyPolicy,
+        key: Any,
+        a: int,
+        b: int,
+        region: str,
+    ) -> PrivacyReport:
         from pyspark.sql import functions as F
 
         tp, cfg = o.policy, self.cfg.refine
-        report = PrivacyReport(o.name, o.path, contract.id, tp.level, policy.version, (a + 1, b),
-                               fields=self._describe(tp), residency_region=region)
+        report = PrivacyReport(
+            o.name,
+            o.path,
+            contract.id,
+            tp.level,
+            policy.version,
+            (a + 1, b),
+            fields=self._describe(tp),
+            residency_region=region,
+        )
         df = good
         if tp.trim_trips:
             # The first pass walked the trips; the frames to trim leave the rows by key.
@@ -489,23 +570,36 @@ class SilverJob:
         out = df.select(*tp.output_columns, *device, *seq, *keyed, VERSION_COLUMN)
         if tp.level == "anonymized":
             # Decided on the cells the first pass gathered (which also give l-diversity).
-            out, k = anonymize.enforce_k_anonymity(out, "_device_id", tp.quasi_identifiers, cfg.k, tp.sensitive,
-                                                   cells=first.cells(o.name))
+            out, k = anonymize.enforce_k_anonymity(
+                out, "_device_id", tp.quasi_identifiers, cfg.k, tp.sensitive, cells=first.cells(o.name)
+            )
             report.k_required, report.k_achieved = cfg.k, k.k_achieved
             report.suppressed_rows, report.suppressed_values = k.suppressed_rows, k.suppressed_values
             if k.k_achieved is not None and k.k_achieved < cfg.k:
-                raise PrivacyCheckError(f"{o.name}: k-anonymity check found a class of {k.k_achieved} devices "
-                                        f"(< k = {cfg.k}); nothing was written")
+                raise PrivacyCheckError(
+                    f"{o.name}: k-anonymity check found a class of {k.k_achieved} devices "
+                    f"(< k = {cfg.k}); nothing was written"
+                )
             report.l_diversity = k.l_diversity
 
         # 3. write --------------------------------------------------------------------------
-        gov_level = "anonymized" if tp.level == "anonymized" else ("statistical" if tp.level == "statistical" else "pseudonymized")
-        constraints = quality.check_constraints(policy.expect, [n for n, act in tp.fields.items() if act.action == "keep"])
+        gov_level = (
+            "anonymized"
+            if tp.level == "anonymized"
+            else ("statistical" if tp.level == "statistical" else "pseudonymized")
+        )
+        constraints = quality.check_constraints(
+            policy.expect, [n for n, act in tp.fields.items() if act.action == "keep"]
+        )
         properties = self._properties(contract, "silver", gov_level, policy.version, region, constraints)
         properties["delta.dataSkippingStatsColumns"] = ",".join(c for c in SKIPPING_COLUMNS if c in out.columns)
         report.delta_version, report.rows_out = self._replace(
-            out, o.path, versions_window(a, b), {"bronze_version": b, "from": a + 1, "run": uuid.uuid4().hex[:12]},
-            properties)
+            out,
+            o.path,
+            versions_window(a, b),
+            {"bronze_version": b, "from": a + 1, "run": uuid.uuid4().hex[:12]},
+            properties,
+        )
         logger.info("%s: bronze v%d..v%d -> %s (delta v%s)", contract.id, a + 1, b, o.path, report.delta_version)
         return report
 
@@ -534,8 +628,9 @@ class SilverJob:
         return df
 
     # 3. write --------------------------------------------------------------------------------
-    def _replace(self, df: DataFrame, path: str, window: str, meta: dict[str, Any],
-                 properties: Mapping[str, str]) -> tuple[int, int]:
+    def _replace(
+        self, df: DataFrame, path: str, window: str, meta: dict[str, Any], properties: Mapping[str, str]
+    ) -> tuple[int, int]:
         """Replace the rows matching ``window`` by ``df``; returns (Delta version, rows written).
 
         A table that does not exist yet is created by this write with ``properties``: one
@@ -551,23 +646,45 @@ class SilverJob:
                 if find_table(self.cfg, path) is None:
                     # No table, yet the path is taken: files of a first write that failed
                     # before committing. Nothing readable is there to lose.
-                    logger.warning("%s holds files but no Delta table (a first write that failed?); "
-                                   "creating the table over them", path)
+                    logger.warning(
+                        "%s holds files but no Delta table (a first write that failed?); creating the table over them",
+                        path,
+                    )
                     create_table_as(self.spark, df, path, dict(properties), json.dumps(meta), replace=True)
                     return last_commit(self.cfg, path)
                 # another run created it meanwhile: replace into it like any later run
-        (df.write.format("delta").mode("overwrite").option("replaceWhere", window)
-         .option("userMetadata", json.dumps(meta)).save(path))
+        (
+            df.write.format("delta")
+            .mode("overwrite")
+            .option("replaceWhere", window)
+            .option("userMetadata", json.dumps(meta))
+            .save(path)
+        )
         return last_commit(self.cfg, path)
 
-    def _properties(self, contract: DataContract, layer: str, level: str, policy_version: int, region: str,
-                    constraints: Mapping[str, str]) -> dict[str, str]:
+    def _properties(
+        self,
+        contract: DataContract,
+        layer: str,
+        level: str,
+        policy_version: int,
+        region: str,
+        constraints: Mapping[str, str],
+    ) -> dict[str, str]:
         """A new table's properties: governance, change feed, retention and CHECK constraints."""
-        gov = TableGovernance(contract.data_class, contract.id, region, appi_level=level,  # type: ignore[arg-type]
-                              tenant=contract.tenant, contract_version=contract.version,
-                              policy_version=str(policy_version))
+        gov = TableGovernance(
+            contract.data_class,
+            contract.id,
+            region,
+            appi_level=level,  # type: ignore[arg-type]
+            tenant=contract.tenant,
+            contract_version=contract.version,
+            policy_version=str(policy_version),
+        )
         return {
-            **gov.to_delta_properties(), "fieldloop.layer": layer, "fieldloop.stream": contract.stream,
+            **gov.to_delta_properties(),
+            "fieldloop.layer": layer,
+            "fieldloop.stream": contract.stream,
             "delta.enableChangeDataFeed": "true",
             # Expired rows are deleted at the contract's retention; VACUUM then removes their
             # files after this grace period, so nothing outlives retention by more than it.

@@ -60,8 +60,9 @@ _NAME_JOINERS = frozenset("・･")
 
 # GiNZA's labels (Sekine's extended named entity hierarchy) that we redact as such.
 _NER_PERSON = frozenset({"Person"})
-_NER_PLACE = frozenset({"City", "Province", "County", "GPE_Other", "Address_Other", "Postal_Address", "Station",
-                        "Domestic_Region"})
+_NER_PLACE = frozenset(
+    {"City", "Province", "County", "GPE_Other", "Address_Other", "Postal_Address", "Station", "Domestic_Region"}
+)
 _NER_RANK = 7  # below patterns (0-2), rules (3-5) and gazetteer places (6)
 _JAPANESE = re.compile(r"[ぁ-ゖァ-ヺ一-龥々]")
 _KANJI = re.compile(r"[一-龥々]")
@@ -131,14 +132,21 @@ class NoteScrubber:
         out: list[list[Span]] = [[] for _ in views]
         if not self.config.use_model:
             return out
-        jobs = [(i, off, v[off:off + _NER_MAX_CHARS]) for i, v in enumerate(views) if _JAPANESE.search(v)
-                for off in range(0, len(v), _NER_MAX_CHARS)]
+        jobs = [
+            (i, off, v[off : off + _NER_MAX_CHARS])
+            for i, v in enumerate(views)
+            if _JAPANESE.search(v)
+            for off in range(0, len(v), _NER_MAX_CHARS)
+        ]
         if not jobs:
             return out
         chunks = [c for _, _, c in jobs]
-        found = (_sudachi_entities(self._model(), chunks) if self.config.model == SUDACHI
-                 else _spacy_entities(self._model(), chunks, self.config.batch_size))
-        for (i, off, chunk), entities in zip(jobs, found):
+        found = (
+            _sudachi_entities(self._model(), chunks)
+            if self.config.model == SUDACHI
+            else _spacy_entities(self._model(), chunks, self.config.batch_size)
+        )
+        for (i, off, chunk), entities in zip(jobs, found, strict=True):
             for start, end, kind in entities:
                 text = chunk[start:end]
                 # Trained and written for Japanese: its finds on Latin-script words are noise.
@@ -198,7 +206,7 @@ class NoteScrubber:
         kept.sort()
         merged: list[Span] = []
         for s in kept:  # "[ADDRESS] [ADDRESS]" for one address split by a space reads as one
-            if merged and merged[-1].type == s.type == ADDRESS and not view[merged[-1].end:s.start].strip(" ,"):
+            if merged and merged[-1].type == s.type == ADDRESS and not view[merged[-1].end : s.start].strip(" ,"):
                 merged[-1] = merged[-1]._replace(end=s.end)
             else:
                 merged.append(s)
@@ -230,11 +238,11 @@ class NoteScrubber:
         distinct = list(dict.fromkeys(t for t in texts if t))
         views = [pt.fold(t) for t in distinct]
         done: dict[str, ScrubResult] = {}
-        for text, view, extra in zip(distinct, views, self._model_spans(views)):
+        for text, view, extra in zip(distinct, views, self._model_spans(views), strict=True):
             spans = self._resolve(view, self._rule_spans(view) + extra)
             out = text
             for s in reversed(spans):
-                out = f"{out[:s.start]}[{s.type}]{out[s.end:]}"
+                out = f"{out[: s.start]}[{s.type}]{out[s.end :]}"
             done[text] = ScrubResult(out, dict(Counter(s.type for s in spans)), spans)
         return [done[t] if t else ScrubResult(t) for t in texts]
 
@@ -243,8 +251,10 @@ def _load_sudachi() -> Any:
     try:
         from sudachipy import Dictionary, SplitMode
     except ImportError as e:
-        raise RefinementError("Sudachi could not be loaded; install it with "
-                              "'pip install SudachiPy==0.6.11 SudachiDict-core' or set use_model=False") from e
+        raise RefinementError(
+            "Sudachi could not be loaded; install it with "
+            "'pip install SudachiPy==0.6.11 SudachiDict-core' or set use_model=False"
+        ) from e
     # Mode C keeps a name whole as the dictionary lists it: 東京都港区 is one place, where
     # mode A cuts it into 東京 + 都 + 港 + 区 and leaves 都 and 区 outside the find.
     return Dictionary(dict="core").create(SplitMode.C)
@@ -263,9 +273,11 @@ def _load_spacy(model: str) -> Any:
         with use_ops("numpy", use_blis=False):
             return spacy.load(model, exclude=["parser", "morphologizer", "compound_splitter", "bunsetu_recognizer"])
     except (ImportError, OSError) as e:
-        raise RefinementError(f"NER model {model!r} could not be loaded; install it with "
-                              "'pip install ja-ginza==5.3.0', use the default recognizer "
-                              f"({SUDACHI!r}) or set use_model=False") from e
+        raise RefinementError(
+            f"NER model {model!r} could not be loaded; install it with "
+            "'pip install ja-ginza==5.3.0', use the default recognizer "
+            f"({SUDACHI!r}) or set use_model=False"
+        ) from e
 
 
 def _sudachi_entities(tokenizer: Any, chunks: Sequence[str]) -> Iterator[list[tuple[int, int, str]]]:
@@ -282,9 +294,14 @@ def _sudachi_entities(tokenizer: Any, chunks: Sequence[str]) -> Iterator[list[tu
             if kind is None:
                 continue
             start, end = m.begin(), m.end()
-            if found and found[-1][2] == kind and (
+            if (
+                found
+                and found[-1][2] == kind
+                and (
                     found[-1][1] == start
-                    or (kind == PERSON and start - found[-1][1] == 1 and chunk[start - 1] in _NAME_JOINERS)):
+                    or (kind == PERSON and start - found[-1][1] == 1 and chunk[start - 1] in _NAME_JOINERS)
+                )
+            ):
                 found[-1] = (found[-1][0], end, kind)
             else:
                 found.append((start, end, kind))
@@ -294,8 +311,9 @@ def _sudachi_entities(tokenizer: Any, chunks: Sequence[str]) -> Iterator[list[tu
 def _spacy_entities(nlp: Any, chunks: Sequence[str], batch_size: int) -> Iterator[list[tuple[int, int, str]]]:
     """Per chunk, ``(start, end, PERSON|ADDRESS)`` for each entity of a label we redact."""
     for doc in nlp.pipe(chunks, batch_size=batch_size):
-        kinds = ((e, PERSON if e.label_ in _NER_PERSON else ADDRESS if e.label_ in _NER_PLACE else None)
-                 for e in doc.ents)
+        kinds = (
+            (e, PERSON if e.label_ in _NER_PERSON else ADDRESS if e.label_ in _NER_PLACE else None) for e in doc.ents
+        )
         yield [(e.start_char, e.end_char, kind) for e, kind in kinds if kind is not None]
 
 
@@ -312,8 +330,14 @@ def _counts_struct() -> Any:
     return StructType([StructField(t, IntegerType(), nullable=False) for t in PLACEHOLDER_TYPES])
 
 
-def scrub_column(df: DataFrame, column: str, out_column: str | None = None, *,
-                 counts_column: str | None = None, config: ScrubberConfig | None = None) -> DataFrame:
+def scrub_column(
+    df: DataFrame,
+    column: str,
+    out_column: str | None = None,
+    *,
+    counts_column: str | None = None,
+    config: ScrubberConfig | None = None,
+) -> DataFrame:
     """Scrubs a string column of a Spark DataFrame, batch by batch in Arrow.
 
     Runs :class:`NoteScrubber` inside ``mapInArrow``: no per-row Python UDF, one model
@@ -336,8 +360,9 @@ def scrub_column(df: DataFrame, column: str, out_column: str | None = None, *,
     out_column = out_column or column
     counts_column = counts_column or f"{out_column}_redactions"
     fields = [f for f in df.schema.fields if f.name not in (out_column, counts_column)]
-    schema = StructType([*fields, StructField(out_column, StringType(), True),
-                         StructField(counts_column, _counts_struct(), True)])
+    schema = StructType(
+        [*fields, StructField(out_column, StringType(), True), StructField(counts_column, _counts_struct(), True)]
+    )
     names = [f.name for f in fields]
 
     def scrub_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -348,10 +373,12 @@ def scrub_column(df: DataFrame, column: str, out_column: str | None = None, *,
             results = scrubber.scrub_many(batch.column(column).to_pylist())
             counts = pa.StructArray.from_arrays(
                 [pa.array([r.counts.get(t, 0) for r in results], pa.int32()) for t in PLACEHOLDER_TYPES],
-                names=list(PLACEHOLDER_TYPES))
+                names=list(PLACEHOLDER_TYPES),
+            )
             yield pa.RecordBatch.from_arrays(
                 [batch.column(n) for n in names] + [pa.array([r.text for r in results], pa.string()), counts],
-                names=[*names, out_column, counts_column])
+                names=[*names, out_column, counts_column],
+            )
 
     return df.mapInArrow(scrub_batches, schema)
 

@@ -64,7 +64,7 @@ def airflow(cfg: FieldloopConfig, kafka_bootstrap: str, mlflow_uri: str) -> Iter
 
 
 @pytest.fixture(scope="session")
-def spark(cfg: FieldloopConfig):  # noqa: ANN201 - pyspark.sql.SparkSession, imported lazily
+def spark(cfg: FieldloopConfig):
     """A session-scoped local SparkSession with Delta, built by the kernel's factory."""
     from fieldloop.spark import spark_session
 

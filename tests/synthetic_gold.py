@@ -19,8 +19,9 @@ from fieldloop.lineage import TableGovernance
 from fieldloop.spark import create_table
 
 VEHICLE_SCHEMA = "_device STRING, ts TIMESTAMP, features ARRAY<DOUBLE>, target DOUBLE, intervention BOOLEAN"
-PLANT_SCHEMA = ("site STRING, line STRING, sensor_id STRING, unit STRING, ts TIMESTAMP, features ARRAY<DOUBLE>, "
-                "bad_quality BOOLEAN")
+PLANT_SCHEMA = (
+    "site STRING, line STRING, sensor_id STRING, unit STRING, ts TIMESTAMP, features ARRAY<DOUBLE>, bad_quality BOOLEAN"
+)
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
@@ -38,10 +39,17 @@ def vehicle_rows(devices: int, frames: int, seed: int, prefix: str = "p1dev") ->
         yaw = steer * 0.3 + rng.normal(0, 0.5, n)
         signals = np.stack([speed, accel, brake, steer, yaw], axis=1)
         for i in range(9, n - 5):
-            window = signals[i - 9:i + 1].ravel()
+            window = signals[i - 9 : i + 1].ravel()
             counts = rng.integers(0, 5, 3).astype(float)
-            rows.append((f"{prefix}{d:03d}", T0 + timedelta(seconds=float(t[i])),
-                         [float(v) for v in np.concatenate([window, counts])], float(accel[i + 5]), False))
+            rows.append(
+                (
+                    f"{prefix}{d:03d}",
+                    T0 + timedelta(seconds=float(t[i])),
+                    [float(v) for v in np.concatenate([window, counts])],
+                    float(accel[i + 5]),
+                    False,
+                )
+            )
     return rows
 
 
@@ -54,17 +62,37 @@ def plant_rows(sensors: int, readings: int, seed: int) -> list[tuple[Any, ...]]:
         values[spikes] += rng.choice([-4.0, 4.0], spikes.sum())
         z = (values - values.mean()) / values.std()
         for i in range(9, readings):
-            rows.append(("JP-CHB-01", "L1", f"sensor-{s:02d}", "degC", T0 + timedelta(seconds=i),
-                         [float(v) for v in z[i - 9:i + 1]], bool(spikes[i])))
+            rows.append(
+                (
+                    "JP-CHB-01",
+                    "L1",
+                    f"sensor-{s:02d}",
+                    "degC",
+                    T0 + timedelta(seconds=i),
+                    [float(v) for v in z[i - 9 : i + 1]],
+                    bool(spikes[i]),
+                )
+            )
     return rows
 
 
-def write_gold(spark: Any, lake: str, name: str, rows: list[tuple[Any, ...]], schema: str, data_class: DataClass,
-               contract: str, tenant: str | None = None, task: str = "vehicle-longitudinal") -> str:
+def write_gold(
+    spark: Any,
+    lake: str,
+    name: str,
+    rows: list[tuple[Any, ...]],
+    schema: str,
+    data_class: DataClass,
+    contract: str,
+    tenant: str | None = None,
+    task: str = "vehicle-longitudinal",
+) -> str:
     """A gold table at ``<lake>/gold/<name>`` with fieldloop's governance properties; returns its path."""
     path = f"{lake}/gold/{name}"
     df = spark.createDataFrame(rows, schema)
     gov = TableGovernance(data_class, contract, "ap-northeast-1", appi_level="pseudonymized", tenant=tenant)
-    create_table(spark, path, df.schema, {**gov.to_delta_properties(), "fieldloop.layer": "gold", "fieldloop.task": task})
+    create_table(
+        spark, path, df.schema, {**gov.to_delta_properties(), "fieldloop.layer": "gold", "fieldloop.task": task}
+    )
     df.write.format("delta").mode("overwrite").save(path)
     return path

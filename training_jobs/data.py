@@ -78,20 +78,27 @@ class Rows:
         parts = [p for p in parts if len(p)]
         widths = sorted({p.x.shape[1] for p in parts})
         if len(widths) > 1:
-            raise DatasetError(f"the inputs' feature rows differ in width ({widths}); train on tables of one gold "
-                               "layout (rebuild the older one with `fieldloop refine`)")
+            raise DatasetError(
+                f"the inputs' feature rows differ in width ({widths}); train on tables of one gold "
+                "layout (rebuild the older one with `fieldloop refine`)"
+            )
         if not parts:
             return Rows(np.zeros((0, 0), np.float32), np.zeros(0, np.float32), np.zeros(0, object))
-        return Rows(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]),
-                    np.concatenate([p.device for p in parts]))
+        return Rows(
+            np.concatenate([p.x for p in parts]),
+            np.concatenate([p.y for p in parts]),
+            np.concatenate([p.device for p in parts]),
+        )
 
 
 def parse_pin(text: str) -> tuple[str, int | None]:
     """``name`` or ``name@N`` (``gold/`` prefix allowed) -> (name, version or None)."""
     match = _PIN.match(text.removeprefix("gold/"))
     if not match:
-        raise DatasetError(f"'{text}' is not a gold table reference; use NAME or NAME@VERSION, e.g. "
-                           "vehicle_longitudinal_public@3 (see `fieldloop tables`)")
+        raise DatasetError(
+            f"'{text}' is not a gold table reference; use NAME or NAME@VERSION, e.g. "
+            "vehicle_longitudinal_public@3 (see `fieldloop tables`)"
+        )
     version = match.group("version")
     return match.group("name"), int(version) if version is not None else None
 
@@ -115,8 +122,10 @@ def pin(cfg: FieldloopConfig, name: str, version: int | None, tables: Mapping[st
 
     tables = gold_tables(cfg) if tables is None else tables
     if name not in tables:
-        raise DatasetError(f"no gold table '{name}' in {cfg.lake}; run `fieldloop refine` first "
-                           f"(gold tables here: {', '.join(sorted(tables)) or 'none'})")
+        raise DatasetError(
+            f"no gold table '{name}' in {cfg.lake}; run `fieldloop refine` first "
+            f"(gold tables here: {', '.join(sorted(tables)) or 'none'})"
+        )
     table = open_table(cfg, tables[name])
     latest = table.version()
     if version is not None and version != latest:
@@ -130,16 +139,22 @@ def pin(cfg: FieldloopConfig, name: str, version: int | None, tables: Mapping[st
     return PinnedInput(name, tables[name], table.version(), governance)
 
 
-def default_inputs(cfg: FieldloopConfig, task: Task, target: ModelTarget,
-                   contracts: Mapping[str, DataContract]) -> tuple[list[str], list[str]]:
+def default_inputs(
+    cfg: FieldloopConfig, task: Task, target: ModelTarget, contracts: Mapping[str, DataContract]
+) -> tuple[list[str], list[str]]:
     """The task's gold tables the rule lets this model train on, at their latest versions,
     and the others, each with the rule that keeps it out."""
     usable, others = _usable_inputs(cfg, task, target, contracts, gold_tables(cfg))
     return [p.name for p in usable], others
 
 
-def _usable_inputs(cfg: FieldloopConfig, task: Task, target: ModelTarget, contracts: Mapping[str, DataContract],
-                   tables: Mapping[str, str]) -> tuple[list[PinnedInput], list[str]]:
+def _usable_inputs(
+    cfg: FieldloopConfig,
+    task: Task,
+    target: ModelTarget,
+    contracts: Mapping[str, DataContract],
+    tables: Mapping[str, str],
+) -> tuple[list[PinnedInput], list[str]]:
     """:func:`default_inputs`, with the chosen tables already pinned at their latest versions."""
     chosen, others = [], []
     for name in sorted(tables):
@@ -154,8 +169,9 @@ def _usable_inputs(cfg: FieldloopConfig, task: Task, target: ModelTarget, contra
     return chosen, others
 
 
-def resolve(cfg: FieldloopConfig, task: Task, target: ModelTarget, tables: Iterable[str],
-            contracts: Mapping[str, DataContract]) -> list[PinnedInput]:
+def resolve(
+    cfg: FieldloopConfig, task: Task, target: ModelTarget, tables: Iterable[str], contracts: Mapping[str, DataContract]
+) -> list[PinnedInput]:
     """Pin the inputs and apply the training rule to them.
 
     Raises:
@@ -168,10 +184,14 @@ def resolve(cfg: FieldloopConfig, task: Task, target: ModelTarget, tables: Itera
         usable, others = _usable_inputs(cfg, task, target, contracts, listed)
         if not usable:
             where = f"tenant {target.tenant}'s or public " if target.tenant else "public "
-            hint = (f"; the rule keeps out the task's other tables: {', '.join(others)}"
-                    if others else "; run `fieldloop refine` after the fleet has sent data, or name one with --table")
-            raise DatasetError(f"no {where}gold table for task {task.name} in {cfg.lake} "
-                               f"(looked for {task.gold_prefix}*){hint}")
+            hint = (
+                f"; the rule keeps out the task's other tables: {', '.join(others)}"
+                if others
+                else "; run `fieldloop refine` after the fleet has sent data, or name one with --table"
+            )
+            raise DatasetError(
+                f"no {where}gold table for task {task.name} in {cfg.lake} (looked for {task.gold_prefix}*){hint}"
+            )
         pinned = usable  # already sorted by name and pinned at their latest versions
     else:
         names = [name for name, _ in requested]
@@ -195,8 +215,12 @@ def training_inputs(pinned: Iterable[PinnedInput], contracts: Mapping[str, DataC
 def rule_inputs(lineages: Iterable[TableLineage], contracts: Mapping[str, DataContract]) -> list[TrainingInput]:
     """The rule's view of each table read, with its contract's uses as they are now; a
     contract this deployment does not know allows nothing."""
-    return [i.training_input(frozenset(contracts[i.contract_id].allowed_uses) if i.contract_id in contracts
-                             else frozenset()) for i in lineages]
+    return [
+        i.training_input(
+            frozenset(contracts[i.contract_id].allowed_uses) if i.contract_id in contracts else frozenset()
+        )
+        for i in lineages
+    ]
 
 
 def read(cfg: FieldloopConfig, task: Task, inp: PinnedInput) -> Rows:
@@ -218,8 +242,10 @@ def read(cfg: FieldloopConfig, task: Task, inp: PinnedInput) -> Rows:
     lengths = pc.list_value_length(features)
     dim = pc.max(lengths).as_py()
     if features.null_count or pc.min(lengths).as_py() != dim:
-        raise DatasetError(f"{inp.table}@v{inp.version}: {features.null_count} rows have no features and the others "
-                           f"differ in length ({pc.min(lengths).as_py()} to {dim}); rebuild it with `fieldloop refine`")
+        raise DatasetError(
+            f"{inp.table}@v{inp.version}: {features.null_count} rows have no features and the others "
+            f"differ in length ({pc.min(lengths).as_py()} to {dim}); rebuild it with `fieldloop refine`"
+        )
     x = features.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
     y = data.column(task.label_column).to_numpy(zero_copy_only=False).astype(np.float32)
     device = data.column(task.device_column).to_numpy(zero_copy_only=False).astype(object)

@@ -59,8 +59,16 @@ def export_onnx(model: nn.Module, dim: int, path: Path) -> Path:
         logging.getLogger(name).setLevel(level)
     model.eval()
     example = torch.zeros(2, dim)
-    torch.onnx.export(model, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, external_data=False, verbose=False)
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+        external_data=False,
+        verbose=False,
+    )
     return path
 
 
@@ -87,7 +95,7 @@ def quantize_int8(source: Path, dest: Path) -> Path:
     return dest
 
 
-def session(path: Path, threads: int = 1):  # noqa: ANN201 - onnxruntime.InferenceSession
+def session(path: Path, threads: int = 1):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -97,13 +105,13 @@ def session(path: Path, threads: int = 1):  # noqa: ANN201 - onnxruntime.Inferen
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def latency_us(run, x: np.ndarray, runs: int) -> tuple[float, float]:  # noqa: ANN001 - any callable on one row
+def latency_us(run, x: np.ndarray, runs: int) -> tuple[float, float]:
     """p50 and p99 of ``run(row)`` over ``runs`` calls cycling through the rows of ``x`` (µs)."""
     for i in range(min(50, runs)):  # warm-up
-        run(x[i % len(x):i % len(x) + 1])
+        run(x[i % len(x) : i % len(x) + 1])
     times = np.empty(runs)
     for i in range(runs):
-        row = x[i % len(x):i % len(x) + 1]
+        row = x[i % len(x) : i % len(x) + 1]
         start = time.perf_counter_ns()
         run(row)
         times[i] = time.perf_counter_ns() - start
@@ -132,12 +140,22 @@ def build_edge(student: nn.Module, x_check: np.ndarray, out_dir: Path, runs: int
         per_output = np.abs(got - expected).max(0).tolist() if len(x_check) else [0.0] * expected.shape[1]
         diff = float(max(per_output))
         if label == "fp32" and diff > FP32_TOLERANCE:
-            raise ExportError(f"the ONNX student differs from PyTorch by {diff:.2e} (> {FP32_TOLERANCE}); "
-                              "the export is wrong, the run is marked failed and nothing was registered: check that the model's forward uses only "
-                              "operators ONNX export supports, with torch and onnxscript at the locked versions")
+            raise ExportError(
+                f"the ONNX student differs from PyTorch by {diff:.2e} (> {FP32_TOLERANCE}); "
+                "the export is wrong, the run is marked failed and nothing was registered: "
+                "check that the model's forward uses only operators ONNX export supports, "
+                "with torch and onnxscript at the locked versions"
+            )
         p50, p99 = latency_us(lambda row, s=sess: s.run(None, {INPUT_NAME: row}), x_check, runs)
         data = path.read_bytes()
         builds[label] = EdgeBuild(path.name, len(data), hashlib.sha256(data).hexdigest(), p50, p99, diff, per_output)
-        logger.info("edge %s: %s, %d bytes, p50 %.1f µs, p99 %.1f µs, max |Δ| vs PyTorch %.2e",
-                    label, path.name, len(data), p50, p99, diff)
+        logger.info(
+            "edge %s: %s, %d bytes, p50 %.1f µs, p99 %.1f µs, max |Δ| vs PyTorch %.2e",
+            label,
+            path.name,
+            len(data),
+            p50,
+            p99,
+            diff,
+        )
     return builds

@@ -16,6 +16,8 @@ the edge agent feeds raw gold-style features and reads scores; nothing else ship
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -23,7 +25,7 @@ from torch import nn
 def mlp(sizes: list[int]) -> nn.Sequential:
     """Linear layers with ReLU between them (none after the last)."""
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())

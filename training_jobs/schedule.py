@@ -14,8 +14,12 @@ from fieldloop.contracts import DataContract
 from training_jobs.tasks import get_task
 
 
-def models_for(contracts: Mapping[str, DataContract], changed: Iterable[str] | None = None,
-               task: str | None = None, tenant: str | None = None) -> list[ModelTarget]:
+def models_for(
+    contracts: Mapping[str, DataContract],
+    changed: Iterable[str] | None = None,
+    task: str | None = None,
+    tenant: str | None = None,
+) -> list[ModelTarget]:
     """The models to retrain, sorted.
 
     Args:
@@ -45,7 +49,9 @@ def models_for(contracts: Mapping[str, DataContract], changed: Iterable[str] | N
             continue
         if spec.contract.data_class is DataClass.PUBLIC and Use.BASE_TRAINING in spec.contract.allowed_uses:
             targets.add(ModelTarget(spec.task))
-        targets |= {ModelTarget(spec.task, s.contract.tenant) for s in specs if s.task == spec.task and s.contract.tenant}
+        targets |= {
+            ModelTarget(spec.task, s.contract.tenant) for s in specs if s.task == spec.task and s.contract.tenant
+        }
     if tenant is not None:
         targets = {t for t in targets if t.tenant == tenant}
     return sorted(targets, key=lambda t: (t.task, t.tenant or ""))

@@ -142,7 +142,9 @@ class PlantAnomaly(Task):
     def build(self, dim: int) -> tuple[nn.Module, nn.Module]:
         from training_jobs.models import AnomalyNet
 
-        return AnomalyNet(dim, self.teacher_hidden, autoencoder=True), AnomalyNet(dim, self.student_hidden, autoencoder=False)
+        return AnomalyNet(dim, self.teacher_hidden, autoencoder=True), AnomalyNet(
+            dim, self.student_hidden, autoencoder=False
+        )
 
     def calibrate(self, teacher: nn.Module, student: nn.Module, x: torch.Tensor, normalization: bool) -> None:
         if normalization:
@@ -194,7 +196,7 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
         j = i
         while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
         i = j + 1
     pos, neg = labels.sum(), (~labels).sum()
     return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))

@@ -125,7 +125,9 @@ class DataContract(BaseModel):
             raise ValueError(f"redistribution: restricted data cannot be '{self.redistribution}'; use none or tenant")
         if cls is DataClass.SECRET:
             if self.synthetic_conversion is not SyntheticConversion.REQUIRED:
-                raise ValueError("synthetic_conversion: secret data must be 'required' (only derivatives leave the site)")
+                raise ValueError(
+                    "synthetic_conversion: secret data must be 'required' (only derivatives leave the site)"
+                )
             if self.allowed_uses & {Use.BASE_TRAINING, Use.TENANT_FINETUNE}:
                 raise ValueError("allowed_uses: raw secret data trains nothing; remove base_training/tenant_finetune")
             if self.redistribution is not Redistribution.NONE:
@@ -202,7 +204,9 @@ def packaged_contracts_dir() -> Path:
     return Path(str(resources.files("fieldloop.contracts") / "streams"))
 
 
-def load_contracts(directory: Path | None = None, deployment_regions: Iterable[str] | None = None) -> dict[str, DataContract]:
+def load_contracts(
+    directory: Path | None = None, deployment_regions: Iterable[str] | None = None
+) -> dict[str, DataContract]:
     """Load and validate every ``*.toml`` contract in ``directory``, keyed by id.
 
     Raises:
@@ -220,7 +224,9 @@ def load_contracts(directory: Path | None = None, deployment_regions: Iterable[s
         if contract.id in contracts:
             raise ContractError(f"contract {path}: id: '{contract.id}' is already used by another file; ids are unique")
         if contract.topic in topics:
-            raise ContractError(f"contract {path}: stream: topic {contract.topic} is already governed by {topics[contract.topic]}")
+            raise ContractError(
+                f"contract {path}: stream: topic {contract.topic} is already governed by {topics[contract.topic]}"
+            )
         contracts[contract.id] = contract
         topics[contract.topic] = contract.id
     for contract in contracts.values():

@@ -24,7 +24,7 @@ from fieldloop.stack.process import port_in_use
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ComponentStatus", "Stack", "Health"]
+__all__ = ["ComponentStatus", "Health", "Stack"]
 
 
 @dataclass
@@ -74,7 +74,9 @@ class Stack:
             health = comp.health()
             dead = [p.name for p in procs if p.state == "dead"]
             if dead:
-                health = Health(False, f"{', '.join(dead)} exited (see {self.cfg.logs_dir}); run `fieldloop stack up` to restart")
+                health = Health(
+                    False, f"{', '.join(dead)} exited (see {self.cfg.logs_dir}); run `fieldloop stack up` to restart"
+                )
         return ComponentStatus(comp.name, comp.url, health, procs, comp.notes())
 
     def status(self) -> list[ComponentStatus]:
@@ -125,8 +127,10 @@ class Stack:
                 if isinstance(comp, AirflowComponent):
                     password = comp.ensure_admin()
                     if password:
-                        once.append(f"Airflow admin login (shown once): {comp.cfg.airflow.admin_user} / {password}  "
-                                    f"(kept in {comp.passwords_file})")
+                        once.append(
+                            f"Airflow admin login (shown once): {comp.cfg.airflow.admin_user} / {password}  "
+                            f"(kept in {comp.passwords_file})"
+                        )
                 if isinstance(comp, MlflowComponent):
                     ResidencyGuard.from_config(self.cfg).check(str(comp.artifacts_dir))
                 progress(f"{comp.name}: starting")

@@ -11,6 +11,7 @@ it listens on and a health check that proves it is usable, not merely alive:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -75,7 +76,7 @@ class Component(ABC):
     def url(self) -> str:
         """Where a person or client reaches it."""
 
-    def preflight(self) -> None:
+    def preflight(self) -> None:  # noqa: B027 - optional hook: most components need nothing checked
         """Check what the start needs (Java, jars, files); raise StackError naming what to do."""
 
     @abstractmethod
@@ -160,7 +161,9 @@ class KafkaComponent(Component):
             fmt = self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), heap_mb=256)
             proc = subprocess.run(fmt, capture_output=True, text=True, check=False)
             if proc.returncode != 0:
-                raise StackError(f"kafka: formatting storage in {self.data_dir} failed: {proc.stdout}{proc.stderr}".strip())
+                raise StackError(
+                    f"kafka: formatting storage in {self.data_dir} failed: {proc.stdout}{proc.stderr}".strip()
+                )
         self.processes[0].start(self._java("kafka.Kafka", str(props), heap_mb=self.cfg.kafka.heap_mb), os.environ)
 
     def health(self) -> Health:
@@ -177,10 +180,8 @@ class KafkaComponent(Component):
         except (KafkaError, OSError, ValueError) as e:
             return Health(False, f"no broker answers on 127.0.0.1:{self.cfg.kafka.port} ({type(e).__name__})")
         try:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics([NewTopic(HEALTH_TOPIC, 1, 1)])
-            except TopicAlreadyExistsError:
-                pass
             topics = admin.list_topics()
         except (KafkaError, OSError) as e:
             return Health(False, f"broker answers but cannot create/list topics ({type(e).__name__})")
@@ -235,12 +236,18 @@ class MlflowComponent(Component):
     def start(self) -> None:
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         argv = [
-            _venv_bin("mlflow"), "server",
-            "--host", "127.0.0.1",
-            "--port", str(self.cfg.mlflow.port),
-            "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-            "--artifacts-destination", self.artifacts_dir.as_uri(),
+            _venv_bin("mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.cfg.mlflow.port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{self.root / 'mlflow.db'}",
+            "--artifacts-destination",
+            self.artifacts_dir.as_uri(),
         ]
         env = dict(os.environ)
         # The job runner (huey workers) is for GenAI evaluation jobs we do not use;
@@ -331,33 +338,37 @@ class AirflowComponent(Component):
         keys = self._secrets()
         port = self.cfg.airflow.port
         env = dict(os.environ)
-        env.update({
-            "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": str(self.cfg.airflow.parallelism),
-            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(self.cfg.airflow.parallelism),
-            "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-            "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.cfg.airflow.admin_user}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-            "AIRFLOW__API__SECRET_KEY": keys["secret_key"],
-            "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
-            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.cfg.logs_dir / "airflow"),
-            "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
-            "PYSPARK_PYTHON": sys.executable,
-            "NO_PROXY": "*",
-        })
+        env.update(
+            {
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": str(self.cfg.airflow.parallelism),
+                "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(self.cfg.airflow.parallelism),
+                "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+                "AIRFLOW__CORE__AUTH_MANAGER": (
+                    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+                ),
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.cfg.airflow.admin_user}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(port),
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+                "AIRFLOW__API__SECRET_KEY": keys["secret_key"],
+                "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
+                "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+                "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+                "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.cfg.logs_dir / "airflow"),
+                "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
+                "PYSPARK_PYTHON": sys.executable,
+                "NO_PROXY": "*",
+            }
+        )
         # Task processes read the fieldloop config the operator gave the stack.
         return env
 
@@ -369,8 +380,9 @@ class AirflowComponent(Component):
         self.home.mkdir(parents=True, exist_ok=True)
         env = self.env()
         airflow = _venv_bin("airflow")
-        migrate = subprocess.run([airflow, "db", "migrate"], env=env, cwd=self.home, capture_output=True, text=True,
-                                 check=False)
+        migrate = subprocess.run(
+            [airflow, "db", "migrate"], env=env, cwd=self.home, capture_output=True, text=True, check=False
+        )
         if migrate.returncode != 0:
             tail = "\n".join((migrate.stdout + migrate.stderr).splitlines()[-10:])
             raise StackError(f"airflow: `airflow db migrate` failed:\n{tail}")
@@ -383,8 +395,9 @@ class AirflowComponent(Component):
     def token(self) -> str:
         """A JWT for the REST API, as the admin."""
         password = self.admin_password()
-        resp = requests.post(f"{self.url}/auth/token",
-                             json={"username": self.cfg.airflow.admin_user, "password": password}, timeout=10)
+        resp = requests.post(
+            f"{self.url}/auth/token", json={"username": self.cfg.airflow.admin_user, "password": password}, timeout=10
+        )
         resp.raise_for_status()
         return resp.json()["access_token"]
 
@@ -402,7 +415,9 @@ class AirflowComponent(Component):
         if resp.status_code != 200:
             return Health(False, f"health endpoint answered {resp.status_code}")
         report = resp.json()
-        unhealthy = [name for name, part in report.items() if isinstance(part, dict) and part.get("status") != "healthy"]
+        unhealthy = [
+            name for name, part in report.items() if isinstance(part, dict) and part.get("status") != "healthy"
+        ]
         if unhealthy:
             return Health(False, f"not healthy yet: {', '.join(sorted(unhealthy))}")
         try:

@@ -8,6 +8,7 @@ workers it forked (uvicorn, executors) too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ def _start_ticks(pid: int) -> int | None:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     # the command name (field 2) may contain spaces; fields after ')' are fixed
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     if fields[0] == "Z":  # a zombie has exited; only its exit status is left
         return None
     return int(fields[19])
@@ -98,7 +99,9 @@ class ManagedProcess:
                 cwd=cwd,
                 start_new_session=True,
             )
-        self.pid_file.write_text(json.dumps({"pid": proc.pid, "start_ticks": _start_ticks(proc.pid), "argv": list(argv)}))
+        self.pid_file.write_text(
+            json.dumps({"pid": proc.pid, "start_ticks": _start_ticks(proc.pid), "argv": list(argv)})
+        )
         logger.info("started %s (pid %d), log %s", self.name, proc.pid, self.log_file)
         return proc.pid
 
@@ -112,19 +115,15 @@ class ManagedProcess:
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and _group_alive(pid):
             time.sleep(0.2)
         if _group_alive(pid):
             logger.warning("%s (pid %d) ignored SIGTERM for %.0f s; sending SIGKILL", self.name, pid, timeout)
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             time.sleep(0.5)
         self.pid_file.unlink(missing_ok=True)
         return True
@@ -157,7 +156,7 @@ def _any_member(pgid: int) -> bool:
             stat = (entry / "stat").read_text()
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         if fields[0] != "Z" and int(fields[2]) == pgid:
             return True
     return False

@@ -32,11 +32,43 @@ JA_GIVEN = _words("""
 明美 香織 恵 舞 千尋 麻衣 優子 真理 由香 沙織 奈々 美紀 綾 瞳 凛 結菜 芽依 莉子 ゆい はるか
 """)
 # Honorifics and job titles that follow a Japanese name.
-JA_NAME_SUFFIX = ("さん", "様", "さま", "君", "くん", "氏", "殿", "主任", "班長", "課長", "部長", "係長", "所長",
-                  "工場長", "社長", "先生", "作業員", "ちゃん")
+JA_NAME_SUFFIX = (
+    "さん",
+    "様",
+    "さま",
+    "君",
+    "くん",
+    "氏",
+    "殿",
+    "主任",
+    "班長",
+    "課長",
+    "部長",
+    "係長",
+    "所長",
+    "工場長",
+    "社長",
+    "先生",
+    "作業員",
+    "ちゃん",
+)
 # Words that, right before a name, mark it as a person ("ドライバー佐藤").
-JA_NAME_PREFIX = ("ドライバー", "運転手", "担当", "担当者", "オペレーター", "作業員", "お客様", "受取人", "荷受人",
-                  "連絡者", "相手方", "夜勤の", "日勤の", "交代の")
+JA_NAME_PREFIX = (
+    "ドライバー",
+    "運転手",
+    "担当",
+    "担当者",
+    "オペレーター",
+    "作業員",
+    "お客様",
+    "受取人",
+    "荷受人",
+    "連絡者",
+    "相手方",
+    "夜勤の",
+    "日勤の",
+    "交代の",
+)
 
 # English given names (and romanised Japanese, Chinese, Korean, Indian, Spanish ones).
 EN_GIVEN = _words("""

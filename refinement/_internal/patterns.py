@@ -17,7 +17,16 @@ from refinement._internal import gazetteer as gz
 
 # Placeholder types, in the order reports list them.
 PHONE, VIN, CHASSIS, LICENCE, MY_NUMBER, PLATE, EMAIL, PERSON, ADDRESS = (
-    "PHONE", "VIN", "CHASSIS", "LICENCE", "MY_NUMBER", "PLATE", "EMAIL", "PERSON", "ADDRESS")
+    "PHONE",
+    "VIN",
+    "CHASSIS",
+    "LICENCE",
+    "MY_NUMBER",
+    "PLATE",
+    "EMAIL",
+    "PERSON",
+    "ADDRESS",
+)
 TYPES = (PHONE, VIN, CHASSIS, LICENCE, MY_NUMBER, PLATE, EMAIL, PERSON, ADDRESS)
 
 
@@ -60,13 +69,16 @@ def fold(text: str) -> str:
 # Fixed-format identifiers -------------------------------------------------------------
 _EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _S = r"[-\s.]"  # one separator in a phone number
-_PHONE = re.compile(rf"""(?<![0-9A-Za-z+])(?:
+_PHONE = re.compile(
+    rf"""(?<![0-9A-Za-z+])(?:
       \+81{_S}?(?:\(0\){_S}?)?\d{{1,4}}{_S}?\d{{1,4}}{_S}?\d{{4}}   # +81-90-1234-5678, +81 3 1234 5678
     | \(0\d{{1,4}}\)\s?\d{{1,4}}{_S}\d{{4}}                          # (03) 3210-9876
     | 0\d{{1,4}}\(\d{{1,4}}\)\d{{4}}                                 # 06(6345)1234
     | 0\d{{1,4}}{_S}\d{{1,4}}{_S}\d{{3,4}}                           # 03-5555-1234, 0120-444-555
     | 0\d{{9,10}}                                                    # 09012345678
-)(?![0-9])""", re.VERBOSE)
+)(?![0-9])""",
+    re.VERBOSE,
+)
 _VIN = re.compile(r"(?<![0-9A-Za-z])[A-HJ-NPR-Z0-9]{17}(?![0-9A-Za-z])", re.IGNORECASE)
 # 車台番号: a model code (letters, then maybe digits and a letter or two), a hyphen, the serial.
 _CHASSIS = re.compile(r"(?<![0-9A-Za-z-])[A-Z]{1,4}[0-9]{0,3}[A-Z]{0,2}-[0-9]{6,8}(?![0-9A-Za-z-])")
@@ -75,9 +87,12 @@ _LICENCE_CUES = ("免許", "licen", "運転", "driver's", "dl no", "dl#")
 _MY_NUMBER_CUES = ("マイナンバー", "個人番号", "my number", "mynumber", "individual number", "通知カード")
 _KANA = "ぁ-ゖ"
 _PLATE_REGION = "|".join(sorted(gz.PLATE_REGIONS, key=len, reverse=True))
-_PLATE = re.compile(rf"""(?<![0-9])(?:(?:{_PLATE_REGION})\s?)?
+_PLATE = re.compile(
+    rf"""(?<![0-9])(?:(?:{_PLATE_REGION})\s?)?
     [0-9]{{2,3}}[A-Z]?\s?[{_KANA}]\s?            # class number and kana: "300 あ"
-    (?:[0-9]{{1,2}}-[0-9]{{2}}|[・.]{{1,3}}\s?[0-9]{{1,3}}|[0-9]{{4}})(?![0-9])""", re.VERBOSE)
+    (?:[0-9]{{1,2}}-[0-9]{{2}}|[・.]{{1,3}}\s?[0-9]{{1,3}}|[0-9]{{4}})(?![0-9])""",
+    re.VERBOSE,
+)
 _PLATE_CUED = re.compile(r"(?:ナンバー|[Pp]late(?:\s+(?:number|no\.?))?)\s*[:：]?\s*([0-9]{1,2}-[0-9]{2})(?![0-9])")
 
 
@@ -101,12 +116,14 @@ def my_number_valid(digits: str) -> bool:
 
 
 def _twelve_type(view: str, start: int) -> str:
-    before = view[max(0, start - 24):start].lower()
-    cue_at = {LICENCE: max(before.rfind(c) for c in _LICENCE_CUES),
-              MY_NUMBER: max(before.rfind(c) for c in _MY_NUMBER_CUES)}
+    before = view[max(0, start - 24) : start].lower()
+    cue_at = {
+        LICENCE: max(before.rfind(c) for c in _LICENCE_CUES),
+        MY_NUMBER: max(before.rfind(c) for c in _MY_NUMBER_CUES),
+    }
     if cue_at[LICENCE] >= 0 or cue_at[MY_NUMBER] >= 0:
         return max(cue_at, key=cue_at.__getitem__)
-    digits = re.sub(r"\D", "", view[start:start + 14])
+    digits = re.sub(r"\D", "", view[start : start + 14])
     return MY_NUMBER if my_number_valid(digits) else LICENCE
 
 
@@ -149,7 +166,7 @@ def extend_ja_address(view: str, end: int) -> int:
     """How far a Japanese address that reaches ``end`` goes on (units, town, block numbers)."""
     pos, units = end, 0
     while True:
-        view_here = view[pos:pos + 1]
+        view_here = view[pos : pos + 1]
         if view_here == " " and _JA_ANCHOR.match(view, pos + 1):  # "〒530-0001 大阪府..."
             pos += 1
             continue
@@ -161,26 +178,31 @@ def extend_ja_address(view: str, end: int) -> int:
                 break
         else:
             break
-    if pos > end or view[end - 1:end] in ("市", "区"):  # a bare town right after its ward: 中区栄
+    if pos > end or view[end - 1 : end] in ("市", "区"):  # a bare town right after its ward: 中区栄
         m = _JA_BARE_TOWN.match(view, pos)
-        if m and view[pos - 1:pos] in ("市", "区"):
+        if m and view[pos - 1 : pos] in ("市", "区"):
             pos = m.end()
     return pos
 
 
-_STREET_SUFFIX = (r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Way|Parkway|Pkwy|Court|Ct|"
-                  r"Place|Pl|Terrace|Crescent|Highway|Hwy|Square|Sq)\b\.?")
+_STREET_SUFFIX = (
+    r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Way|Parkway|Pkwy|Court|Ct|"
+    r"Place|Pl|Terrace|Crescent|Highway|Hwy|Square|Sq)\b\.?"
+)
 _CAPW = r"[A-Z][A-Za-z'’]*"
 _EN_STREET = re.compile(rf"\b[0-9]{{1,5}}[A-Za-z]?\s+(?:{_CAPW}\s+){{1,3}}{_STREET_SUFFIX}")
 _ROMAJI_BLOCK = re.compile(r"\b[0-9]{1,4}(?:-[0-9]{1,4}){1,3}\s+[A-Z][a-z]+(?:-[A-Z]?[a-z]+)?\b")
 _ROMAJI_UNIT = re.compile(r"\b[A-Z][a-z]+-(?:ku|shi|cho|machi|gun|ken|mura)\b")
 _EN_PLACE = re.compile(r"\b(?:" + "|".join(sorted(gz.EN_PLACES - gz.BROAD_REGIONS, key=len, reverse=True)) + r")\b")
-_EN_CONT = re.compile(rf"""(?:,\s*|\s+)(?:
-      [A-Z]{{2}}\s+[0-9]{{5}}(?:-[0-9]{{4}})?                 # CA 94043
-    | [A-Z]{{1,2}}[0-9][A-Z0-9]?\s?[0-9][A-Z]{{2}}\b           # BS1 4DJ
-    | [0-9]{{3}}-[0-9]{{4}}(?![0-9])                          # 107-0061
+_EN_CONT = re.compile(
+    r"""(?:,\s*|\s+)(?:
+      [A-Z]{2}\s+[0-9]{5}(?:-[0-9]{4})?                 # CA 94043
+    | [A-Z]{1,2}[0-9][A-Z0-9]?\s?[0-9][A-Z]{2}\b           # BS1 4DJ
+    | [0-9]{3}-[0-9]{4}(?![0-9])                          # 107-0061
     | [A-Z][a-z]+-(?:ku|shi|cho|machi|gun|ken)\b              # Minato-ku
-    )""", re.VERBOSE)
+    )""",
+    re.VERBOSE,
+)
 _EN_CONT_WORDS = re.compile(rf",\s*{_CAPW}(?:\s+{_CAPW})?(?=[,.;:)\s]|$)")
 
 
@@ -218,33 +240,245 @@ _JA_FAMILY = "|".join(sorted(gz.JA_FAMILY, key=len, reverse=True))
 _JA_GIVEN = "|".join(sorted(gz.JA_GIVEN, key=len, reverse=True))
 _JA_SUFFIX = "|".join(gz.JA_NAME_SUFFIX)
 _JA_PREFIX = "|".join(gz.JA_NAME_PREFIX)
-_JA_NAME_CUED = re.compile(rf"""
+_JA_NAME_CUED = re.compile(
+    rf"""
       (?:{_JA_PREFIX})[:：\s]?((?:{_JA_FAMILY})(?:{_JA_GIVEN})?)     # ドライバー佐藤健一
     | (?<![{_CJK}])((?:{_JA_FAMILY})(?:{_JA_GIVEN})?)(?=\s?(?:{_JA_SUFFIX}))   # 田中さん, 伊藤班長
     | (?<![{_CJK}])((?:{_JA_FAMILY})(?:{_JA_GIVEN}))(?![{_CJK}])               # 小林誠 (both parts known)
-""", re.VERBOSE)
+""",
+    re.VERBOSE,
+)
 # Any 2-4 kanji or katakana name before a personal honorific: 東海林さん, ミラーさん.
-_JA_HONORIFIC = re.compile(rf"(?<![{_CJK}ァ-ヺー])([{_CJK}]{{2,4}}|[ァ-ヺ][ァ-ヺー・]{{1,11}})(?=(?:さん|様|さま|氏|くん|君)(?!方))")
-_JA_NOT_NAMES = frozenset("""お客 運転手 業者 作業員 担当 担当者 奥 大家 店長 社長 部長 課長 係長 班長 主任 先生 警察 職人 隣人
-管理人 依頼主 受取人 荷受人 皆 皆様 各位 相手 相手方 お医者 大工 ドライバー オペレーター スタッフ メーカー
-お得意 取引先 お届け先 お客様 上司 同僚 新人 派遣 職員 整備士 運転士 配達員 家主 本人 ご本人 ご家族 家族""".split())
+_JA_HONORIFIC = re.compile(
+    rf"(?<![{_CJK}ァ-ヺー])([{_CJK}]{{2,4}}|[ァ-ヺ][ァ-ヺー・]{{1,11}})(?=(?:さん|様|さま|氏|くん|君)(?!方))"
+)
+_JA_NOT_NAMES = frozenset(
+    [
+        "お客",
+        "運転手",
+        "業者",
+        "作業員",
+        "担当",
+        "担当者",
+        "奥",
+        "大家",
+        "店長",
+        "社長",
+        "部長",
+        "課長",
+        "係長",
+        "班長",
+        "主任",
+        "先生",
+        "警察",
+        "職人",
+        "隣人",
+        "管理人",
+        "依頼主",
+        "受取人",
+        "荷受人",
+        "皆",
+        "皆様",
+        "各位",
+        "相手",
+        "相手方",
+        "お医者",
+        "大工",
+        "ドライバー",
+        "オペレーター",
+        "スタッフ",
+        "メーカー",
+        "お得意",
+        "取引先",
+        "お届け先",
+        "お客様",
+        "上司",
+        "同僚",
+        "新人",
+        "派遣",
+        "職員",
+        "整備士",
+        "運転士",
+        "配達員",
+        "家主",
+        "本人",
+        "ご本人",
+        "ご家族",
+        "家族",
+    ]
+)
 _NAME_TOKEN = r"[A-Z](?:[a-z]+|['’][A-Z][a-z]+)(?:-[A-Z][a-z]+)?"
 _TITLE = re.compile(rf"\b(?:{'|'.join(gz.EN_TITLES)})\.?\s+{_NAME_TOKEN}(?:\s+{_NAME_TOKEN})?")
 _EN_TOKEN = re.compile(_NAME_TOKEN)
 _ROLE = re.compile(rf"\b(?i:{'|'.join(gz.EN_ROLES)})\s*:?\s+({_NAME_TOKEN}(?:\s+{_NAME_TOKEN})?)")
 # Verbs and prepositions that people follow in a note: "call Kowalski", "let Yusuf know", "for Gwen Stacy".
-_VERB_CUED = re.compile(rf"\b(?i:call|called|calling|phone|phoned|ring|rang|text|texted|email|emailed|spoke with|"
-                        rf"spoke to|talked to|talk to|met|meet|let|tell|told|ask|asked|ask for|thank|thanks|with|for|by|"
-                        rf"from|to|and|cc|via|per|attn:?)\s+({_NAME_TOKEN}(?:\s+{_NAME_TOKEN})?)")
-_NOT_NAMES = frozenset("""I The A An At On In To For From By With Of And Or But If When Then Gate Arm Robot Unit
-Cell Line Lot Part Route Vehicle Van Truck Plate VIN Furnace Conveyor Monday Tuesday Wednesday Thursday Friday
-Saturday Sunday January February March April May June July August September October November December
-Street Road Avenue Station Depot Office Plant Warehouse Dock Bay Shift Line Team Site Center Centre Building
-Floor Room Area Zone Port Airport Terminal Customer Driver Operator Security Reception Maintenance Quality Safety
-Japan Japanese English Monday Christmas Golden Week Obon New Year Year Day Night Morning Evening Emergency Please
-Thanks Note Mr Mrs Ms Dr Miss Hi Hello Dear Team OK No Yes It He She We They You My Our Your His Her Their This That
-These Those There Here Google Amazon Toyota Nissan Subaru Mazda Lexus Tesla Ford Hitachi Fanuc Yaskawa
-Denso Panasonic Sony Microsoft Apple JAF JR ETC GPS ABS EV""".split())
+_VERB_CUED = re.compile(
+    rf"\b(?i:call|called|calling|phone|phoned|ring|rang|text|texted|email|emailed|spoke with|"
+    rf"spoke to|talked to|talk to|met|meet|let|tell|told|ask|asked|ask for|thank|thanks|with|for|by|"
+    rf"from|to|and|cc|via|per|attn:?)\s+({_NAME_TOKEN}(?:\s+{_NAME_TOKEN})?)"
+)
+_NOT_NAMES = frozenset(
+    [
+        "I",
+        "The",
+        "A",
+        "An",
+        "At",
+        "On",
+        "In",
+        "To",
+        "For",
+        "From",
+        "By",
+        "With",
+        "Of",
+        "And",
+        "Or",
+        "But",
+        "If",
+        "When",
+        "Then",
+        "Gate",
+        "Arm",
+        "Robot",
+        "Unit",
+        "Cell",
+        "Line",
+        "Lot",
+        "Part",
+        "Route",
+        "Vehicle",
+        "Van",
+        "Truck",
+        "Plate",
+        "VIN",
+        "Furnace",
+        "Conveyor",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+        "Street",
+        "Road",
+        "Avenue",
+        "Station",
+        "Depot",
+        "Office",
+        "Plant",
+        "Warehouse",
+        "Dock",
+        "Bay",
+        "Shift",
+        "Line",
+        "Team",
+        "Site",
+        "Center",
+        "Centre",
+        "Building",
+        "Floor",
+        "Room",
+        "Area",
+        "Zone",
+        "Port",
+        "Airport",
+        "Terminal",
+        "Customer",
+        "Driver",
+        "Operator",
+        "Security",
+        "Reception",
+        "Maintenance",
+        "Quality",
+        "Safety",
+        "Japan",
+        "Japanese",
+        "English",
+        "Monday",
+        "Christmas",
+        "Golden",
+        "Week",
+        "Obon",
+        "New",
+        "Year",
+        "Year",
+        "Day",
+        "Night",
+        "Morning",
+        "Evening",
+        "Emergency",
+        "Please",
+        "Thanks",
+        "Note",
+        "Mr",
+        "Mrs",
+        "Ms",
+        "Dr",
+        "Miss",
+        "Hi",
+        "Hello",
+        "Dear",
+        "Team",
+        "OK",
+        "No",
+        "Yes",
+        "It",
+        "He",
+        "She",
+        "We",
+        "They",
+        "You",
+        "My",
+        "Our",
+        "Your",
+        "His",
+        "Her",
+        "Their",
+        "This",
+        "That",
+        "These",
+        "Those",
+        "There",
+        "Here",
+        "Google",
+        "Amazon",
+        "Toyota",
+        "Nissan",
+        "Subaru",
+        "Mazda",
+        "Lexus",
+        "Tesla",
+        "Ford",
+        "Hitachi",
+        "Fanuc",
+        "Yaskawa",
+        "Denso",
+        "Panasonic",
+        "Sony",
+        "Microsoft",
+        "Apple",
+        "JAF",
+        "JR",
+        "ETC",
+        "GPS",
+        "ABS",
+        "EV",
+    ]
+)
 
 
 def _plain(token: str) -> str:
@@ -261,28 +495,42 @@ def find_names(view: str) -> Iterator[Span]:
             yield Span(m.start(1), m.end(1), PERSON, 5)
     for m in _VERB_CUED.finditer(view):
         words = m.group(1).split()
-        words = words[:next((i for i, w in enumerate(words) if _plain(w) in _NOT_NAMES or _EN_PLACE.fullmatch(w)
-                             or _plain(w) in gz.EN_AMBIGUOUS_GIVEN), len(words))]
+        words = words[
+            : next(
+                (
+                    i
+                    for i, w in enumerate(words)
+                    if _plain(w) in _NOT_NAMES or _EN_PLACE.fullmatch(w) or _plain(w) in gz.EN_AMBIGUOUS_GIVEN
+                ),
+                len(words),
+            )
+        ]
         if words:
             yield Span(m.start(1), m.start(1) + len(" ".join(words)), PERSON, 5)
     for m in _TITLE.finditer(view):
         yield Span(m.start(), m.end(), PERSON, 3)
     for m in _ROLE.finditer(view):
         words = m.group(1).split()
-        keep = [w for w in words[:next((i for i, w in enumerate(words) if w in _NOT_NAMES or _EN_PLACE.fullmatch(w)),
-                                        len(words))]]
+        keep = list(
+            words[: next((i for i, w in enumerate(words) if w in _NOT_NAMES or _EN_PLACE.fullmatch(w)), len(words))]
+        )
         if keep:
             yield Span(m.start(1), m.start(1) + len(" ".join(keep)), PERSON, 4)
     tokens = list(_EN_TOKEN.finditer(view))
     for i, t in enumerate(tokens):
         word = _plain(t.group())
-        nxt = tokens[i + 1] if i + 1 < len(tokens) and view[t.end():tokens[i + 1].start()] == " " else None
+        nxt = tokens[i + 1] if i + 1 < len(tokens) and view[t.end() : tokens[i + 1].start()] == " " else None
         nxt_word = _plain(nxt.group()) if nxt else ""
-        prev = tokens[i - 1] if i and view[tokens[i - 1].end():t.start()] == " " else None
         if word in gz.EN_GIVEN or word in gz.EN_AMBIGUOUS_GIVEN:
-            has_family = nxt is not None and (nxt_word in gz.EN_FAMILY or (
-                word in gz.EN_GIVEN and word not in gz.EN_AMBIGUOUS_GIVEN and nxt_word not in _NOT_NAMES
-                and not _EN_PLACE.fullmatch(nxt_word)))
+            has_family = nxt is not None and (
+                nxt_word in gz.EN_FAMILY
+                or (
+                    word in gz.EN_GIVEN
+                    and word not in gz.EN_AMBIGUOUS_GIVEN
+                    and nxt_word not in _NOT_NAMES
+                    and not _EN_PLACE.fullmatch(nxt_word)
+                )
+            )
             if has_family:
                 yield Span(t.start(), nxt.end(), PERSON, 4)
             elif word not in gz.EN_AMBIGUOUS_GIVEN:

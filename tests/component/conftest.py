@@ -21,8 +21,10 @@ from ingestion.bronze import BronzeJob
 from ingestion.faults import MemoryRawSender
 from ingestion.simulator import FleetSpec, MemorySink, SentRecord, Simulation
 
-KAFKA_SCHEMA = ("topic STRING, partition INT, offset LONG, timestamp TIMESTAMP, key BINARY, value BINARY, "
-                "headers ARRAY<STRUCT<key: STRING, value: BINARY>>")
+KAFKA_SCHEMA = (
+    "topic STRING, partition INT, offset LONG, timestamp TIMESTAMP, key BINARY, value BINARY, "
+    "headers ARRAY<STRUCT<key: STRING, value: BINARY>>"
+)
 
 
 def kafka_rows(sent: Iterable[SentRecord], contracts: Mapping[str, DataContract], first_offset: int = 0) -> list[tuple]:
@@ -34,8 +36,17 @@ def kafka_rows(sent: Iterable[SentRecord], contracts: Mapping[str, DataContract]
         headers = {H_CLASS: str(c.data_class), H_CONTRACT: c.id, H_DEVICE: s.device_id, H_SEQ: str(s.seq)}
         if c.tenant:
             headers[H_TENANT] = c.tenant
-        rows.append((c.topic, 0, first_offset + i, now, s.device_id.encode(), s.payload,
-                     [(k, v.encode()) for k, v in headers.items()]))
+        rows.append(
+            (
+                c.topic,
+                0,
+                first_offset + i,
+                now,
+                s.device_id.encode(),
+                s.payload,
+                [(k, v.encode()) for k, v in headers.items()],
+            )
+        )
     return rows
 
 
@@ -50,12 +61,17 @@ def simulate(spec: FleetSpec) -> list[SentRecord]:
 @pytest.fixture
 def lake_cfg(cfg: FieldloopConfig, tmp_path: Path) -> FieldloopConfig:
     """The effective config with a lake and a key ring of this test's own."""
-    return load_config({"FIELDLOOP_HOME": str(cfg.home), "FIELDLOOP_LAKE_URI": str(tmp_path / "lake"),
-                        "FIELDLOOP_REFINE_KEY_SOURCE": f"file:{tmp_path / 'keys.json'}"})
+    return load_config(
+        {
+            "FIELDLOOP_HOME": str(cfg.home),
+            "FIELDLOOP_LAKE_URI": str(tmp_path / "lake"),
+            "FIELDLOOP_REFINE_KEY_SOURCE": f"file:{tmp_path / 'keys.json'}",
+        }
+    )
 
 
 @pytest.fixture
-def write_bronze(spark, lake_cfg: FieldloopConfig) -> Callable[[list[SentRecord], int], None]:  # noqa: ANN001
+def write_bronze(spark, lake_cfg: FieldloopConfig) -> Callable[[list[SentRecord], int], None]:
     """``write_bronze(sent, batch_id)``: one bronze micro-batch of these records (one commit per table)."""
     contracts = load_contracts()
     job = BronzeJob(lake_cfg, spark, contracts, default_registry(), ResidencyGuard.from_config(lake_cfg))

@@ -21,7 +21,11 @@ def reference_mesh(lat: float, lon: float, level: int) -> str:
     v, g = divmod(f * 8, 1)
     r, c = divmod(b * 10, 1)
     w, h = divmod(g * 10, 1)
-    code = f"{int(p):02d}{int(u):02d}" + (f"{int(q)}{int(v)}" if level >= 2 else "") + (f"{int(r)}{int(w)}" if level >= 3 else "")
+    code = (
+        f"{int(p):02d}{int(u):02d}"
+        + (f"{int(q)}{int(v)}" if level >= 2 else "")
+        + (f"{int(r)}{int(w)}" if level >= 3 else "")
+    )
     for _ in range(4, level + 1):
         s, c = divmod(c * 2, 1)
         t, h = divmod(h * 2, 1)
@@ -29,14 +33,21 @@ def reference_mesh(lat: float, lon: float, level: int) -> str:
     return code[: {1: 4, 2: 6}.get(level, len(code))]
 
 
-def test_mesh_codes_match_the_standard(spark) -> None:  # noqa: ANN001
+def test_mesh_codes_match_the_standard(spark) -> None:
     from pyspark.sql import functions as F
 
-    places = {"tokyo-station": (35.681236, 139.767125), "osaka-station": (34.702485, 135.495951),
-              "sapporo": (43.068661, 141.350755), "naha": (26.212401, 127.680932)}
+    places = {
+        "tokyo-station": (35.681236, 139.767125),
+        "osaka-station": (34.702485, 135.495951),
+        "sapporo": (43.068661, 141.350755),
+        "naha": (26.212401, 127.680932),
+    }
     df = spark.createDataFrame([(k, *v) for k, v in places.items()], "name STRING, lat DOUBLE, lon DOUBLE")
     for level in (1, 2, 3, 4, 5):
-        got = {r["name"]: r["m"] for r in df.select("name", anonymize.mesh_code(F.col("lat"), F.col("lon"), level).alias("m")).collect()}
+        got = {
+            r["name"]: r["m"]
+            for r in df.select("name", anonymize.mesh_code(F.col("lat"), F.col("lon"), level).alias("m")).collect()
+        }
         assert got == {k: reference_mesh(*v, level) for k, v in places.items()}, level
     assert reference_mesh(*places["tokyo-station"], 3) == "53394611"  # worked by hand from the definition
     # and anywhere in Japan's extent, at every level
@@ -48,7 +59,7 @@ def test_mesh_codes_match_the_standard(spark) -> None:  # noqa: ANN001
         assert got == [reference_mesh(lat, lon, level) for lat, lon in points], level
 
 
-def test_trip_ends_are_trimmed_by_at_least_the_distance(spark) -> None:  # noqa: ANN001
+def test_trip_ends_are_trimmed_by_at_least_the_distance(spark) -> None:
     t0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
     rows = []
     # two trips of one car, 20 m apart per second, 10 minutes apart; and a short trip of another car
@@ -57,7 +68,9 @@ def test_trip_ends_are_trimmed_by_at_least_the_distance(spark) -> None:  # noqa:
             rows.append(("car-a", start + timedelta(seconds=i), 35.0 + trip * 0.1 + i * 20 / 111_195, 139.0))
     rows += [("car-b", t0 + timedelta(seconds=i), 34.0 + i * 20 / 111_195, 135.0) for i in range(15)]
     # a frame with no position mid-trip: no distance from anything, so never kept
-    rows += [("car-c", t0 + timedelta(seconds=i), None if i == 30 else 33.0 + i * 20 / 111_195, 134.0) for i in range(60)]
+    rows += [
+        ("car-c", t0 + timedelta(seconds=i), None if i == 30 else 33.0 + i * 20 / 111_195, 134.0) for i in range(60)
+    ]
     df = spark.createDataFrame(rows, "dev STRING, ts TIMESTAMP, lat DOUBLE, lon DOUBLE")
     kept = anonymize.trim_trips(df, "dev", "ts", "lat", "lon", trim_m=200.0, gap_s=300).collect()
 
@@ -76,7 +89,7 @@ def test_trip_ends_are_trimmed_by_at_least_the_distance(spark) -> None:  # noqa:
     assert middle and all(r["lat"] is not None for r in middle)
 
 
-def test_k_anonymity_keeps_only_classes_of_k_devices(spark) -> None:  # noqa: ANN001
+def test_k_anonymity_keeps_only_classes_of_k_devices(spark) -> None:
     rows = []
     for d in range(7):  # seven devices share cell A at 08:00: a class of 7
         rows += [(f"d{d}", "A", 8, bool(d % 2))] * 3
@@ -94,10 +107,9 @@ def test_k_anonymity_keeps_only_classes_of_k_devices(spark) -> None:  # noqa: AN
 
 
 @pytest.mark.parametrize(("minutes", "expected"), [(15, "08:15"), (60, "08:00")])
-def test_time_buckets(spark, minutes: int, expected: str) -> None:  # noqa: ANN001
+def test_time_buckets(spark, minutes: int, expected: str) -> None:
     from pyspark.sql import functions as F
 
     df = spark.createDataFrame([(datetime(2026, 5, 1, 8, 29, 59, tzinfo=UTC),)], "ts TIMESTAMP")
     got = df.select(anonymize.time_bucket(F.col("ts"), minutes).alias("b")).first()["b"]
     assert got.astimezone(UTC).strftime("%H:%M") == expected
-

@@ -21,9 +21,30 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_edge_latency_bench_runs_every_variant(tmp_path: Path) -> None:
     out = tmp_path / "edge.json"
-    proc = subprocess.run([sys.executable, "bench/edge_latency.py", "--devices", "4", "--frames", "40", "--epochs", "1",
-                           "--runs", "50", "--warmup", "10", "--latency-rows", "20", "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "bench/edge_latency.py",
+            "--devices",
+            "4",
+            "--frames",
+            "40",
+            "--epochs",
+            "1",
+            "--runs",
+            "50",
+            "--warmup",
+            "10",
+            "--latency-rows",
+            "20",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     report = json.loads(out.read_text())
     assert [t["task"] for t in report["tasks"]] == ["vehicle-longitudinal", "plant-anomaly"]
@@ -32,7 +53,12 @@ def test_edge_latency_bench_runs_every_variant(tmp_path: Path) -> None:
 
 
 def test_refine_bench_runs_with_its_breakdown() -> None:
-    proc = subprocess.run([sys.executable, "bench/refine_throughput.py", "--rows", "3000", "--devices", "12",
-                           "--repeat", "1"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "bench/refine_throughput.py", "--rows", "3000", "--devices", "12", "--repeat", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "SilverJob acme-mobility" in proc.stdout and "target: ratio <= 1.5" in proc.stdout

@@ -23,9 +23,20 @@ from ingestion.errors import IngestionError
 
 FRAMES = load_contracts()["vehicle-frames-public"]
 NOW = int(time.time() * 1000)
-FRAME = {"vin": "JT123456789012345", "driver_id": "drv-7", "ts": NOW, "lat": 35.68, "lon": 139.76,
-         "speed_mps": 12.5, "accel_mps2": -0.4, "steering_deg": 3.0, "brake": 0.1, "yaw_rate_dps": 0.5,
-         "perception": {"vehicles": 3, "pedestrians": 1, "cyclists": 0}, "intervention": False}
+FRAME = {
+    "vin": "JT123456789012345",
+    "driver_id": "drv-7",
+    "ts": NOW,
+    "lat": 35.68,
+    "lon": 139.76,
+    "speed_mps": 12.5,
+    "accel_mps2": -0.4,
+    "steering_deg": 3.0,
+    "brake": 0.1,
+    "yaw_rate_dps": 0.5,
+    "perception": {"vehicles": 3, "pedestrians": 1, "cyclists": 0},
+    "intervention": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +51,20 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> SchemaRegistry:
 
 def kafka_row(offset: int, value: bytes, seq: int, **headers: str) -> tuple:
     h = {H_CLASS: "public", H_CONTRACT: FRAMES.id, H_DEVICE: "JT123456789012345", H_SEQ: str(seq), **headers}
-    return (FRAMES.topic, 0, offset, datetime.now(UTC), b"JT123456789012345", value,
-            [(k, v.encode()) for k, v in h.items()])
+    return (
+        FRAMES.topic,
+        0,
+        offset,
+        datetime.now(UTC),
+        b"JT123456789012345",
+        value,
+        [(k, v.encode()) for k, v in h.items()],
+    )
 
 
-def test_v1_and_v2_writers_resolve_to_the_newest_schema(spark, cfg: FieldloopConfig, registry: SchemaRegistry,
-                                                         tmp_path: Path) -> None:  # noqa: ANN001
+def test_v1_and_v2_writers_resolve_to_the_newest_schema(
+    spark, cfg: FieldloopConfig, registry: SchemaRegistry, tmp_path: Path
+) -> None:
     job_cfg = load_config({"FIELDLOOP_HOME": str(cfg.home), "FIELDLOOP_LAKE_URI": str(tmp_path / "lake")})
     job = BronzeJob(job_cfg, spark, {FRAMES.id: FRAMES}, registry, ResidencyGuard.from_config(job_cfg))
     v1, v2 = registry.get("vehicle_frames", 1), registry.get("vehicle_frames", 3)
@@ -56,8 +75,10 @@ def test_v1_and_v2_writers_resolve_to_the_newest_schema(spark, cfg: FieldloopCon
         kafka_row(3, encode(FRAME, v1), 3, **{H_CLASS: "restricted"}),
         kafka_row(4, v1.header + b"\x02", 4),
     ]
-    schema = ("topic STRING, partition INT, offset LONG, timestamp TIMESTAMP, key BINARY, value BINARY, "
-              "headers ARRAY<STRUCT<key: STRING, value: BINARY>>")
+    schema = (
+        "topic STRING, partition INT, offset LONG, timestamp TIMESTAMP, key BINARY, value BINARY, "
+        "headers ARRAY<STRUCT<key: STRING, value: BINARY>>"
+    )
     batch = spark.createDataFrame(rows, schema)
     out = {r["_kafka_offset"]: r for r in job.classify(batch).collect()}
 
@@ -73,7 +94,8 @@ def test_v1_and_v2_writers_resolve_to_the_newest_schema(spark, cfg: FieldloopCon
 
 
 def test_a_replayed_batch_is_recognised_and_a_new_checkpoint_is_not_mistaken_for_one(
-        spark, cfg: FieldloopConfig, registry: SchemaRegistry, tmp_path: Path) -> None:  # noqa: ANN001
+    spark, cfg: FieldloopConfig, registry: SchemaRegistry, tmp_path: Path
+) -> None:
     """Replays are told apart by batch id *and* offsets; held keys are dropped and counted."""
     from deltalake import DeltaTable
 
@@ -82,18 +104,22 @@ def test_a_replayed_batch_is_recognised_and_a_new_checkpoint_is_not_mistaken_for
     job_cfg = load_config({"FIELDLOOP_HOME": str(cfg.home), "FIELDLOOP_LAKE_URI": str(tmp_path / "lake")})
     job = BronzeJob(job_cfg, spark, {FRAMES.id: FRAMES}, registry, ResidencyGuard.from_config(job_cfg))
     v1 = registry.get("vehicle_frames", 1)
-    schema = ("topic STRING, partition INT, offset LONG, timestamp TIMESTAMP, key BINARY, value BINARY, "
-              "headers ARRAY<STRUCT<key: STRING, value: BINARY>>")
+    schema = (
+        "topic STRING, partition INT, offset LONG, timestamp TIMESTAMP, key BINARY, value BINARY, "
+        "headers ARRAY<STRUCT<key: STRING, value: BINARY>>"
+    )
 
-    def batch(offsets: range, seqs: list[int]):  # noqa: ANN202
-        return spark.createDataFrame([kafka_row(o, encode(FRAME, v1), s) for o, s in zip(offsets, seqs)], schema)
+    def batch(offsets: range, seqs: list[int]):
+        return spark.createDataFrame(
+            [kafka_row(o, encode(FRAME, v1), s) for o, s in zip(offsets, seqs, strict=True)], schema
+        )
 
     path = targets(job_cfg, {FRAMES.id: FRAMES})[0].bronze_path
-    first = job.process_batch(batch(range(0, 4), [0, 1, 2, 2]), 0)  # seq 2 twice in the batch
+    first = job.process_batch(batch(range(4), [0, 1, 2, 2]), 0)  # seq 2 twice in the batch
     assert first.inserted == {"vehicle_frames_public": 3} and first.duplicates == {"vehicle_frames_public": 1}
     version = DeltaTable(path).version()
 
-    replay = job.process_batch(batch(range(0, 4), [0, 1, 2, 2]), 0)  # same id, same offsets: after a crash
+    replay = job.process_batch(batch(range(4), [0, 1, 2, 2]), 0)  # same id, same offsets: after a crash
     assert DeltaTable(path).version() == version
     assert replay.inserted == {"vehicle_frames_public": 3}  # what batch 0 did, read from its commit
 
@@ -109,7 +135,8 @@ def test_a_replayed_batch_is_recognised_and_a_new_checkpoint_is_not_mistaken_for
 
 
 def test_one_batch_spanning_topics_is_classified_by_each_topics_contract(
-        spark, cfg: FieldloopConfig, registry: SchemaRegistry, tmp_path: Path) -> None:  # noqa: ANN001
+    spark, cfg: FieldloopConfig, registry: SchemaRegistry, tmp_path: Path
+) -> None:
     """Every topic of a batch is checked against its own contract and lands in its own table."""
     from deltalake import DeltaTable
 
@@ -118,18 +145,34 @@ def test_one_batch_spanning_topics_is_classified_by_each_topics_contract(
     chosen = {c.id: c for c in (FRAMES, acme, telemetry)}
     job_cfg = load_config({"FIELDLOOP_HOME": str(cfg.home), "FIELDLOOP_LAKE_URI": str(tmp_path / "lake")})
     job = BronzeJob(job_cfg, spark, chosen, registry, ResidencyGuard.from_config(job_cfg))
-    frame, probe = encode(FRAME, registry.get("vehicle_frames", 1)), encode(
-        {"device_id": "d1", "model_name": "m", "model_version": "1", "ts": NOW, "latency_ms": 0.4,
-         "ood_score": 0.1, "disagreement": 0.0, "intervention": False}, registry.get("telemetry"))
+    frame, probe = (
+        encode(FRAME, registry.get("vehicle_frames", 1)),
+        encode(
+            {
+                "device_id": "d1",
+                "model_name": "m",
+                "model_version": "1",
+                "ts": NOW,
+                "latency_ms": 0.4,
+                "ood_score": 0.1,
+                "disagreement": 0.0,
+                "intervention": False,
+            },
+            registry.get("telemetry"),
+        ),
+    )
 
-    def on(contract, offset: int, value: bytes, seq: int, **headers: str) -> tuple:  # noqa: ANN001
+    def on(contract, offset: int, value: bytes, seq: int, **headers: str) -> tuple:
         h = {H_CLASS: str(contract.data_class), H_CONTRACT: contract.id, H_DEVICE: "d1", H_SEQ: str(seq), **headers}
         return (contract.topic, 0, offset, datetime.now(UTC), b"d1", value, [(k, v.encode()) for k, v in h.items()])
 
-    schema = ("topic STRING, partition INT, offset LONG, timestamp TIMESTAMP, key BINARY, value BINARY, "
-              "headers ARRAY<STRUCT<key: STRING, value: BINARY>>")
+    schema = (
+        "topic STRING, partition INT, offset LONG, timestamp TIMESTAMP, key BINARY, value BINARY, "
+        "headers ARRAY<STRUCT<key: STRING, value: BINARY>>"
+    )
     rows = [
-        on(FRAMES, 0, frame, 0), on(FRAMES, 1, frame, 1),
+        on(FRAMES, 0, frame, 0),
+        on(FRAMES, 1, frame, 1),
         on(acme, 0, frame, 0, **{H_TENANT: "acme-mobility"}),
         on(acme, 1, frame, 1),  # restricted, but no tenant header
         on(telemetry, 0, probe, 0),
@@ -148,6 +191,6 @@ def test_one_batch_spanning_topics_is_classified_by_each_topics_contract(
 
     before = {name: DeltaTable(t.bronze_path).version() for name, t in by_name.items()}
     stray = [("fieldloop.public.unknown.v1", 0, 0, datetime.now(UTC), b"d1", frame, [])]
-    with pytest.raises(IngestionError, match="topics no contract names: fieldloop.public.unknown.v1"):
+    with pytest.raises(IngestionError, match=r"topics no contract names: fieldloop\.public\.unknown\.v1"):
         job.process_batch(spark.createDataFrame(rows + stray, schema), 1)
     assert {name: DeltaTable(t.bronze_path).version() for name, t in by_name.items()} == before  # nothing written

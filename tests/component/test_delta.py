@@ -33,9 +33,7 @@ def test_spark_writes_delta_and_deltalake_reads_it(spark: SparkSession, tmp_path
     path = str(tmp_path / "bronze" / "frames")
     rows = [(f"dev-{i}", i, float(i) * 1.5) for i in range(100)]
     df = spark.createDataFrame(rows, "device_id STRING, seq LONG, speed DOUBLE")
-    (df.write.format("delta").mode("overwrite")
-     .option("delta.enableChangeDataFeed", "true")
-     .save(path))
+    (df.write.format("delta").mode("overwrite").option("delta.enableChangeDataFeed", "true").save(path))
     props = ", ".join(f"'{k}' = '{v}'" for k, v in GOV.to_delta_properties().items())
     spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({props})")
     df.limit(10).write.format("delta").mode("append").save(path)

@@ -57,23 +57,29 @@ def plant(sent: list[SentRecord]) -> tuple[list[SentRecord], dict[str, list[str]
 
 
 @pytest.fixture(scope="module")
-def refined(spark, cfg: FieldloopConfig, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN001, ANN201
+def refined(spark, cfg: FieldloopConfig, tmp_path_factory: pytest.TempPathFactory):
     from fieldloop.contracts import load_contracts
     from fieldloop.residency import ResidencyGuard
     from ingestion.bronze import BronzeJob
     from tests.component.conftest import KAFKA_SCHEMA, kafka_rows
 
     root = tmp_path_factory.mktemp("privacy")
-    lake_cfg = load_config({"FIELDLOOP_HOME": str(cfg.home), "FIELDLOOP_LAKE_URI": str(root / "lake"),
-                            "FIELDLOOP_REFINE_KEY_SOURCE": f"file:{root / 'keys.json'}",
-                            "FIELDLOOP_REFINE_K": "2"})  # a small fleet: k=2 still has to hold exactly
+    lake_cfg = load_config(
+        {
+            "FIELDLOOP_HOME": str(cfg.home),
+            "FIELDLOOP_LAKE_URI": str(root / "lake"),
+            "FIELDLOOP_REFINE_KEY_SOURCE": f"file:{root / 'keys.json'}",
+            "FIELDLOOP_REFINE_K": "2",
+        }
+    )  # a small fleet: k=2 still has to hold exactly
     # 16 devices for 40 s: enough vehicles that some mesh/hour classes hold several of them
     # recent data: the run's upkeep deletes rows past their contract's retention
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
     sent, planted = plant(simulate(FleetSpec(devices=16, seconds=40, rate_hz=5, seed=11, start=start)))
     contracts = load_contracts()
     BronzeJob(lake_cfg, spark, contracts, REG, ResidencyGuard.from_config(lake_cfg)).process_batch(
-        spark.createDataFrame(kafka_rows(sent, contracts), KAFKA_SCHEMA), 0)
+        spark.createDataFrame(kafka_rows(sent, contracts), KAFKA_SCHEMA), 0
+    )
     # key ring written before the run so the test knows the key bytes
     from refinement.keys import KeyRing
 
@@ -82,16 +88,21 @@ def refined(spark, cfg: FieldloopConfig, tmp_path_factory: pytest.TempPathFactor
     return lake_cfg, result, planted, json.loads((root / "keys.json").read_text())
 
 
-def string_values(spark, path: str) -> list[str]:  # noqa: ANN001
+def string_values(spark, path: str) -> list[str]:
     """Every string anywhere in the table, nested ones included, as JSON text per row."""
     return [r[0] for r in spark.read.format("delta").load(path).selectExpr("to_json(struct(*))").collect()]
 
 
 def refined_tables(lake: str) -> list[str]:
-    return [str(p) for layer in ("silver", "gold") for p in sorted(Path(lake, layer).iterdir()) if (p / "_delta_log").is_dir()]
+    return [
+        str(p)
+        for layer in ("silver", "gold")
+        for p in sorted(Path(lake, layer).iterdir())
+        if (p / "_delta_log").is_dir()
+    ]
 
 
-def test_no_canary_survives_in_any_silver_or_gold_table(spark, refined) -> None:  # noqa: ANN001
+def test_no_canary_survives_in_any_silver_or_gold_table(spark, refined) -> None:
     lake_cfg, result, planted, _ = refined
     tables = refined_tables(lake_cfg.lake)
     assert any(t.endswith("vehicle_frames_public") for t in tables) and any("gold" in t for t in tables)
@@ -105,15 +116,21 @@ def test_no_canary_survives_in_any_silver_or_gold_table(spark, refined) -> None:
     assert {"PERSON", "PHONE"} <= placeholders
     # the report says what found the names, so runs scrubbed differently can be told apart
     assert {r.fields["driver_note"] for r in result.reports if r.table == "vehicle_frames_public"} == {
-        "scrub_text (sudachi)"}
+        "scrub_text (sudachi)"
+    }
 
 
-def test_no_raw_device_or_driver_id_survives_an_anti_join_against_bronze(spark, refined) -> None:  # noqa: ANN001
+def test_no_raw_device_or_driver_id_survives_an_anti_join_against_bronze(spark, refined) -> None:
     lake_cfg, _, _, _ = refined
     lake = lake_cfg.lake
-    raw_ids = {r[0] for t in ("vehicle_frames_public", "vehicle_frames_acme_mobility")
-               for r in spark.read.format("delta").load(f"{lake}/bronze/{t}")
-               .selectExpr("explode(array(vin, driver_id, _device_id))").collect()}
+    raw_ids = {
+        r[0]
+        for t in ("vehicle_frames_public", "vehicle_frames_acme_mobility")
+        for r in spark.read.format("delta")
+        .load(f"{lake}/bronze/{t}")
+        .selectExpr("explode(array(vin, driver_id, _device_id))")
+        .collect()
+    }
     assert len(raw_ids) > 3
     raw = spark.createDataFrame([(x,) for x in raw_ids], "raw STRING")
     for table in refined_tables(lake):
@@ -123,7 +140,7 @@ def test_no_raw_device_or_driver_id_survives_an_anti_join_against_bronze(spark, 
             assert hits == 0, f"{table}.{column} holds raw ids"
 
 
-def test_pseudonyms_are_keyed_and_differ_across_tenants(spark, refined) -> None:  # noqa: ANN001
+def test_pseudonyms_are_keyed_and_differ_across_tenants(spark, refined) -> None:
     lake_cfg, result, _, keys = refined
     lake = lake_cfg.lake
     public = spark.read.format("delta").load(f"{lake}/silver/vehicle_frames_public").where("_key_id IS NOT NULL")
@@ -140,9 +157,9 @@ def test_pseudonyms_are_keyed_and_differ_across_tenants(spark, refined) -> None:
     assert {k for r in result.reports for k in r.key_ids} >= key_ids
 
 
-def test_the_key_appears_in_no_plan_table_or_report(spark, refined) -> None:  # noqa: ANN001
-    from refinement.pseudonym import pseudonymize
+def test_the_key_appears_in_no_plan_table_or_report(spark, refined) -> None:
     from refinement.keys import PseudonymKey
+    from refinement.pseudonym import pseudonymize
 
     lake_cfg, _, _, keys = refined
     secrets = []
@@ -151,15 +168,17 @@ def test_the_key_appears_in_no_plan_table_or_report(spark, refined) -> None:  # 
         secrets += [k["secret_b64"], raw.hex(), raw.decode("latin-1")]
     key = keys["keys"][0]
     df = spark.read.format("delta").load(f"{lake_cfg.lake}/bronze/vehicle_frames_public")
-    out = pseudonymize(df, {"vin": "vehicle"}, PseudonymKey(key["tenant"], key["id"], base64.b64decode(key["secret_b64"])))
-    plans = out._jdf.queryExecution().toString()  # noqa: SLF001 - parsed, analyzed, optimized and physical plans
+    out = pseudonymize(
+        df, {"vin": "vehicle"}, PseudonymKey(key["tenant"], key["id"], base64.b64decode(key["secret_b64"]))
+    )
+    plans = out._jdf.queryExecution().toString()
     texts = [plans, *(json.dumps(string_values(spark, t)) for t in refined_tables(lake_cfg.lake))]
     texts += [p.read_text() for p in Path(lake_cfg.lake).rglob("*.json")]  # privacy reports, Delta logs
     for text in texts:
         assert not any(s in text for s in secrets)
 
 
-def test_anonymized_table_is_k_anonymous_and_reconciles(spark, refined) -> None:  # noqa: ANN001
+def test_anonymized_table_is_k_anonymous_and_reconciles(spark, refined) -> None:
     lake_cfg, result, _, _ = refined
     [anon] = [r for r in result.reports if r.table == "vehicle_frames_public_anon"]
     assert anon.level == "anonymized" and anon.reconciles
@@ -171,13 +190,20 @@ def test_anonymized_table_is_k_anonymous_and_reconciles(spark, refined) -> None:
     assert df.groupBy("mesh", "ts").count().agg({"count": "min"}).first()[0] >= lake_cfg.refine.k
 
 
-def test_gold_tables_carry_lineage_and_dp_releases_are_on_the_ledger(spark, refined) -> None:  # noqa: ANN001
-    lake_cfg, result, _, _ = refined
+def test_gold_tables_carry_lineage_and_dp_releases_are_on_the_ledger(spark, refined) -> None:
+    _lake_cfg, result, _, _ = refined
     gold = {g.table: g for g in result.gold}
-    assert {"vehicle_longitudinal_public", "vehicle_longitudinal_acme_mobility", "plant_anomaly_acme_steel",
-            "fleet_telemetry_hourly", "fleet_telemetry_dp_daily"} <= set(gold)
-    props = {r["key"]: r["value"] for r in spark.sql(
-        f"SHOW TBLPROPERTIES delta.`{gold['vehicle_longitudinal_acme_mobility'].path}`").collect()}
+    assert {
+        "vehicle_longitudinal_public",
+        "vehicle_longitudinal_acme_mobility",
+        "plant_anomaly_acme_steel",
+        "fleet_telemetry_hourly",
+        "fleet_telemetry_dp_daily",
+    } <= set(gold)
+    props = {
+        r["key"]: r["value"]
+        for r in spark.sql(f"SHOW TBLPROPERTIES delta.`{gold['vehicle_longitudinal_acme_mobility'].path}`").collect()
+    }
     assert props["fieldloop.class"] == "restricted" and props["fieldloop.tenant"] == "acme-mobility"
     assert props["fieldloop.task"] == "vehicle-longitudinal"
     windows = spark.read.format("delta").load(gold["vehicle_longitudinal_public"].path)

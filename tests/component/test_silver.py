@@ -25,26 +25,26 @@ from tests.component.conftest import simulate
 PLANT = "plant-sensors-acme-steel"
 
 
-def silver_job(spark, cfg: FieldloopConfig) -> SilverJob:  # noqa: ANN001
+def silver_job(spark, cfg: FieldloopConfig) -> SilverJob:
     contracts = load_contracts()
     keys = load_key_ring(cfg.key_source, create_for=[c.tenant for c in contracts.values()])
     return SilverJob(cfg, spark, contracts, default_policies(), keys, ResidencyGuard.from_config(cfg))
 
 
-def plant_records(seconds: float = 20, seed: int = 3):  # noqa: ANN201
+def plant_records(seconds: float = 20, seed: int = 3):
     # devices 1..N cycle through kinds; 8 devices include furnace sensors
     return [s for s in simulate(FleetSpec(devices=8, seconds=seconds, rate_hz=2, seed=seed)) if s.contract_id == PLANT]
 
 
-def table_rows(spark, path: str) -> list[tuple]:  # noqa: ANN001
+def table_rows(spark, path: str) -> list[tuple]:
     return sorted(tuple(r) for r in spark.read.format("delta").load(path).collect())
 
 
-def history_len(spark, path: str) -> int:  # noqa: ANN001
+def history_len(spark, path: str) -> int:
     return spark.sql(f"DESCRIBE HISTORY delta.`{path}`").count()
 
 
-def test_silver_is_incremental_and_idempotent(spark, lake_cfg: FieldloopConfig, write_bronze) -> None:  # noqa: ANN001
+def test_silver_is_incremental_and_idempotent(spark, lake_cfg: FieldloopConfig, write_bronze) -> None:
     sent = plant_records()
     assert sent, "the simulated fleet has plant sensors"
     half = len(sent) // 2
@@ -77,7 +77,7 @@ def test_silver_is_incremental_and_idempotent(spark, lake_cfg: FieldloopConfig, 
     assert table_rows(spark, path) == after
 
 
-def test_silver_table_carries_governance_and_change_feed(spark, lake_cfg: FieldloopConfig, write_bronze) -> None:  # noqa: ANN001
+def test_silver_table_carries_governance_and_change_feed(spark, lake_cfg: FieldloopConfig, write_bronze) -> None:
     write_bronze(plant_records(10), 0)
     [report] = silver_job(spark, lake_cfg).run(PLANT)
     props = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES delta.`{report.path}`").collect()}
@@ -93,7 +93,7 @@ def test_silver_table_carries_governance_and_change_feed(spark, lake_cfg: Fieldl
     assert saved["fields"]["sensor_id"] == "keep"
 
 
-def with_changes(sent: list, change, which) -> list:  # noqa: ANN001
+def with_changes(sent: list, change, which) -> list:
     """``sent`` with ``change(record)`` applied to the records ``which(record)`` selects, re-encoded."""
     from fieldloop.wire import decode, default_registry, encode
 
@@ -108,7 +108,9 @@ def with_changes(sent: list, change, which) -> list:  # noqa: ANN001
     return out
 
 
-def test_rows_failing_quality_rules_go_to_quarantine_with_the_rule(spark, lake_cfg: FieldloopConfig, write_bronze) -> None:  # noqa: ANN001
+def test_rows_failing_quality_rules_go_to_quarantine_with_the_rule(
+    spark, lake_cfg: FieldloopConfig, write_bronze
+) -> None:
     sent = plant_records(10)
     bad = sent[3]
     # no furnace gets this hot, in any unit
@@ -133,7 +135,9 @@ def test_rows_failing_quality_rules_go_to_quarantine_with_the_rule(spark, lake_c
     assert job._holds_window(path, a - 1, b) and not job._holds_window(path, lo - 1, hi)
 
 
-def test_a_run_over_the_failure_threshold_fails_and_writes_nothing(spark, lake_cfg: FieldloopConfig, write_bronze) -> None:  # noqa: ANN001
+def test_a_run_over_the_failure_threshold_fails_and_writes_nothing(
+    spark, lake_cfg: FieldloopConfig, write_bronze
+) -> None:
     # a unit no range is declared for: every row of those sensors fails
     write_bronze(with_changes(plant_records(10), lambda r: r.update(unit="degF"), lambda r: r["unit"] == "Cel"), 0)
     with pytest.raises(QualityError, match=r"fail quality rules.*known-unit"):
@@ -141,17 +145,25 @@ def test_a_run_over_the_failure_threshold_fails_and_writes_nothing(spark, lake_c
     assert not Path(f"{lake_cfg.lake}/silver/plant_sensors_acme_steel").exists()
 
 
-def test_residency_refusal_writes_nothing(spark, lake_cfg: FieldloopConfig, write_bronze) -> None:  # noqa: ANN001
+def test_residency_refusal_writes_nothing(spark, lake_cfg: FieldloopConfig, write_bronze) -> None:
     write_bronze(plant_records(5), 0)
-    abroad = load_config({"FIELDLOOP_HOME": str(lake_cfg.home), "FIELDLOOP_LAKE_URI": lake_cfg.lake,
-                          "FIELDLOOP_SITE_REGION": "us-west-2", "FIELDLOOP_REFINE_KEY_SOURCE": lake_cfg.key_source})
+    abroad = load_config(
+        {
+            "FIELDLOOP_HOME": str(lake_cfg.home),
+            "FIELDLOOP_LAKE_URI": lake_cfg.lake,
+            "FIELDLOOP_SITE_REGION": "us-west-2",
+            "FIELDLOOP_REFINE_KEY_SOURCE": lake_cfg.key_source,
+        }
+    )
     with pytest.raises(ResidencyError, match="us-west-2"):
         silver_job(spark, abroad).run(PLANT)
     assert not Path(f"{lake_cfg.lake}/silver").exists()
     assert not Path(f"{lake_cfg.lake}/quarantine/plant_sensors_acme_steel_quality").exists()
 
 
-def test_upkeep_deletes_expired_rows_compacts_and_vacuums_once_a_day(spark, lake_cfg: FieldloopConfig, write_bronze) -> None:  # noqa: ANN001
+def test_upkeep_deletes_expired_rows_compacts_and_vacuums_once_a_day(
+    spark, lake_cfg: FieldloopConfig, write_bronze
+) -> None:
     from datetime import UTC, datetime, timedelta
 
     from refinement.maintenance import maintain
@@ -171,7 +183,7 @@ def test_upkeep_deletes_expired_rows_compacts_and_vacuums_once_a_day(spark, lake
     assert again.skipped and not again.optimized
 
 
-def test_silver_range_rules_are_check_constraints_delta_enforces(spark, lake_cfg: FieldloopConfig) -> None:  # noqa: ANN001
+def test_silver_range_rules_are_check_constraints_delta_enforces(spark, lake_cfg: FieldloopConfig) -> None:
     from delta.tables import DeltaTable
     from py4j.protocol import Py4JJavaError
     from pyspark.sql.types import DoubleType, StructField, StructType
@@ -180,8 +192,14 @@ def test_silver_range_rules_are_check_constraints_delta_enforces(spark, lake_cfg
     contract = load_contracts()["vehicle-frames-acme-mobility"]
     path = f"{lake_cfg.lake}/silver/constraint_probe"
     schema = StructType([StructField("speed_mps", DoubleType())])
-    props = job._properties(contract, "silver", "pseudonymized", 1, "ap-northeast-1",
-                            {"speed_Plausible": "speed_mps IS NULL OR (speed_mps >= 0.0 AND speed_mps <= 90.0)"})
+    props = job._properties(
+        contract,
+        "silver",
+        "pseudonymized",
+        1,
+        "ap-northeast-1",
+        {"speed_Plausible": "speed_mps IS NULL OR (speed_mps >= 0.0 AND speed_mps <= 90.0)"},
+    )
     # The first write creates the table with its constraints: one breaking them creates nothing.
     with pytest.raises(Exception, match="DELTA_VIOLATE_CONSTRAINT"):
         job._replace(spark.createDataFrame([(120.0,)], schema), path, "true", {"bronze_version": 1}, props)
@@ -194,12 +212,12 @@ def test_silver_range_rules_are_check_constraints_delta_enforces(spark, lake_cfg
     assert detail["delta.constraints.speed_plausible"].startswith("speed_mps IS NULL")
 
 
-def test_rules_by_key_marks_each_row_as_mark_does(spark) -> None:  # noqa: ANN001
+def test_rules_by_key_marks_each_row_as_mark_does(spark) -> None:
     """The job's first pass shuffles only keys and verdicts; every row must get the rule the whole-row marking gives."""
     from refinement import quality
 
     expect = default_policies()["vehicle-frames-acme-mobility"].expect
-    ok = dict(vin="V1", ts=None, lat=35.6, lon=139.7, speed_mps=10.0, accel_mps2=0.5, brake=0.1)
+    ok = {"vin": "V1", "ts": None, "lat": 35.6, "lon": 139.7, "speed_mps": 10.0, "accel_mps2": 0.5, "brake": 0.1}
     cases = [
         ("a", 1, 0, {}),  # passes
         ("a", 2, 1, {"speed_mps": 120.0}),  # one range rule
@@ -208,20 +226,33 @@ def test_rules_by_key_marks_each_row_as_mark_does(spark) -> None:  # noqa: ANN00
         ("b", 1, 9, {}),
         ("b", 2, 3, {"lon": 170.0}),  # both longitude and monotonic: longitude is listed first
     ]
-    rows = [{**ok, "_device_id": d, "_seq": seq, "ts": datetime(2026, 5, 1, 8, 0, second, tzinfo=UTC), **bad}
-            for d, seq, second, bad in cases]
-    schema = ("vin STRING, ts TIMESTAMP, lat DOUBLE, lon DOUBLE, speed_mps DOUBLE, accel_mps2 DOUBLE, brake DOUBLE, "
-              "_device_id STRING, _seq LONG")
+    rows = [
+        {**ok, "_device_id": d, "_seq": seq, "ts": datetime(2026, 5, 1, 8, 0, second, tzinfo=UTC), **bad}
+        for d, seq, second, bad in cases
+    ]
+    schema = (
+        "vin STRING, ts TIMESTAMP, lat DOUBLE, lon DOUBLE, speed_mps DOUBLE, accel_mps2 DOUBLE, brake DOUBLE, "
+        "_device_id STRING, _seq LONG"
+    )
     df = spark.createDataFrame([tuple(r[c.split()[0]] for c in schema.split(", ")) for r in rows], schema)
     whole = {(r["_device_id"], r["_seq"]): r["_rule"] for r in quality.mark(df, expect).collect()}
     keyed = quality.rules_by_key(df, expect, ["_device_id", "_seq"])
     assert keyed.columns == ["_device_id", "_seq", "_rule"]
-    assert {(r["_device_id"], r["_seq"]): r["_rule"] for r in keyed.collect()} == whole == {
-        ("a", 1): None, ("a", 2): "speed-plausible", ("a", 3): "time-monotonic", ("a", 4): "required-fields",
-        ("b", 1): None, ("b", 2): "longitude-in-japan"}
+    assert (
+        {(r["_device_id"], r["_seq"]): r["_rule"] for r in keyed.collect()}
+        == whole
+        == {
+            ("a", 1): None,
+            ("a", 2): "speed-plausible",
+            ("a", 3): "time-monotonic",
+            ("a", 4): "required-fields",
+            ("b", 1): None,
+            ("b", 2): "longitude-in-japan",
+        }
+    )
 
 
-def test_first_pass_counts_the_placeholders_only_of_the_notes_silver_keeps(spark, lake_cfg: FieldloopConfig) -> None:  # noqa: ANN001
+def test_first_pass_counts_the_placeholders_only_of_the_notes_silver_keeps(spark, lake_cfg: FieldloopConfig) -> None:
     """Placeholder counts come out of the gate's pass: a quarantined row's note is not in the report."""
     from refinement.text import NoteScrubber, ScrubberConfig
 
@@ -235,10 +266,17 @@ def test_first_pass_counts_the_placeholders_only_of_the_notes_silver_keeps(spark
         (3, 120.0, "Quarantined: write to someone@example.com"),  # fails speed-plausible
         (4, 10.0, kept_notes[1]),
     ]
-    schema = ("vin STRING, driver_id STRING, ts TIMESTAMP, lat DOUBLE, lon DOUBLE, speed_mps DOUBLE, "
-              "accel_mps2 DOUBLE, brake DOUBLE, driver_note STRING, _device_id STRING, _seq LONG")
-    df = spark.createDataFrame([("V1", "d-7", datetime(2026, 5, 1, 8, 0, seq, tzinfo=UTC), 35.6, 139.7, speed, 0.5,
-                                 0.1, note, "V1", seq) for seq, speed, note in cases], schema)
+    schema = (
+        "vin STRING, driver_id STRING, ts TIMESTAMP, lat DOUBLE, lon DOUBLE, speed_mps DOUBLE, "
+        "accel_mps2 DOUBLE, brake DOUBLE, driver_note STRING, _device_id STRING, _seq LONG"
+    )
+    df = spark.createDataFrame(
+        [
+            ("V1", "d-7", datetime(2026, 5, 1, 8, 0, seq, tzinfo=UTC), 35.6, 139.7, speed, 0.5, 0.1, note, "V1", seq)
+            for seq, speed, note in cases
+        ],
+        schema,
+    )
     first = job._first_pass(df, job.policies[cid], job.outputs(cid))
     try:
         assert first.rows_in == 4 and first.failed == {"speed-plausible": 1}
@@ -252,13 +290,16 @@ def test_first_pass_counts_the_placeholders_only_of_the_notes_silver_keeps(spark
         assert first.id_columns == ("_device_id", "driver_id", "vin") and first.ids == [("V1", "d-7", "V1")]
         assert first.id_values(["vin", "driver_id"]) == {("V1", "d-7")}
         assert [r["driver_note"] for r in first.notes("driver_note").orderBy("_seq").collect()] == [
-            "Call [PHONE] after the shift.", "Mail [EMAIL] and [PHONE]."]
+            "Call [PHONE] after the shift.",
+            "Mail [EMAIL] and [PHONE].",
+        ]
     finally:
         first.side.unpersist()
 
 
 def test_first_pass_walks_trips_and_gathers_cells_as_a_pass_over_the_passing_rows_would(
-        spark, lake_cfg: FieldloopConfig) -> None:  # noqa: ANN001
+    spark, lake_cfg: FieldloopConfig
+) -> None:
     """The first pass walks trips and counts k-anonymity cells among rows that include failing
     ones, skipping them. It must find what walking and counting the passing rows alone finds."""
     import random
@@ -289,9 +330,13 @@ def test_first_pass_walks_trips_and_gathers_cells_as_a_pass_over_the_passing_row
                 if rng.random() < 0.03:
                     ts -= timedelta(seconds=30)  # time goes back: fails time-monotonic
                 lat += 15 / 111_195
-                rows.append((f"V{d}", f"drv-{d}", ts, lat, lon, speed, 0.2, 0.1, rng.random() < 0.2, None, f"V{d}", seq))
-    schema = ("vin STRING, driver_id STRING, ts TIMESTAMP, lat DOUBLE, lon DOUBLE, speed_mps DOUBLE, accel_mps2 DOUBLE, "
-              "brake DOUBLE, intervention BOOLEAN, driver_note STRING, _device_id STRING, _seq LONG")
+                rows.append(
+                    (f"V{d}", f"drv-{d}", ts, lat, lon, speed, 0.2, 0.1, rng.random() < 0.2, None, f"V{d}", seq)
+                )
+    schema = (
+        "vin STRING, driver_id STRING, ts TIMESTAMP, lat DOUBLE, lon DOUBLE, speed_mps DOUBLE, accel_mps2 DOUBLE, "
+        "brake DOUBLE, intervention BOOLEAN, driver_note STRING, _device_id STRING, _seq LONG"
+    )
     df = spark.createDataFrame(rows, schema)
     cfg = lake_cfg.refine
 
@@ -310,9 +355,11 @@ def test_first_pass_walks_trips_and_gathers_cells_as_a_pass_over_the_passing_row
         kept = kept.select("_device_id", *[generalized(tp, q).alias(q) for q in (*tp.quasi_identifiers, *tp.sensitive)])
         reference = anonymize.cells_of(kept, "_device_id", tp.quasi_identifiers, tp.sensitive)
 
-        def as_set(cells) -> set[tuple]:  # noqa: ANN001
-            return {(*(r[c] for c in ("_device_id", *tp.quasi_identifiers, "_rows")), tuple(sorted(r["_l_0"])))
-                    for r in cells.collect()}
+        def as_set(cells) -> set[tuple]:
+            return {
+                (*(r[c] for c in ("_device_id", *tp.quasi_identifiers, "_rows")), tuple(sorted(r["_l_0"])))
+                for r in cells.collect()
+            }
 
         got = first.cells(anon.name)
         assert got.columns == reference.columns

@@ -12,7 +12,7 @@ def worker_interpreter(ids: pd.Series) -> pd.Series:
     return pd.Series([worker_sys.executable] * len(ids))
 
 
-def test_python_workers_use_the_project_interpreter(spark) -> None:  # noqa: ANN001
+def test_python_workers_use_the_project_interpreter(spark) -> None:
     from pyspark.sql.functions import pandas_udf
 
     interpreter = pandas_udf(worker_interpreter, "string")

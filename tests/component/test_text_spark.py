@@ -14,7 +14,7 @@ NOTES = [
 ]
 
 
-def test_scrub_column_matches_scrub(spark) -> None:  # noqa: ANN001 - pyspark SparkSession
+def test_scrub_column_matches_scrub(spark) -> None:
     df = spark.createDataFrame([(i, n) for i, n in enumerate(NOTES)], "id INT, note STRING").repartition(2)
     out = scrub_column(df, "note", "note_clean")
     rows = sorted(out.collect(), key=lambda r: r["id"])
@@ -22,7 +22,7 @@ def test_scrub_column_matches_scrub(spark) -> None:  # noqa: ANN001 - pyspark Sp
     expected = NoteScrubber().scrub_many(NOTES)
     assert [r["note"] for r in rows] == NOTES  # other columns pass through
     assert [r["note_clean"] for r in rows] == [e.text for e in expected]
-    for row, e in zip(rows, expected):
+    for row, e in zip(rows, expected, strict=True):
         assert row["note_clean_redactions"].asDict() == {t: e.counts.get(t, 0) for t in PLACEHOLDER_TYPES}
 
     totals = redaction_totals(out, "note_clean_redactions")
@@ -30,7 +30,7 @@ def test_scrub_column_matches_scrub(spark) -> None:  # noqa: ANN001 - pyspark Sp
     assert totals["PHONE"] == 1 and totals["PERSON"] == 2 and totals["PLATE"] == 1
 
 
-def test_scrub_column_overwrites_by_default(spark) -> None:  # noqa: ANN001
+def test_scrub_column_overwrites_by_default(spark) -> None:
     df = spark.createDataFrame([("Call me on 080-1111-2222",)], "note STRING")
     out = scrub_column(df, "note")
     assert out.columns == ["note", "note_redactions"]

@@ -23,21 +23,37 @@ from training_jobs.tasks import get_task
 pytestmark = pytest.mark.component
 
 
-def test_inputs_default_to_what_the_rule_allows_and_explicit_violations_are_refused(spark, tmp_path: Path) -> None:  # noqa: ANN001
+def test_inputs_default_to_what_the_rule_allows_and_explicit_violations_are_refused(spark, tmp_path: Path) -> None:
     cfg = load_config({"FIELDLOOP_HOME": str(tmp_path), "FIELDLOOP_LAKE_URI": str(tmp_path / "lake")})
     contracts = load_contracts()
     task = get_task("vehicle-longitudinal")
     lake = str(tmp_path / "lake")
     rows = [(d, T0 + timedelta(seconds=i), [float(i)] * 53, 0.5, False) for i, d in enumerate(["b", "a", "a"])]
-    write_gold(spark, lake, "vehicle_longitudinal_public", rows, VEHICLE_SCHEMA, DataClass.PUBLIC, "vehicle-frames-public")
-    write_gold(spark, lake, "vehicle_longitudinal_acme_mobility", rows[:1], VEHICLE_SCHEMA, DataClass.RESTRICTED,
-               "vehicle-frames-acme-mobility", "acme-mobility")
+    write_gold(
+        spark, lake, "vehicle_longitudinal_public", rows, VEHICLE_SCHEMA, DataClass.PUBLIC, "vehicle-frames-public"
+    )
+    write_gold(
+        spark,
+        lake,
+        "vehicle_longitudinal_acme_mobility",
+        rows[:1],
+        VEHICLE_SCHEMA,
+        DataClass.RESTRICTED,
+        "vehicle-frames-acme-mobility",
+        "acme-mobility",
+    )
     base, tenant = ModelTarget(task.name), ModelTarget(task.name, "acme-mobility")
     assert default_inputs(cfg, task, base, contracts) == (
-        ["vehicle_longitudinal_public"], ["vehicle_longitudinal_acme_mobility (contract-use, restricted-not-in-base)"])
+        ["vehicle_longitudinal_public"],
+        ["vehicle_longitudinal_acme_mobility (contract-use, restricted-not-in-base)"],
+    )
     assert [p.name for p in resolve(cfg, task, tenant, (), contracts)] == [
-        "vehicle_longitudinal_acme_mobility", "vehicle_longitudinal_public"]
-    with pytest.raises(ContaminationError, match=r"gold/vehicle_longitudinal_acme_mobility: .*\[rule: restricted-not-in-base\]"):
+        "vehicle_longitudinal_acme_mobility",
+        "vehicle_longitudinal_public",
+    ]
+    with pytest.raises(
+        ContaminationError, match=r"gold/vehicle_longitudinal_acme_mobility: .*\[rule: restricted-not-in-base\]"
+    ):
         resolve(cfg, task, base, ("vehicle_longitudinal_acme_mobility",), contracts)
     with pytest.raises(DatasetError, match="no gold table 'vehicle_longitudinal_nope'"):
         resolve(cfg, task, base, ("vehicle_longitudinal_nope",), contracts)

@@ -30,8 +30,11 @@ def test_demo_streams_a_fleet_into_bronze_and_reconciles(airflow: object, cfg: F
     assert "MISMATCH" not in out
     assert consumed == new + dups + quarantined
     assert new > 1000 and dups > 0 and quarantined > 0  # the injected resends and junk were seen
-    sim = re.search(r"generated [\d,]+ = accepted ([\d,]+) \+ refused (\d+) \+ bypassed \d+: reconciles; "
-                    r"raw sent [\d,]+ \(([\d,]+) malformed", out)
+    sim = re.search(
+        r"generated [\d,]+ = accepted ([\d,]+) \+ refused (\d+) \+ bypassed \d+: reconciles; "
+        r"raw sent [\d,]+ \(([\d,]+) malformed",
+        out,
+    )
     assert sim, out[-3000:]
     accepted, refused, malformed = (int(g.replace(",", "")) for g in sim.groups())
     assert refused > 0  # the NaN records were stopped at the device
@@ -60,10 +63,15 @@ def test_demo_streams_a_fleet_into_bronze_and_reconciles(airflow: object, cfg: F
     assert re.search(r"\d+ DP aggregates sent|no release: .*budget", out), out[-4000:]
 
     # training: a candidate registered from the public gold dataset only, with its lineage
-    match = re.search(r"fieldloop\.vehicle-longitudinal v(\d+) registered: models:/fieldloop\.vehicle-longitudinal@candidate", out)
+    match = re.search(
+        r"fieldloop\.vehicle-longitudinal v(\d+) registered: models:/fieldloop\.vehicle-longitudinal@candidate", out
+    )
     assert match, out[-4000:]
-    assert re.search(r"trained on gold/vehicle_longitudinal_public@v\d+; classes public; tenants -; "
-                     r"contracts vehicle-frames-public", out), out[-4000:]
+    assert re.search(
+        r"trained on gold/vehicle_longitudinal_public@v\d+; classes public; tenants -; "
+        r"contracts vehicle-frames-public",
+        out,
+    ), out[-4000:]
     from mlflow import MlflowClient
 
     version = MlflowClient(cfg.mlflow.uri).get_model_version_by_alias("fieldloop.vehicle-longitudinal", "candidate")

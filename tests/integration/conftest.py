@@ -31,7 +31,7 @@ class PrivateKafka:
     def bootstrap(self) -> str:
         return self.cfg.kafka.bootstrap_servers
 
-    def _stack(self):  # noqa: ANN202 - fieldloop.stack.Stack, imported lazily
+    def _stack(self):
         from fieldloop.stack import Stack
 
         return Stack(self.cfg, only=["kafka"])
@@ -75,7 +75,9 @@ def private_kafka(tmp_path: Path, cfg: FieldloopConfig) -> Iterator[PrivateKafka
 
 
 @contextmanager
-def started_private_mlflow(home: Path, cfg: FieldloopConfig, extra: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
+def started_private_mlflow(
+    home: Path, cfg: FieldloopConfig, extra: dict[str, str] | None = None
+) -> Iterator[dict[str, str]]:
     """An MLflow server of its own (home under ``home``, free port); yields the FIELDLOOP_* settings to reach it.
 
     Model names, aliases and frozen holdouts live in the tracking server, so tests that

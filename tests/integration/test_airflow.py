@@ -34,8 +34,14 @@ def test_wrong_password_is_refused(airflow: AirflowComponent) -> None:
 
 def test_stack_health_dag_runs_against_the_stack(airflow: AirflowComponent, tmp_path: Path) -> None:
     airflow_cli = str(Path(sys.executable).parent / "airflow")
-    proc = subprocess.run([airflow_cli, "dags", "test", "fieldloop_stack_health"],
-                          env=airflow.env(), capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        [airflow_cli, "dags", "test", "fieldloop_stack_health"],
+        env=airflow.env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
 
     # `dags test` records its run in the metadata DB: every task must have succeeded.
@@ -45,11 +51,12 @@ def test_stack_health_dag_runs_against_the_stack(airflow: AirflowComponent, tmp_
     run_id = quote(runs[0]["dag_run_id"], safe="")
     tasks = airflow.api(f"dags/fieldloop_stack_health/dagRuns/{run_id}/taskInstances", token)["task_instances"]
     states = {t["task_id"]: t["state"] for t in tasks}
-    assert states == {t: "success" for t in ("contracts", "lake_residency", "kafka_topics", "mlflow_experiments")}
+    assert states == dict.fromkeys(("contracts", "lake_residency", "kafka_topics", "mlflow_experiments"), "success")
 
 
-def test_ingest_and_refine_dags_land_bronze_then_silver_and_update_assets(airflow: AirflowComponent, kafka_bootstrap: str,
-                                                    tmp_path: Path) -> None:
+def test_ingest_and_refine_dags_land_bronze_then_silver_and_update_assets(
+    airflow: AirflowComponent, kafka_bootstrap: str, tmp_path: Path
+) -> None:
     import time
     import uuid
 
@@ -67,17 +74,41 @@ def test_ingest_and_refine_dags_land_bronze_then_silver_and_update_assets(airflo
     device = f"dag-test-{uuid.uuid4().hex[:8]}"
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     for seq in range(5):
-        value = encode({"device_id": device, "model_name": "m", "model_version": "1", "ts": int(time.time() * 1000),
-                        "latency_ms": 0.5, "ood_score": 0.1, "disagreement": 0.0, "intervention": False},
-                       default_registry().get("telemetry"))
-        producer.send(contract.topic, key=device.encode(), value=value, headers=[
-            (H_CLASS, b"public"), (H_CONTRACT, contract.id.encode()), (H_DEVICE, device.encode()),
-            (H_SEQ, str(seq).encode())])
+        value = encode(
+            {
+                "device_id": device,
+                "model_name": "m",
+                "model_version": "1",
+                "ts": int(time.time() * 1000),
+                "latency_ms": 0.5,
+                "ood_score": 0.1,
+                "disagreement": 0.0,
+                "intervention": False,
+            },
+            default_registry().get("telemetry"),
+        )
+        producer.send(
+            contract.topic,
+            key=device.encode(),
+            value=value,
+            headers=[
+                (H_CLASS, b"public"),
+                (H_CONTRACT, contract.id.encode()),
+                (H_DEVICE, device.encode()),
+                (H_SEQ, str(seq).encode()),
+            ],
+        )
     producer.flush()
 
     airflow_cli = str(Path(sys.executable).parent / "airflow")
-    proc = subprocess.run([airflow_cli, "dags", "test", "fieldloop_ingest"], env=airflow.env(), capture_output=True,
-                          text=True, timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        [airflow_cli, "dags", "test", "fieldloop_ingest"],
+        env=airflow.env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
 
     bronze = DeltaTable(f"{airflow.cfg.lake}/bronze/fleet_telemetry").to_pyarrow_table(columns=["_device_id", "_seq"])
@@ -86,8 +117,14 @@ def test_ingest_and_refine_dags_land_bronze_then_silver_and_update_assets(airflo
     assert "x-fieldloop://bronze/fleet_telemetry" in {e["uri"] for e in events}
 
     # the refine DAG (scheduled on those bronze assets) turns them into silver
-    proc = subprocess.run([airflow_cli, "dags", "test", "fieldloop_refine"], env=airflow.env(), capture_output=True,
-                          text=True, timeout=900, cwd=tmp_path)
+    proc = subprocess.run(
+        [airflow_cli, "dags", "test", "fieldloop_refine"],
+        env=airflow.env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     silver = DeltaTable(f"{airflow.cfg.lake}/silver/fleet_telemetry").to_pyarrow_table(columns=["device_id", "_device"])
     assert silver.num_rows >= 5
@@ -96,7 +133,7 @@ def test_ingest_and_refine_dags_land_bronze_then_silver_and_update_assets(airflo
     assert "x-fieldloop://silver/fleet_telemetry" in {e["uri"] for e in events}
 
 
-def test_train_dag_registers_a_tenant_candidate(airflow: AirflowComponent, spark, cfg, tmp_path: Path) -> None:  # noqa: ANN001
+def test_train_dag_registers_a_tenant_candidate(airflow: AirflowComponent, spark, cfg, tmp_path: Path) -> None:
     """A manual run with params trains one model: its mapped `fieldloop train` registers the candidate."""
     import json
 
@@ -108,15 +145,34 @@ def test_train_dag_registers_a_tenant_candidate(airflow: AirflowComponent, spark
     from tests.synthetic_gold import PLANT_SCHEMA, plant_rows, write_gold
 
     lake = str(tmp_path / "lake")
-    write_gold(spark, lake, "plant_anomaly_acme_steel", plant_rows(4, 120, 7), PLANT_SCHEMA, DataClass.RESTRICTED,
-               "plant-sensors-acme-steel", "acme-steel", task="plant-anomaly")
+    write_gold(
+        spark,
+        lake,
+        "plant_anomaly_acme_steel",
+        plant_rows(4, 120, 7),
+        PLANT_SCHEMA,
+        DataClass.RESTRICTED,
+        "plant-sensors-acme-steel",
+        "acme-steel",
+        task="plant-anomaly",
+    )
     settings = {"FIELDLOOP_LAKE_URI": lake, "FIELDLOOP_TRAIN_EPOCHS": "2"}
     with started_private_mlflow(tmp_path / "home", cfg, settings) as values:
-        env = {**airflow.env(), "FIELDLOOP_LAKE_URI": lake, "FIELDLOOP_TRAIN_EPOCHS": "2",
-               "FIELDLOOP_MLFLOW_TRACKING_URI": load_config(values).mlflow.uri}
+        env = {
+            **airflow.env(),
+            "FIELDLOOP_LAKE_URI": lake,
+            "FIELDLOOP_TRAIN_EPOCHS": "2",
+            "FIELDLOOP_MLFLOW_TRACKING_URI": load_config(values).mlflow.uri,
+        }
         conf = json.dumps({"task": "plant-anomaly", "tenant": "acme-steel"})
-        proc = subprocess.run([str(Path(sys.executable).parent / "airflow"), "dags", "test", "fieldloop_train",
-                               "--conf", conf], env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+        proc = subprocess.run(
+            [str(Path(sys.executable).parent / "airflow"), "dags", "test", "fieldloop_train", "--conf", conf],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            cwd=tmp_path,
+        )
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
         client = MlflowClient(load_config(values).mlflow.uri)
         version = client.get_model_version_by_alias("fieldloop.plant-anomaly.acme-steel", "candidate")

@@ -35,22 +35,44 @@ NOW_MS = int(time.time() * 1000)
 
 
 def frame(i: int, **over: object) -> dict:
-    rec = {"vin": f"JT{i % 5:015d}", "driver_id": f"drv-{i % 5}", "ts": NOW_MS - 60_000 + i, "lat": 35.68,
-           "lon": 139.76, "speed_mps": 10.0 + i % 7, "accel_mps2": 0.1, "steering_deg": 1.0, "brake": 0.0,
-           "yaw_rate_dps": 0.2, "perception": {"vehicles": 2, "pedestrians": 0, "cyclists": 1},
-           "intervention": False}
+    rec = {
+        "vin": f"JT{i % 5:015d}",
+        "driver_id": f"drv-{i % 5}",
+        "ts": NOW_MS - 60_000 + i,
+        "lat": 35.68,
+        "lon": 139.76,
+        "speed_mps": 10.0 + i % 7,
+        "accel_mps2": 0.1,
+        "steering_deg": 1.0,
+        "brake": 0.0,
+        "yaw_rate_dps": 0.2,
+        "perception": {"vehicles": 2, "pedestrians": 0, "cyclists": 1},
+        "intervention": False,
+    }
     rec.update(over)
     return rec
 
 
 def reading(i: int) -> dict:
-    return {"site": "kimitsu", "line": "bf-2", "sensor_id": f"temp-{i % 3}", "ts": NOW_MS - 30_000 + i,
-            "value": 1180.0 + i, "unit": "Cel", "quality": "GOOD"}
+    return {
+        "site": "kimitsu",
+        "line": "bf-2",
+        "sensor_id": f"temp-{i % 3}",
+        "ts": NOW_MS - 30_000 + i,
+        "value": 1180.0 + i,
+        "unit": "Cel",
+        "quality": "GOOD",
+    }
 
 
 def headers(contract, device: str, seq: int | None, **over: str | None) -> list[tuple[str, bytes]]:
-    h = {H_CLASS: str(contract.data_class), H_TENANT: contract.tenant, H_CONTRACT: contract.id, H_DEVICE: device,
-         H_SEQ: None if seq is None else str(seq)}
+    h = {
+        H_CLASS: str(contract.data_class),
+        H_TENANT: contract.tenant,
+        H_CONTRACT: contract.id,
+        H_DEVICE: device,
+        H_SEQ: None if seq is None else str(seq),
+    }
     h.update(over)
     return [(k, v.encode()) for k, v in h.items() if v is not None]
 
@@ -61,7 +83,9 @@ class Publisher:
         self.sent = 0
 
     def __call__(self, contract, device: str, value: bytes, seq: int | None, **over: str | None) -> None:
-        self.producer.send(contract.topic, key=device.encode(), value=value, headers=headers(contract, device, seq, **over))
+        self.producer.send(
+            contract.topic, key=device.encode(), value=value, headers=headers(contract, device, seq, **over)
+        )
         self.sent += 1
 
     def flush(self) -> None:
@@ -80,13 +104,19 @@ def broker(tmp_path_factory: pytest.TempPathFactory, cfg: FieldloopConfig) -> It
 @pytest.fixture(scope="module")
 def job_cfg(broker: PrivateKafka, tmp_path_factory: pytest.TempPathFactory) -> FieldloopConfig:
     lake = tmp_path_factory.mktemp("lake")
-    return load_config({"FIELDLOOP_HOME": str(broker.cfg.home), "FIELDLOOP_LAKE_URI": str(lake),
-                        "FIELDLOOP_KAFKA_BOOTSTRAP": broker.bootstrap})
+    return load_config(
+        {
+            "FIELDLOOP_HOME": str(broker.cfg.home),
+            "FIELDLOOP_LAKE_URI": str(lake),
+            "FIELDLOOP_KAFKA_BOOTSTRAP": broker.bootstrap,
+        }
+    )
 
 
-def run_once(spark, job_cfg: FieldloopConfig, max_record_bytes: int = 8192) -> BronzeJob:  # noqa: ANN001
-    job = BronzeJob(job_cfg, spark, CONTRACTS, REG, ResidencyGuard.from_config(job_cfg),
-                    max_record_bytes=max_record_bytes)
+def run_once(spark, job_cfg: FieldloopConfig, max_record_bytes: int = 8192) -> BronzeJob:
+    job = BronzeJob(
+        job_cfg, spark, CONTRACTS, REG, ResidencyGuard.from_config(job_cfg), max_record_bytes=max_record_bytes
+    )
     job.start(available_now=True).awaitTermination(300)
     return job
 
@@ -100,7 +130,7 @@ def duplicates_in_log(path: str) -> int:
     return duplicates_dropped(DeltaTable(path).history()) or 0
 
 
-def test_bronze_exactly_once_with_quarantine_and_reconciliation(spark, broker, job_cfg) -> None:  # noqa: ANN001
+def test_bronze_exactly_once_with_quarantine_and_reconciliation(spark, broker, job_cfg) -> None:
     publish = Publisher(broker.bootstrap)
     fr = REG.get("vehicle_frames")
     planted: Counter[str] = Counter()
@@ -114,17 +144,17 @@ def test_bronze_exactly_once_with_quarantine_and_reconciliation(spark, broker, j
 
     dev = "JT-BROKEN-DEVICE0"
     bad = [
-        ("truncated", dict(value=b"\xc3\x01\x00")),
-        ("bad-magic", dict(value=b'{"vin": "JT1"}')),
-        ("unknown-fingerprint", dict(value=b"\xc3\x01" + bytes(8) + b"\x02")),
-        ("undecodable", dict(value=fr.header + b"\xff\xff\xff\xff\xff")),  # wrong types: not a VehicleFrame body
-        ("non-finite", dict(value=encode(frame(100, speed_mps=float("nan")), fr))),
-        ("future-timestamp", dict(value=encode(frame(101, ts=NOW_MS + 10 * 24 * 3600 * 1000), fr))),
-        ("oversized", dict(value=encode(frame(102, driver_id="x" * 9000), fr))),
-        ("unknown-class", dict(value=encode(frame(103), fr), over={H_CLASS: "confidential"})),
-        ("raw-secret", dict(value=encode(frame(104), fr), over={H_CLASS: "secret"})),
-        ("missing-sequence", dict(value=encode(frame(105), fr), seq=None)),
-        ("contract-mismatch", dict(value=encode(frame(106), fr), over={H_CONTRACT: "someone-else"})),
+        ("truncated", {"value": b"\xc3\x01\x00"}),
+        ("bad-magic", {"value": b'{"vin": "JT1"}'}),
+        ("unknown-fingerprint", {"value": b"\xc3\x01" + bytes(8) + b"\x02"}),
+        ("undecodable", {"value": fr.header + b"\xff\xff\xff\xff\xff"}),  # wrong types: not a VehicleFrame body
+        ("non-finite", {"value": encode(frame(100, speed_mps=float("nan")), fr)}),
+        ("future-timestamp", {"value": encode(frame(101, ts=NOW_MS + 10 * 24 * 3600 * 1000), fr)}),
+        ("oversized", {"value": encode(frame(102, driver_id="x" * 9000), fr)}),
+        ("unknown-class", {"value": encode(frame(103), fr), "over": {H_CLASS: "confidential"}}),
+        ("raw-secret", {"value": encode(frame(104), fr), "over": {H_CLASS: "secret"}}),
+        ("missing-sequence", {"value": encode(frame(105), fr), "seq": None}),
+        ("contract-mismatch", {"value": encode(frame(106), fr), "over": {H_CONTRACT: "someone-else"}}),
     ]
     for n, (reason, spec) in enumerate(bad):
         publish(FRAMES, dev, spec["value"], seq=spec.get("seq", 1000 + n), **spec.get("over", {}))
@@ -156,7 +186,11 @@ def test_bronze_exactly_once_with_quarantine_and_reconciliation(spark, broker, j
     props = DeltaTable(plant_t.bronze_path).metadata().configuration
     gov = TableGovernance.from_delta_properties(props)
     assert (gov.data_class, gov.tenant, gov.contract_id, gov.residency_region) == (
-        "restricted", "acme-steel", "plant-sensors-acme-steel", "ap-northeast-1")
+        "restricted",
+        "acme-steel",
+        "plant-sensors-acme-steel",
+        "ap-northeast-1",
+    )
     assert props["fieldloop.layer"] == "bronze"
 
     # a second run with nothing new changes nothing; a late resend is dropped and counted

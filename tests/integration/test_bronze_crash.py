@@ -35,22 +35,48 @@ RESENT_PER_ROUND = 20
 
 
 def _record(device: int, seq: int) -> bytes:
-    return encode({"device_id": f"dev-{device}", "model_name": "fieldloop.vehicle-longitudinal",
-                   "model_version": "7", "ts": int(time.time() * 1000), "latency_ms": 0.4,
-                   "ood_score": 0.1, "disagreement": 0.01, "intervention": False}, SCHEMA)
+    return encode(
+        {
+            "device_id": f"dev-{device}",
+            "model_name": "fieldloop.vehicle-longitudinal",
+            "model_version": "7",
+            "ts": int(time.time() * 1000),
+            "latency_ms": 0.4,
+            "ood_score": 0.1,
+            "disagreement": 0.01,
+            "intervention": False,
+        },
+        SCHEMA,
+    )
 
 
 def _produce(producer: KafkaProducer, start: int, count: int) -> None:
     for n in range(start, start + count):
         device, seq = n % DEVICES, n // DEVICES
-        producer.send(CONTRACT.topic, key=f"dev-{device}".encode(), value=_record(device, seq), headers=[
-            (H_CLASS, b"public"), (H_CONTRACT, CONTRACT.id.encode()), (H_DEVICE, f"dev-{device}".encode()),
-            (H_SEQ, str(seq).encode())])
+        producer.send(
+            CONTRACT.topic,
+            key=f"dev-{device}".encode(),
+            value=_record(device, seq),
+            headers=[
+                (H_CLASS, b"public"),
+                (H_CONTRACT, CONTRACT.id.encode()),
+                (H_DEVICE, f"dev-{device}".encode()),
+                (H_SEQ, str(seq).encode()),
+            ],
+        )
     for n in range(start, start + RESENT_PER_ROUND):  # a device re-sending after a reconnect
         device, seq = n % DEVICES, n // DEVICES
-        producer.send(CONTRACT.topic, key=f"dev-{device}".encode(), value=_record(device, seq), headers=[
-            (H_CLASS, b"public"), (H_CONTRACT, CONTRACT.id.encode()), (H_DEVICE, f"dev-{device}".encode()),
-            (H_SEQ, str(seq).encode())])
+        producer.send(
+            CONTRACT.topic,
+            key=f"dev-{device}".encode(),
+            value=_record(device, seq),
+            headers=[
+                (H_CLASS, b"public"),
+                (H_CONTRACT, CONTRACT.id.encode()),
+                (H_DEVICE, f"dev-{device}".encode()),
+                (H_SEQ, str(seq).encode()),
+            ],
+        )
     producer.flush()
 
 
@@ -59,27 +85,36 @@ def _commits(table: Path) -> int:
     return len(list(log.glob("*.json"))) if log.is_dir() else 0
 
 
-def test_sigkill_mid_batch_then_restart_lands_everything_exactly_once(private_kafka: PrivateKafka,
-                                                                      tmp_path: Path) -> None:
+def test_sigkill_mid_batch_then_restart_lands_everything_exactly_once(
+    private_kafka: PrivateKafka, tmp_path: Path
+) -> None:
     admin = KafkaAdminClient(bootstrap_servers=private_kafka.bootstrap)
     apply_topics(admin, {CONTRACT.id: CONTRACT}, partitions=2)
     admin.close()
     lake = tmp_path / "lake"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FIELDLOOP_")},
-           "FIELDLOOP_HOME": str(private_kafka.cfg.home), "FIELDLOOP_LAKE_URI": str(lake),
-           "FIELDLOOP_KAFKA_BOOTSTRAP": private_kafka.bootstrap,
-           "FIELDLOOP_KAFKA_PORT": str(private_kafka.cfg.kafka.port),
-           "FIELDLOOP_KAFKA_CONTROLLER_PORT": str(private_kafka.cfg.kafka.controller_port),
-           "FIELDLOOP_SPARK_MASTER": "local[2]"}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FIELDLOOP_")},
+        "FIELDLOOP_HOME": str(private_kafka.cfg.home),
+        "FIELDLOOP_LAKE_URI": str(lake),
+        "FIELDLOOP_KAFKA_BOOTSTRAP": private_kafka.bootstrap,
+        "FIELDLOOP_KAFKA_PORT": str(private_kafka.cfg.kafka.port),
+        "FIELDLOOP_KAFKA_CONTROLLER_PORT": str(private_kafka.cfg.kafka.controller_port),
+        "FIELDLOOP_SPARK_MASTER": "local[2]",
+    }
     producer = KafkaProducer(bootstrap_servers=private_kafka.bootstrap, acks="all", linger_ms=5)
     bronze = lake / "bronze" / "fleet_telemetry"
     produced = 0
     for kill in range(3):
         _produce(producer, produced, PER_ROUND)
         produced += PER_ROUND
-        log = open(tmp_path / f"ingest-{kill}.log", "w")
-        job = subprocess.Popen([FIELDLOOP, "ingest", "--follow", "--trigger-seconds", "1", "--max-offsets", "400"],
-                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log = open(tmp_path / f"ingest-{kill}.log", "w")  # noqa: SIM115 - the killed job's output, closed below
+        job = subprocess.Popen(
+            [FIELDLOOP, "ingest", "--follow", "--trigger-seconds", "1", "--max-offsets", "400"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         before = _commits(bronze)
         deadline = time.monotonic() + 180
         # kill once at least one new batch committed, i.e. mid-stream with more batches to go

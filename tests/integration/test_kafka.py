@@ -24,8 +24,14 @@ def test_produce_and_consume_round_trip(kafka_bootstrap: str) -> None:
     producer.flush()
     producer.close()
 
-    consumer = KafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=10000, group_id=None)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=10000,
+        group_id=None,
+    )
     received = []
     for record in consumer:
         received.append((record.key, record.value, dict(record.headers)))

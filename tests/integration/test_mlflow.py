@@ -13,7 +13,7 @@ from fieldloop.lineage import ModelLineage, TableLineage
 
 
 class _Doubler(mlflow.pyfunc.PythonModel):
-    def predict(self, context, model_input, params=None):  # noqa: ANN001 - MLflow's signature
+    def predict(self, context, model_input, params=None):
         return model_input * 2
 
 
@@ -24,7 +24,9 @@ def test_log_run_register_version_with_alias_and_lineage(mlflow_uri: str) -> Non
     client = MlflowClient(mlflow_uri)
     name = f"fieldloop.stack-check-{uuid.uuid4().hex[:6]}"
     mlflow.set_experiment("fieldloop-stack-tests")
-    lineage = ModelLineage([TableLineage("gold/frames", "/lake/gold/frames", 3, DataClass.PUBLIC, "vehicle-frames-public")])
+    lineage = ModelLineage(
+        [TableLineage("gold/frames", "/lake/gold/frames", 3, DataClass.PUBLIC, "vehicle-frames-public")]
+    )
     with mlflow.start_run() as run:
         mlflow.log_param("seed", 7)
         for step, loss in enumerate([0.9, 0.5, 0.3]):

@@ -12,7 +12,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 import uuid
@@ -40,8 +39,10 @@ T0 = 1_700_000_000_000
 
 def routed(run: str) -> dict[str, DataContract]:
     """The packaged contracts, each sent to a topic of this test run."""
-    return {cid: c.model_copy(update={"topic_override": f"fieldloop.test.{run}.{cid}.v{c.schema_version}"})
-            for cid, c in load_contracts().items()}
+    return {
+        cid: c.model_copy(update={"topic_override": f"fieldloop.test.{run}.{cid}.v{c.schema_version}"})
+        for cid, c in load_contracts().items()
+    }
 
 
 def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
@@ -92,25 +93,56 @@ def distinct_in_order(records: list[Any]) -> tuple[dict[str, list[int]], int]:
 
 
 def frame(vin: str, i: int) -> dict[str, Any]:
-    return {"vin": vin, "driver_id": f"drv-{i % 7}", "ts": T0 + i * 100, "lat": 35.68 + i * 1e-5, "lon": 139.76,
-            "speed_mps": 12.5 + (i % 10), "accel_mps2": -0.4, "steering_deg": 3.0, "brake": 0.1, "yaw_rate_dps": 0.5,
-            "perception": {"vehicles": i % 4, "pedestrians": 1, "cyclists": 0}, "intervention": i % 50 == 0}
+    return {
+        "vin": vin,
+        "driver_id": f"drv-{i % 7}",
+        "ts": T0 + i * 100,
+        "lat": 35.68 + i * 1e-5,
+        "lon": 139.76,
+        "speed_mps": 12.5 + (i % 10),
+        "accel_mps2": -0.4,
+        "steering_deg": 3.0,
+        "brake": 0.1,
+        "yaw_rate_dps": 0.5,
+        "perception": {"vehicles": i % 4, "pedestrians": 1, "cyclists": 0},
+        "intervention": i % 50 == 0,
+    }
 
 
 def reading(sensor: str, i: int) -> dict[str, Any]:
-    return {"site": "kimitsu", "line": "bf-2", "sensor_id": sensor, "ts": T0 + i * 1000,
-            "value": 1450.0 + i / 10, "unit": "Cel", "quality": "GOOD"}
+    return {
+        "site": "kimitsu",
+        "line": "bf-2",
+        "sensor_id": sensor,
+        "ts": T0 + i * 1000,
+        "value": 1450.0 + i / 10,
+        "unit": "Cel",
+        "quality": "GOOD",
+    }
 
 
 def telemetry(device: str, i: int) -> dict[str, Any]:
-    return {"device_id": device, "model_name": "fieldloop.vehicle-longitudinal", "model_version": "7", "ts": T0 + i,
-            "latency_ms": 4.2, "ood_score": 0.05, "disagreement": 0.01, "intervention": False}
+    return {
+        "device_id": device,
+        "model_name": "fieldloop.vehicle-longitudinal",
+        "model_version": "7",
+        "ts": T0 + i,
+        "latency_ms": 4.2,
+        "ood_score": 0.05,
+        "disagreement": 0.01,
+        "intervention": False,
+    }
 
 
 def config(bootstrap: str, spool_dir: Path, **kw: Any) -> EdgeProducerConfig:
     # short timeouts keep outage tests in seconds; production defaults are longer
-    defaults: dict[str, Any] = {"send_timeout_s": 3.0, "connect_timeout_s": 1.0, "backoff_initial_s": 0.1,
-                                "backoff_max_s": 1.0, "linger_ms": 5}
+    defaults: dict[str, Any] = {
+        "send_timeout_s": 3.0,
+        "connect_timeout_s": 1.0,
+        "backoff_initial_s": 0.1,
+        "backoff_max_s": 1.0,
+        "linger_ms": 5,
+    }
     return EdgeProducerConfig(bootstrap_servers=bootstrap, spool_dir=spool_dir, **{**defaults, **kw})
 
 
@@ -125,8 +157,11 @@ def contracts(run_id: str) -> dict[str, DataContract]:
 
 
 def test_round_trip_keeps_every_record_its_headers_and_per_device_order(
-        kafka_bootstrap: str, contracts: dict[str, DataContract], tmp_path: Path) -> None:
-    frames, plant, fleet = (contracts[c] for c in ("vehicle-frames-public", "plant-sensors-acme-steel", "fleet-telemetry"))
+    kafka_bootstrap: str, contracts: dict[str, DataContract], tmp_path: Path
+) -> None:
+    frames, plant, fleet = (
+        contracts[c] for c in ("vehicle-frames-public", "plant-sensors-acme-steel", "fleet-telemetry")
+    )
     create_topics(kafka_bootstrap, {frames.topic: 3, plant.topic: 2, fleet.topic: 1})
     vins = [f"JT{n:015d}" for n in range(5)]
     sent: dict[tuple[str, int], dict[str, Any]] = {}
@@ -154,8 +189,11 @@ def test_round_trip_keeps_every_record_its_headers_and_per_device_order(
         assert H_TENANT not in headers  # public data has no tenant
         expected = sent[(vin, seq)]
         # the record has no driver_note (as a device on schema v1 would send): the optional field reads as null
-        assert decode(record.value, registry) == {**expected, "driver_note": None,
-                                                  "ts": datetime.fromtimestamp(expected["ts"] / 1000, UTC)}
+        assert decode(record.value, registry) == {
+            **expected,
+            "driver_note": None,
+            "ts": datetime.fromtimestamp(expected["ts"] / 1000, UTC),
+        }
         assert seq > last_seq.get((record.partition, vin), 0), "a device's records must stay in order"
         last_seq[(record.partition, vin)] = seq
         partitions_of.setdefault(vin, set()).add(record.partition)
@@ -172,8 +210,9 @@ def test_round_trip_keeps_every_record_its_headers_and_per_device_order(
     assert len(read_all(kafka_bootstrap, fleet.topic)) == 100
 
 
-def test_broker_outage_loses_nothing_and_keeps_order(private_kafka: Any, contracts: dict[str, DataContract],
-                                                     tmp_path: Path) -> None:
+def test_broker_outage_loses_nothing_and_keeps_order(
+    private_kafka: Any, contracts: dict[str, DataContract], tmp_path: Path
+) -> None:
     bootstrap = private_kafka.bootstrap
     topic = contracts["plant-sensors-acme-steel"].topic
     create_topics(bootstrap, {topic: 2})
@@ -201,7 +240,7 @@ def test_broker_outage_loses_nothing_and_keeps_order(private_kafka: Any, contrac
 
     assert stats.outages >= 1 and stats.failed_rounds >= 1 and stats.pending == 0
     per_device, duplicates = distinct_in_order(read_all(bootstrap, topic))
-    assert {d: len(s) for d, s in per_device.items()} == {s: 150 for s in sensors}
+    assert {d: len(s) for d, s in per_device.items()} == dict.fromkeys(sensors, 150)
     for sensor, seqs in per_device.items():
         assert seqs == list(range(1, 151)), f"{sensor}: order changed or records lost"
     assert duplicates <= stats.resends  # a duplicate can only come from a re-send
@@ -242,7 +281,8 @@ DEVICE_SCRIPT = textwrap.dedent("""
 
 
 def test_a_killed_device_process_loses_nothing_and_never_reuses_a_sequence(
-        kafka_bootstrap: str, run_id: str, contracts: dict[str, DataContract], tmp_path: Path) -> None:
+    kafka_bootstrap: str, run_id: str, contracts: dict[str, DataContract], tmp_path: Path
+) -> None:
     topic = contracts["fleet-telemetry"].topic
     create_topics(kafka_bootstrap, {topic: 1})
     script = tmp_path / "device.py"
@@ -250,8 +290,12 @@ def test_a_killed_device_process_loses_nothing_and_never_reuses_a_sequence(
     spool_dir = tmp_path / "spool"
 
     def device(mode: str, delivered: int, spooled: int = 0) -> subprocess.Popen[str]:
-        return subprocess.Popen([str(PYTHON), str(script), mode, kafka_bootstrap, str(spool_dir), run_id,
-                                 str(delivered), str(spooled)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [str(PYTHON), str(script), mode, kafka_bootstrap, str(spool_dir), run_id, str(delivered), str(spooled)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
 
     first = device("kill", delivered=5, spooled=40)
     try:
@@ -279,16 +323,39 @@ def test_a_killed_device_process_loses_nothing_and_never_reuses_a_sequence(
     assert per_device == {"edge-7": list(range(1, 51))}
 
 
-def test_refused_records_never_reach_the_spool_or_kafka(kafka_bootstrap: str, contracts: dict[str, DataContract],
-                                                         tmp_path: Path) -> None:
-    audio, robot, camera, frames = (contracts[c] for c in (
-        "worker-audio-acme-steel", "robot-joints-kansai-robotics", "camera-meta-public", "vehicle-frames-public"))
+def test_refused_records_never_reach_the_spool_or_kafka(
+    kafka_bootstrap: str, contracts: dict[str, DataContract], tmp_path: Path
+) -> None:
+    audio, robot, camera, frames = (
+        contracts[c]
+        for c in (
+            "worker-audio-acme-steel",
+            "robot-joints-kansai-robotics",
+            "camera-meta-public",
+            "vehicle-frames-public",
+        )
+    )
     create_topics(kafka_bootstrap, {audio.topic: 1, robot.topic: 1, camera.topic: 1, frames.topic: 1})
-    joints = {"robot_id": "arm-3", "operator_id": "op-12", "ts": T0, "joint_pos_rad": [0.1, 0.2, 1.3],
-              "joint_torque_nm": [1.0, 2.0, 0.5], "gripper_pos": 0.4, "gripper_closed": False}
+    joints = {
+        "robot_id": "arm-3",
+        "operator_id": "op-12",
+        "ts": T0,
+        "joint_pos_rad": [0.1, 0.2, 1.3],
+        "joint_torque_nm": [1.0, 2.0, 0.5],
+        "gripper_pos": 0.4,
+        "gripper_closed": False,
+    }
     detections = [{"label": "pedestrian", "score": 0.91}] * 400  # about 8 KiB encoded
-    camera_meta = {"camera_id": "cam-1", "vin": "JT000000000000001", "ts": T0, "frame_no": 1, "width": 1920,
-                   "height": 1080, "exposure_ms": 8.0, "detections": detections}
+    camera_meta = {
+        "camera_id": "cam-1",
+        "vin": "JT000000000000001",
+        "ts": T0,
+        "frame_no": 1,
+        "width": 1920,
+        "height": 1080,
+        "exposure_ms": 8.0,
+        "detections": detections,
+    }
     audio_features = {"site": "kimitsu", "worker_id": "w-88", "ts": T0, "db_level": 82.0, "mfcc": [1.0, 2.0]}
     good = frame("JT000000000000009", 1)
     cases = [
@@ -298,10 +365,19 @@ def test_refused_records_never_reach_the_spool_or_kafka(kafka_bootstrap: str, co
         ("non-finite", "vehicle-frames-public", "JT000000000000009", {**good, "speed_mps": math.inf}),
         ("oversized", "camera-meta-public", "cam-1", camera_meta),
         ("schema-mismatch", "vehicle-frames-public", "JT000000000000009", {**good, "speed_mps": "fast"}),
-        ("schema-mismatch", "vehicle-frames-public", "JT000000000000009",
-         {**good, "perception": {"vehicles": 1.5, "pedestrians": 0, "cyclists": 0}}),  # would be truncated to 1
+        (
+            "schema-mismatch",
+            "vehicle-frames-public",
+            "JT000000000000009",
+            {**good, "perception": {"vehicles": 1.5, "pedestrians": 0, "cyclists": 0}},
+        ),  # would be truncated to 1
         ("schema-mismatch", "vehicle-frames-public", "JT000000000000009", {**good, "intervention": 1}),
-        ("schema-mismatch", "vehicle-frames-public", "JT000000000000009", {k: v for k, v in good.items() if k != "lat"}),
+        (
+            "schema-mismatch",
+            "vehicle-frames-public",
+            "JT000000000000009",
+            {k: v for k, v in good.items() if k != "lat"},
+        ),
         ("schema-mismatch", "vehicle-frames-public", "JT000000000000009", {**good, "plate": "品川300あ1234"}),
         ("schema-mismatch", "robot-joints-kansai-robotics", "arm-3", {**joints, "joint_pos_rad": "0.1,0.2"}),
         ("bad-device", "vehicle-frames-public", "", good),
@@ -318,8 +394,14 @@ def test_refused_records_never_reach_the_spool_or_kafka(kafka_bootstrap: str, co
         assert producer.send("robot-joints-kansai-robotics", "arm-3", joints) == 1
         assert producer.flush(30)
         stats = producer.stats
-    assert stats.refused == {"raw-secret": 1, "no-contract": 1, "non-finite": 2, "oversized": 1,
-                             "schema-mismatch": 6, "bad-device": 1}
+    assert stats.refused == {
+        "raw-secret": 1,
+        "no-contract": 1,
+        "non-finite": 2,
+        "oversized": 1,
+        "schema-mismatch": 6,
+        "bad-device": 1,
+    }
     assert stats.accepted == 2
     assert read_all(kafka_bootstrap, audio.topic) == []
     assert read_all(kafka_bootstrap, camera.topic) == []
@@ -328,7 +410,8 @@ def test_refused_records_never_reach_the_spool_or_kafka(kafka_bootstrap: str, co
 
 
 def test_accepted_count_reconciles_with_distinct_records_on_kafka(
-        kafka_bootstrap: str, contracts: dict[str, DataContract], tmp_path: Path) -> None:
+    kafka_bootstrap: str, contracts: dict[str, DataContract], tmp_path: Path
+) -> None:
     topic = contracts["vehicle-frames-public"].topic
     create_topics(kafka_bootstrap, {topic: 3})
     vins = [f"JT{n:015d}" for n in range(8)]
@@ -370,8 +453,9 @@ def unreachable(tmp_path: Path) -> Iterator[str]:
     yield f"127.0.0.1:{port}"
 
 
-def test_a_device_that_starts_offline_spools_and_reports_it(unreachable: str, contracts: dict[str, DataContract],
-                                                           tmp_path: Path) -> None:
+def test_a_device_that_starts_offline_spools_and_reports_it(
+    unreachable: str, contracts: dict[str, DataContract], tmp_path: Path
+) -> None:
     cfg = config(unreachable, tmp_path / "spool")
     started = time.monotonic()
     producer = EdgeProducer(cfg, contracts)  # no broker: construction must not block or fail
@@ -389,7 +473,8 @@ def test_a_device_that_starts_offline_spools_and_reports_it(unreachable: str, co
 
 
 def test_a_full_spool_refuses_with_a_retriable_error_and_keeps_what_it_has(
-        unreachable: str, contracts: dict[str, DataContract], tmp_path: Path) -> None:
+    unreachable: str, contracts: dict[str, DataContract], tmp_path: Path
+) -> None:
     from ingestion.errors import SpoolFullError
 
     cfg = config(unreachable, tmp_path / "spool", spool_max_bytes=64 * 1024, max_record_bytes=16 * 1024)
@@ -413,8 +498,13 @@ def test_config_mirrors_the_kafka_section_and_rejects_what_it_cannot_use(tmp_pat
 
     from fieldloop.config import KafkaConfig
 
-    kafka = KafkaConfig(bootstrap="broker-1.example.jp:9096,broker-2.example.jp:9096", security_protocol="SASL_SSL",
-                        sasl_mechanism="SCRAM-SHA-512", sasl_username="edge", sasl_password="s3cret")
+    kafka = KafkaConfig(
+        bootstrap="broker-1.example.jp:9096,broker-2.example.jp:9096",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="edge",
+        sasl_password="s3cret",
+    )
     cfg = EdgeProducerConfig.from_kafka_config(kafka, spool_dir=tmp_path, linger_ms=50)
     options = cfg.kafka_options()
     assert options["bootstrap_servers"] == ["broker-1.example.jp:9096", "broker-2.example.jp:9096"]
@@ -426,9 +516,14 @@ def test_config_mirrors_the_kafka_section_and_rejects_what_it_cannot_use(tmp_pat
     with pytest.raises(ValidationError, match="linger"):
         EdgeProducerConfig.from_kafka_config(kafka, spool_dir=tmp_path, linger="50")
     with pytest.raises(ValidationError, match="needs sasl_username"):
-        EdgeProducerConfig(bootstrap_servers="b:9096", spool_dir=tmp_path, security_protocol="SASL_SSL",
-                           sasl_mechanism="PLAIN")
+        EdgeProducerConfig(
+            bootstrap_servers="b:9096", spool_dir=tmp_path, security_protocol="SASL_SSL", sasl_mechanism="PLAIN"
+        )
     with pytest.raises(ValidationError, match="spool_segment_bytes"):
-        EdgeProducerConfig(bootstrap_servers="b:9096", spool_dir=tmp_path, spool_max_bytes=4 * 1024 * 1024,
-                           spool_segment_bytes=4 * 1024 * 1024)
+        EdgeProducerConfig(
+            bootstrap_servers="b:9096",
+            spool_dir=tmp_path,
+            spool_max_bytes=4 * 1024 * 1024,
+            spool_segment_bytes=4 * 1024 * 1024,
+        )
     assert list(tmp_path.iterdir()) == []  # validation happens before the spool is opened

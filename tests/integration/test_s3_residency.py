@@ -22,8 +22,11 @@ from fieldloop.config import load_config
 from fieldloop.errors import ResidencyError
 from fieldloop.residency import ResidencyGuard
 
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "fieldloop-test", "AWS_SECRET_ACCESS_KEY": "fieldloop-test",
-               "AWS_DEFAULT_REGION": "ap-northeast-1"}
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "fieldloop-test",
+    "AWS_SECRET_ACCESS_KEY": "fieldloop-test",
+    "AWS_DEFAULT_REGION": "ap-northeast-1",
+}
 
 
 def _free_port() -> int:

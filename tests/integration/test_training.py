@@ -36,27 +36,69 @@ FIELDLOOP = str(Path(sys.executable).parent / "fieldloop")
 
 
 @pytest.fixture(scope="module")
-def env(cfg: FieldloopConfig, spark, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:  # noqa: ANN001
+def env(cfg: FieldloopConfig, spark, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     root = tmp_path_factory.mktemp("training")
     contracts = root / "contracts"
     shutil.copytree(packaged_contracts_dir(), contracts)
     evalonly = (contracts / "vehicle-frames-public.toml").read_text()
-    evalonly = (evalonly.replace('id = "vehicle-frames-public"', 'id = "robot-joints-evalonly"')
-                .replace('stream = "vehicle_frames"', 'stream = "robot_joints"')
-                .replace('allowed_uses = ["base_training", "tenant_finetune", "rag", "evaluation"]',
-                         'allowed_uses = ["evaluation"]'))
+    evalonly = (
+        evalonly.replace('id = "vehicle-frames-public"', 'id = "robot-joints-evalonly"')
+        .replace('stream = "vehicle_frames"', 'stream = "robot_joints"')
+        .replace(
+            'allowed_uses = ["base_training", "tenant_finetune", "rag", "evaluation"]', 'allowed_uses = ["evaluation"]'
+        )
+    )
     (contracts / "robot-joints-evalonly.toml").write_text(evalonly)
     lake = str(root / "lake")
-    write_gold(spark, lake, "vehicle_longitudinal_public", vehicle_rows(8, 150, 1), VEHICLE_SCHEMA,
-               DataClass.PUBLIC, "vehicle-frames-public")
-    write_gold(spark, lake, "vehicle_longitudinal_acme_mobility", vehicle_rows(4, 150, 2, "p1acme"), VEHICLE_SCHEMA,
-               DataClass.RESTRICTED, "vehicle-frames-acme-mobility", "acme-mobility")
-    write_gold(spark, lake, "vehicle_longitudinal_secret", vehicle_rows(2, 50, 3, "p1sec"), VEHICLE_SCHEMA,
-               DataClass.SECRET, "worker-audio-acme-steel", "acme-steel")
-    write_gold(spark, lake, "vehicle_longitudinal_evalonly", vehicle_rows(2, 50, 4, "p1eval"), VEHICLE_SCHEMA,
-               DataClass.PUBLIC, "robot-joints-evalonly")
-    write_gold(spark, lake, "plant_anomaly_acme_steel", plant_rows(6, 200, 5), PLANT_SCHEMA,
-               DataClass.RESTRICTED, "plant-sensors-acme-steel", "acme-steel", task="plant-anomaly")
+    write_gold(
+        spark,
+        lake,
+        "vehicle_longitudinal_public",
+        vehicle_rows(8, 150, 1),
+        VEHICLE_SCHEMA,
+        DataClass.PUBLIC,
+        "vehicle-frames-public",
+    )
+    write_gold(
+        spark,
+        lake,
+        "vehicle_longitudinal_acme_mobility",
+        vehicle_rows(4, 150, 2, "p1acme"),
+        VEHICLE_SCHEMA,
+        DataClass.RESTRICTED,
+        "vehicle-frames-acme-mobility",
+        "acme-mobility",
+    )
+    write_gold(
+        spark,
+        lake,
+        "vehicle_longitudinal_secret",
+        vehicle_rows(2, 50, 3, "p1sec"),
+        VEHICLE_SCHEMA,
+        DataClass.SECRET,
+        "worker-audio-acme-steel",
+        "acme-steel",
+    )
+    write_gold(
+        spark,
+        lake,
+        "vehicle_longitudinal_evalonly",
+        vehicle_rows(2, 50, 4, "p1eval"),
+        VEHICLE_SCHEMA,
+        DataClass.PUBLIC,
+        "robot-joints-evalonly",
+    )
+    write_gold(
+        spark,
+        lake,
+        "plant_anomaly_acme_steel",
+        plant_rows(6, 200, 5),
+        PLANT_SCHEMA,
+        DataClass.RESTRICTED,
+        "plant-sensors-acme-steel",
+        "acme-steel",
+        task="plant-anomaly",
+    )
     settings = {"FIELDLOOP_LAKE_URI": lake, "FIELDLOOP_CONTRACTS_DIR": str(contracts), "FIELDLOOP_TRAIN_EPOCHS": "4"}
     with started_private_mlflow(root / "home", cfg, settings) as values:
         yield values
@@ -67,7 +109,7 @@ def tcfg(env: dict[str, str]) -> FieldloopConfig:
     return load_config(env)
 
 
-def client(tcfg: FieldloopConfig):  # noqa: ANN201 - mlflow.MlflowClient
+def client(tcfg: FieldloopConfig):
     from mlflow import MlflowClient
 
     return MlflowClient(tcfg.mlflow.uri)
@@ -101,10 +143,18 @@ def test_registered_version_carries_lineage_and_its_artifacts_load(tcfg: Fieldlo
     lineage = ModelLineage.from_mlflow_tags(version.tags)
     (only,) = lineage.inputs
     assert (only.table, only.data_class, only.contract_id, only.tenant) == (
-        "gold/vehicle_longitudinal_public", DataClass.PUBLIC, "vehicle-frames-public", None)
+        "gold/vehicle_longitudinal_public",
+        DataClass.PUBLIC,
+        "vehicle-frames-public",
+        None,
+    )
     assert only.delta_version == int(result.inputs[0].rsplit("@v", 1)[1])
-    assert lineage.data_classes == ["public"] and lineage.tenants == [] and lineage.contracts == ["vehicle-frames-public"]
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    assert (
+        lineage.data_classes == ["public"] and lineage.tenants == [] and lineage.contracts == ["vehicle-frames-public"]
+    )
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+    ).stdout.strip()
     assert lineage.extra["git_commit"].startswith(head)
     assert lineage.extra["task"] == "vehicle-longitudinal" and lineage.extra["seed"] == "3"
     assert json.loads(lineage.extra["holdout"])["tables"] == {only.path: only.delta_version}
@@ -141,15 +191,19 @@ def test_registered_version_carries_lineage_and_its_artifacts_load(tcfg: Fieldlo
     assert teacher(torch.from_numpy(x)).shape == (8, 2)
 
 
-@pytest.mark.parametrize(("tenant", "table", "rule"), [
-    (None, "vehicle_longitudinal_acme_mobility", "restricted-not-in-base"),
-    ("kansai-robotics", "vehicle_longitudinal_acme_mobility", "tenant-isolation"),
-    (None, "vehicle_longitudinal_secret", "secret-never-trains"),
-    ("acme-steel", "vehicle_longitudinal_secret", "secret-never-trains"),
-    (None, "vehicle_longitudinal_evalonly", "contract-use"),
-])
-def test_contaminating_inputs_are_refused_and_nothing_is_registered(tcfg: FieldloopConfig, tenant: str | None,
-                                                                     table: str, rule: str) -> None:
+@pytest.mark.parametrize(
+    ("tenant", "table", "rule"),
+    [
+        (None, "vehicle_longitudinal_acme_mobility", "restricted-not-in-base"),
+        ("kansai-robotics", "vehicle_longitudinal_acme_mobility", "tenant-isolation"),
+        (None, "vehicle_longitudinal_secret", "secret-never-trains"),
+        ("acme-steel", "vehicle_longitudinal_secret", "secret-never-trains"),
+        (None, "vehicle_longitudinal_evalonly", "contract-use"),
+    ],
+)
+def test_contaminating_inputs_are_refused_and_nothing_is_registered(
+    tcfg: FieldloopConfig, tenant: str | None, table: str, rule: str
+) -> None:
     name = BASE + (f".{tenant}" if tenant else "")
     before_versions, before_runs = versions(tcfg, name), runs(tcfg, "vehicle-longitudinal")
     before_tags = experiment_tags(tcfg, "vehicle-longitudinal")
@@ -188,10 +242,14 @@ def test_fine_tuning_starts_from_the_champion(tcfg: FieldloopConfig) -> None:
     assert tuned_lineage.extra["parent"] == tuned.init
     tenant = train(tcfg, TrainRequest("vehicle-longitudinal", "acme-mobility", seed=6))
     assert tenant.init == tuned.init and tenant.version is not None
-    lineage = ModelLineage.from_mlflow_tags(client(tcfg).get_model_version(f"{BASE}.acme-mobility", tenant.version).tags)
+    lineage = ModelLineage.from_mlflow_tags(
+        client(tcfg).get_model_version(f"{BASE}.acme-mobility", tenant.version).tags
+    )
     assert lineage.tenants == ["acme-mobility"] and lineage.data_classes == ["public", "restricted"]
     # the weights came from the base champion: its inputs are inherited into the tenant model's lineage
-    assert {(i.table, i.delta_version) for i in tuned_lineage.inputs} <= {(i.table, i.delta_version) for i in lineage.inputs}
+    assert {(i.table, i.delta_version) for i in tuned_lineage.inputs} <= {
+        (i.table, i.delta_version) for i in lineage.inputs
+    }
 
     # a champion whose data cannot be checked (registered without fieldloop lineage) is not built upon
     bare = client(tcfg).create_model_version(BASE, f"runs:/{seeded.run_id}/model", seeded.run_id)
@@ -213,9 +271,25 @@ def test_tenant_plant_model_and_a_base_model_without_public_data(tcfg: Fieldloop
 
 def test_torchrun_with_two_processes_logs_one_run(env: dict[str, str], tcfg: FieldloopConfig) -> None:
     before = runs(tcfg, "vehicle-longitudinal")
-    proc = subprocess.run([FIELDLOOP, "train", "--task", "vehicle-longitudinal", "--nproc", "2", "--epochs", "2",
-                           "--no-register", "--from-scratch", "--json"],
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            FIELDLOOP,
+            "train",
+            "--task",
+            "vehicle-longitudinal",
+            "--nproc",
+            "2",
+            "--epochs",
+            "2",
+            "--no-register",
+            "--from-scratch",
+            "--json",
+        ],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(proc.stdout)  # --json: stdout holds the JSON alone
     assert runs(tcfg, "vehicle-longitudinal") == before + 1
@@ -232,13 +306,21 @@ def test_a_holdout_frozen_on_tables_the_run_does_not_read_is_not_silently_replac
     assert len(frozen.holdout["tables"]) == 2  # public and the tenant's own
     with pytest.raises(HoldoutMovedError, match=r"vehicle_longitudinal_acme_mobility, which this run does not read"):
         train(tcfg, TrainRequest("vehicle-longitudinal", tenant, ("vehicle_longitudinal_public",), register=False))
-    result = train(tcfg, TrainRequest("vehicle-longitudinal", tenant, ("vehicle_longitudinal_public",), register=False,
-                                      reset_holdout=True))
+    result = train(
+        tcfg,
+        TrainRequest(
+            "vehicle-longitudinal", tenant, ("vehicle_longitudinal_public",), register=False, reset_holdout=True
+        ),
+    )
     assert list(result.holdout["tables"]) == [f"{tcfg.lake}/gold/vehicle_longitudinal_public"]
     assert result.holdout["cut"] == frozen.holdout["cut"]  # the task's device split never moves
 
 
 def test_duplicate_inputs_are_refused(tcfg: FieldloopConfig) -> None:
     with pytest.raises(DatasetError, match="vehicle_longitudinal_public named more than once"):
-        train(tcfg, TrainRequest("vehicle-longitudinal", tables=("vehicle_longitudinal_public",
-                                                                  "vehicle_longitudinal_public@1")))
+        train(
+            tcfg,
+            TrainRequest(
+                "vehicle-longitudinal", tables=("vehicle_longitudinal_public", "vehicle_longitudinal_public@1")
+            ),
+        )

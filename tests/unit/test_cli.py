@@ -18,9 +18,13 @@ def test_help_lists_the_command_groups() -> None:
 
 
 def test_config_show_redacts_secrets(tmp_path: Path) -> None:
-    env = {"FIELDLOOP_HOME": str(tmp_path), "FIELDLOOP_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-           "FIELDLOOP_KAFKA_SASL_MECHANISM": "PLAIN", "FIELDLOOP_KAFKA_SASL_USERNAME": "fleet",
-           "FIELDLOOP_KAFKA_SASL_PASSWORD": "s3cr3t-value"}
+    env = {
+        "FIELDLOOP_HOME": str(tmp_path),
+        "FIELDLOOP_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "FIELDLOOP_KAFKA_SASL_MECHANISM": "PLAIN",
+        "FIELDLOOP_KAFKA_SASL_USERNAME": "fleet",
+        "FIELDLOOP_KAFKA_SASL_PASSWORD": "s3cr3t-value",
+    }
     shown = CliRunner().invoke(main, ["config", "show", "--json"], env=env)
     assert shown.exit_code == 0, shown.output
     data = json.loads(shown.output)
@@ -41,7 +45,13 @@ def test_config_check_validates_contracts_and_residency(tmp_path: Path) -> None:
     ok = CliRunner().invoke(main, ["config", "check"], env={"FIELDLOOP_HOME": str(tmp_path)})
     assert ok.exit_code == 0, ok.output
     assert "8 data contracts" in ok.output and "allowed" in ok.output
-    outside = CliRunner().invoke(main, ["config", "check"],
-                                 env={"FIELDLOOP_HOME": str(tmp_path), "FIELDLOOP_SITE_REGION": "us-west-2",
-                                      "FIELDLOOP_ALLOWED_REGIONS": "ap-northeast-1,ap-northeast-3"})
+    outside = CliRunner().invoke(
+        main,
+        ["config", "check"],
+        env={
+            "FIELDLOOP_HOME": str(tmp_path),
+            "FIELDLOOP_SITE_REGION": "us-west-2",
+            "FIELDLOOP_ALLOWED_REGIONS": "ap-northeast-1,ap-northeast-3",
+        },
+    )
     assert outside.exit_code == 1 and "us-west-2" in outside.output and "outside the allowed regions" in outside.output

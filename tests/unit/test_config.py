@@ -35,17 +35,19 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
 
 def test_config_file_named_by_environment(tmp_path: Path) -> None:
     toml = tmp_path / "custom.toml"
-    toml.write_text('[mlflow]\nport = 5055\n')
+    toml.write_text("[mlflow]\nport = 5055\n")
     cfg = load_config({"FIELDLOOP_CONFIG": str(toml)})
     assert cfg.mlflow.uri == "http://127.0.0.1:5055"
 
 
 def test_lists_and_mappings_from_environment() -> None:
-    cfg = load_config({
-        "FIELDLOOP_ALLOWED_REGIONS": "ap-northeast-1, ap-northeast-3",
-        "FIELDLOOP_SPARK_CONF": '{"spark.executor.memory": "1g"}',
-        "FIELDLOOP_KAFKA_BOOTSTRAP": "b1.example:9096,b2.example:9096",
-    })
+    cfg = load_config(
+        {
+            "FIELDLOOP_ALLOWED_REGIONS": "ap-northeast-1, ap-northeast-3",
+            "FIELDLOOP_SPARK_CONF": '{"spark.executor.memory": "1g"}',
+            "FIELDLOOP_KAFKA_BOOTSTRAP": "b1.example:9096,b2.example:9096",
+        }
+    )
     assert cfg.allowed_regions == ["ap-northeast-1", "ap-northeast-3"]
     assert cfg.spark.conf == {"spark.executor.memory": "1g"}
     assert cfg.kafka.bootstrap_servers == "b1.example:9096,b2.example:9096"
@@ -54,7 +56,10 @@ def test_lists_and_mappings_from_environment() -> None:
 @pytest.mark.parametrize(
     ("environ", "expected"),
     [
-        ({"FIELDLOOP_KAFKA_PORTT": "1"}, "unknown setting FIELDLOOP_KAFKA_PORTT: unset it (did you mean FIELDLOOP_KAFKA_PORT?)"),
+        (
+            {"FIELDLOOP_KAFKA_PORTT": "1"},
+            "unknown setting FIELDLOOP_KAFKA_PORTT: unset it (did you mean FIELDLOOP_KAFKA_PORT?)",
+        ),
         ({"FIELDLOOP_NOPE": "1"}, "unknown setting FIELDLOOP_NOPE"),
         ({"FIELDLOOP_ALLOWED_REGIONS": "tokyo"}, "'allowed_regions': 'tokyo' is not an AWS region name"),
         ({"FIELDLOOP_SITE_REGION": "Japan"}, "'site_region': 'Japan' is not an AWS region name"),
@@ -93,12 +98,14 @@ def test_broken_or_missing_file(tmp_path: Path) -> None:
 
 
 def test_secrets_are_redacted() -> None:
-    cfg = load_config({
-        "FIELDLOOP_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-        "FIELDLOOP_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
-        "FIELDLOOP_KAFKA_SASL_USERNAME": "fleet",
-        "FIELDLOOP_KAFKA_SASL_PASSWORD": "hunter2-do-not-print",
-    })
+    cfg = load_config(
+        {
+            "FIELDLOOP_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "FIELDLOOP_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "FIELDLOOP_KAFKA_SASL_USERNAME": "fleet",
+            "FIELDLOOP_KAFKA_SASL_PASSWORD": "hunter2-do-not-print",
+        }
+    )
     shown = cfg.redacted()
     assert shown["kafka"]["sasl_password"] == "**********"
     assert "hunter2" not in repr(shown) and "hunter2" not in repr(cfg)

@@ -73,8 +73,10 @@ def test_valid_contract_parses() -> None:
         ({"redistribution": '"public"'}, "redistribution: restricted data cannot be 'public'"),
         ({"data_class": '"public"'}, "tenant: public data belongs to no tenant"),
         ({"data_class": '"secret"'}, "synthetic_conversion: secret data must be 'required'"),
-        ({"data_class": '"secret"', "synthetic_conversion": '"required"'},
-         "allowed_uses: raw secret data trains nothing"),
+        (
+            {"data_class": '"secret"', "synthetic_conversion": '"required"'},
+            "allowed_uses: raw secret data trains nothing",
+        ),
         ({"data_class": '"derived"'}, "derived_from: a derived stream must name the contracts it derives from"),
         ({"id": '"Plant Sensors"'}, "id: 'Plant Sensors' must be a lowercase slug"),
         ({"stream": '"plant-sensors"'}, "stream: 'plant-sensors' must be snake_case"),
@@ -97,7 +99,7 @@ def test_regions_must_lie_within_the_deployment() -> None:
 
 
 def test_not_toml() -> None:
-    with pytest.raises(ContractError, match="contract x.toml: not valid TOML"):
+    with pytest.raises(ContractError, match=r"contract x\.toml: not valid TOML"):
         parse_contract("id = ", "x.toml")
 
 

@@ -35,10 +35,15 @@ print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "
 
 
 def test_dag_folder_parses_cleanly_and_follows_the_rules(tmp_path: Path) -> None:
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow.db'}"}
-    proc = subprocess.run([sys.executable, "-c", PROBE, str(DAGS_DIR)], env=env, capture_output=True, text=True,
-                          timeout=300)
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow.db'}",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, str(DAGS_DIR)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
 

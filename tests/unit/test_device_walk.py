@@ -11,19 +11,29 @@ M_PER_DEG_LAT = 111_195.08
 SECOND = 1_000_000
 
 
-def device_rows(rules: list[str | None], notes: dict[int, str] | None = None, mesh: list[str | None] | None = None,
-                flags: list[bool | None] | None = None, jump: dict[int, float] | None = None) -> pa.Table:
+def device_rows(
+    rules: list[str | None],
+    notes: dict[int, str] | None = None,
+    mesh: list[str | None] | None = None,
+    flags: list[bool | None] | None = None,
+    jump: dict[int, float] | None = None,
+) -> pa.Table:
     """One device's frames, 1 s and 50 m apart, in one trip (``jump``: metres north added to some)."""
     n = len(rules)
     notes, jump = notes or {}, jump or {}
-    return pa.table({
-        "_device_id": pa.array(["car-1"] * n), "_seq": pa.array(range(1, n + 1), pa.int64()),
-        "_rule": pa.array(rules, pa.string()), "driver_note": pa.array([notes.get(i) for i in range(n)], pa.string()),
-        "ts": pa.array([i * SECOND for i in range(n)], pa.timestamp("us", tz="UTC")),
-        "lat": pa.array([35.0 + (i * 50 + jump.get(i, 0)) / M_PER_DEG_LAT for i in range(n)]), "lon": pa.array([139.0] * n),
-        "_c0_q0": pa.array(mesh if mesh is not None else ["5339"] * n, pa.string()),
-        "_c0_s0": pa.array(flags if flags is not None else [False] * n, pa.bool_()),
-    })
+    return pa.table(
+        {
+            "_device_id": pa.array(["car-1"] * n),
+            "_seq": pa.array(range(1, n + 1), pa.int64()),
+            "_rule": pa.array(rules, pa.string()),
+            "driver_note": pa.array([notes.get(i) for i in range(n)], pa.string()),
+            "ts": pa.array([i * SECOND for i in range(n)], pa.timestamp("us", tz="UTC")),
+            "lat": pa.array([35.0 + (i * 50 + jump.get(i, 0)) / M_PER_DEG_LAT for i in range(n)]),
+            "lon": pa.array([139.0] * n),
+            "_c0_q0": pa.array(mesh if mesh is not None else ["5339"] * n, pa.string()),
+            "_c0_s0": pa.array(flags if flags is not None else [False] * n, pa.bool_()),
+        }
+    )
 
 
 WALK = DeviceWalk(("driver_note",), (120.0, 300), ((1, 1, True),))

@@ -145,16 +145,19 @@ def test_release_reports_its_accounting() -> None:
     assert not {"rows_dropped", "rows_clamped", "rows_invalid"} & public.keys()
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"statistic": "median", "epsilon": 1.0}, "statistic"),
-    ({"statistic": "count", "epsilon": 0.0}, "epsilon"),
-    ({"statistic": "count", "epsilon": math.inf}, "epsilon"),
-    ({"statistic": "count", "epsilon": 1.0, "contribution_bound": 0}, "contribution_bound"),
-    ({"statistic": "sum", "epsilon": 1.0}, "needs bounds"),
-    ({"statistic": "mean", "epsilon": 1.0, "bounds": (5.0, 5.0)}, "lower < upper"),
-    ({"statistic": "count", "epsilon": 1.0, "delta": 1e-6}, "pure"),
-    ({"statistic": "count", "epsilon": 1.0, "mechanism": "gaussian"}, "0 < delta"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"statistic": "median", "epsilon": 1.0}, "statistic"),
+        ({"statistic": "count", "epsilon": 0.0}, "epsilon"),
+        ({"statistic": "count", "epsilon": math.inf}, "epsilon"),
+        ({"statistic": "count", "epsilon": 1.0, "contribution_bound": 0}, "contribution_bound"),
+        ({"statistic": "sum", "epsilon": 1.0}, "needs bounds"),
+        ({"statistic": "mean", "epsilon": 1.0, "bounds": (5.0, 5.0)}, "lower < upper"),
+        ({"statistic": "count", "epsilon": 1.0, "delta": 1e-6}, "pure"),
+        ({"statistic": "count", "epsilon": 1.0, "mechanism": "gaussian"}, "0 < delta"),
+    ],
+)
 def test_invalid_queries_are_refused(kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
         DpQuery(**kwargs)

@@ -32,9 +32,13 @@ def ledger(tmp_path: Path) -> BudgetLedger:
     return BudgetLedger(SqliteLedgerStore(tmp_path / "dp_ledger.db"), Budget(epsilon=1e9))
 
 
-def edge_policy(mean_epsilon: float | None = None, count_epsilon: float | None = None,
-                readings_per_worker: int | None = None, db_bounds: tuple[float, float] | None = None,
-                **edge: Any) -> EdgePolicy:
+def edge_policy(
+    mean_epsilon: float | None = None,
+    count_epsilon: float | None = None,
+    readings_per_worker: int | None = None,
+    db_bounds: tuple[float, float] | None = None,
+    **edge: Any,
+) -> EdgePolicy:
     """The packaged edge policy of worker audio, with some of its numbers changed."""
     base = default_policies()["worker-audio-acme-steel"].edge.model_dump()
     for agg in base["release"]:
@@ -48,8 +52,13 @@ def edge_policy(mean_epsilon: float | None = None, count_epsilon: float | None =
 
 
 def release_for(contracts: dict[str, DataContract], ledger: BudgetLedger, **config: Any) -> SecretStreamRelease:
-    return SecretStreamRelease(contracts["worker-audio-acme-steel"], contracts["worker-audio-dp-acme-steel"],
-                               ledger, SITE, edge_policy(**config))
+    return SecretStreamRelease(
+        contracts["worker-audio-acme-steel"],
+        contracts["worker-audio-dp-acme-steel"],
+        ledger,
+        SITE,
+        edge_policy(**config),
+    )
 
 
 def audio(worker: str, ts: int, db: float, site: str = SITE) -> dict[str, Any]:
@@ -58,8 +67,12 @@ def audio(worker: str, ts: int, db: float, site: str = SITE) -> dict[str, Any]:
 
 def shift(rng: random.Random, windows: int = 3, workers: int = 8) -> list[dict[str, Any]]:
     start = T0 - T0 % WINDOW_MS
-    return [audio(f"worker-{w:03d}", start + k * WINDOW_MS + rng.randrange(WINDOW_MS), rng.uniform(55, 95))
-            for k in range(windows) for w in range(workers) for _ in range(rng.randrange(1, 30))]
+    return [
+        audio(f"worker-{w:03d}", start + k * WINDOW_MS + rng.randrange(WINDOW_MS), rng.uniform(55, 95))
+        for k in range(windows)
+        for w in range(workers)
+        for _ in range(rng.randrange(1, 30))
+    ]
 
 
 # -- nothing raw leaves ----------------------------------------------------------------
@@ -80,8 +93,9 @@ def test_output_is_only_dp_aggregates_matching_the_derived_schema(contracts, led
 
 
 def test_records_carry_their_privacy_parameters(contracts, ledger) -> None:
-    out = release_for(contracts, ledger, mean_epsilon=0.4, count_epsilon=0.2, readings_per_worker=6,
-                      window_s=300).release(shift(random.Random(2), windows=1))
+    out = release_for(
+        contracts, ledger, mean_epsilon=0.4, count_epsilon=0.2, readings_per_worker=6, window_s=300
+    ).release(shift(random.Random(2), windows=1))
 
     by_metric = {r["metric"]: r for r in out}
     assert by_metric["worker_count"]["contribution_bound"] == 1
@@ -113,15 +127,17 @@ def test_the_edge_producer_accepts_the_release_and_refuses_the_raw_record(contra
 # -- contracts -------------------------------------------------------------------------
 def test_non_secret_input_contract_is_refused(contracts, ledger) -> None:
     with pytest.raises(RefinementError, match="not secret"):
-        SecretStreamRelease(contracts["plant-sensors-acme-steel"], contracts["worker-audio-dp-acme-steel"],
-                            ledger, SITE)
+        SecretStreamRelease(
+            contracts["plant-sensors-acme-steel"], contracts["worker-audio-dp-acme-steel"], ledger, SITE
+        )
 
 
 def test_target_must_be_the_derived_contract_of_the_source(contracts, ledger) -> None:
     with pytest.raises(RefinementError, match="derived"):
         SecretStreamRelease(contracts["worker-audio-acme-steel"], contracts["plant-sensors-acme-steel"], ledger, SITE)
     unrelated = contracts["worker-audio-dp-acme-steel"].model_copy(
-        update={"derived_from": ("plant-sensors-acme-steel",)})
+        update={"derived_from": ("plant-sensors-acme-steel",)}
+    )
     with pytest.raises(RefinementError, match="derived_from"):
         SecretStreamRelease(contracts["worker-audio-acme-steel"], unrelated, ledger, SITE)
 
@@ -146,8 +162,9 @@ def test_contribution_bounds_hold(contracts, ledger) -> None:
     loud = [audio("worker-loud", start + i, 500.0) for i in range(5000)]  # clamped to 130, at most 4 readings
     quiet = [audio(f"worker-{w}", start + 1000 * w + i, 60.0) for w in range(9) for i in range(3)]
 
-    out = release_for(contracts, ledger, mean_epsilon=HUGE, count_epsilon=HUGE,
-                      readings_per_worker=4).release(loud + quiet)
+    out = release_for(contracts, ledger, mean_epsilon=HUGE, count_epsilon=HUGE, readings_per_worker=4).release(
+        loud + quiet
+    )
 
     values = {r["metric"]: r["value"] for r in out}
     assert values["worker_count"] == 10  # workers, not readings
@@ -217,7 +234,7 @@ def test_gaussian_release_records_and_spends_delta(contracts, tmp_path) -> None:
 
     out = release_for(contracts, ledger, mechanism="gaussian", delta=1e-7).release(shift(random.Random(8), windows=1))
 
-    assert all(r["delta"] == 1e-7 and 0 < r["epsilon"] for r in out)
+    assert all(r["delta"] == 1e-7 and r["epsilon"] > 0 for r in out)
     assert ledger.spent(SITE, month_of(T0)).delta == pytest.approx(2e-7)
 
 

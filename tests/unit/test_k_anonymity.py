@@ -30,5 +30,5 @@ def test_k_counts_devices_not_rows_or_cells() -> None:
 
 
 def test_no_cells_keep_nothing() -> None:
-    rare, kept, stats = decide_k_anonymity([], "dev", ["place"], k=5, sensitive=["flag"])
+    _rare, kept, stats = decide_k_anonymity([], "dev", ["place"], k=5, sensitive=["flag"])
     assert kept == [] and stats.suppressed_rows == 0 and stats.l_diversity == {"flag": None}

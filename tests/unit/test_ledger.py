@@ -16,8 +16,15 @@ import pytest
 
 from fieldloop.residency import ResidencyGuard
 from refinement.errors import BudgetExceededError, RefinementError
-from refinement.ledger import (Budget, BudgetLedger, DeltaLedgerStore, LedgerEntry, LedgerStore, SqliteLedgerStore,
-                               month_of)
+from refinement.ledger import (
+    Budget,
+    BudgetLedger,
+    DeltaLedgerStore,
+    LedgerEntry,
+    LedgerStore,
+    SqliteLedgerStore,
+    month_of,
+)
 
 PERIOD = "2026-04"
 GUARD = ResidencyGuard(["ap-northeast-1"], site_region="ap-northeast-1")
@@ -130,8 +137,7 @@ def test_invalid_spends_are_refused(ledger: BudgetLedger, args: tuple[float, flo
 
 # -- durability ------------------------------------------------------------------------
 def test_spends_survive_a_restart(kind: str, tmp_path: Path) -> None:
-    BudgetLedger(open_store(kind, tmp_path), Budget(1.0)).spend("site-01", PERIOD, 0.6, 0.0, "r1", "test",
-                                                                 result="x")
+    BudgetLedger(open_store(kind, tmp_path), Budget(1.0)).spend("site-01", PERIOD, 0.6, 0.0, "r1", "test", result="x")
 
     reopened = BudgetLedger(open_store(kind, tmp_path), Budget(1.0))
 
@@ -213,11 +219,12 @@ class _Interleaved:
 
 def test_delta_commit_conflict_rereads_and_refuses_what_no_longer_fits(tmp_path: Path) -> None:
     other = BudgetLedger(open_store("delta", tmp_path), Budget(1.0))
-    store = _Interleaved(open_store("delta", tmp_path),
-                         lambda: other.spend("site-01", PERIOD, 0.6, 0.0, "theirs", "race"))
+    store = _Interleaved(
+        open_store("delta", tmp_path), lambda: other.spend("site-01", PERIOD, 0.6, 0.0, "theirs", "race")
+    )
     ours = BudgetLedger(store, Budget(1.0))
 
-    with pytest.raises(BudgetExceededError, match="spent ε=0.6"):
+    with pytest.raises(BudgetExceededError, match=r"spent ε=0\.6"):
         ours.spend("site-01", PERIOD, 0.6, 0.0, "ours", "race")
 
     assert store.decisions == 2  # decided on stale state, lost the commit, decided again
@@ -226,8 +233,9 @@ def test_delta_commit_conflict_rereads_and_refuses_what_no_longer_fits(tmp_path:
 
 def test_delta_commit_conflict_retries_and_records_both_when_they_fit(tmp_path: Path) -> None:
     other = BudgetLedger(open_store("delta", tmp_path), Budget(1.0))
-    store = _Interleaved(open_store("delta", tmp_path),
-                         lambda: other.spend("site-01", PERIOD, 0.3, 0.0, "theirs", "race"))
+    store = _Interleaved(
+        open_store("delta", tmp_path), lambda: other.spend("site-01", PERIOD, 0.3, 0.0, "theirs", "race")
+    )
 
     BudgetLedger(store, Budget(1.0)).spend("site-01", PERIOD, 0.3, 0.0, "ours", "race")
 

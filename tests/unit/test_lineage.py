@@ -9,8 +9,15 @@ from fieldloop.lineage import LineageError, ModelLineage, TableGovernance, Table
 
 
 def test_table_governance_round_trips_through_properties() -> None:
-    gov = TableGovernance(DataClass.RESTRICTED, "plant-sensors-acme-steel", "ap-northeast-1",
-                          appi_level="pseudonymized", tenant="acme-steel", contract_version=3, policy_version="p7")
+    gov = TableGovernance(
+        DataClass.RESTRICTED,
+        "plant-sensors-acme-steel",
+        "ap-northeast-1",
+        appi_level="pseudonymized",
+        tenant="acme-steel",
+        contract_version=3,
+        policy_version="p7",
+    )
     props = gov.to_delta_properties()
     assert props["fieldloop.class"] == "restricted"
     assert props["fieldloop.tenant"] == "acme-steel"

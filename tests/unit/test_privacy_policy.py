@@ -50,29 +50,36 @@ def test_a_schema_field_without_an_action_is_refused_by_name(tmp_path: Path) -> 
 def test_a_missing_policy_is_refused_with_the_file_to_add(tmp_path: Path) -> None:
     folder = copy_policies(tmp_path)
     (folder / "fleet-telemetry.toml").unlink()
-    with pytest.raises(PolicyError, match=r"contract 'fleet-telemetry' has no privacy policy: add .*fleet-telemetry.toml"):
+    with pytest.raises(
+        PolicyError, match=r"contract 'fleet-telemetry' has no privacy policy: add .*fleet-telemetry.toml"
+    ):
         load_policies(CONTRACTS, default_registry(), folder)
 
 
 def test_free_text_cannot_be_a_quasi_identifier() -> None:
     """k-anonymity's cells are gathered before notes are scrubbed, and no two notes are alike."""
     text = (packaged_policies_dir() / "vehicle-frames-public.toml").read_text()
-    for old, new in (('sensitive = ["intervention"]', 'sensitive = ["intervention", "driver_note"]'),
-                     ('driver_id = "drop"\ndriver_note = "drop"', 'driver_id = "drop"\ndriver_note = { action = "scrub_text" }')):
+    for old, new in (
+        ('sensitive = ["intervention"]', 'sensitive = ["intervention", "driver_note"]'),
+        ('driver_id = "drop"\ndriver_note = "drop"', 'driver_id = "drop"\ndriver_note = { action = "scrub_text" }'),
+    ):
         assert old in text
         text = text.replace(old, new, 1)
     with pytest.raises(PolicyError, match="driver_note: free text cannot be a quasi-identifier or sensitive attribute"):
         parse_policy(text, "vehicle-frames-public.toml")
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (('device = "drop"', 'device = "pseudonym"'), "anonymized table keeps no linking codes"),
-    (('driver_id = "drop"', 'driver_id = { action = "pseudonym", domain = "driver" }'), "driver_id are pseudonyms"),
-    (('quasi_identifiers = ["mesh", "ts"]', 'quasi_identifiers = []'), "declares its quasi_identifiers"),
-    (('lon = { action = "mesh", level = 2 }', 'lon = "keep"'), "mesh needs both"),
-    (('speed_mps = { action = "band", width = 5.0 }', 'speed_mps = { action = "band" }'), "needs 'width'"),
-    (('brake = "keep"\nyaw', 'brake = "blur"\nyaw'), "brake.action"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('device = "drop"', 'device = "pseudonym"'), "anonymized table keeps no linking codes"),
+        (('driver_id = "drop"', 'driver_id = { action = "pseudonym", domain = "driver" }'), "driver_id are pseudonyms"),
+        (('quasi_identifiers = ["mesh", "ts"]', "quasi_identifiers = []"), "declares its quasi_identifiers"),
+        (('lon = { action = "mesh", level = 2 }', 'lon = "keep"'), "mesh needs both"),
+        (('speed_mps = { action = "band", width = 5.0 }', 'speed_mps = { action = "band" }'), "needs 'width'"),
+        (('brake = "keep"\nyaw', 'brake = "blur"\nyaw'), "brake.action"),
+    ],
+)
 def test_policy_rules_are_enforced_when_loading(change: tuple[str, str], message: str) -> None:
     text = (packaged_policies_dir() / "vehicle-frames-public.toml").read_text()
     assert change[0] in text
@@ -80,17 +87,23 @@ def test_policy_rules_are_enforced_when_loading(change: tuple[str, str], message
         parse_policy(text.replace(change[0], change[1], 1), "vehicle-frames-public.toml")
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (('mfcc = "drop"', 'mfcc = "keep"'), "only the site may leave the device; mfcc must be drop"),
-    (('mfcc = "drop"', 'voice = "drop"'), r"\[edge\] fields without an action: mfcc"),
-    (('field = "db_level"', 'field = "worker_id"'), "mean_db_level: field 'worker_id' is not a number"),
-    (('release_contract = "worker-audio-dp-acme-steel"', 'release_contract = "plant-sensors-acme-steel"'),
-     "must be a derived contract of tenant 'acme-steel'"),
-    (('bounds = [30.0, 130.0]', 'bounds = [130.0, 30.0]'), "lower < upper"),
-    (('delta = 0.0', 'delta = 0.001'), "delta must be 0 with the laplace mechanism"),
-])
-def test_the_edge_release_of_a_secret_stream_is_checked_like_any_policy(tmp_path: Path, change: tuple[str, str],
-                                                                       message: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('mfcc = "drop"', 'mfcc = "keep"'), "only the site may leave the device; mfcc must be drop"),
+        (('mfcc = "drop"', 'voice = "drop"'), r"\[edge\] fields without an action: mfcc"),
+        (('field = "db_level"', 'field = "worker_id"'), "mean_db_level: field 'worker_id' is not a number"),
+        (
+            ('release_contract = "worker-audio-dp-acme-steel"', 'release_contract = "plant-sensors-acme-steel"'),
+            "must be a derived contract of tenant 'acme-steel'",
+        ),
+        (("bounds = [30.0, 130.0]", "bounds = [130.0, 30.0]"), "lower < upper"),
+        (("delta = 0.0", "delta = 0.001"), "delta must be 0 with the laplace mechanism"),
+    ],
+)
+def test_the_edge_release_of_a_secret_stream_is_checked_like_any_policy(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
     folder = copy_policies(tmp_path)
     path = folder / "worker-audio-acme-steel.toml"
     assert change[0] in path.read_text()
@@ -102,7 +115,10 @@ def test_the_edge_release_of_a_secret_stream_is_checked_like_any_policy(tmp_path
 def test_a_secret_stream_cannot_have_silver_tables(tmp_path: Path) -> None:
     folder = copy_policies(tmp_path)
     (folder / "worker-audio-acme-steel.toml").write_text(
-        (folder / "plant-sensors-acme-steel.toml").read_text().replace("plant-sensors-acme-steel", "worker-audio-acme-steel"))
+        (folder / "plant-sensors-acme-steel.toml")
+        .read_text()
+        .replace("plant-sensors-acme-steel", "worker-audio-acme-steel")
+    )
     with pytest.raises(PolicyError, match="secret and never reaches the cloud raw"):
         load_policies(CONTRACTS, default_registry(), folder)
 
@@ -110,15 +126,23 @@ def test_a_secret_stream_cannot_have_silver_tables(tmp_path: Path) -> None:
 def test_an_action_that_does_not_fit_the_field_type_is_refused(tmp_path: Path) -> None:
     folder = copy_policies(tmp_path)
     path = folder / "fleet-telemetry.toml"
-    path.write_text(path.read_text().replace('intervention = "keep"', 'intervention = { action = "band", width = 1.0 }'))
+    path.write_text(
+        path.read_text().replace('intervention = "keep"', 'intervention = { action = "band", width = 1.0 }')
+    )
     with pytest.raises(PolicyError, match="intervention: action 'band' does not apply to a boolean"):
         load_policies(CONTRACTS, default_registry(), folder)
 
 
 # keys -------------------------------------------------------------------------------------
 def ring_json(*keys: tuple[str, str, bool]) -> str:
-    return json.dumps({"keys": [{"tenant": t, "id": i, "secret_b64": base64.b64encode(bytes([n]) * 32).decode(),
-                                 "active": a} for n, (t, i, a) in enumerate(keys)]})
+    return json.dumps(
+        {
+            "keys": [
+                {"tenant": t, "id": i, "secret_b64": base64.b64encode(bytes([n]) * 32).decode(), "active": a}
+                for n, (t, i, a) in enumerate(keys)
+            ]
+        }
+    )
 
 
 def test_default_key_file_is_created_private_once(tmp_path: Path) -> None:

@@ -19,11 +19,37 @@ from fieldloop.config import FieldloopConfig, KafkaConfig
 from fieldloop.contracts import DataContract, load_contracts
 from fieldloop.wire import SchemaRegistry, WireError, decode, default_registry, encode
 from ingestion.cli import fleet, make_edge_sink
-from ingestion.faults import (JUNK_SEQ_BASE, MALFORMED_KINDS, OVERSIZED_BYTES, FaultPlan, FaultSpec, FaultSpecError,
-                              MemoryRawSender)
-from ingestion.simulator import (A_MAX, A_MIN, CAMERAS, CITIES, JOINT_LIMITS, M_PER_DEG_LAT, PLANT, ROBOTS,
-                                 STEERING_RATIO, TELEMETRY, VEHICLES_ACME, VEHICLES_PUBLIC, WHEELBASE_M, Fleet,
-                                 FleetSpec, Item, MemorySink, Simulation, SimulationReport, vin_check_digit)
+from ingestion.faults import (
+    JUNK_SEQ_BASE,
+    MALFORMED_KINDS,
+    OVERSIZED_BYTES,
+    FaultPlan,
+    FaultSpec,
+    FaultSpecError,
+    MemoryRawSender,
+)
+from ingestion.simulator import (
+    A_MAX,
+    A_MIN,
+    CAMERAS,
+    CITIES,
+    JOINT_LIMITS,
+    M_PER_DEG_LAT,
+    PLANT,
+    ROBOTS,
+    STEERING_RATIO,
+    TELEMETRY,
+    VEHICLES_ACME,
+    VEHICLES_PUBLIC,
+    WHEELBASE_M,
+    Fleet,
+    FleetSpec,
+    Item,
+    MemorySink,
+    Simulation,
+    SimulationReport,
+    vin_check_digit,
+)
 
 JST = timezone(timedelta(hours=9))
 VEHICLES = (VEHICLES_PUBLIC, VEHICLES_ACME)
@@ -61,17 +87,25 @@ def streams(items: list[Item], *contract_ids: str) -> dict[str, list[dict[str, A
 
 def local_m(record: Mapping[str, Any], centre: tuple[float, float]) -> tuple[float, float]:
     """(north, east) metres of a frame from a city centre."""
-    return ((record["lat"] - centre[0]) * M_PER_DEG_LAT,
-            (record["lon"] - centre[1]) * M_PER_DEG_LAT * math.cos(math.radians(centre[0])))
+    return (
+        (record["lat"] - centre[0]) * M_PER_DEG_LAT,
+        (record["lon"] - centre[1]) * M_PER_DEG_LAT * math.cos(math.radians(centre[0])),
+    )
 
 
 def nearest_city(record: Mapping[str, Any]) -> tuple[float, float]:
     return min(CITIES.values(), key=lambda c: math.hypot(*local_m(record, c)))
 
 
-def run(spec: FleetSpec, faults: list[str], contracts: Mapping[str, DataContract], registry: SchemaRegistry,
-        sink: MemorySink | None = None, raw: MemoryRawSender | None = None, broker: Any = None,
-        ) -> tuple[SimulationReport, MemorySink, MemoryRawSender]:
+def run(
+    spec: FleetSpec,
+    faults: list[str],
+    contracts: Mapping[str, DataContract],
+    registry: SchemaRegistry,
+    sink: MemorySink | None = None,
+    raw: MemoryRawSender | None = None,
+    broker: Any = None,
+) -> tuple[SimulationReport, MemorySink, MemoryRawSender]:
     sink = sink or MemorySink(contracts, registry)
     raw = raw or MemoryRawSender()
     sim = Simulation(spec, [FaultSpec.parse(f) for f in faults], contracts, registry)
@@ -95,12 +129,15 @@ def test_a_device_records_the_same_whatever_the_fleet_size() -> None:
     assert small == [i for i in large if i.unit < 3]
 
 
-@pytest.mark.parametrize(("devices", "mix"), [
-    (1, {"vehicle": 1, "robot": 0, "furnace": 0}),
-    (3, {"vehicle": 1, "robot": 1, "furnace": 1}),
-    (10, {"vehicle": 5, "robot": 2, "furnace": 3}),
-    (25, {"vehicle": 12, "robot": 5, "furnace": 8}),
-])
+@pytest.mark.parametrize(
+    ("devices", "mix"),
+    [
+        (1, {"vehicle": 1, "robot": 0, "furnace": 0}),
+        (3, {"vehicle": 1, "robot": 1, "furnace": 1}),
+        (10, {"vehicle": 5, "robot": 2, "furnace": 3}),
+        (25, {"vehicle": 12, "robot": 5, "furnace": 8}),
+    ],
+)
 def test_device_mix(devices: int, mix: dict[str, int]) -> None:
     assert Fleet(FleetSpec(devices=devices, seconds=1, rate_hz=1)).mix() == mix
 
@@ -114,8 +151,9 @@ def test_vins_are_valid_and_unique() -> None:
         assert vin[8] == vin_check_digit(vin)
 
 
-def test_every_record_encodes_with_its_streams_latest_schema(contracts: dict[str, DataContract],
-                                                             registry: SchemaRegistry) -> None:
+def test_every_record_encodes_with_its_streams_latest_schema(
+    contracts: dict[str, DataContract], registry: SchemaRegistry
+) -> None:
     seen = set()
     for seed in range(20):
         for item in Fleet(FleetSpec(devices=10, seconds=3, rate_hz=10, seed=seed)).items():
@@ -159,14 +197,14 @@ def test_vehicles_drive_stop_and_brake_within_physical_bounds(city_run: list[Ite
     for vin, recs in frames.items():
         speed, accel, brake = (np.array([r[k] for r in recs]) for k in ("speed_mps", "accel_mps2", "brake"))
         dt = np.diff([r["ts"] for r in recs]) / 1000
-        assert 0 <= speed.min() and speed.max() <= 40, vin
+        assert speed.min() >= 0 and speed.max() <= 40, vin
         assert speed.max() > 10, f"{vin} should drive"
-        assert A_MIN <= accel.min() and accel.max() <= A_MAX
+        assert accel.min() >= A_MIN and accel.max() <= A_MAX
         finite = np.diff(speed) / dt
         assert finite.min() >= A_MIN - 0.05 and finite.max() <= A_MAX + 0.05
         assert np.abs(accel[1:] - finite).max() < 0.25, "reported acceleration must match the speeds sent"
         assert (brake[accel < -0.5] > 0).all() and (brake[accel > 0.3] == 0).all()
-        assert 0 <= brake.min() and brake.max() <= 1
+        assert brake.min() >= 0 and brake.max() <= 1
         assert np.mean([r["intervention"] for r in recs]) < 0.03
 
 
@@ -185,16 +223,17 @@ def test_steering_follows_yaw_rate_and_the_track_follows_heading(city_run: list[
         track = np.array([complex(*local_m(r, centre)) for r in recs])
         window = 300  # 30 s
         for i in range(0, len(recs) - window, window):
-            heading = -np.cumsum(yaw[i:i + window]) * 0.1  # compass heading falls when turning left
-            dead = np.cumsum(speed[i:i + window] * np.exp(1j * heading)) * 0.1
-            gps = track[i:i + window] - track[i]
+            heading = -np.cumsum(yaw[i : i + window]) * 0.1  # compass heading falls when turning left
+            dead = np.cumsum(speed[i : i + window] * np.exp(1j * heading)) * 0.1
+            gps = track[i : i + window] - track[i]
             turn = np.vdot(dead, gps)
             if abs(turn) > 0:
                 assert np.abs(gps - dead * turn / abs(turn)).max() < 30, f"{vin} window {i}"
 
 
-def test_vehicles_stay_near_their_city_and_see_more_people_downtown(city_run: list[Item],
-                                                                     two_hours: list[Item]) -> None:
+def test_vehicles_stay_near_their_city_and_see_more_people_downtown(
+    city_run: list[Item], two_hours: list[Item]
+) -> None:
     frames = {**streams(city_run, *VEHICLES), **streams(two_hours, *VEHICLES)}
     assert {nearest_city(recs[0]) for recs in frames.values()} == set(CITIES.values())
     distance, pedestrians = [], []
@@ -234,7 +273,7 @@ def test_model_telemetry_is_stranger_at_night(contracts: dict[str, DataContract]
 def test_robot_arms_cycle_within_joint_limits(city_run: list[Item]) -> None:
     arms = streams(city_run, ROBOTS)
     assert len(arms) == 2
-    for robot, recs in arms.items():
+    for _robot, recs in arms.items():
         q = np.array([r["joint_pos_rad"] for r in recs])
         torque = np.array([r["joint_torque_nm"] for r in recs])
         grip = np.array([r["gripper_pos"] for r in recs])
@@ -285,15 +324,24 @@ def test_furnace_anomalies_are_flagged_and_visible(two_hours: list[Item]) -> Non
 
 
 # Faults ------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("text", "kind", "param"), [
-    ("malformed", "malformed", 0.02), ("malformed:0.1", "malformed", 0.1), ("network-drop:45", "network-drop", 45),
-    ("clock-skew:2.5", "clock-skew", 2.5), ("broker-restart", "broker-restart", 15), ("duplicates:1", "duplicates", 1),
-])
+@pytest.mark.parametrize(
+    ("text", "kind", "param"),
+    [
+        ("malformed", "malformed", 0.02),
+        ("malformed:0.1", "malformed", 0.1),
+        ("network-drop:45", "network-drop", 45),
+        ("clock-skew:2.5", "clock-skew", 2.5),
+        ("broker-restart", "broker-restart", 15),
+        ("duplicates:1", "duplicates", 1),
+    ],
+)
 def test_fault_specs_parse(text: str, kind: str, param: float) -> None:
     assert FaultSpec.parse(text) == FaultSpec(kind, param)
 
 
-@pytest.mark.parametrize("text", ["flood", "malformed:2", "malformed:x", "network-drop:-5", "clock-skew:0", "duplicates:nan"])
+@pytest.mark.parametrize(
+    "text", ["flood", "malformed:2", "malformed:x", "network-drop:-5", "clock-skew:0", "duplicates:nan"]
+)
 def test_bad_fault_specs_are_refused(text: str) -> None:
     with pytest.raises(FaultSpecError):
         FaultSpec.parse(text)
@@ -322,18 +370,24 @@ def test_same_seed_same_run_report_and_messages(contracts: dict[str, DataContrac
     assert sink1.sent == sink2.sent and raw1.messages == raw2.messages
 
 
-def test_faults_do_not_change_what_devices_generate(contracts: dict[str, DataContract],
-                                                    registry: SchemaRegistry) -> None:
+def test_faults_do_not_change_what_devices_generate(
+    contracts: dict[str, DataContract], registry: SchemaRegistry
+) -> None:
     spec = FleetSpec(devices=6, seconds=30, rate_hz=10, seed=8)
     _, plain, _ = run(spec, [], contracts, registry)
     _, faulty, raw = run(spec, ["duplicates:0.1", "network-drop:10", "broker-restart"], contracts, registry)
-    assert [(s.device_id, s.seq, s.payload) for s in plain.sent] == [(s.device_id, s.seq, s.payload) for s in faulty.sent]
+    assert [(s.device_id, s.seq, s.payload) for s in plain.sent] == [
+        (s.device_id, s.seq, s.payload) for s in faulty.sent
+    ]
     assert raw.messages
 
 
-def test_malformed_payloads_reach_the_raw_path_and_are_counted(contracts: dict[str, DataContract],
-                                                               registry: SchemaRegistry) -> None:
-    report, sink, raw = run(FleetSpec(devices=10, seconds=60, rate_hz=10, seed=4), ["malformed:0.05"], contracts, registry)
+def test_malformed_payloads_reach_the_raw_path_and_are_counted(
+    contracts: dict[str, DataContract], registry: SchemaRegistry
+) -> None:
+    report, sink, raw = run(
+        FleetSpec(devices=10, seconds=60, rate_hz=10, seed=4), ["malformed:0.05"], contracts, registry
+    )
     generated = report.total.generated
     injected = sum(m["injected"] for m in report.malformed.values())
     assert set(report.malformed) == set(MALFORMED_KINDS)
@@ -341,7 +395,9 @@ def test_malformed_payloads_reach_the_raw_path_and_are_counted(contracts: dict[s
     sent_raw = defaultdict(list)
     for m in raw.messages:
         sent_raw[m.kind].append(m)
-    assert {k: len(v) for k, v in sent_raw.items()} == {k: m["raw_sent"] for k, m in report.malformed.items() if m["raw_sent"]}
+    assert {k: len(v) for k, v in sent_raw.items()} == {
+        k: m["raw_sent"] for k, m in report.malformed.items() if m["raw_sent"]
+    }
     # junk bytes: the cloud's decoder rejects every one, for the reason the kind names
     for m in sent_raw["truncated"]:
         with pytest.raises(WireError) as excinfo:
@@ -355,11 +411,15 @@ def test_malformed_payloads_reach_the_raw_path_and_are_counted(contracts: dict[s
     for m in sent_raw["nan"]:
         record = decode(m.payload, registry)
         assert any(isinstance(v, float) and math.isnan(v) for v in record.values()) or any(
-            isinstance(v, list) and any(math.isnan(x) for x in v) for v in record.values())
+            isinstance(v, list) and any(math.isnan(x) for x in v) for v in record.values()
+        )
     # far-future and oversized records pass the SDK's checks: they travel the normal path
     accepted = sink.sent
-    assert sum(decode(s.payload, registry)["ts"].year > 2029 for s in accepted
-               if len(s.payload) < 4096) == report.malformed["future-ts"]["accepted"] > 0
+    assert (
+        sum(decode(s.payload, registry)["ts"].year > 2029 for s in accepted if len(s.payload) < 4096)
+        == report.malformed["future-ts"]["accepted"]
+        > 0
+    )
     assert sum(len(s.payload) > OVERSIZED_BYTES for s in accepted) == report.malformed["oversized"]["accepted"] > 0
     # junk never reuses a real (device, seq): it cannot shadow a valid record in the cloud's de-duplication
     assert all(m.seq > JUNK_SEQ_BASE for m in raw.messages)
@@ -368,9 +428,12 @@ def test_malformed_payloads_reach_the_raw_path_and_are_counted(contracts: dict[s
     assert all(m.device_id in report.per_device for m in raw.messages)
 
 
-def test_duplicates_repeat_the_exact_message_with_the_same_seq(contracts: dict[str, DataContract],
-                                                               registry: SchemaRegistry) -> None:
-    report, sink, raw = run(FleetSpec(devices=6, seconds=60, rate_hz=10, seed=4), ["duplicates:0.03"], contracts, registry)
+def test_duplicates_repeat_the_exact_message_with_the_same_seq(
+    contracts: dict[str, DataContract], registry: SchemaRegistry
+) -> None:
+    report, sink, raw = run(
+        FleetSpec(devices=6, seconds=60, rate_hz=10, seed=4), ["duplicates:0.03"], contracts, registry
+    )
     originals = {(s.device_id, s.seq): s for s in sink.sent}
     assert report.duplicates_sent == len(raw.messages) > 0.02 * len(sink.sent)
     for m in raw.messages:
@@ -378,8 +441,9 @@ def test_duplicates_repeat_the_exact_message_with_the_same_seq(contracts: dict[s
         assert (m.kind, m.contract_id, m.payload) == ("duplicate", original.contract_id, original.payload)
 
 
-def test_clock_skew_offsets_some_devices_until_ntp_correction(contracts: dict[str, DataContract],
-                                                              registry: SchemaRegistry) -> None:
+def test_clock_skew_offsets_some_devices_until_ntp_correction(
+    contracts: dict[str, DataContract], registry: SchemaRegistry
+) -> None:
     spec = FleetSpec(devices=10, seconds=60, rate_hz=5, seed=6)
     _, plain, _ = run(spec, [], contracts, registry)
     report, skewed, _ = run(spec, ["clock-skew:4"], contracts, registry)
@@ -416,12 +480,19 @@ class RecordingRaw(MemoryRawSender):
         super().send_raw(*args)
 
 
-def test_network_drop_pauses_the_sdk_and_holds_raw_traffic(contracts: dict[str, DataContract],
-                                                           registry: SchemaRegistry) -> None:
+def test_network_drop_pauses_the_sdk_and_holds_raw_traffic(
+    contracts: dict[str, DataContract], registry: SchemaRegistry
+) -> None:
     sink = MemorySink(contracts, registry)
     raw = RecordingRaw(sink)
-    report, _, _ = run(FleetSpec(devices=6, seconds=60, rate_hz=10, seed=2), ["network-drop:15", "duplicates:0.1"],
-                       contracts, registry, sink, raw)
+    report, _, _ = run(
+        FleetSpec(devices=6, seconds=60, rate_hz=10, seed=2),
+        ["network-drop:15", "duplicates:0.1"],
+        contracts,
+        registry,
+        sink,
+        raw,
+    )
     drop = report.faults[0]
     assert (sink.pauses, sink.resumes, sink.paused) == (1, 1, False)
     assert drop["executed"] and drop["end_ts"] - drop["start_ts"] == 15_000
@@ -446,20 +517,24 @@ class FakeBroker:
         self.down = False
 
 
-def test_broker_restart_stops_then_starts_the_broker(contracts: dict[str, DataContract],
-                                                     registry: SchemaRegistry) -> None:
+def test_broker_restart_stops_then_starts_the_broker(
+    contracts: dict[str, DataContract], registry: SchemaRegistry
+) -> None:
     broker = FakeBroker()
-    report, _, _ = run(FleetSpec(devices=4, seconds=60, rate_hz=10, seed=1), ["broker-restart:10"],
-                       contracts, registry, broker=broker)
+    report, _, _ = run(
+        FleetSpec(devices=4, seconds=60, rate_hz=10, seed=1), ["broker-restart:10"], contracts, registry, broker=broker
+    )
     assert broker.calls == ["stop", "start"]
     assert report.faults[0]["executed"] and report.faults[0]["records_during"] > 0
-    planned_only, _, _ = run(FleetSpec(devices=4, seconds=60, rate_hz=10, seed=1), ["broker-restart:10"],
-                             contracts, registry)
+    planned_only, _, _ = run(
+        FleetSpec(devices=4, seconds=60, rate_hz=10, seed=1), ["broker-restart:10"], contracts, registry
+    )
     assert not planned_only.faults[0]["executed"]
 
 
-def test_a_crash_mid_run_never_leaves_the_broker_down_or_the_uplink_paused(contracts: dict[str, DataContract],
-                                                                           registry: SchemaRegistry) -> None:
+def test_a_crash_mid_run_never_leaves_the_broker_down_or_the_uplink_paused(
+    contracts: dict[str, DataContract], registry: SchemaRegistry
+) -> None:
     broker = FakeBroker()
 
     class CrashingSink(MemorySink):
@@ -469,19 +544,26 @@ def test_a_crash_mid_run_never_leaves_the_broker_down_or_the_uplink_paused(contr
             return super().send(contract_id, device_id, record)
 
     sink = CrashingSink(contracts, registry)
-    sim = Simulation(FleetSpec(devices=4, seconds=60, rate_hz=10, seed=1),
-                     [FaultSpec.parse("broker-restart:40"), FaultSpec.parse("network-drop:40")], contracts, registry)
+    sim = Simulation(
+        FleetSpec(devices=4, seconds=60, rate_hz=10, seed=1),
+        [FaultSpec.parse("broker-restart:40"), FaultSpec.parse("network-drop:40")],
+        contracts,
+        registry,
+    )
     with pytest.raises(RuntimeError):
         sim.run(sink, MemoryRawSender(), broker)
     assert broker.calls == ["stop", "start"] and not sink.paused
 
 
-def test_report_reconciles_with_refusals_and_round_trips(tmp_path: Path, contracts: dict[str, DataContract],
-                                                         registry: SchemaRegistry) -> None:
+def test_report_reconciles_with_refusals_and_round_trips(
+    tmp_path: Path, contracts: dict[str, DataContract], registry: SchemaRegistry
+) -> None:
     # an SDK that does not know ACME Mobility's contract refuses those vans' frames at the device
     partial = {k: v for k, v in contracts.items() if k != VEHICLES_ACME}
     spec = FleetSpec(devices=10, seconds=30, rate_hz=10, seed=3)
-    report, sink, raw = run(spec, ["malformed:0.05", "duplicates:0.05"], contracts, registry, MemorySink(partial, registry))
+    report, sink, raw = run(
+        spec, ["malformed:0.05", "duplicates:0.05"], contracts, registry, MemorySink(partial, registry)
+    )
     total = report.total
     assert report.reconciles()
     assert report.streams[VEHICLES_ACME].accepted == 0
@@ -497,8 +579,9 @@ def test_report_reconciles_with_refusals_and_round_trips(tmp_path: Path, contrac
     assert not loaded.reconciles(), "a lost record must show"
 
 
-def test_a_fleet_without_its_contracts_is_refused_before_it_runs(contracts: dict[str, DataContract],
-                                                                 registry: SchemaRegistry) -> None:
+def test_a_fleet_without_its_contracts_is_refused_before_it_runs(
+    contracts: dict[str, DataContract], registry: SchemaRegistry
+) -> None:
     from ingestion.simulator import SimulationError
 
     partial = {k: v for k, v in contracts.items() if k != ROBOTS}
@@ -506,8 +589,9 @@ def test_a_fleet_without_its_contracts_is_refused_before_it_runs(contracts: dict
         Simulation(FleetSpec(devices=3), [], partial, registry)
 
 
-def test_the_dry_run_stand_in_judges_records_as_the_edge_sdk_does(tmp_path: Path, contracts: dict[str, DataContract],
-                                                                  registry: SchemaRegistry) -> None:
+def test_the_dry_run_stand_in_judges_records_as_the_edge_sdk_does(
+    tmp_path: Path, contracts: dict[str, DataContract], registry: SchemaRegistry
+) -> None:
     """The real SDK, built by the CLI's factory, kept offline (paused: it spools, never dials)."""
     cfg = FieldloopConfig(home=tmp_path, kafka=KafkaConfig(bootstrap="127.0.0.1:1"))
     sdk = make_edge_sink(cfg, contracts, registry)
@@ -536,10 +620,29 @@ def test_help_says_the_units() -> None:
 
 def test_dry_run_prints_and_saves_a_reconciling_report(tmp_path: Path) -> None:
     path = tmp_path / "out" / "report.json"
-    result = CliRunner().invoke(fleet, [
-        "simulate", "--dry-run", "--devices", "4", "--seconds", "5", "--rate", "10", "--seed", "7",
-        "--start", "2025-04-01T09:00:00", "--fault", "malformed:0.2", "--fault", "broker-restart", "--report", str(path),
-    ])
+    result = CliRunner().invoke(
+        fleet,
+        [
+            "simulate",
+            "--dry-run",
+            "--devices",
+            "4",
+            "--seconds",
+            "5",
+            "--rate",
+            "10",
+            "--seed",
+            "7",
+            "--start",
+            "2025-04-01T09:00:00",
+            "--fault",
+            "malformed:0.2",
+            "--fault",
+            "broker-restart",
+            "--report",
+            str(path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     for text in (VEHICLES_PUBLIC, PLANT, ROBOTS, "reconciles", "dry run", "broker-restart"):
         assert text in result.output

@@ -18,9 +18,14 @@ from ingestion.spool import DiskSpool, SpoolConfig, SpoolEntry
 
 
 def entry(i: int, device: str = "dev-1", seq: int | None = None, size: int = 100) -> SpoolEntry:
-    return SpoolEntry(topic="fieldloop.public.vehicle_frames.v1", value=f"{i:08d}".encode().ljust(size, b"."),
-                      key=device.encode(), headers=(("fieldloop.device", device.encode()), ("n", str(i).encode())),
-                      seq=seq, timestamp_ms=1_700_000_000_000 + i)
+    return SpoolEntry(
+        topic="fieldloop.public.vehicle_frames.v1",
+        value=f"{i:08d}".encode().ljust(size, b"."),
+        key=device.encode(),
+        headers=(("fieldloop.device", device.encode()), ("n", str(i).encode())),
+        seq=seq,
+        timestamp_ms=1_700_000_000_000 + i,
+    )
 
 
 def spool(directory: Path, **kw: object) -> DiskSpool:
@@ -87,7 +92,7 @@ def test_a_torn_last_frame_is_truncated_and_logged(tmp_path: Path, caplog: pytes
             s.append(entry(i))
     last = segments(tmp_path)[-1]
     intact = last.stat().st_size
-    frame = last.read_bytes()[-(intact // 10):]
+    frame = last.read_bytes()[-(intact // 10) :]
     with open(last, "ab") as f:  # a crash in the middle of writing the 11th frame
         f.write(frame[:37])
     with caplog.at_level(logging.WARNING, logger="ingestion.spool"):
@@ -213,7 +218,9 @@ def test_sequences_survive_a_kill_without_close(tmp_path: Path) -> None:
         s.commit(199)
         os.kill(os.getpid(), signal.SIGKILL)
     """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[2], capture_output=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=Path(__file__).parents[2], capture_output=True, timeout=60
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
     with spool(tmp_path, segment_bytes=4096) as s:
         assert s.last_seq("dev-0") == 125 and s.last_seq("dev-1") == 125
@@ -232,9 +239,8 @@ def test_missing_sequence_snapshot_is_refused_rather_than_reusing_numbers(tmp_pa
 
 
 def test_one_spool_directory_has_one_owner(tmp_path: Path) -> None:
-    with spool(tmp_path):
-        with pytest.raises(SpoolBusyError):
-            spool(tmp_path)
+    with spool(tmp_path), pytest.raises(SpoolBusyError):
+        spool(tmp_path)
     spool(tmp_path).close()  # released on close
 
 

@@ -51,28 +51,36 @@ def scored(scrubber: NoteScrubber, labelled: list[dict]) -> dict:
     caught, typed, total = Counter(), Counter(), Counter()
     split_caught, split_total = Counter(), Counter()
     fp_notes = over_chars = clean = 0
-    for row, res in zip(labelled, results):
+    for row, res in zip(labelled, results, strict=True):
         text = row["text"]
         covered = [False] * len(text)
         for s in res.spans:
-            covered[s.start:s.end] = [True] * (s.end - s.start)
+            covered[s.start : s.end] = [True] * (s.end - s.start)
         gold = [False] * len(text)
         for g in row["spans"]:
-            gold[g["start"]:g["end"]] = [True] * (g["end"] - g["start"])
+            gold[g["start"] : g["end"]] = [True] * (g["end"] - g["start"])
             total[g["type"]] += 1
             split_total[row["split"]] += 1
             if all(covered[i] for i in range(g["start"], g["end"]) if not text[i].isspace()):
                 caught[g["type"]] += 1
                 split_caught[row["split"]] += 1
-                typed[g["type"]] += any(s.type == g["type"] and s.start < g["end"] and g["start"] < s.end
-                                        for s in res.spans)
-        over_chars += sum(c and not g and not ch.isspace() for c, g, ch in zip(covered, gold, text))
+                typed[g["type"]] += any(
+                    s.type == g["type"] and s.start < g["end"] and g["start"] < s.end for s in res.spans
+                )
+        over_chars += sum(c and not g and not ch.isspace() for c, g, ch in zip(covered, gold, text, strict=True))
         if not row["spans"]:
             clean += 1
             fp_notes += bool(res.spans)
-    return {"caught": caught, "typed": typed, "total": total, "fp_notes": fp_notes, "clean": clean,
-            "over_chars": over_chars, "chars": sum(len(r["text"]) for r in labelled),
-            "split": {k: split_caught[k] / split_total[k] for k in split_total}}
+    return {
+        "caught": caught,
+        "typed": typed,
+        "total": total,
+        "fp_notes": fp_notes,
+        "clean": clean,
+        "over_chars": over_chars,
+        "chars": sum(len(r["text"]) for r in labelled),
+        "split": {k: split_caught[k] / split_total[k] for k in split_total},
+    }
 
 
 def test_labelled_set_is_balanced_and_large_enough(labelled: list[dict]) -> None:
@@ -95,8 +103,10 @@ def test_recall_per_type_and_overall(scored: dict) -> None:
 
 def test_false_positives_on_clean_notes(scored: dict) -> None:
     rate = scored["fp_notes"] / scored["clean"]
-    print(f"clean notes with a redaction: {scored['fp_notes']}/{scored['clean']} ({rate:.3f}); "
-          f"over-redacted chars {scored['over_chars']}/{scored['chars']}")
+    print(
+        f"clean notes with a redaction: {scored['fp_notes']}/{scored['clean']} ({rate:.3f}); "
+        f"over-redacted chars {scored['over_chars']}/{scored['chars']}"
+    )
     assert rate <= CLEAN_FP_CEILING
     assert scored["over_chars"] / scored["chars"] <= 0.01
 
@@ -137,16 +147,21 @@ def test_default_recognizer_is_sudachi() -> None:
     assert NoteScrubber().config.model == SUDACHI
 
 
-@pytest.mark.parametrize(("note", "scrubbed"), [
-    ("高橋健一が担当。", "[PERSON]が担当。"),  # family and given name: one placeholder
-    ("ジョン・スミスが同乗。", "[PERSON]が同乗。"),  # katakana words joined by a middle dot
-    ("帯広の倉庫へ配送。", "[ADDRESS]の倉庫へ配送。"),
-])
+@pytest.mark.parametrize(
+    ("note", "scrubbed"),
+    [
+        ("高橋健一が担当。", "[PERSON]が担当。"),  # family and given name: one placeholder
+        ("ジョン・スミスが同乗。", "[PERSON]が同乗。"),  # katakana words joined by a middle dot
+        ("帯広の倉庫へ配送。", "[ADDRESS]の倉庫へ配送。"),
+    ],
+)
 def test_names_come_out_whole(scrubber: NoteScrubber, note: str, scrubbed: str) -> None:
     assert scrubber.scrub(note).text == scrubbed
 
 
-@pytest.mark.parametrize("note", ["勅使河原が荷物を受け取った。", "小鳥遊と一緒に点検した。", "グエンが右折時に急ブレーキ。"])
+@pytest.mark.parametrize(
+    "note", ["勅使河原が荷物を受け取った。", "小鳥遊と一緒に点検した。", "グエンが右折時に急ブレーキ。"]
+)
 def test_rare_names_without_a_cue_are_found_by_the_dictionary(note: str) -> None:
     # Outside the gazetteers, with no honorific: only the recognizer can know them (GiNZA
     # misses 小鳥遊, a surname Sudachi's dictionary lists).

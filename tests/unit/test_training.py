@@ -57,7 +57,7 @@ def test_anomaly_score_is_bounded() -> None:
         assert s.shape == (300, 1) and ((s >= 0) & (s < 1)).all()
 
 
-def test_edge_build_reproduces_the_student_and_refuses_a_wrong_export(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_edge_build_reproduces_the_student_and_refuses_a_wrong_export(tmp_path: Path, monkeypatch) -> None:
     import torch
 
     from training_jobs import export
@@ -78,11 +78,14 @@ def test_edge_build_reproduces_the_student_and_refuses_a_wrong_export(tmp_path: 
         export.build_edge(student, x, tmp_path / "bad", runs=10)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("vehicle_longitudinal_public", ("vehicle_longitudinal_public", None)),
-    ("gold/vehicle_longitudinal_public@3", ("vehicle_longitudinal_public", 3)),
-    ("vehicle_longitudinal_public@v12", ("vehicle_longitudinal_public", 12)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("vehicle_longitudinal_public", ("vehicle_longitudinal_public", None)),
+        ("gold/vehicle_longitudinal_public@3", ("vehicle_longitudinal_public", 3)),
+        ("vehicle_longitudinal_public@v12", ("vehicle_longitudinal_public", 12)),
+    ],
+)
 def test_parse_pin(text: str, expected: tuple) -> None:
     assert parse_pin(text) == expected
 
@@ -114,8 +117,10 @@ def test_gold_changes_pick_the_models_that_learn_from_them() -> None:
         return [t.name for t in models_for(contracts, *args)]
 
     assert names(["vehicle_longitudinal_acme_mobility"]) == ["fieldloop.vehicle-longitudinal.acme-mobility"]
-    assert names(["vehicle_longitudinal_public"]) == ["fieldloop.vehicle-longitudinal",
-                                                      "fieldloop.vehicle-longitudinal.acme-mobility"]
+    assert names(["vehicle_longitudinal_public"]) == [
+        "fieldloop.vehicle-longitudinal",
+        "fieldloop.vehicle-longitudinal.acme-mobility",
+    ]
     assert names(["plant_anomaly_acme_steel"]) == ["fieldloop.plant-anomaly.acme-steel"]
     assert names(["fleet_telemetry_hourly"]) == []  # not a training dataset
     assert len(names(None)) == 3

@@ -11,15 +11,34 @@ import pytest
 
 from fieldloop.wire import HEADER_LEN, SchemaRegistry, WireError, decode, default_registry, encode, writer_of
 
-TELEMETRY = {"device_id": "d1", "model_name": "m", "model_version": "3", "ts": 1700000000000,
-             "latency_ms": 1.5, "ood_score": 0.25, "disagreement": 0.0, "intervention": True}
+TELEMETRY = {
+    "device_id": "d1",
+    "model_name": "m",
+    "model_version": "3",
+    "ts": 1700000000000,
+    "latency_ms": 1.5,
+    "ood_score": 0.25,
+    "disagreement": 0.0,
+    "intervention": True,
+}
 # Java Avro 1.12.1 BinaryMessageEncoder output for TELEMETRY with telemetry.v1.avsc
 JAVA_BYTES = bytes.fromhex(
     "c301f50d78fdfe228f78046431026d023380a0abfef962000000000000f83f000000000000d03f000000000000000001"
 )
-FRAME = {"vin": "JT123456789012345", "driver_id": "drv-7", "ts": 1700000000100, "lat": 35.68, "lon": 139.76,
-         "speed_mps": 12.5, "accel_mps2": -0.4, "steering_deg": 3.0, "brake": 0.1, "yaw_rate_dps": 0.5,
-         "perception": {"vehicles": 3, "pedestrians": 1, "cyclists": 0}, "intervention": False}
+FRAME = {
+    "vin": "JT123456789012345",
+    "driver_id": "drv-7",
+    "ts": 1700000000100,
+    "lat": 35.68,
+    "lon": 139.76,
+    "speed_mps": 12.5,
+    "accel_mps2": -0.4,
+    "steering_deg": 3.0,
+    "brake": 0.1,
+    "yaw_rate_dps": 0.5,
+    "perception": {"vehicles": 3, "pedestrians": 1, "cyclists": 0},
+    "intervention": False,
+}
 
 
 def as_read(record: dict[str, Any]) -> dict[str, Any]:
@@ -39,7 +58,13 @@ def evolving(tmp_path_factory: pytest.TempPathFactory) -> SchemaRegistry:
 
 def test_every_stream_has_a_schema() -> None:
     assert default_registry().streams == [
-        "camera_meta", "plant_sensors", "robot_joints", "telemetry", "vehicle_frames", "worker_audio", "worker_audio_dp"
+        "camera_meta",
+        "plant_sensors",
+        "robot_joints",
+        "telemetry",
+        "vehicle_frames",
+        "worker_audio",
+        "worker_audio_dp",
     ]
 
 
@@ -63,7 +88,7 @@ def test_v2_writer_read_by_v1_reader_and_back(evolving: SchemaRegistry) -> None:
     ("payload", "reason"),
     [
         (b"\xc3\x01\x00", "truncated"),
-        (b"{\"vin\": \"JT1\"}", "bad-magic"),
+        (b'{"vin": "JT1"}', "bad-magic"),
         (b"\xc3\x01" + bytes(8) + b"\x02", "unknown-fingerprint"),
     ],
 )
