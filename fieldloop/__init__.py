@@ -5,7 +5,7 @@ data classes and the training rule (:mod:`fieldloop.classes`), data contracts
 (:mod:`fieldloop.contracts`), the residency guard (:mod:`fieldloop.residency`),
 lineage records (:mod:`fieldloop.lineage`), the Spark session factory
 (:mod:`fieldloop.spark`), the local stack manager (:mod:`fieldloop.stack`) and the
-CLI root (:mod:`fieldloop.cli`).
+CLI face (:mod:`fieldloop.cli`, the only kernel package that imports stages).
 """
 
 __version__ = "0.1.0"

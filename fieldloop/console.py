@@ -1,7 +1,8 @@
 """What every ``fieldloop`` command group shares: consoles, error reporting, the config.
 
 Stage packages define their own click groups (e.g. ``ingestion.cli.fleet``) with these,
-and ``fieldloop.cli`` registers them, so every command reports errors the same way.
+and the face (``fieldloop.cli``) registers them, so every command reports errors the same
+way. It lives in the kernel, not in the face, because stages may import only the kernel.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ class ErrorReportingGroup(click.Group):
                 err_console.print_exception()
             err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
             sys.exit(1)
+
+
+def progress(message: str) -> None:
+    """One indented line of progress under a step's heading."""
+    console.print(f"  {message}")
 
 
 def config_of(ctx: click.Context) -> FieldloopConfig:

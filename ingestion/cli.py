@@ -1,6 +1,6 @@
-"""``fieldloop fleet``: simulate device fleets streaming through the edge SDK.
+"""The ingestion stage's commands: ``fleet simulate``, ``topics apply`` and ``ingest``.
 
-Register with ``main.add_command(fleet)`` in ``fieldloop/cli.py``. The config is read once
+The face (``fieldloop.cli``) registers them. The config is read once
 at the entry point; numpy, kafka-python and the SDK are imported inside the command so
 ``fieldloop --help`` stays instant. :func:`make_edge_sink` is the one place that knows how
 to build the real SDK.
@@ -310,3 +310,73 @@ def _fault_detail(fault: dict[str, Any], report: SimulationReport) -> str:
     offsets = sorted({d["offset_s"] for d in fault["devices"].values()})
     skews = ", ".join(f"{o:+g} s" for o in offsets)
     return f"{len(fault['devices'])} device ids skewed by {skews} until an NTP correction"
+
+
+# topics and ingest ------------------------------------------------------------------------
+@click.group(cls=ErrorReportingGroup)
+def topics() -> None:
+    """Kafka topics, one per data contract (none for secret streams)."""
+
+
+@topics.command("apply")
+@click.option("--partitions", default=3, show_default=True, help="Partitions of newly created topics.")
+@click.pass_context
+def topics_apply(ctx: click.Context, partitions: int) -> None:
+    """Create missing topics and align retention with the contracts. Idempotent."""
+    from ingestion.topics import apply_configured_topics
+
+    for change in apply_configured_topics(config_of(ctx), partitions):
+        colour = {"created": "green", "retention-updated": "yellow", "partitions-differ": "red"}.get(
+            change.action, "dim"
+        )
+        console.print(f"  [{colour}]{change.action:<18}[/] {change.topic} {change.detail}")
+
+
+@click.command()
+@click.option("--follow", is_flag=True, help="Run continuously (micro-batches every --trigger-seconds) until Ctrl-C.")
+@click.option("--trigger-seconds", default=5, show_default=True, help="Micro-batch interval with --follow (s).")
+@click.option("--max-offsets", default=200_000, show_default=True, help="Records per micro-batch at most.")
+@click.pass_context
+def ingest(ctx: click.Context, follow: bool, trigger_seconds: int, max_offsets: int) -> None:
+    """Land Kafka records in bronze Delta exactly once; invalid ones go to quarantine.
+
+    Default is --available-now: drain what Kafka holds, then stop (for schedules).
+    """
+    from fieldloop.contracts import load_contracts
+    from fieldloop.residency import ResidencyGuard
+    from fieldloop.spark import spark_session
+    from fieldloop.wire import default_registry
+    from ingestion.bronze import BronzeJob
+    from ingestion.topics import apply_configured_topics
+
+    cfg = config_of(ctx)
+    contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)
+    guard = ResidencyGuard.from_config(cfg)
+    apply_configured_topics(cfg)
+    with console.status("starting Spark ..."):
+        spark = spark_session(cfg, "fieldloop-ingest")
+    job = BronzeJob(cfg, spark, contracts, default_registry(), guard, max_offsets_per_trigger=max_offsets)
+    query = job.start(available_now=not follow, trigger_seconds=trigger_seconds)
+    shown = 0
+    try:
+        while query.isActive:
+            query.awaitTermination(1)
+            for report in job.reports[shown:]:
+                console.print(
+                    f"  batch {report.batch_id}: {report.consumed} consumed, {sum(report.inserted.values())} new, "
+                    f"{sum(report.duplicates.values())} duplicates, {sum(report.quarantined.values())} quarantined "
+                    f"{dict(sorted(report.reasons.items())) or ''} ({report.seconds:.1f}s)"
+                )
+            shown = len(job.reports)
+    except KeyboardInterrupt:
+        console.print("stopping after the current batch ...")
+        query.stop()
+    if query.exception():
+        from fieldloop.errors import FieldloopError
+
+        raise FieldloopError(f"ingestion stopped: {query.exception()}")
+    totals = {
+        k: sum(getattr(r, k) if k == "consumed" else sum(getattr(r, k).values()) for r in job.reports)
+        for k in ("consumed", "inserted", "duplicates", "quarantined")
+    }
+    console.print("ingested: " + ", ".join(f"{v} {k}" for k, v in totals.items()))

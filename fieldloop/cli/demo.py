@@ -22,9 +22,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import click
 from rich.console import Console
 from rich.table import Table
 
+from fieldloop import console as terminal
 from fieldloop.config import FieldloopConfig
 from fieldloop.contracts import load_contracts
 from fieldloop.residency import ResidencyGuard
@@ -64,8 +66,8 @@ def _ingest(cfg: FieldloopConfig, contracts: dict[str, Any]) -> tuple[Any, dict[
 
         raise FieldloopError(f"ingestion failed: {query.exception()}")
     processed: dict[str, dict[str, int]] = {}
-    for progress in query.recentProgress:
-        for source in progress.get("sources", []):
+    for batch in query.recentProgress:
+        for source in batch.get("sources", []):
             end = source.get("endOffset")
             if isinstance(end, str):
                 import json
@@ -258,3 +260,10 @@ def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], N
         "`fieldloop_refine` after it and `fieldloop_train` after that; "
         "`fieldloop stack down` stops everything."
     )
+
+
+@click.command()
+@click.pass_context
+def demo(ctx: click.Context) -> None:
+    """Run the loop as far as it is built, on embedded defaults: stack, fleet, bronze, refine, train."""
+    run_demo(terminal.config_of(ctx), terminal.console, terminal.progress)
