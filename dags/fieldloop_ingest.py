@@ -16,8 +16,12 @@ import pendulum
 from airflow.sdk import dag, task
 
 from fieldloop.assets import bronze_assets
+from fieldloop.config import load_config
+from fieldloop.contracts import load_contracts
 
 FIELDLOOP = Path(sys.executable).parent / "fieldloop"
+CFG = load_config()  # files and environment only: no network at parse time
+CONTRACTS = load_contracts(CFG.contracts_dir, CFG.allowed_regions)
 
 
 @dag(
@@ -31,7 +35,7 @@ FIELDLOOP = Path(sys.executable).parent / "fieldloop"
     default_args={"retries": 3, "retry_delay": pendulum.duration(minutes=1)},
 )
 def fieldloop_ingest() -> None:
-    @task.bash(outlets=bronze_assets())
+    @task.bash(outlets=bronze_assets(CONTRACTS))
     def land_bronze() -> str:
         return f"{FIELDLOOP} ingest"
 

@@ -23,14 +23,18 @@ import pendulum
 from airflow.sdk import AssetAny, dag, task
 
 from fieldloop.assets import bronze_assets, gold_assets, table_asset
+from fieldloop.config import load_config
+from fieldloop.contracts import load_contracts
 from refinement.policy import output_tables
 
 FIELDLOOP = Path(sys.executable).parent / "fieldloop"
+CFG = load_config()  # files and environment only: no network at parse time
+CONTRACTS = load_contracts(CFG.contracts_dir, CFG.allowed_regions)
 
 
 @dag(
     dag_id="fieldloop_refine",
-    schedule=AssetAny(*bronze_assets()),
+    schedule=AssetAny(*bronze_assets(CONTRACTS)),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,  # runs share each table's bronze watermark
@@ -39,7 +43,10 @@ FIELDLOOP = Path(sys.executable).parent / "fieldloop"
     default_args={"retries": 2, "retry_delay": pendulum.duration(minutes=2)},
 )
 def fieldloop_refine() -> None:
-    @task.bash(outlets=[table_asset("silver", name) for name in output_tables()] + gold_assets())
+    @task.bash(
+        outlets=[table_asset("silver", name) for name in output_tables(CFG.refine.policies_dir)]
+        + gold_assets(CONTRACTS)
+    )
     def refine_silver() -> str:
         return f"{FIELDLOOP} refine"
 

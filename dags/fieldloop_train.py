@@ -23,14 +23,19 @@ import pendulum
 from airflow.sdk import AssetAny, Param, dag, task
 
 from fieldloop.assets import gold_assets, model_asset
-from training_jobs.tasks import TASKS
+from fieldloop.config import load_config
+from fieldloop.contracts import load_contracts
+from fieldloop.datasets import TASK_LAYOUTS
 
 FIELDLOOP = Path(sys.executable).parent / "fieldloop"
+CFG = load_config()  # files and environment only: no network at parse time
+CONTRACTS = load_contracts(CFG.contracts_dir, CFG.allowed_regions)
+TASKS = sorted(TASK_LAYOUTS)
 
 
 @dag(
     dag_id="fieldloop_train",
-    schedule=AssetAny(*[a for name in sorted(TASKS) for a in gold_assets(name)]),
+    schedule=AssetAny(*[a for name in TASKS for a in gold_assets(CONTRACTS, name)]),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,  # runs move the same aliases and frozen holdouts
@@ -41,7 +46,7 @@ FIELDLOOP = Path(sys.executable).parent / "fieldloop"
         "task": Param(
             None,
             type=["null", "string"],
-            enum=[None, *sorted(TASKS)],
+            enum=[None, *TASKS],
             description="Train only this task's models (default: those whose gold data changed).",
         ),
         "tenant": Param(
@@ -55,19 +60,18 @@ def fieldloop_train() -> None:
     @task
     def plan(params: dict[str, Any] | None = None, triggering_asset_events: Any = None) -> list[str]:
         """The `fieldloop train` arguments of each model to train."""
-        from fieldloop.contracts import load_contracts
         from training_jobs.schedule import models_for
 
         params = params or {}
         changed = [a.name.removeprefix("fieldloop.gold.") for a in triggering_asset_events or []] or None
-        targets = models_for(load_contracts(), changed, params.get("task"), params.get("tenant"))
+        targets = models_for(CONTRACTS, changed, params.get("task"), params.get("tenant"))
         print("models to train: " + (", ".join(t.name for t in targets) or "none"))
         return [
             f"--task {shlex.quote(t.task)}" + (f" --tenant {shlex.quote(t.tenant)}" if t.tenant else "")
             for t in targets
         ]
 
-    @task.bash(outlets=[model_asset(name) for name in sorted(TASKS)])
+    @task.bash(outlets=[model_asset(name) for name in TASKS])
     def train_model(args: str) -> str:
         return f"{FIELDLOOP} train {args}"
 

@@ -1,19 +1,23 @@
-"""Airflow assets for lake tables, so stage DAGs trigger each other through data.
+"""Airflow assets for lake tables and models, so stage DAGs trigger each other through data.
 
 A table ``<lake>/<layer>/<name>`` is the asset ``fieldloop.<layer>.<name>`` with URI
 ``x-fieldloop://<layer>/<name>`` (an ``x-`` scheme: ours, left as is by Airflow). Names
-come from the contracts, so producer and consumer DAGs agree without sharing code paths.
+come from the deployment's contracts (``cfg.contracts_dir``), which the DAG files load and
+pass in, so producer and consumer DAGs agree without sharing code paths.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from fieldloop.classes import DataClass
-from fieldloop.contracts import load_contracts
+from fieldloop.datasets import gold_tables
 
 if TYPE_CHECKING:
     from airflow.sdk import Asset
+
+    from fieldloop.contracts import DataContract
 
 
 def table_asset(layer: str, name: str) -> Asset:
@@ -22,20 +26,18 @@ def table_asset(layer: str, name: str) -> Asset:
     return Asset(name=f"fieldloop.{layer}.{name}", uri=f"x-fieldloop://{layer}/{name}", group="fieldloop")
 
 
-def bronze_assets() -> list[Asset]:
+def bronze_assets(contracts: Mapping[str, DataContract]) -> list[Asset]:
     """One asset per bronze table (every contract but the secret ones)."""
     return [
         table_asset("bronze", c.table)
-        for c in sorted(load_contracts().values(), key=lambda c: c.id)
+        for c in sorted(contracts.values(), key=lambda c: c.id)
         if c.data_class is not DataClass.SECRET
     ]
 
 
-def gold_assets(task: str | None = None) -> list[Asset]:
-    """One asset per gold table (only the training datasets of ``task`` when given)."""
-    from refinement.gold import gold_specs
-
-    return [table_asset("gold", s.name) for s in gold_specs(load_contracts()) if task is None or s.task == task]
+def gold_assets(contracts: Mapping[str, DataContract], task: str | None = None) -> list[Asset]:
+    """One asset per gold table the contracts declare (only the training datasets of ``task`` when given)."""
+    return [table_asset("gold", t.name) for t in gold_tables(contracts) if task is None or t.task == task]
 
 
 def model_asset(task: str) -> Asset:

@@ -29,13 +29,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from fieldloop.errors import ConfigError
+from fieldloop.residency import is_region_name
 
 ENV_PREFIX = "FIELDLOOP_"
 CONFIG_FILE_ENV = "FIELDLOOP_CONFIG"
 DEFAULT_CONFIG_FILE = "fieldloop.toml"
 JAPAN_REGIONS = ("ap-northeast-1", "ap-northeast-3")
 
-_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 _SPARK_MASTER = re.compile(r"^(local(\[(\*|\d+)(,\d+)?\])?|spark://.+|yarn|k8s://.+|mesos://.+)$")
 
 
@@ -164,6 +164,9 @@ class RefineConfig(_Section):
     dp_epsilon_per_month: float = Field(
         3.0, gt=0, description="DP budget per privacy unit and calendar month (epsilon)"
     )
+    policies_dir: Path | None = Field(
+        None, description="directory of privacy policy files, one per contract; default: the packaged ones"
+    )
 
     @field_validator("key_source")
     @classmethod
@@ -217,14 +220,14 @@ class FieldloopConfig(_Section):
         if not value:
             raise ValueError("at least one region is needed (e.g. ap-northeast-1)")
         for region in value:
-            if not _REGION.match(region):
+            if not is_region_name(region):
                 raise ValueError(f"'{region}' is not an AWS region name (e.g. ap-northeast-1)")
         return value
 
     @field_validator("site_region")
     @classmethod
     def _site_region(cls, value: str) -> str:
-        if not _REGION.match(value):
+        if not is_region_name(value):
             raise ValueError(f"'{value}' is not an AWS region name (e.g. ap-northeast-1)")
         return value
 

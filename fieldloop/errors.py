@@ -36,9 +36,3 @@ class JvmDependencyError(FieldloopError):
 
 class StackError(FieldloopError):
     """A local stack component could not be started, checked or stopped."""
-
-
-class ComponentNotReadyError(StackError):
-    """A component is running but not ready yet; waiting may help."""
-
-    retriable = True

@@ -21,9 +21,9 @@ from typing import Literal
 
 from fieldloop.classes import DataClass, TrainingInput
 from fieldloop.errors import FieldloopError
+from fieldloop.registry import LINEAGE_TAG_PREFIX
 
-PROPERTY_PREFIX = "fieldloop."
-TAG_PREFIX = "fieldloop.lineage."
+TAG_PREFIX = LINEAGE_TAG_PREFIX
 # MLflow refuses tag values over 8000 characters (MAX_TAG_VAL_LENGTH in 3.x).
 MLFLOW_TAG_LIMIT = 8000
 

@@ -14,6 +14,7 @@ bucket for the life of the guard (a bucket's region never changes).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +24,15 @@ from fieldloop.errors import ResidencyError
 
 logger = logging.getLogger(__name__)
 
+# AWS region names: ap-northeast-1, us-gov-west-1, us-iso-east-1, us-isob-east-1.
+_REGION_NAME = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 # GetBucketLocation answers null for us-east-1 and 'EU' for the oldest eu-west-1 buckets.
 _LEGACY_LOCATIONS = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}
+
+
+def is_region_name(text: str) -> bool:
+    """Whether ``text`` is shaped like an AWS region name (the one check config and contracts share)."""
+    return bool(_REGION_NAME.match(text))
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,9 @@ def refine(
 
     contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)
     # Secret streams' policies are edge releases: they have no bronze or silver table to refine.
-    policies = {cid: p for cid, p in load_policies(contracts, default_registry()).items() if p.output}
+    policies = {
+        cid: p for cid, p in load_policies(contracts, default_registry(), cfg.refine.policies_dir).items() if p.output
+    }
     chosen = select_contracts(contracts, policies, streams)
     keys = key_ring_for(cfg, contracts)
     guard = ResidencyGuard.from_config(cfg)
@@ -133,5 +135,5 @@ def refine(
             if DeltaTable.isDeltaTable(spark, o.path):
                 result.upkeep.append(maintain(spark, o.path, contracts[cid]))
     refined = {r.table for r in result.reports}
-    result.gold = GoldJob(cfg, spark, contracts, guard).run(only=lambda spec: bool(set(spec.sources) & refined))
+    result.gold = GoldJob(cfg, spark, contracts, guard).run(only=lambda table: table.source in refined)
     return result

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 
 from fieldloop.classes import DataClass, ModelTarget, Use
 from fieldloop.contracts import DataContract
+from fieldloop.datasets import training_tables
 from training_jobs.tasks import get_task
 
 
@@ -28,11 +29,9 @@ def models_for(
         task, tenant: train only this model (a manual run's choice); the tenant alone picks
             that tenant's models of every task.
     """
-    from refinement.gold import gold_specs
-
     if task is not None:
         get_task(task)  # an unknown task fails here, naming the known ones
-    specs = [s for s in gold_specs(contracts) if s.task and (task is None or s.task == task)]
+    specs = training_tables(contracts, task)
     if task is not None and tenant is not None:
         return [ModelTarget(task, tenant)]
     wanted = set(changed) if changed is not None else None

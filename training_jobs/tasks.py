@@ -2,7 +2,7 @@
 
 A task trains a larger cloud **teacher** on the gold rows, then distils a small edge
 **student** from it; the student is what goes to devices. Features and targets are the
-gold tables' (see ``refinement/gold.py``):
+gold tables', laid out as :data:`fieldloop.datasets.TASK_LAYOUTS` says:
 
 * ``vehicle-longitudinal``: ``features`` = the last 10 frames (2 s at 5 Hz) of speed,
   acceleration, brake, steering and yaw rate, oldest first, then the perception counts
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from fieldloop.datasets import layout
 from fieldloop.errors import FieldloopError
 
 if TYPE_CHECKING:
@@ -115,11 +116,9 @@ class VehicleLongitudinal(Task):
     def evaluate(self, teacher: nn.Module, student: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         import torch
 
-        from refinement.gold import VEHICLE_SIGNALS, WINDOW
-
         with torch.no_grad():
             t, s = teacher(x), student(x)
-        current_accel = x[:, (WINDOW - 1) * len(VEHICLE_SIGNALS) + VEHICLE_SIGNALS.index("accel_mps2")]
+        current_accel = x[:, layout(self.name).index("accel_mps2")]  # the newest frame's
         return {
             "holdout_rmse_teacher": _rmse(t[:, 0], y),
             "holdout_rmse_student": _rmse(s[:, 0], y),

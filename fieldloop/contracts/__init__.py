@@ -19,6 +19,10 @@ File format (every key required unless marked optional; unknown keys are an erro
     derived_from = ["plant-audio-secret"] # optional; required for derived: source contract ids
     description = "..."                   # optional, free text
 
+    [[gold]]                              # optional, repeatable: gold datasets built from the stream
+    name = "vehicle_longitudinal_public"  # (fieldloop.datasets.GoldDataset: name, kind, task, source)
+    task = "vehicle-longitudinal"
+
 :func:`load_contracts` reads a directory of such files and fails on the first bad one
 with the file and field at fault.
 """
@@ -35,11 +39,12 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fieldloop.classes import DataClass, TrainingInput, Use, valid_tenant
+from fieldloop.datasets import GoldDataset, duplicate_names
 from fieldloop.errors import ContractError
+from fieldloop.residency import is_region_name
 
 _SLUG = re.compile(r"^[a-z][a-z0-9-]{2,63}$")
 _STREAM = re.compile(r"^[a-z][a-z0-9_]{2,63}$")
-_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 
 
 class Redistribution(StrEnum):
@@ -75,6 +80,7 @@ class DataContract(BaseModel):
     derived_from: tuple[str, ...] = ()
     topic_override: str | None = Field(None, alias="topic")
     description: str = ""
+    gold: tuple[GoldDataset, ...] = ()
 
     @field_validator("id")
     @classmethod
@@ -108,7 +114,7 @@ class DataContract(BaseModel):
     @classmethod
     def _regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for region in value:
-            if not _REGION.match(region):
+            if not is_region_name(region):
                 raise ValueError(f"'{region}' is not an AWS region name (e.g. ap-northeast-1)")
         return value
 
@@ -132,6 +138,8 @@ class DataContract(BaseModel):
                 raise ValueError("allowed_uses: raw secret data trains nothing; remove base_training/tenant_finetune")
             if self.redistribution is not Redistribution.NONE:
                 raise ValueError("redistribution: secret data must be 'none'")
+        if cls is DataClass.SECRET and self.gold:
+            raise ValueError("gold: raw secret data never reaches the cloud, so no gold table is built from it")
         if cls is DataClass.DERIVED and not self.derived_from:
             raise ValueError("derived_from: a derived stream must name the contracts it derives from")
         return self
@@ -229,6 +237,8 @@ def load_contracts(
             )
         contracts[contract.id] = contract
         topics[contract.topic] = contract.id
+    for name, owners in duplicate_names((c.id, g.name) for c in contracts.values() for g in c.gold).items():
+        raise ContractError(f"contracts {', '.join(owners)}: gold: each declares gold table '{name}'; names are unique")
     for contract in contracts.values():
         for source in contract.derived_from:
             if source not in contracts:

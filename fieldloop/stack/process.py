@@ -80,9 +80,6 @@ class ManagedProcess:
             return None
         return pid
 
-    def is_running(self) -> bool:
-        return self.pid() is not None
-
     def start(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None) -> int:
         """Start ``argv`` in the background, logging to :attr:`log_file`; returns its pid."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
