@@ -67,8 +67,9 @@ case "${1:-}" in
   test)
     setup
     shift
-    say "ruff: lint and format"
+    say "ruff: lint and format; import-linter: the architecture's layers"
     "$VENV/bin/ruff" check --quiet "$ROOT" && "$VENV/bin/ruff" format --check --quiet "$ROOT"
+    (cd "$ROOT" && "$VENV/bin/lint-imports" --no-cache --no-logo | tail -n +8)
     set +e
     "$VENV/bin/python" -m pytest "$@"
     rc=$?

@@ -20,6 +20,7 @@ from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, defau
 from ingestion.bronze import BronzeJob
 from ingestion.faults import MemoryRawSender
 from ingestion.simulator import FleetSpec, MemorySink, SentRecord, Simulation
+from tests.tiers import mark_tier
 
 KAFKA_SCHEMA = (
     "topic STRING, partition INT, offset LONG, timestamp TIMESTAMP, key BINARY, value BINARY, "
@@ -83,3 +84,8 @@ def write_bronze(spark, lake_cfg: FieldloopConfig) -> Callable[[list[SentRecord]
         job.process_batch(spark.createDataFrame(rows, KAFKA_SCHEMA), batch_id)
 
     return write
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test of this tier is marked ``component``."""
+    mark_tier(items, Path(__file__).parent, "component")

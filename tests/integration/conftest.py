@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from fieldloop.config import FieldloopConfig, load_config
+from tests.tiers import mark_tier
 
 
 def free_port() -> int:
@@ -92,3 +93,8 @@ def started_private_mlflow(
         yield values
     finally:
         stack.down()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test of this tier is marked ``integration``."""
+    mark_tier(items, Path(__file__).parent, "integration")

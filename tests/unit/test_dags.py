@@ -1,8 +1,11 @@
 """Every DAG file parses without import errors and follows the project's DAG rules.
 
-The DagBag is built in a subprocess with a throw-away AIRFLOW_HOME, so the test needs no
-running Airflow and leaves no state behind. It also proves parsing stays light: no
-PySpark, torch, MLflow or Kafka client is imported at parse time.
+Each file is parsed into its own DagBag in one subprocess with a throw-away AIRFLOW_HOME,
+so the tests need no running Airflow and leave no state behind; a file that breaks fails
+its own test. The probe also proves parsing stays light (no PySpark, torch, MLflow or
+Kafka client imported at parse time) and reports each DAG's assets, so the tests can show
+the DAG files read the deployment's contracts (``FIELDLOOP_CONTRACTS_DIR``), not the
+packaged ones.
 """
 
 from __future__ import annotations
@@ -13,48 +16,91 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from fieldloop.contracts import packaged_contracts_dir
 from fieldloop.layout import DAGS_DIR
 
 PROBE = r"""
 import json, sys
 from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(dag_folder=sys.argv[1])
-heavy = sorted(m for m in ("pyspark", "torch", "mlflow", "kafka", "deltalake") if m in sys.modules)
-dags = {}
-for dag_id, dag in bag.dags.items():
-    dags[dag_id] = {
-        "file": dag.fileloc,
-        "tags": sorted(dag.tags),
-        "catchup": dag.catchup,
-        "tz_aware": dag.start_date is not None and dag.start_date.tzinfo is not None,
-        "doc_md": bool(dag.doc_md),
-        "retries": sorted({t.retries for t in dag.tasks}),
-    }
-print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": dags, "heavy": heavy}))
+out = {}
+for path in sys.argv[1:]:
+    bag = DagBag(dag_folder=path)
+    heavy = sorted(m for m in ("pyspark", "torch", "mlflow", "kafka", "deltalake") if m in sys.modules)
+    dags = {}
+    for dag_id, dag in bag.dags.items():
+        outlets = sorted({o.uri for t in dag.tasks for o in getattr(t, "outlets", []) if hasattr(o, "uri")})
+        condition = getattr(dag.timetable, "asset_condition", None)  # AssetAny of the schedule's assets
+        schedule = sorted(a.uri for a in getattr(condition, "objects", ()))
+        dags[dag_id] = {
+            "tags": sorted(dag.tags),
+            "catchup": dag.catchup,
+            "tz_aware": dag.start_date is not None and dag.start_date.tzinfo is not None,
+            "doc_md": bool(dag.doc_md),
+            "retries": sorted({t.retries for t in dag.tasks}),
+            "outlets": outlets,
+            "schedule_assets": schedule,
+        }
+    out[path] = {"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": dags, "heavy": heavy}
+print(json.dumps(out))
 """
 
+DAG_FILES = sorted(p for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_"))
 
-def test_dag_folder_parses_cleanly_and_follows_the_rules(tmp_path: Path) -> None:
-    env = {
+
+def parse(tmp: Path, files: list[Path], **env: str) -> dict[str, dict]:
+    """Each file's DagBag report, parsed in a subprocess with its own AIRFLOW_HOME."""
+    environ = {
         **os.environ,
-        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW_HOME": str(tmp),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp / 'airflow.db'}",
+        **env,
     }
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE, str(DAGS_DIR)], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", PROBE, *map(str, files)], env=environ, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {Path(k).stem: v for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
 
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    return parse(tmp_path_factory.mktemp("airflow"), DAG_FILES)
+
+
+@pytest.mark.parametrize("dag_file", [p.stem for p in DAG_FILES])
+def test_dag_file_parses_cleanly_and_follows_the_rules(reports: dict[str, dict], dag_file: str) -> None:
+    report = reports[dag_file]
     assert report["errors"] == {}
     assert report["heavy"] == [], "heavy modules imported at parse time"
-    files = {p.stem for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_")}
-    assert set(report["dags"]) == files  # one DAG per file, file name = dag_id
-    for dag_id, dag in report["dags"].items():
-        assert Path(dag["file"]).stem == dag_id
-        assert "fieldloop" in dag["tags"], dag_id
-        assert dag["catchup"] is False, dag_id
-        assert dag["tz_aware"], dag_id
-        assert dag["doc_md"], dag_id
-        assert all(2 <= r <= 4 for r in dag["retries"]), (dag_id, dag["retries"])
+    assert list(report["dags"]) == [dag_file]  # one DAG per file, file name = dag_id
+    dag = report["dags"][dag_file]
+    assert "fieldloop" in dag["tags"]
+    assert dag["catchup"] is False
+    assert dag["tz_aware"]
+    assert dag["doc_md"]
+    assert all(2 <= r <= 4 for r in dag["retries"]), dag["retries"]
+
+
+def test_the_dags_assets_come_from_the_deployments_contracts(tmp_path: Path) -> None:
+    contracts = tmp_path / "contracts"
+    contracts.mkdir()
+    for path in packaged_contracts_dir().glob("*.toml"):
+        if path.stem != "vehicle-frames-acme-mobility":  # this deployment has no ACME vehicles
+            (contracts / path.name).write_text(path.read_text())
+    files = [DAGS_DIR / f"{name}.py" for name in ("fieldloop_ingest", "fieldloop_train")]
+    packaged = parse(tmp_path / "a", files)
+    deployed = parse(tmp_path / "b", files, FIELDLOOP_CONTRACTS_DIR=str(contracts))
+
+    acme_bronze = "x-fieldloop://bronze/vehicle_frames_acme_mobility"
+    acme_gold = "x-fieldloop://gold/vehicle_longitudinal_acme_mobility"
+    assert acme_bronze in packaged["fieldloop_ingest"]["dags"]["fieldloop_ingest"]["outlets"]
+    assert acme_bronze not in deployed["fieldloop_ingest"]["dags"]["fieldloop_ingest"]["outlets"]
+    assert acme_gold in packaged["fieldloop_train"]["dags"]["fieldloop_train"]["schedule_assets"]
+    assert acme_gold not in deployed["fieldloop_train"]["dags"]["fieldloop_train"]["schedule_assets"]
+    assert (
+        "x-fieldloop://gold/vehicle_longitudinal_public"
+        in (deployed["fieldloop_train"]["dags"]["fieldloop_train"]["schedule_assets"])
+    )
