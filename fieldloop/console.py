@@ -28,17 +28,56 @@ console = make_console()
 err_console = make_console(stderr=True)
 
 
+# What a device's install (fieldloop[edge]) leaves out: commands that need them say so.
+CLOUD_ONLY = frozenset(
+    {
+        "pyspark",
+        "delta",
+        "deltalake",
+        "torch",
+        "mlflow",
+        "airflow",
+        "numpy",
+        "pandas",
+        "pyarrow",
+        "opendp",
+        "sudachipy",
+        "onnx",
+        "onnxruntime",
+        "boto3",
+        "requests",
+    }
+)
+
+
 class ErrorReportingGroup(click.Group):
-    """Turns fieldloop's own errors into one clear red line and exit status 1."""
+    """Turns fieldloop's own errors into one clear red line and exit status 1.
+
+    A command that needs a library a device's install lacks says which, and how to get it,
+    instead of printing a traceback.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except FieldloopError as e:
-            if ctx.find_root().params.get("verbose"):
-                err_console.print_exception()
-            err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
-            sys.exit(1)
+            self._fail(ctx, str(e))
+        except ModuleNotFoundError as e:
+            if (e.name or "").split(".")[0] not in CLOUD_ONLY:
+                raise
+            command = " ".join(filter(None, (ctx.command_path, ctx.invoked_subcommand)))
+            self._fail(
+                ctx,
+                f"`{command}` needs {e.name}, which this install lacks (a device installs fieldloop[edge]); "
+                "run it where the loop is installed, or pip install 'fieldloop[cloud]'",
+            )
+
+    @staticmethod
+    def _fail(ctx: click.Context, message: str) -> None:
+        if ctx.find_root().params.get("verbose"):
+            err_console.print_exception()
+        err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+        sys.exit(1)
 
 
 def progress(message: str) -> None:

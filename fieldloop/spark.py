@@ -105,8 +105,8 @@ def create_table_as(
 ) -> None:
     """Create the Delta table at ``path`` from ``df``, with table ``properties``, in one commit.
 
-    Creating the table first and writing into it after cost a commit and a snapshot of the
-    empty table: 2-3 s of a first run at 1M rows. CHECK constraints among ``properties``
+    Creating the table first and writing into it after would cost a commit and a snapshot
+    of the empty table. CHECK constraints among ``properties``
     are enforced on ``df``'s rows. ``user_metadata`` goes in the commit like the
     ``userMetadata`` write option, which this path does not read. ``replace`` creates the
     table even where something is in the way: a table, or the files a failed first write

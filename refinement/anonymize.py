@@ -37,9 +37,9 @@ EARTH_RADIUS_M = 6_371_008.8
 def mesh_code(lat: Column, lon: Column, level: int) -> Column:
     """The JIS X 0410 grid square code of each point, as a string (null for a null point).
 
-    The digits are put together as one integer and turned to text once: three
-    ``format_string`` calls per row cost 0.6 s per million rows, twice per anonymized
-    table (its cells and its write). The code's domain is Japan's: first pair of digits
+    The digits are put together as one integer and turned to text once, not formatted
+    pair by pair: the code is built twice per anonymized table (its cells and its write),
+    so its per-row cost counts twice. The code's domain is Japan's: first pair of digits
     = lat x 1.5 (30-69), second = lon - 100 (22-54), so every pair has two digits.
     """
     from pyspark.sql import functions as F
@@ -191,8 +191,8 @@ def decide_k_anonymity(
     quasi-identifier (held by fewer than ``k`` devices: suppressed to null), the
     quasi-identifier combinations kept after that (classes of at least ``k`` devices),
     and the counts. Plain Python: a run's cells are devices x places x hours, thousands,
-    and deciding on the driver took one Spark job where grouping them in Spark took one
-    per quasi-identifier and one for the classes (1 s of a 1M-row run).
+    and deciding on the driver takes one Spark job (collecting them) where grouping them
+    in Spark takes one per quasi-identifier and one for the classes.
     """
     stats = KAnonymity(k)
     cells = list(cells)

@@ -70,8 +70,8 @@ BRONZE_ONLY = [
 
 # Silver keeps file statistics (min, max, nulls) on the columns its readers filter by:
 # device and time (Z-order, retention, gold's windows) and the bronze version (each run's
-# replaceWhere). Delta's default, every one of the first 32 columns, cost 12 % of a write
-# (0.5 s of a 1M-row copy) for statistics on sensor values that no query prunes by.
+# replaceWhere). Delta's default, every one of the first 32 columns, costs a noticeable share
+# of each write for statistics on sensor values that no query prunes by.
 SKIPPING_COLUMNS = (DEVICE_COLUMN, "ts", "_seq", VERSION_COLUMN)
 
 ROW_KEY = ("_device_id", "_seq")  # unique in bronze: its writer keeps one row per key
@@ -329,8 +329,8 @@ class SilverJob:
             failing = by_size(first.failing(), sum(first.failed.values()))
             window = versions_window(a, b)
             # Without failures the write is only needed to clear what an earlier run of the
-            # same versions quarantined; skipped when there is none (a Spark job and a commit:
-            # 1.6 s measured on a 200k-row run).
+            # same versions quarantined; skipped when there is none (it costs a Spark job and
+            # a commit).
             if first.failed or self._holds_window(quarantine, a, b):
                 bad = rows.join(failing.withColumnRenamed(RULE_COLUMN, "reason"), list(ROW_KEY))
                 self._replace(
@@ -360,9 +360,8 @@ class SilverJob:
         also walks the trips of the rows passing the rules and gathers their k-anonymity
         cells, one Arrow batch per device (:meth:`_walk_devices`), on the device partitions
         the monotonic-time rule has already shuffled the rows into, so neither reads bronze
-        and shuffles of its own: with a pass each, the public stream's run over 2M rows took
-        21.6 s where it took 17.9 s on Spark windows (alternating processes), and the Arrow
-        walk took its best run over 1M rows from 12.0 to 9.3 s.
+        and shuffles of its own (what a pass of their own and Spark windows cost instead is
+        in bench/README.md).
 
         Only the rows that fail a rule, hold a note or end a trip are kept, cached, by key,
         and each cell rides on its first row. The write reads the rows again from bronze,

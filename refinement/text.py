@@ -268,8 +268,7 @@ def _load_spacy(model: str) -> Any:
         # Only the entity recogniser and the tok2vec it listens to: the parser, tagger and
         # GiNZA's bunsetu components add nothing to the entities, only time. Matrix
         # products through numpy's BLAS, not thinc's bundled blis: the tok2vec is nearly
-        # all gemm, and blis ran it at 31 GFLOP/s here against OpenBLAS's 97 on one
-        # thread (1.8x the notes/s, same entities on 3,000 notes).
+        # all gemm, which OpenBLAS runs faster than blis on these CPUs (bench/README.md).
         with use_ops("numpy", use_blis=False):
             return spacy.load(model, exclude=["parser", "morphologizer", "compound_splitter", "bunsetu_recognizer"])
     except (ImportError, OSError) as e:
