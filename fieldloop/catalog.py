@@ -27,6 +27,7 @@ class TableInfo:
     rows: int
     properties: dict[str, str] = field(default_factory=dict)
     duplicates_dropped: int | None = None
+    notes: list[str] = field(default_factory=list)  # what the newest commit says a reader should know
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,6 +111,15 @@ def duplicates_dropped(history: list[dict[str, Any]]) -> int | None:
     return total if seen else None
 
 
+def commit_notes(history: list[dict[str, Any]]) -> list[str]:
+    """The ``notes`` a stage left in the newest commit's userMetadata (e.g. DP releases it skipped)."""
+    try:
+        notes = json.loads(history[0].get("userMetadata") or "null")["notes"]
+    except (IndexError, ValueError, KeyError, TypeError):
+        return []
+    return [str(n) for n in notes] if isinstance(notes, list) else []
+
+
 def list_tables(cfg: FieldloopConfig) -> list[TableInfo]:
     """Every Delta table in the lake, sorted by layer and name."""
     tables = []
@@ -120,6 +130,7 @@ def list_tables(cfg: FieldloopConfig) -> list[TableInfo]:
         info = TableInfo(layer, name, uri, table.version(), int(rows), dict(table.metadata().configuration))
         if layer == "bronze":
             info.duplicates_dropped = duplicates_dropped(table.history())
+        info.notes = commit_notes(table.history(1))
         tables.append(info)
     order = {layer: i for i, layer in enumerate(LAYERS)}
     return sorted(tables, key=lambda t: (order[t.layer], t.name))

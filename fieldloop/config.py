@@ -164,6 +164,9 @@ class RefineConfig(_Section):
     dp_epsilon_per_month: float = Field(
         3.0, gt=0, description="DP budget per privacy unit and calendar month (epsilon)"
     )
+    dp_lateness_minutes: int = Field(
+        120, ge=0, description="a day's DP figures are released this long after the day closed (minutes)"
+    )
     policies_dir: Path | None = Field(
         None, description="directory of privacy policy files, one per contract; default: the packaged ones"
     )

@@ -69,7 +69,10 @@ def print_gold(out: Console, gold: Sequence[Any]) -> None:
     for g in gold:
         what = f"{g.rows} rows" if g.rows is not None else "unchanged (sources did not move)"
         dp = f"; {len(g.dp)} DP releases charged to the ledger" if g.dp else ""
-        out.print(f"  gold/{g.table}: {what} from silver {g.sources}{dp}")
+        held = f"; days not closed yet: {', '.join(g.dp_held)}" if g.dp_held else ""
+        out.print(f"  gold/{g.table}: {what} from silver {g.sources}{dp}{held}")
+        for skipped in g.dp_skipped:
+            out.print(f"    [yellow]skipped {skipped['release_id']}[/]: {skipped['reason']}")
 
 
 @click.command()

@@ -176,6 +176,34 @@ class DpRelease:
 
 
 @dataclass(frozen=True)
+class ReleasePlan:
+    """A calendar month's budget shared evenly by every release the month will hold.
+
+    A release made ``per_day`` times a day (one per metric) over a month of ``d`` days
+    makes ``d * per_day`` releases; each gets ``budget / (d * per_day)``, so the month's
+    releases fit its budget exactly, in 28-day months as in 31-day ones.
+
+    Attributes:
+        budget_epsilon: ε of the ledger key per month.
+        per_day: releases a day.
+    """
+
+    budget_epsilon: float
+    per_day: int
+
+    def releases(self, period: str) -> int:
+        """How many releases month ``period`` (``YYYY-MM``) holds."""
+        import calendar
+
+        year, month = (int(part) for part in period.split("-"))
+        return calendar.monthrange(year, month)[1] * self.per_day
+
+    def epsilon(self, period: str) -> float:
+        """ε of each release in month ``period``."""
+        return self.budget_epsilon / self.releases(period)
+
+
+@dataclass(frozen=True)
 class DpQuery:
     """A differentially private statistic over rows grouped by privacy unit.
 

@@ -19,16 +19,20 @@ same rows. By kind:
 * ``telemetry-dp-daily``: differentially private daily figures over devices
   (interventions, mean OOD score): each device is the privacy unit and contributes one
   bounded value per day; every release is charged to the DP ledger, which refuses one
-  over the month's budget and returns the recorded value for a release made before.
+  over the month's budget and returns the recorded value for a release made before. A
+  day is released once it closed (plus ``FIELDLOOP_REFINE_DP_LATENESS_MINUTES``); each
+  release gets its share of the month's budget, so a month's releases always fit it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from fieldloop.catalog import last_commit, storage_options
 from fieldloop.config import FieldloopConfig
@@ -36,15 +40,22 @@ from fieldloop.contracts import DataContract
 from fieldloop.datasets import GoldKind, GoldTable, gold_tables
 from fieldloop.lineage import TableGovernance
 from fieldloop.residency import ResidencyGuard
-from fieldloop.spark import create_table
+from fieldloop.spark import create_table_as
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+    from refinement.ledger import BudgetLedger
+
 logger = logging.getLogger(__name__)
 
-DP_EPSILON = 0.05  # per release; two releases a day fit a month in the default budget of 3
 MAX_INTERVENTIONS_PER_DAY = 20  # a device's daily count is clamped here (its contribution bound)
+TOKYO = "Asia/Tokyo"  # the DP figures' days are Tokyo days
+# metric -> (statistic, per-device column, clamping bounds), one release each per day
+DP_METRICS = {
+    "interventions": ("sum", "interventions", (0.0, float(MAX_INTERVENTIONS_PER_DAY))),
+    "ood_mean": ("mean", "ood", (0.0, 1.0)),
+}
 
 
 @dataclass
@@ -54,16 +65,25 @@ class GoldReport:
     sources: dict[str, int]
     rows: int | None = None  # None: sources unchanged, nothing written
     delta_version: int | None = None
-    dp: list[dict[str, Any]] = field(default_factory=list)
+    dp: list[dict[str, Any]] = field(default_factory=list)  # the DP releases the table holds
+    dp_held: list[str] = field(default_factory=list)  # days not released yet: still open
+    dp_skipped: list[dict[str, str]] = field(default_factory=list)  # releases the ledger refused, with why
+    notes: list[str] = field(default_factory=list)  # kept in the commit: `fieldloop tables` shows them
+    due_at: datetime | None = None  # when what the build held back may be released: rebuilt then
 
 
 class GoldJob:
     """Builds every gold table whose silver sources changed since its last build."""
 
     def __init__(
-        self, cfg: FieldloopConfig, spark: SparkSession, contracts: Mapping[str, DataContract], guard: ResidencyGuard
+        self,
+        cfg: FieldloopConfig,
+        spark: SparkSession,
+        contracts: Mapping[str, DataContract],
+        guard: ResidencyGuard,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.cfg, self.spark, self.contracts, self.guard = cfg, spark, contracts, guard
+        self.cfg, self.spark, self.contracts, self.guard, self.clock = cfg, spark, contracts, guard, clock
         self.lake = cfg.lake.rstrip("/")
 
     def tables(self) -> list[GoldTable]:
@@ -73,7 +93,10 @@ class GoldJob:
         return f"{self.lake}/gold/{name}"
 
     def run(self, only: Callable[[GoldTable], bool] = lambda t: True) -> list[GoldReport]:
-        """Rebuild the gold tables whose source moved; residency of each is checked first."""
+        """Rebuild the gold tables whose source moved, or that held back something now due.
+
+        Residency of each is checked first.
+        """
         from delta.tables import DeltaTable
 
         tables = [t for t in self.tables() if only(t)]
@@ -85,7 +108,8 @@ class GoldJob:
                 continue
             version = int(DeltaTable.forPath(self.spark, source).history(1).first()["version"])
             report = GoldReport(table.name, self.path(table.name), {table.source: version})
-            if self._built_from(report.path) == report.sources:
+            sources, due_at = self._last_build(report.path)
+            if sources == report.sources and (due_at is None or self.clock() < due_at):
                 reports.append(report)
                 continue
             df = self.spark.read.format("delta").option("versionAsOf", version).load(source)
@@ -102,16 +126,20 @@ class GoldJob:
             GoldKind.TELEMETRY_DP_DAILY: self._telemetry_dp_daily,
         }[table.kind]
 
-    def _built_from(self, path: str) -> dict[str, int] | None:
+    def _last_build(self, path: str) -> tuple[dict[str, int] | None, datetime | None]:
+        """What the table was last built from, and when what it held back falls due (None: nothing)."""
         from delta.tables import DeltaTable
 
         if not DeltaTable.isDeltaTable(self.spark, path):
-            return None
+            return None, None
         meta = DeltaTable.forPath(self.spark, path).history(1).first()["userMetadata"]
         try:
-            return {k: int(v) for k, v in json.loads(meta)["sources"].items()}
+            built = json.loads(meta)
+            sources = {k: int(v) for k, v in built["sources"].items()}
         except (TypeError, ValueError, KeyError):
-            return None
+            return None, None
+        due = built.get("due_at")
+        return sources, datetime.fromisoformat(due) if due else None
 
     def _write(self, df: DataFrame, table: GoldTable, report: GoldReport, region: str) -> None:
         gov = TableGovernance(
@@ -130,15 +158,12 @@ class GoldJob:
         }
         if table.task:
             props["fieldloop.task"] = table.task
-        create_table(self.spark, report.path, df.schema, props)
-        meta = {"sources": report.sources}
-        (
-            df.write.format("delta")
-            .mode("overwrite")
-            .option("overwriteSchema", "true")
-            .option("userMetadata", json.dumps(meta))
-            .save(report.path)
-        )
+        # One commit that replaces the rows and carries the properties and what it was built
+        # from, even when it holds no rows (an overwrite of no rows would commit nothing).
+        meta = {"sources": report.sources, "notes": report.notes}
+        if report.due_at is not None:
+            meta["due_at"] = report.due_at.isoformat()
+        create_table_as(self.spark, df, report.path, props, json.dumps(meta), replace=True)
         report.delta_version, report.rows = last_commit(self.cfg, report.path)
         logger.info(
             "gold %s: %d rows from %s (delta v%d)", table.name, report.rows, report.sources, report.delta_version
@@ -212,15 +237,14 @@ class GoldJob:
         )
 
     def _telemetry_dp_daily(self, df: DataFrame, table: GoldTable, report: GoldReport) -> DataFrame:
-        """Per day: DP interventions (sum of per-device counts clamped to the bound) and DP mean OOD score."""
+        """Per closed day: DP interventions (per-device counts clamped to the bound) and DP mean OOD score."""
         from pyspark.sql import functions as F
 
-        from refinement.dp import DpQuery
-        from refinement.ledger import Budget, BudgetLedger, DeltaLedgerStore, month_of
+        from refinement.ledger import Budget, BudgetLedger, DeltaLedgerStore
 
         # One row per device and day: its contribution is bounded before anything leaves Spark.
         per_device = (
-            df.groupBy(F.to_date(F.from_utc_timestamp("ts", "Asia/Tokyo")).alias("day"), "_device")
+            df.groupBy(F.to_date(F.from_utc_timestamp("ts", TOKYO)).alias("day"), "_device")
             .agg(
                 F.least(F.sum(F.col("intervention").cast("int")), F.lit(MAX_INTERVENTIONS_PER_DAY)).alias(
                     "interventions"
@@ -229,65 +253,124 @@ class GoldJob:
             )
             .collect()
         )
-        by_day: dict[Any, list[Any]] = {}
-        for row in per_device:
-            by_day.setdefault(row["day"], []).append(row)
         ledger = BudgetLedger(
             DeltaLedgerStore(f"{self.lake}/_dp/ledger", self.guard, storage_options(self.cfg)),
             Budget(self.cfg.refine.dp_epsilon_per_month),
         )
-        queries = {
-            "interventions": DpQuery(
-                "sum", DP_EPSILON, bounds=(0.0, float(MAX_INTERVENTIONS_PER_DAY)), privacy_unit="device"
-            ),
-            "ood_mean": DpQuery("mean", DP_EPSILON, bounds=(0.0, 1.0), privacy_unit="device"),
-        }
-        out = []
-        unit = f"{table.contract.id}:device"
-        for day in sorted(by_day):
-            for metric, query in queries.items():
-                column = "interventions" if metric == "interventions" else "ood"
-                release = query.release((r["_device"], float(r[column])) for r in by_day[day] if r[column] is not None)
-                release_id = f"{table.name}/{day.isoformat()}/{metric}"
-                period = month_of(_tokyo_noon(day))
-                entry = ledger.spend(
-                    unit,
-                    period,
-                    release.epsilon,
-                    release.delta,
-                    release_id,
-                    f"gold {table.name}",
-                    result=json.dumps(release.value),
-                )
-                value = json.loads(entry.result) if entry.result is not None else release.value
-                row = {
-                    "day": day,
-                    "metric": metric,
-                    "value": float(value),
-                    "epsilon": release.epsilon,
-                    "delta": release.delta,
-                    "mechanism": release.mechanism,
-                    "scale": release.scale,
-                    "contribution_bound": release.contribution_bound,
-                    "lower": release.bounds[0] if release.bounds else None,
-                    "upper": release.bounds[1] if release.bounds else None,
-                    "privacy_unit": release.privacy_unit,
-                    "ledger_unit": unit,
-                    "period": period,
-                    "release_id": release_id,
-                }
-                out.append(row)
-                report.dp.append({k: str(v) if k == "day" else v for k, v in row.items()})
+        releases = release_daily(
+            table.name,
+            f"{table.contract.id}:device",
+            [row.asDict() for row in per_device],
+            ledger,
+            now=self.clock(),
+            lateness=timedelta(minutes=self.cfg.refine.dp_lateness_minutes),
+        )
+        report.dp = [{k: str(v) if k == "day" else v for k, v in row.items()} for row in releases.rows]
+        report.dp_held, report.dp_skipped = releases.held, releases.skipped
+        if releases.held:
+            lateness = timedelta(minutes=self.cfg.refine.dp_lateness_minutes)
+            report.due_at = min(day_closes(date.fromisoformat(d)) for d in releases.held) + lateness
+        if releases.skipped:
+            report.notes.append(
+                f"{len(releases.skipped)} DP releases skipped: {releases.skipped[0]['reason'].split(';')[0]}"
+            )
         schema = (
             "day DATE, metric STRING, value DOUBLE, epsilon DOUBLE, delta DOUBLE, mechanism STRING, "
             "scale DOUBLE, contribution_bound INT, lower DOUBLE, upper DOUBLE, privacy_unit STRING, "
             "ledger_unit STRING, period STRING, release_id STRING"
         )
-        return self.spark.createDataFrame(out, schema)
+        return self.spark.createDataFrame(releases.rows, schema)
 
 
-def _tokyo_noon(day: Any) -> Any:
-    from datetime import datetime, time
-    from zoneinfo import ZoneInfo
+@dataclass
+class DailyReleases:
+    """What one run released of the daily DP figures, and what it did not."""
 
-    return datetime.combine(day, time(12), ZoneInfo("Asia/Tokyo"))
+    rows: list[dict[str, Any]] = field(default_factory=list)  # one per (day, metric) released
+    held: list[str] = field(default_factory=list)  # days (ISO) still open, or within the lateness allowance
+    skipped: list[dict[str, str]] = field(default_factory=list)  # release_id and the ledger's refusal
+
+
+def release_daily(
+    table: str,
+    unit: str,
+    per_device: Sequence[Mapping[str, Any]],
+    ledger: BudgetLedger,
+    now: datetime,
+    lateness: timedelta,
+) -> DailyReleases:
+    """The DP figures of every closed day in ``per_device`` rows (``day``, ``_device``, one column per metric).
+
+    A day (Asia/Tokyo) is released once it closed and ``lateness`` passed, so its figure
+    covers the whole day; an open day is held back and released by a later run. Each
+    release spends its share of the month's budget (:class:`~refinement.dp.ReleasePlan`:
+    the month's days times the metrics share it evenly), so a month's releases fit it. A
+    release recorded before is published again with its recorded value and nothing is
+    spent; one the ledger refuses is skipped with the ledger's reason and the run goes on.
+    """
+    from refinement.dp import DpQuery, ReleasePlan
+    from refinement.errors import BudgetExceededError
+    from refinement.ledger import month_of
+
+    by_day: dict[date, list[Mapping[str, Any]]] = {}
+    for row in per_device:
+        by_day.setdefault(row["day"], []).append(row)
+    plan = ReleasePlan(ledger.budget_for(unit).epsilon, len(DP_METRICS))
+    out = DailyReleases()
+    for day in sorted(by_day):
+        if now < day_closes(day) + lateness:
+            out.held.append(day.isoformat())
+            continue
+        period = month_of(_tokyo_noon(day))
+        recorded = {e.release_id: e for e in ledger.entries(unit, period)}
+        for metric, (statistic, column, bounds) in DP_METRICS.items():
+            release_id = f"{table}/{day.isoformat()}/{metric}"
+            earlier = recorded.get(release_id)
+            query = DpQuery(
+                statistic, earlier.epsilon if earlier else plan.epsilon(period), bounds=bounds, privacy_unit="device"
+            )
+            if earlier is None:
+                release = query.release((r["_device"], float(r[column])) for r in by_day[day] if r[column] is not None)
+                try:
+                    earlier = ledger.spend(
+                        unit,
+                        period,
+                        release.epsilon,
+                        release.delta,
+                        release_id,
+                        f"gold {table}",
+                        result=json.dumps(release.value),
+                    )
+                except BudgetExceededError as e:
+                    logger.warning("gold %s: DP release %s skipped: %s", table, release_id, e)
+                    out.skipped.append({"release_id": release_id, "reason": str(e)})
+                    continue
+            cal = query.calibration
+            out.rows.append(
+                {
+                    "day": day,
+                    "metric": metric,
+                    "value": float(json.loads(earlier.result)),
+                    "epsilon": earlier.epsilon,
+                    "delta": earlier.delta,
+                    "mechanism": query.mechanism,
+                    "scale": cal.scale,
+                    "contribution_bound": query.contribution_bound,
+                    "lower": bounds[0],
+                    "upper": bounds[1],
+                    "privacy_unit": query.privacy_unit,
+                    "ledger_unit": unit,
+                    "period": period,
+                    "release_id": release_id,
+                }
+            )
+    return out
+
+
+def day_closes(day: date) -> datetime:
+    """When Tokyo day ``day`` ends: midnight at the start of the next day, Asia/Tokyo."""
+    return datetime.combine(day + timedelta(days=1), time(0), ZoneInfo(TOKYO))
+
+
+def _tokyo_noon(day: date) -> datetime:
+    return datetime.combine(day, time(12), ZoneInfo(TOKYO))

@@ -84,6 +84,7 @@ def refine(
     since: int | None = None,
     spark: Any = None,
     on_table: Callable[[PrivacyReport], None] | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> RefineResult:
     """Refine bronze into silver for the chosen streams (all by default).
 
@@ -93,6 +94,7 @@ def refine(
         since: refine bronze versions after this one again (default: since the last run).
         spark: a session to reuse (default: a new one from the kernel's factory).
         on_table: called with each table's report as soon as it is written.
+        clock: now (UTC), for which days are closed and may have their DP figures released.
 
     Raises:
         PolicyError, KeyRingError, ResidencyError, QualityError: before anything is written
@@ -135,5 +137,5 @@ def refine(
             if DeltaTable.isDeltaTable(spark, o.path):
                 result.upkeep.append(maintain(spark, o.path, contracts[cid]))
     refined = {r.table for r in result.reports}
-    result.gold = GoldJob(cfg, spark, contracts, guard).run(only=lambda table: table.source in refined)
+    result.gold = GoldJob(cfg, spark, contracts, guard, clock).run(only=lambda table: table.source in refined)
     return result

@@ -125,6 +125,9 @@ def tables(ctx: click.Context, as_json: bool) -> None:
             "-" if t.duplicates_dropped is None else str(t.duplicates_dropped),
         )
     console.print(table)
+    for t in found:
+        for note in t.notes:
+            console.print(f"  [yellow]{t.layer}/{t.name}[/]: {note}")
 
 
 def _register_commands() -> None:

@@ -84,7 +84,8 @@ def refined(spark, cfg: FieldloopConfig, tmp_path_factory: pytest.TempPathFactor
     from refinement.keys import KeyRing
 
     (root / "keys.json").write_text(KeyRing.generate([c.tenant for c in contracts.values()], "t"))
-    result = refine(lake_cfg, spark=spark)
+    # refined the next morning: the fleet's day has closed, so its DP figures are released
+    result = refine(lake_cfg, spark=spark, clock=lambda: start + timedelta(days=1, hours=4))
     return lake_cfg, result, planted, json.loads((root / "keys.json").read_text())
 
 
