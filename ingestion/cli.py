@@ -31,7 +31,7 @@ PROGRESS_MIN_ITEMS = 20_000  # below this a run takes a second or two: no bar
 
 def make_edge_sink(cfg: FieldloopConfig, contracts: Mapping[str, DataContract], registry: SchemaRegistry) -> Sink:
     """The real edge SDK behind the simulator's ``Sink`` protocol, spooling under ``<home>/spool``."""
-    from ingestion.producer import EdgeProducer, EdgeProducerConfig
+    from ingestion import EdgeProducer, EdgeProducerConfig
 
     spool_dir = cfg.home / "spool" / "fleet-simulator"
     return EdgeProducer(EdgeProducerConfig.from_kafka_config(cfg.kafka, spool_dir=spool_dir), contracts, registry)

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from fieldloop.errors import FieldloopError
 from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, HEADER_LEN, MAGIC, RegisteredSchema, encode
+from ingestion.errors import FaultSpecError, RawSendError
 
 if TYPE_CHECKING:
     from fieldloop.config import KafkaConfig
@@ -70,10 +70,6 @@ SKEWED_SHARE = 0.2
 # Random streams: numpy SeedSequence(seed, spawn_key=(stream, unit)); the simulator's devices use stream 1.
 _PLAN, _MALFORMED, _JUNK, _DUPLICATES = 2, 3, 4, 5
 _FLEET_UNIT = 1 << 30  # spawn-key slot for fleet-wide draws, never a device index
-
-
-class FaultSpecError(FieldloopError):
-    """A ``--fault`` spec is not ``KIND[:PARAM]`` with a known kind and a valid parameter."""
 
 
 @dataclass(frozen=True)
@@ -319,12 +315,6 @@ class MemoryRawSender:
 
     def close(self) -> None:
         pass
-
-
-class RawSendError(FieldloopError):
-    """The raw fault path cannot reach Kafka."""
-
-    retriable = True
 
 
 class KafkaRawSender:

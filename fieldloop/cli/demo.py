@@ -81,8 +81,7 @@ def _ingest(cfg: FieldloopConfig, contracts: dict[str, Any]) -> tuple[Any, dict[
 def _edge_release(cfg: FieldloopConfig, contracts: dict[str, Any], start: datetime, console: Console) -> None:
     """Secret data at the edge: raw worker audio stays, DP aggregates go out under the derived contract."""
     from fieldloop.wire import default_registry
-    from ingestion.errors import RefusedError
-    from ingestion.producer import EdgeProducer, EdgeProducerConfig
+    from ingestion import EdgeProducer, EdgeProducerConfig, RefusedError
     from ingestion.simulator import worker_audio
     from refinement.edge import SecretStreamRelease
     from refinement.errors import BudgetExceededError
