@@ -30,14 +30,12 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
-from fastavro.validation import ValidationError as AvroValidationError
-from fastavro.validation import validate as avro_validate
 
-from fieldloop.classes import DataClass
 from fieldloop.contracts import DataContract
 from fieldloop.errors import FieldloopError
-from fieldloop.wire import RegisteredSchema, SchemaRegistry, WireError, encode
-from ingestion.errors import RefusedError, SimulationError
+from fieldloop.wire import RegisteredSchema, SchemaRegistry, encode
+from ingestion._internal.admission import admit
+from ingestion.errors import SimulationError
 from ingestion.faults import (
     BYTE_KINDS,
     JUNK_SEQ_BASE,
@@ -799,23 +797,11 @@ class SentRecord:
     paused: bool
 
 
-def _non_finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, Mapping):
-        return any(_non_finite(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_non_finite(v) for v in value)
-    return False
-
-
 class MemorySink:
-    """An in-memory :class:`Sink` with the edge SDK's admission rules and reason codes.
+    """An in-memory :class:`Sink` that admits records by the edge SDK's own rule.
 
-    Refused, as ``ingestion.producer.EdgeProducer`` refuses them: an unknown contract
-    (``no-contract``), a secret one (``raw-secret``), NaN or infinity anywhere
-    (``non-finite``), a record that fails strict validation against the stream's latest
-    schema (``schema-mismatch``), an encoding over ``max_record_bytes`` (``oversized``).
+    What :class:`~ingestion.producer.EdgeProducer` refuses, it refuses with the same
+    reason and message: both call :func:`ingestion._internal.admission.admit`.
     Sequence numbers count from 1 per device. ``keep=False`` only counts (dry runs).
     """
 
@@ -835,22 +821,7 @@ class MemorySink:
         self.closed = False
 
     def send(self, contract_id: str, device_id: str, record: Mapping[str, Any]) -> int:
-        contract = self.contracts.get(contract_id)
-        if contract is None:
-            raise RefusedError("no-contract", f"no data contract '{contract_id}': add it before sending")
-        if contract.data_class is DataClass.SECRET:
-            raise RefusedError("raw-secret", f"contract '{contract_id}' is secret: it never leaves the site")
-        if _non_finite(record):
-            raise RefusedError("non-finite", "a value is NaN or infinite")
-        schema = self.registry.get(contract.stream)
-        try:
-            avro_validate(record, schema.compiled, raise_errors=True, strict=True)
-            payload = encode(record, schema)
-        except (AvroValidationError, WireError) as e:
-            message = f"record does not match {schema.stream}.v{schema.version}"
-            raise RefusedError("schema-mismatch", message) from e
-        if len(payload) > self.max_record_bytes:
-            raise RefusedError("oversized", f"record of {len(payload)} bytes exceeds {self.max_record_bytes}")
+        payload = admit(self.contracts, self.registry, contract_id, device_id, record, self.max_record_bytes).payload
         seq = self.seqs.get(device_id, 0) + 1
         self.seqs[device_id] = seq
         if self.keep:
