@@ -23,8 +23,7 @@ from fieldloop.console import ErrorReportingGroup, config_of, console
 if TYPE_CHECKING:
     from fieldloop.contracts import DataContract
     from fieldloop.wire import SchemaRegistry
-    from ingestion.faults import FaultSpec
-    from ingestion.simulator import FleetSpec, SimulationReport, Sink
+    from ingestion.simulator import FaultSpec, FleetSpec, SimulationReport, Sink
 
 PROGRESS_MIN_ITEMS = 20_000  # below this a run takes a second or two: no bar
 
@@ -68,7 +67,8 @@ class StackBroker:
 
 
 def _parse_faults(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[FaultSpec]:
-    from ingestion.faults import FaultSpec, FaultSpecError
+    from ingestion.errors import FaultSpecError
+    from ingestion.simulator import FaultSpec
 
     try:
         return [FaultSpec.parse(v) for v in values]
@@ -199,8 +199,7 @@ def simulate_fleet(
 
     from fieldloop.contracts import load_contracts
     from fieldloop.wire import default_registry
-    from ingestion.faults import KafkaRawSender, MemoryRawSender
-    from ingestion.simulator import MemorySink, Simulation
+    from ingestion.simulator import KafkaRawSender, MemoryRawSender, MemorySink, Simulation
 
     contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)
     registry = default_registry()

@@ -171,8 +171,7 @@ def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], N
     from fieldloop.stack import Stack
     from ingestion.bronze import table_name
     from ingestion.cli import print_report, simulate_fleet
-    from ingestion.faults import FaultSpec
-    from ingestion.simulator import FleetSpec
+    from ingestion.simulator import FaultSpec, FleetSpec
     from ingestion.topics import apply_configured_topics
 
     console.rule("[bold]fieldloop demo")

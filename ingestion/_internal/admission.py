@@ -1,7 +1,7 @@
 """Admission: whether a record may leave the device, and its bytes on the wire if so.
 
 :func:`admit` is the one rule both the edge SDK (:class:`~ingestion.producer.EdgeProducer`)
-and the simulator's in-memory stand-in (:class:`~ingestion.simulator.run.MemorySink`)
+and the simulator's in-memory stand-in (:class:`~ingestion.simulator.sink.MemorySink`)
 apply, so a dry run refuses exactly what a device would. In order: the stream needs a
 data contract, secret data never leaves raw, the device id must be usable as a Kafka
 key, the stream needs a registered schema, no value may be NaN or infinite, the record

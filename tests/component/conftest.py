@@ -18,8 +18,7 @@ from fieldloop.contracts import DataContract, load_contracts
 from fieldloop.residency import ResidencyGuard
 from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, default_registry
 from ingestion.bronze import BronzeJob
-from ingestion.faults import MemoryRawSender
-from ingestion.simulator import FleetSpec, MemorySink, SentRecord, Simulation
+from ingestion.simulator import FleetSpec, MemoryRawSender, MemorySink, SentRecord, Simulation
 
 KAFKA_SCHEMA = (
     "topic STRING, partition INT, offset LONG, timestamp TIMESTAMP, key BINARY, value BINARY, "
