@@ -59,9 +59,9 @@ from fieldloop.spark import spark_session
 from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, default_registry
 from ingestion.bronze import BronzeJob
 from ingestion.simulator import FleetSpec, MemoryRawSender, MemorySink, Simulation
-from ingestion.simulator.device import VEHICLES_ACME, VEHICLES_PUBLIC
+from ingestion.simulator.layout import default_layout
 from ingestion.simulator.notes import note
-from ingestion.simulator.vehicle import CITIES, M_PER_DEG_LAT
+from ingestion.simulator.vehicle import M_PER_DEG_LAT
 from ingestion.simulator.vin import make_vin
 from refinement import anonymize, quality
 from refinement.keys import load_key_ring
@@ -70,6 +70,9 @@ from refinement.pseudonym import pseudonymize
 from refinement.silver import ROW_KEY, SilverJob
 from refinement.text import ScrubberConfig, scrub_column
 
+# the shipped fleet file's two vehicle frame contracts (ingestion/simulator/fleet.toml), and its cities
+VEHICLES_ACME, VEHICLES_PUBLIC = "vehicle-frames-acme-mobility", "vehicle-frames-public"
+CITIES = default_layout().vehicle.cities
 RATE_HZ = 5
 FIRST_OFFSET = 1_000_000_000  # generated rows' Kafka offsets start here, past the seed's
 KAFKA_SOURCE_SCHEMA = (

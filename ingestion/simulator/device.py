@@ -13,14 +13,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-# Contract ids the fleet writes under (fieldloop/contracts/streams/*.toml).
-VEHICLES_PUBLIC = "vehicle-frames-public"
-VEHICLES_ACME = "vehicle-frames-acme-mobility"
-CAMERAS = "camera-meta-public"
-TELEMETRY = "fleet-telemetry"
-ROBOTS = "robot-joints-kansai-robotics"
-PLANT = "plant-sensors-acme-steel"
-
 DEVICE_STREAM = 1  # SeedSequence spawn-key stream of device physics (faults use others)
 NOTE_EVERY_S = 10.0  # a driver or operator types a note about this often (mean, s); a third are empty
 
@@ -47,7 +39,12 @@ class Item:
 
 
 class Device:
-    """A simulated device: one unit of the fleet, emitting one or more streams."""
+    """A simulated device: one unit of the fleet, emitting one or more streams.
+
+    A kind is built as ``Kind(unit, ordinal, rng, rate_hz, layout)``: its index in the fleet,
+    how many of its kind come before it, its own random stream, the tick rate (Hz) and the
+    fleet file (:class:`~ingestion.simulator.layout.FleetLayout`), where it finds its contracts.
+    """
 
     kind: ClassVar[str]
     unit: int

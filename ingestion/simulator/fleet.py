@@ -1,4 +1,9 @@
-"""The fleet: which devices a :class:`FleetSpec` makes, and their records in event-time order."""
+"""The fleet: which devices a :class:`FleetSpec` makes, and their records in event-time order.
+
+Which kind the n-th device is follows :data:`DEVICE_PATTERN`, whatever the fleet size; who the
+devices of each kind belong to, and which contracts their streams go to, comes from the fleet
+file (:mod:`ingestion.simulator.layout`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from datetime import datetime
 from ingestion.errors import SimulationError
 from ingestion.simulator.device import Device, Item, device_rng
 from ingestion.simulator.furnace import FurnaceSensor
+from ingestion.simulator.layout import FleetLayout, default_layout
 from ingestion.simulator.robot import RobotArm
 from ingestion.simulator.vehicle import Vehicle
 
@@ -84,18 +90,28 @@ def _ordinal(index: int) -> int:
 
 
 class Fleet:
-    """The devices of one spec and the stream of their records."""
+    """The devices of one spec and the stream of their records.
 
-    def __init__(self, spec: FleetSpec) -> None:
+    Args:
+        spec: how many devices, for how long, at what rate, from which seed.
+        layout: who the devices belong to; default the fleet file shipped with the simulator.
+
+    Raises:
+        SimulationError: the spec is invalid.
+    """
+
+    def __init__(self, spec: FleetSpec, layout: FleetLayout | None = None) -> None:
         spec.validate()
         self.spec = spec
+        self.layout = layout or default_layout()
         self.devices: list[Device] = []
         self.phase_ms: list[int] = []
         period_ms = 1000 / spec.rate_hz
         for index in range(spec.devices):
             rng = device_rng(spec.seed, index)
             self.phase_ms.append(int(rng.integers(max(1, int(period_ms)))))  # devices do not tick in unison
-            self.devices.append(_KINDS[device_kind(index)](index, _ordinal(index), rng, spec.rate_hz))
+            kind = _KINDS[device_kind(index)]
+            self.devices.append(kind(index, _ordinal(index), rng, spec.rate_hz, self.layout))
 
     def mix(self) -> dict[str, int]:
         counts = dict.fromkeys(_KINDS, 0)

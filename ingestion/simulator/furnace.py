@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ingestion.simulator.device import PLANT, Device, Item, clip
+from ingestion.simulator.device import Device, Item, clip
+from ingestion.simulator.layout import FleetLayout
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,8 @@ STEP_EVERY_S = 1500.0  # mean time between step drifts per sensor
 
 
 class FurnaceSensor(Device):
-    """One sensor on ACME Steel's blast furnaces (hot-blast temperature, top-gas pressure or
-    cooling-water flow, by ordinal).
+    """One sensor on the blast furnaces of the site the fleet file names (hot-blast temperature,
+    top-gas pressure or cooling-water flow, by ordinal).
 
     Value = operating point + slow process cycle + clipped Ornstein-Uhlenbeck drift + noise,
     plus anomalies: spikes (1-3 samples) and step drifts (1-10 min). Anomalies are labelled in
@@ -45,10 +46,10 @@ class FurnaceSensor(Device):
     """
 
     kind = "furnace"
-    site = "JP-CHB-01"
 
-    def __init__(self, unit: int, ordinal: int, rng: np.random.Generator, rate_hz: float) -> None:
+    def __init__(self, unit: int, ordinal: int, rng: np.random.Generator, rate_hz: float, layout: FleetLayout) -> None:
         self.unit, self.rng, self.dt = unit, rng, 1.0 / rate_hz
+        self.contract_id, self.site = layout.furnace.sensors_contract, layout.furnace.site
         self.quantity = QUANTITIES[ordinal % len(QUANTITIES)]
         self.line = f"BF{1 + (ordinal // len(QUANTITIES)) % 2}"
         self.device_id = f"{self.line}-{self.quantity.tag}-{101 + ordinal // len(QUANTITIES)}"
@@ -64,7 +65,7 @@ class FurnaceSensor(Device):
 
     @property
     def contract_ids(self) -> list[str]:
-        return [PLANT]
+        return [self.contract_id]
 
     def count(self, ticks: int) -> int:
         return ticks
@@ -115,4 +116,4 @@ class FurnaceSensor(Device):
             "unit": q.unit,
             "quality": quality,
         }
-        return [Item(PLANT, self.device_id, record, t_ms, self.unit, truth)]
+        return [Item(self.contract_id, self.device_id, record, t_ms, self.unit, truth)]

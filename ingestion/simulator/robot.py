@@ -7,7 +7,8 @@ import random
 
 import numpy as np
 
-from ingestion.simulator.device import NOTE_EVERY_S, ROBOTS, TELEMETRY, Device, Item, clip, jst_hour, lognormal_ms
+from ingestion.simulator.device import NOTE_EVERY_S, Device, Item, clip, jst_hour, lognormal_ms
+from ingestion.simulator.layout import FleetLayout
 from ingestion.simulator.notes import note
 
 JOINT_LIMITS = np.array([(-2.97, 2.97), (-1.20, 2.00), (-2.60, 1.00), (-3.05, 3.05), (-2.09, 2.09), (-3.14, 3.14)])
@@ -29,7 +30,7 @@ def _min_jerk(u: float) -> tuple[float, float, float]:
 
 
 class RobotArm(Device):
-    """A 6-joint arm doing pick-and-place cycles at a Kansai Robotics cell.
+    """A 6-joint arm doing pick-and-place cycles in the robot cell the fleet file names.
 
     Each cycle visits home, above the (slightly varying) pick pose, the pick pose, grasps,
     lifts, moves to the place pose, releases and returns, every segment a minimum-jerk
@@ -40,9 +41,10 @@ class RobotArm(Device):
 
     kind = "robot"
 
-    def __init__(self, unit: int, ordinal: int, rng: np.random.Generator, rate_hz: float) -> None:
+    def __init__(self, unit: int, ordinal: int, rng: np.random.Generator, rate_hz: float, layout: FleetLayout) -> None:
         self.unit, self.rng, self.dt = unit, rng, 1.0 / rate_hz
-        self.device_id = f"ksr-osaka-arm-{ordinal + 1:03d}"
+        self.cell = layout.robot
+        self.device_id = f"{self.cell.device_id_prefix}{ordinal + 1:03d}"
         self.operators = [f"op-{int(x)}" for x in rng.integers(1000, 10_000, size=3)]  # one per shift
         self.notes = random.Random(int(rng.integers(2**62)))
         self.note_chance = 1.0 / (NOTE_EVERY_S * rate_hz)
@@ -55,7 +57,7 @@ class RobotArm(Device):
 
     @property
     def contract_ids(self) -> list[str]:
-        return [ROBOTS, TELEMETRY]
+        return [self.cell.joints_contract, self.cell.telemetry_contract]
 
     def count(self, ticks: int) -> int:
         return ticks + (ticks + 9) // 10
@@ -132,17 +134,17 @@ class RobotArm(Device):
             "gripper_closed": bool(grip > 0.5),
             "operator_note": note(self.notes) if self.notes.random() < self.note_chance else None,
         }
-        items = [Item(ROBOTS, self.device_id, record, t_ms, self.unit)]
+        items = [Item(self.cell.joints_contract, self.device_id, record, t_ms, self.unit)]
         if k % 10 == 0:
             ood = clip(0.1 + 0.25 * self.unusual + 0.5 * self.miss + rng.normal(0, 0.03), 0, 1)
             items.append(
                 Item(
-                    TELEMETRY,
+                    self.cell.telemetry_contract,
                     self.device_id,
                     {
                         "device_id": self.device_id,
-                        "model_name": "fieldloop.grasp.kansai-robotics",
-                        "model_version": "12",
+                        "model_name": self.cell.model_name,
+                        "model_version": self.cell.model_version,
                         "ts": t_ms,
                         "latency_ms": lognormal_ms(rng, 22.0, 0.2),
                         "ood_score": round(ood, 4),

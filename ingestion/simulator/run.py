@@ -23,6 +23,7 @@ from ingestion.simulator.faults import (
     junk_record,
 )
 from ingestion.simulator.fleet import Fleet, FleetSpec
+from ingestion.simulator.layout import FleetLayout
 from ingestion.simulator.raw import RawSender
 from ingestion.simulator.report import Counts, SimulationReport
 from ingestion.simulator.sink import Sink
@@ -39,6 +40,13 @@ class Broker(Protocol):
 class Simulation:
     """One fleet, one fault plan, sent through a sink.
 
+    Args:
+        spec: the fleet's size, duration, rate and seed.
+        faults: the faults to inject.
+        contracts: the loaded data contracts, by id.
+        registry: the Avro schemas records are encoded with.
+        layout: who the devices belong to; default the fleet file shipped with the simulator.
+
     Raises:
         SimulationError: the spec is invalid or a stream the fleet writes has no contract.
         FaultSpecError: the faults are inconsistent.
@@ -50,14 +58,15 @@ class Simulation:
         faults: Sequence[FaultSpec],
         contracts: Mapping[str, DataContract],
         registry: SchemaRegistry,
+        layout: FleetLayout | None = None,
     ) -> None:
         self.spec = spec
-        self.fleet = Fleet(spec)
+        self.fleet = Fleet(spec, layout)
         missing = sorted(self.fleet.contract_ids() - set(contracts))
         if missing:
             raise SimulationError(
                 f"the fleet writes under contract(s) {', '.join(missing)}, which are not loaded: "
-                "restore them in the contracts directory"
+                "restore them in the contracts directory (or fix their ids in the fleet file)"
             )
         self.contracts, self.registry = contracts, registry
         self.plan = FaultPlan.build(faults, spec.seed, spec.start_ms, int(spec.seconds * 1000), spec.devices)

@@ -8,23 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from ingestion.simulator.device import (
-    CAMERAS,
-    NOTE_EVERY_S,
-    TELEMETRY,
-    VEHICLES_ACME,
-    VEHICLES_PUBLIC,
-    Device,
-    Item,
-    clip,
-    jst_hour,
-    lognormal_ms,
-)
+from ingestion.simulator.device import NOTE_EVERY_S, Device, Item, clip, jst_hour, lognormal_ms
+from ingestion.simulator.layout import FleetLayout
 from ingestion.simulator.notes import note
 from ingestion.simulator.vin import make_vin
 
 _H = 0.1  # s, longest integration step of the vehicle model
-CITIES = {"tokyo": (35.6812, 139.7671), "osaka": (34.7025, 135.4959)}  # Tokyo Station, Osaka Station
 M_PER_DEG_LAT = 111_320.0
 A_MIN, A_MAX = -6.0, 3.0  # m/s^2: emergency braking .. brisk acceleration
 WHEELBASE_M = 2.7
@@ -32,14 +21,6 @@ STEERING_RATIO = 15.0
 MAX_STEER_RAD = math.radians(35)
 A_LAT_MAX = 3.0  # m/s^2, what drivers accept in a turn
 SPEED_LIMITS = (8.3, 11.1, 13.9, 16.7, 16.7, 22.2)  # m/s (30-80 km/h; expressway rarer)
-# Of every 5 vehicles: city and the contract their frames fall under (ACME's vans drive in Tokyo).
-_VEHICLE_FLEETS = (
-    ("tokyo", VEHICLES_PUBLIC),
-    ("osaka", VEHICLES_PUBLIC),
-    ("tokyo", VEHICLES_ACME),
-    ("osaka", VEHICLES_PUBLIC),
-    ("tokyo", VEHICLES_PUBLIC),
-)
 
 
 def perception_rates(distance_km: float, speed_mps: float) -> tuple[float, float, float]:
@@ -52,7 +33,8 @@ def perception_rates(distance_km: float, speed_mps: float) -> tuple[float, float
 
 
 class Vehicle(Device):
-    """A car in Tokyo or Osaka with its front camera and its model's telemetry.
+    """A car in its group's city (see the fleet file) with its model's telemetry and, if the group has one,
+    its front camera.
 
     Longitudinal: speed follows a target (speed limits, traffic stops, rare emergency
     braking) with bounded acceleration and jerk. Lateral: yaw rate from lane wander,
@@ -63,15 +45,16 @@ class Vehicle(Device):
 
     kind = "vehicle"
 
-    def __init__(self, unit: int, ordinal: int, rng: np.random.Generator, rate_hz: float) -> None:
+    def __init__(self, unit: int, ordinal: int, rng: np.random.Generator, rate_hz: float, layout: FleetLayout) -> None:
         self.unit, self.rng, self.dt = unit, rng, 1.0 / rate_hz
-        self.city, self.contract_id = _VEHICLE_FLEETS[ordinal % len(_VEHICLE_FLEETS)]
-        self.centre = CITIES[self.city]
-        wmi = "JTF" if self.contract_id == VEHICLES_ACME else ("JTD", "JN1", "JHM", "JM1", "JF1")[int(rng.integers(5))]
+        self.group = group = layout.vehicle.group(ordinal)
+        self.city, self.contract_id = group.city, group.frames_contract
+        self.centre = layout.vehicle.cities[self.city]
+        # a group with one maker draws nothing: every later draw, and so the physics, stays put
+        wmi = group.wmi[0] if len(group.wmi) == 1 else group.wmi[int(rng.integers(len(group.wmi)))]
         self.device_id = self.vin = make_vin(rng, wmi)
-        self.driver_id = f"{'am-' if self.contract_id == VEHICLES_ACME else ''}drv-{int(rng.integers(10_000, 100_000))}"
-        # a restricted fleet's camera metadata would be restricted too; only public vehicles publish it
-        self.camera_id = f"cam-{self.vin}-front" if self.contract_id == VEHICLES_PUBLIC else None
+        self.driver_id = f"{group.driver_id_prefix}{int(rng.integers(10_000, 100_000))}"
+        self.camera_id = f"cam-{self.vin}-front" if group.camera_contract else None
         self.model_version = str(int(rng.integers(3, 9)))
         radius, bearing = rng.uniform(300, 8000), rng.uniform(0, 2 * math.pi)
         self.north, self.east = radius * math.cos(bearing), radius * math.sin(bearing)
@@ -98,7 +81,8 @@ class Vehicle(Device):
 
     @property
     def contract_ids(self) -> list[str]:
-        return [self.contract_id, TELEMETRY] + ([CAMERAS] if self.camera_id else [])
+        group = self.group
+        return [group.frames_contract, group.telemetry_contract] + ([group.camera_contract] if self.camera_id else [])
 
     def count(self, ticks: int) -> int:
         return ticks + (ticks + 9) // 10 + ((ticks + 1) // 2 if self.camera_id else 0)
@@ -209,11 +193,12 @@ class Vehicle(Device):
             "intervention": self.takeover_left > 0,
             "driver_note": note(self.notes) if self.notes.random() < self.note_chance else None,
         }
-        items = [Item(self.contract_id, self.vin, frame, t_ms, self.unit)]
+        group = self.group
+        items = [Item(group.frames_contract, self.vin, frame, t_ms, self.unit)]
         if self.camera_id and k % 2 == 0:
-            items.append(Item(CAMERAS, self.camera_id, self._camera(t_ms), t_ms, self.unit))
+            items.append(Item(group.camera_contract, self.camera_id, self._camera(t_ms), t_ms, self.unit))
         if k % 10 == 0:
-            items.append(Item(TELEMETRY, self.vin, self._telemetry(t_ms, frame), t_ms, self.unit))
+            items.append(Item(group.telemetry_contract, self.vin, self._telemetry(t_ms, frame), t_ms, self.unit))
         return items
 
     def _camera(self, t_ms: int) -> dict[str, Any]:
@@ -255,10 +240,9 @@ class Vehicle(Device):
             + rng.normal(0, 0.03)
         )
         ood = clip(ood, 0, 1)
-        tenant = ".acme-mobility" if self.contract_id == VEHICLES_ACME else ""
         record = {
             "device_id": self.vin,
-            "model_name": f"fieldloop.vehicle-longitudinal{tenant}",
+            "model_name": self.group.model_name,
             "model_version": self.model_version,
             "ts": t_ms,
             "latency_ms": lognormal_ms(rng, 12.0, 0.2),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_VIN_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"  # ISO 3779: no I, O, Q
+VIN_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"  # ISO 3779: no I, O, Q
 _VIN_VALUES = dict(zip("ABCDEFGHJKLMNPRSTUVWXYZ", "12345678123457923456789", strict=True))  # ISO 3779 transliteration
 _VIN_WEIGHTS = (8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2)
 
@@ -17,7 +17,7 @@ def vin_check_digit(vin: str) -> str:
 
 def make_vin(rng: np.random.Generator, wmi: str) -> str:
     """A plausible VIN: maker code, vehicle descriptor, check digit, 2023-25 model year, plant, serial."""
-    vds = "".join(_VIN_CHARS[int(i)] for i in rng.integers(len(_VIN_CHARS), size=5))
-    tail = "PRS"[int(rng.integers(3))] + _VIN_CHARS[int(rng.integers(23))] + f"{int(rng.integers(1_000_000)):06d}"
+    vds = "".join(VIN_CHARS[int(i)] for i in rng.integers(len(VIN_CHARS), size=5))
+    tail = "PRS"[int(rng.integers(3))] + VIN_CHARS[int(rng.integers(23))] + f"{int(rng.integers(1_000_000)):06d}"
     draft = wmi + vds + "0" + tail
     return wmi + vds + vin_check_digit(draft) + tail

@@ -31,11 +31,20 @@ from ingestion.simulator import (
     Simulation,
     SimulationReport,
 )
-from ingestion.simulator.device import CAMERAS, PLANT, ROBOTS, TELEMETRY, VEHICLES_ACME, VEHICLES_PUBLIC
 from ingestion.simulator.faults import JUNK_SEQ_BASE, MALFORMED_KINDS, OVERSIZED_BYTES
+from ingestion.simulator.layout import default_layout
 from ingestion.simulator.robot import JOINT_LIMITS
-from ingestion.simulator.vehicle import A_MAX, A_MIN, CITIES, M_PER_DEG_LAT, STEERING_RATIO, WHEELBASE_M
+from ingestion.simulator.vehicle import A_MAX, A_MIN, M_PER_DEG_LAT, STEERING_RATIO, WHEELBASE_M
 from ingestion.simulator.vin import vin_check_digit
+
+# The contracts the shipped fleet file (ingestion/simulator/fleet.toml) sends to.
+VEHICLES_PUBLIC = "vehicle-frames-public"
+VEHICLES_ACME = "vehicle-frames-acme-mobility"
+CAMERAS = "camera-meta-public"
+TELEMETRY = "fleet-telemetry"
+ROBOTS = "robot-joints-kansai-robotics"
+PLANT = "plant-sensors-acme-steel"
+CITIES = default_layout().vehicle.cities
 
 JST = timezone(timedelta(hours=9))
 VEHICLES = (VEHICLES_PUBLIC, VEHICLES_ACME)
