@@ -57,7 +57,7 @@ from fieldloop.contracts import load_contracts
 from fieldloop.residency import ResidencyGuard
 from fieldloop.spark import spark_session
 from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, default_registry
-from ingestion.bronze import BronzeJob
+from ingestion.cloud.bronze import BronzeJob
 from ingestion.simulator import FleetSpec, MemoryRawSender, MemorySink, Simulation
 from ingestion.simulator.layout import default_layout
 from ingestion.simulator.notes import note

@@ -322,7 +322,7 @@ def topics() -> None:
 @click.pass_context
 def topics_apply(ctx: click.Context, partitions: int) -> None:
     """Create missing topics and align retention with the contracts. Idempotent."""
-    from ingestion.topics import apply_configured_topics
+    from ingestion.cloud.topics import apply_configured_topics
 
     for change in apply_configured_topics(config_of(ctx), partitions):
         colour = {"created": "green", "retention-updated": "yellow", "partitions-differ": "red"}.get(
@@ -345,8 +345,8 @@ def ingest(ctx: click.Context, follow: bool, trigger_seconds: int, max_offsets: 
     from fieldloop.residency import ResidencyGuard
     from fieldloop.spark import spark_session
     from fieldloop.wire import default_registry
-    from ingestion.bronze import BronzeJob
-    from ingestion.topics import apply_configured_topics
+    from ingestion.cloud.bronze import BronzeJob
+    from ingestion.cloud.topics import apply_configured_topics
 
     cfg = config_of(ctx)
     contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)

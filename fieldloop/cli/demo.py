@@ -54,7 +54,7 @@ def kafka_lag(cfg: FieldloopConfig, processed: dict[str, dict[str, int]]) -> dic
 def _ingest(cfg: FieldloopConfig, contracts: dict[str, Any]) -> tuple[Any, dict[str, int], float]:
     from fieldloop.spark import spark_session
     from fieldloop.wire import default_registry
-    from ingestion.bronze import BronzeJob
+    from ingestion.cloud.bronze import BronzeJob
 
     t0 = time.monotonic()
     spark = spark_session(cfg, "fieldloop-demo")
@@ -169,10 +169,10 @@ def _summed(reports: list[Any], attr: str) -> dict[str, int]:
 def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], None]) -> None:
     from fieldloop.catalog import list_tables
     from fieldloop.stack import Stack
-    from ingestion.bronze import table_name
     from ingestion.cli import print_report, simulate_fleet
+    from ingestion.cloud.bronze import table_name
+    from ingestion.cloud.topics import apply_configured_topics
     from ingestion.simulator import FaultSpec, FleetSpec
-    from ingestion.topics import apply_configured_topics
 
     console.rule("[bold]fieldloop demo")
     contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)

@@ -17,7 +17,7 @@ from fieldloop.config import FieldloopConfig, load_config
 from fieldloop.contracts import DataContract, load_contracts
 from fieldloop.residency import ResidencyGuard
 from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, default_registry
-from ingestion.bronze import BronzeJob
+from ingestion.cloud.bronze import BronzeJob
 from ingestion.simulator import FleetSpec, MemoryRawSender, MemorySink, SentRecord, Simulation
 
 KAFKA_SCHEMA = (
