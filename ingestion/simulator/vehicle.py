@@ -33,8 +33,7 @@ def perception_rates(distance_km: float, speed_mps: float) -> tuple[float, float
 
 
 class Vehicle(Device):
-    """A car in its group's city (see the fleet file) with its model's telemetry and, if the group has one,
-    its front camera.
+    """A car driving around its group's city, with its model's telemetry and (if its group has one) a camera.
 
     Longitudinal: speed follows a target (speed limits, traffic stops, rare emergency
     braking) with bounded acceleration and jerk. Lateral: yaw rate from lane wander,
