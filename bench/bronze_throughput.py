@@ -40,7 +40,7 @@ from fieldloop.contracts import parse_contract
 from fieldloop.residency import ResidencyGuard
 from fieldloop.spark import spark_session
 from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, default_registry, encode
-from ingestion.bronze import BronzeJob, bronze_columns, kafka_source_options
+from ingestion.cloud.bronze import BronzeJob, bronze_columns, kafka_source_options
 
 SCHEMA = default_registry().get("telemetry")
 

@@ -41,7 +41,7 @@ from kafka.admin import NewTopic
 from fieldloop.contracts import load_contracts
 from fieldloop.jvm import find_java
 from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, default_registry, encode
-from ingestion.producer import EdgeProducer, EdgeProducerConfig
+from ingestion import EdgeProducer, EdgeProducerConfig
 
 CONTRACT = "vehicle-frames-public"
 DEVICES = [f"JT{n:015d}" for n in range(16)]

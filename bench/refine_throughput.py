@@ -8,7 +8,7 @@ generated frames are appended to each in ONE Delta commit, so a refinement run r
 them through the change feed as one batch. The frames: ``--devices`` vehicles with VINs
 and driver ids like the simulator's, 5 Hz, ``ts`` and ``_seq`` increasing per device,
 GPS circling around Tokyo, values inside the policy's quality ranges, and a driver note
-(from ``ingestion.notes``) on one frame in 75 (one every 15 s per vehicle).
+(from ``ingestion.simulator.notes``) on one frame in 75 (one every 15 s per vehicle).
 
 Measured in one process, same session, same data, best of ``--repeat`` timed runs, each
 measurement after ``--warmup`` untimed ones (the runs of every measurement are printed);
@@ -57,19 +57,12 @@ from fieldloop.contracts import load_contracts
 from fieldloop.residency import ResidencyGuard
 from fieldloop.spark import spark_session
 from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, default_registry
-from ingestion.bronze import BronzeJob
-from ingestion.faults import MemoryRawSender
-from ingestion.notes import note
-from ingestion.simulator import (
-    CITIES,
-    M_PER_DEG_LAT,
-    VEHICLES_ACME,
-    VEHICLES_PUBLIC,
-    FleetSpec,
-    MemorySink,
-    Simulation,
-    make_vin,
-)
+from ingestion.cloud.bronze import BronzeJob
+from ingestion.simulator import FleetSpec, MemoryRawSender, MemorySink, Simulation
+from ingestion.simulator.layout import default_layout
+from ingestion.simulator.notes import note
+from ingestion.simulator.vehicle import M_PER_DEG_LAT
+from ingestion.simulator.vin import make_vin
 from refinement import anonymize, quality
 from refinement.keys import load_key_ring
 from refinement.policy import default_policies
@@ -77,6 +70,9 @@ from refinement.pseudonym import pseudonymize
 from refinement.silver import ROW_KEY, SilverJob
 from refinement.text import ScrubberConfig, scrub_column
 
+# the shipped fleet file's two vehicle frame contracts (ingestion/simulator/fleet.toml), and its cities
+VEHICLES_ACME, VEHICLES_PUBLIC = "vehicle-frames-acme-mobility", "vehicle-frames-public"
+CITIES = default_layout().vehicle.cities
 RATE_HZ = 5
 FIRST_OFFSET = 1_000_000_000  # generated rows' Kafka offsets start here, past the seed's
 KAFKA_SOURCE_SCHEMA = (

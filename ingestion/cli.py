@@ -23,15 +23,14 @@ from fieldloop.console import ErrorReportingGroup, config_of, console
 if TYPE_CHECKING:
     from fieldloop.contracts import DataContract
     from fieldloop.wire import SchemaRegistry
-    from ingestion.faults import FaultSpec
-    from ingestion.simulator import FleetSpec, SimulationReport, Sink
+    from ingestion.simulator import FaultSpec, FleetSpec, SimulationReport, Sink
 
 PROGRESS_MIN_ITEMS = 20_000  # below this a run takes a second or two: no bar
 
 
 def make_edge_sink(cfg: FieldloopConfig, contracts: Mapping[str, DataContract], registry: SchemaRegistry) -> Sink:
     """The real edge SDK behind the simulator's ``Sink`` protocol, spooling under ``<home>/spool``."""
-    from ingestion.producer import EdgeProducer, EdgeProducerConfig
+    from ingestion import EdgeProducer, EdgeProducerConfig
 
     spool_dir = cfg.home / "spool" / "fleet-simulator"
     return EdgeProducer(EdgeProducerConfig.from_kafka_config(cfg.kafka, spool_dir=spool_dir), contracts, registry)
@@ -68,7 +67,8 @@ class StackBroker:
 
 
 def _parse_faults(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[FaultSpec]:
-    from ingestion.faults import FaultSpec, FaultSpecError
+    from ingestion.errors import FaultSpecError
+    from ingestion.simulator import FaultSpec
 
     try:
         return [FaultSpec.parse(v) for v in values]
@@ -199,8 +199,7 @@ def simulate_fleet(
 
     from fieldloop.contracts import load_contracts
     from fieldloop.wire import default_registry
-    from ingestion.faults import KafkaRawSender, MemoryRawSender
-    from ingestion.simulator import MemorySink, Simulation
+    from ingestion.simulator import KafkaRawSender, MemoryRawSender, MemorySink, Simulation
 
     contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)
     registry = default_registry()
@@ -323,7 +322,7 @@ def topics() -> None:
 @click.pass_context
 def topics_apply(ctx: click.Context, partitions: int) -> None:
     """Create missing topics and align retention with the contracts. Idempotent."""
-    from ingestion.topics import apply_configured_topics
+    from ingestion.cloud.topics import apply_configured_topics
 
     for change in apply_configured_topics(config_of(ctx), partitions):
         colour = {"created": "green", "retention-updated": "yellow", "partitions-differ": "red"}.get(
@@ -346,8 +345,8 @@ def ingest(ctx: click.Context, follow: bool, trigger_seconds: int, max_offsets: 
     from fieldloop.residency import ResidencyGuard
     from fieldloop.spark import spark_session
     from fieldloop.wire import default_registry
-    from ingestion.bronze import BronzeJob
-    from ingestion.topics import apply_configured_topics
+    from ingestion.cloud.bronze import BronzeJob
+    from ingestion.cloud.topics import apply_configured_topics
 
     cfg = config_of(ctx)
     contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)

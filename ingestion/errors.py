@@ -1,10 +1,13 @@
-"""Errors of the ingestion stage (edge producer SDK and its disk spool).
+"""Errors of the ingestion stage: the edge producer SDK, its disk spool and the fleet simulator.
 
-A device handles these three ways: a :class:`RefusedError` is final for that record
+A device handles the SDK's three ways: a :class:`RefusedError` is final for that record
 (fix the record or the contract; retrying the same record fails the same way), a
 :class:`SpoolFullError` is transient (``retriable``: the device may wait for the spool
 to drain, or shed load itself), and a :class:`SpoolCorruptError` means bytes on disk
 no longer match what was written (bad storage) and needs an operator.
+
+The simulator's (:class:`SimulationError`, :class:`FaultSpecError`, :class:`RawSendError`)
+concern how a simulated run was asked for and where it sends, never a device.
 """
 
 from __future__ import annotations
@@ -30,7 +33,17 @@ class RefusedError(IngestionError):
 
 
 class SimulationError(IngestionError):
-    """A fleet simulation cannot run as asked (bad spec, missing contract, broker not ours)."""
+    """A fleet simulation cannot run as asked (bad spec, bad fleet file, missing contract, broker not ours)."""
+
+
+class FaultSpecError(IngestionError):
+    """A ``--fault`` spec is not ``KIND[:PARAM]`` with a known kind and a valid parameter."""
+
+
+class RawSendError(IngestionError):
+    """The simulator's raw fault path (junk and duplicates around the SDK) cannot reach Kafka."""
+
+    retriable = True
 
 
 class SpoolFullError(IngestionError):

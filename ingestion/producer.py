@@ -2,10 +2,11 @@
 
 Workflow. :meth:`EdgeProducer.send` checks a record against its stream's data contract
 and Avro schema and refuses, before anything is stored, what may not or cannot leave
-the device (no contract, raw secret data, schema mismatch, NaN/inf, oversized). It then
-gives the record the device's next sequence number, encodes it (Avro single-object, see
-:mod:`fieldloop.wire`) and appends it to the :class:`~ingestion.spool.DiskSpool`; when
-``send`` returns, a process crash can no longer lose the record.
+the device (no contract, raw secret data, bad device id, schema mismatch, NaN/inf,
+oversized; :mod:`ingestion._internal.admission`). It then gives the record the device's
+next sequence number, encodes it (Avro single-object, see :mod:`fieldloop.wire`) and
+appends it to the device's disk spool (:mod:`ingestion._internal.spool`); when ``send``
+returns, a process crash can no longer lose the record.
 
 A background sender drains the spool in order: it reads a batch at the spool's cursor,
 hands it to an idempotent kafka-python producer (``acks=all``, compressed), waits for
@@ -25,7 +26,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import math
 import random
 import threading
 import time
@@ -35,31 +35,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fastavro._validate_common import ValidationError as AvroValidationError
-from fastavro.validation import validate as avro_validate
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from fieldloop.classes import DataClass
 from fieldloop.config import KafkaConfig
 from fieldloop.contracts import DataContract
-from fieldloop.wire import (
-    H_CLASS,
-    H_CONTRACT,
-    H_DEVICE,
-    H_SEQ,
-    H_TENANT,
-    SchemaRegistry,
-    WireError,
-    default_registry,
-    encode,
-)
+from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, SchemaRegistry, default_registry
+from ingestion._internal.admission import admit
+from ingestion._internal.spool import MIB, DiskSpool, FsyncPolicy, FullPolicy, SpoolConfig, SpoolEntry
 from ingestion.errors import IngestionError, RefusedError, SpoolCorruptError
-from ingestion.spool import MIB, DiskSpool, FsyncPolicy, FullPolicy, SpoolConfig, SpoolEntry
 
 logger = logging.getLogger(__name__)
 
 Compression = Literal["zstd", "gzip", "lz4", "snappy", "none"]
-REFUSAL_REASONS = ("no-contract", "raw-secret", "schema-mismatch", "non-finite", "oversized", "bad-device")
 
 
 def _default_compression() -> Compression:
@@ -245,7 +232,7 @@ class ProducerStats:
 
     Attributes:
         accepted: records ``send()`` accepted into the spool.
-        refused: records ``send()`` refused, by reason (see :data:`REFUSAL_REASONS`).
+        refused: records ``send()`` refused, by reason (see :class:`~ingestion.errors.RefusedError`).
         spool_full: ``send()`` calls that raised SpoolFullError.
         sent: record sends handed to Kafka, re-sends included.
         acked: records Kafka acknowledged and the spool committed.
@@ -268,10 +255,6 @@ class ProducerStats:
     corrupt_skipped: int = 0
     failed_rounds: int = 0
     outages: int = 0
-
-    @property
-    def refused_total(self) -> int:
-        return sum(self.refused.values())
 
 
 class _RoundFailed(Exception):
@@ -326,42 +309,6 @@ def _discard(producer: Any) -> None:
         producer.close(timeout=0)
     except KafkaError as e:  # pragma: no cover - only if the I/O thread did not stop in 5 s
         logger.debug("closing an abandoned Kafka client: %s", e)
-
-
-def _non_finite_path(value: Any, path: str = "") -> str | None:
-    """The path of the first NaN or infinite float inside ``value``, else None."""
-    if isinstance(value, float):
-        return None if math.isfinite(value) else (path or "record")
-    if isinstance(value, Mapping):
-        items: Any = value.items()
-        name = (lambda k: f"{path}.{k}") if path else str
-    elif isinstance(value, (list, tuple)):
-        items = enumerate(value)
-        name = lambda i: f"{path}[{i}]"  # noqa: E731
-    else:
-        return None
-    for k, v in items:
-        kind = type(v)
-        # this runs for every record: look at scalars inline, recurse only into containers
-        if kind is float:
-            if not math.isfinite(v):
-                return name(k)
-        elif kind is not str and kind is not int and kind is not bool:
-            found = _non_finite_path(v, name(k))
-            if found:
-                return found
-    return None
-
-
-def _describe_invalid(error: AvroValidationError) -> str:
-    """Which fields are wrong and what they should be, without echoing values (personal data)."""
-    parts = []
-    for item in error.errors:
-        expected = item.schema
-        if isinstance(expected, dict):
-            expected = expected.get("name") or expected.get("type")
-        parts.append(f"{item.field or 'record'}: expected {expected}, got {type(item.datum).__name__}")
-    return "; ".join(parts)
 
 
 class EdgeProducer:
@@ -435,7 +382,14 @@ class EdgeProducer:
         """
         if self._closed:
             raise IngestionError("this edge producer is closed; create a new one (the spool keeps unsent records)")
-        contract, value = self._admit(contract_id, device_id, record)
+        try:
+            contract, value = admit(
+                self._contracts, self._registry, contract_id, device_id, record, self._cfg.max_record_bytes
+            )
+        except RefusedError as e:
+            with self._stats_lock:
+                self._refused[e.reason] += 1
+            raise
         key = device_id.encode("utf-8")
         headers = [(H_CLASS, str(contract.data_class).encode())]
         if contract.tenant:
@@ -543,63 +497,6 @@ class EdgeProducer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # -- admission -------------------------------------------------------------------
-    def _refuse(self, reason: str, message: str) -> RefusedError:
-        with self._stats_lock:
-            self._refused[reason] += 1
-        return RefusedError(reason, message)
-
-    def _admit(self, contract_id: str, device_id: str, record: Mapping[str, Any]) -> tuple[DataContract, bytes]:
-        """The contract and encoded bytes of an acceptable record; raises RefusedError otherwise."""
-        contract = self._contracts.get(contract_id)
-        if contract is None:
-            raise self._refuse(
-                "no-contract",
-                f"no data contract '{contract_id}' on this device: ingestion refuses "
-                "streams without one (known: " + ", ".join(sorted(self._contracts)) + ")",
-            )
-        if contract.data_class is DataClass.SECRET:
-            raise self._refuse(
-                "raw-secret",
-                f"contract '{contract_id}' is secret: raw secret data never leaves the site; "
-                "send its DP aggregate or synthetic derivative under a derived contract",
-            )
-        if (
-            not isinstance(device_id, str)
-            or not 0 < len(device_id) <= 128
-            or not device_id.isprintable()
-            or any(c.isspace() for c in device_id)
-        ):
-            raise self._refuse("bad-device", "device_id must be 1-128 printable characters without spaces")
-        try:
-            schema = self._registry.get(contract.stream)
-        except WireError as e:
-            raise self._refuse("no-contract", f"contract '{contract_id}': {e}") from e
-        bad = _non_finite_path(record)
-        if bad:
-            raise self._refuse(
-                "non-finite",
-                f"{contract.stream}: field {bad} is NaN or infinite; "
-                "refused because it poisons aggregates downstream: fix or omit the reading",
-            )
-        try:
-            # fastavro's writer silently coerces (1.5 -> int 1, 1 -> boolean true); validate strictly first
-            avro_validate(record, schema.compiled, raise_errors=True, strict=True)
-            value = encode(record, schema)
-        except AvroValidationError as e:
-            raise self._refuse(
-                "schema-mismatch", f"record does not match {schema.stream}.v{schema.version}: {_describe_invalid(e)}"
-            ) from e
-        except WireError as e:
-            raise self._refuse("schema-mismatch", str(e)) from e
-        if len(value) > self._cfg.max_record_bytes:
-            raise self._refuse(
-                "oversized",
-                f"{contract.stream} record is {len(value)} bytes encoded, over the "
-                f"{self._cfg.max_record_bytes}-byte limit (max_record_bytes): split it",
-            )
-        return contract, value
 
     # -- sender thread ---------------------------------------------------------------
     def _interrupt(self) -> None:

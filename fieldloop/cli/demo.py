@@ -54,7 +54,7 @@ def kafka_lag(cfg: FieldloopConfig, processed: dict[str, dict[str, int]]) -> dic
 def _ingest(cfg: FieldloopConfig, contracts: dict[str, Any]) -> tuple[Any, dict[str, int], float]:
     from fieldloop.spark import spark_session
     from fieldloop.wire import default_registry
-    from ingestion.bronze import BronzeJob
+    from ingestion.cloud.bronze import BronzeJob
 
     t0 = time.monotonic()
     spark = spark_session(cfg, "fieldloop-demo")
@@ -81,8 +81,7 @@ def _ingest(cfg: FieldloopConfig, contracts: dict[str, Any]) -> tuple[Any, dict[
 def _edge_release(cfg: FieldloopConfig, contracts: dict[str, Any], start: datetime, console: Console) -> None:
     """Secret data at the edge: raw worker audio stays, DP aggregates go out under the derived contract."""
     from fieldloop.wire import default_registry
-    from ingestion.errors import RefusedError
-    from ingestion.producer import EdgeProducer, EdgeProducerConfig
+    from ingestion import EdgeProducer, EdgeProducerConfig, RefusedError
     from ingestion.simulator import worker_audio
     from refinement.edge import SecretStreamRelease
     from refinement.errors import BudgetExceededError
@@ -170,11 +169,10 @@ def _summed(reports: list[Any], attr: str) -> dict[str, int]:
 def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], None]) -> None:
     from fieldloop.catalog import list_tables
     from fieldloop.stack import Stack
-    from ingestion.bronze import table_name
     from ingestion.cli import print_report, simulate_fleet
-    from ingestion.faults import FaultSpec
-    from ingestion.simulator import FleetSpec
-    from ingestion.topics import apply_configured_topics
+    from ingestion.cloud.bronze import table_name
+    from ingestion.cloud.topics import apply_configured_topics
+    from ingestion.simulator import FaultSpec, FleetSpec
 
     console.rule("[bold]fieldloop demo")
     contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)

@@ -17,9 +17,8 @@ from fieldloop.config import FieldloopConfig, load_config
 from fieldloop.contracts import DataContract, load_contracts
 from fieldloop.residency import ResidencyGuard
 from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, default_registry
-from ingestion.bronze import BronzeJob
-from ingestion.faults import MemoryRawSender
-from ingestion.simulator import FleetSpec, MemorySink, SentRecord, Simulation
+from ingestion.cloud.bronze import BronzeJob
+from ingestion.simulator import FleetSpec, MemoryRawSender, MemorySink, SentRecord, Simulation
 from tests.tiers import mark_tier
 
 KAFKA_SCHEMA = (

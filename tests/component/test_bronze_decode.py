@@ -18,7 +18,7 @@ from fieldloop.config import FieldloopConfig, load_config
 from fieldloop.contracts import load_contracts
 from fieldloop.residency import ResidencyGuard
 from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, SchemaRegistry, encode
-from ingestion.bronze import BronzeJob, record_column, targets
+from ingestion.cloud.bronze import BronzeJob, record_column, targets
 from ingestion.errors import IngestionError
 
 FRAMES = load_contracts()["vehicle-frames-public"]

@@ -60,7 +60,7 @@ def plant(sent: list[SentRecord]) -> tuple[list[SentRecord], dict[str, list[str]
 def refined(spark, cfg: FieldloopConfig, tmp_path_factory: pytest.TempPathFactory):
     from fieldloop.contracts import load_contracts
     from fieldloop.residency import ResidencyGuard
-    from ingestion.bronze import BronzeJob
+    from ingestion.cloud.bronze import BronzeJob
     from tests.component.conftest import KAFKA_SCHEMA, kafka_rows
 
     root = tmp_path_factory.mktemp("privacy")

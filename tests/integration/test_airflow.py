@@ -65,7 +65,7 @@ def test_ingest_and_refine_dags_land_bronze_then_silver_and_update_assets(
 
     from fieldloop.contracts import load_contracts
     from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, default_registry, encode
-    from ingestion.topics import apply_topics
+    from ingestion.cloud.topics import apply_topics
 
     contract = load_contracts()["fleet-telemetry"]
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)

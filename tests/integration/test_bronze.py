@@ -23,8 +23,8 @@ from fieldloop.contracts import load_contracts
 from fieldloop.lineage import TableGovernance
 from fieldloop.residency import ResidencyGuard
 from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, default_registry, encode
-from ingestion.bronze import BronzeJob, targets
-from ingestion.topics import apply_topics
+from ingestion.cloud.bronze import BronzeJob, targets
+from ingestion.cloud.topics import apply_topics
 from tests.integration.conftest import PrivateKafka, started_private_kafka
 
 CONTRACTS = load_contracts()

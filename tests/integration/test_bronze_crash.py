@@ -23,7 +23,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from fieldloop.catalog import duplicates_dropped
 from fieldloop.contracts import load_contracts
 from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, default_registry, encode
-from ingestion.topics import apply_topics
+from ingestion.cloud.topics import apply_topics
 from tests.integration.conftest import PrivateKafka
 
 FIELDLOOP = str(Path(sys.executable).parent / "fieldloop")

@@ -26,9 +26,8 @@ from kafka.admin import NewTopic
 
 from fieldloop.contracts import DataContract, load_contracts
 from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, decode, default_registry
-from ingestion.errors import RefusedError
-from ingestion.producer import EdgeProducer, EdgeProducerConfig
-from ingestion.spool import DiskSpool, SpoolConfig
+from ingestion import EdgeProducer, EdgeProducerConfig, RefusedError
+from ingestion._internal.spool import DiskSpool, SpoolConfig
 
 pytestmark = pytest.mark.integration
 
@@ -253,7 +252,7 @@ DEVICE_SCRIPT = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
     from fieldloop.contracts import load_contracts
-    from ingestion.producer import EdgeProducer, EdgeProducerConfig
+    from ingestion import EdgeProducer, EdgeProducerConfig
 
     mode, bootstrap, spool_dir, run, delivered, spooled = sys.argv[1:7]
     contracts = {cid: c.model_copy(update={"topic_override": f"fieldloop.test.{run}.{cid}.v{c.schema_version}"})
@@ -475,7 +474,7 @@ def test_a_device_that_starts_offline_spools_and_reports_it(
 def test_a_full_spool_refuses_with_a_retriable_error_and_keeps_what_it_has(
     unreachable: str, contracts: dict[str, DataContract], tmp_path: Path
 ) -> None:
-    from ingestion.errors import SpoolFullError
+    from ingestion import SpoolFullError
 
     cfg = config(unreachable, tmp_path / "spool", spool_max_bytes=64 * 1024, max_record_bytes=16 * 1024)
     with EdgeProducer(cfg, contracts) as producer:

@@ -107,8 +107,7 @@ def test_records_carry_their_privacy_parameters(contracts, ledger) -> None:
 
 
 def test_the_edge_producer_accepts_the_release_and_refuses_the_raw_record(contracts, ledger, tmp_path) -> None:
-    from ingestion.errors import RefusedError
-    from ingestion.producer import EdgeProducer, EdgeProducerConfig
+    from ingestion import EdgeProducer, EdgeProducerConfig, RefusedError
 
     out = release_for(contracts, ledger).release(shift(random.Random(3), windows=1))
     config = EdgeProducerConfig(bootstrap_servers="127.0.0.1:9", spool_dir=tmp_path / "spool", compression="gzip")

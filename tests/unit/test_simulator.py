@@ -19,37 +19,32 @@ from fieldloop.config import FieldloopConfig, KafkaConfig
 from fieldloop.contracts import DataContract, load_contracts
 from fieldloop.wire import SchemaRegistry, WireError, decode, default_registry, encode
 from ingestion.cli import fleet, make_edge_sink
-from ingestion.faults import (
-    JUNK_SEQ_BASE,
-    MALFORMED_KINDS,
-    OVERSIZED_BYTES,
+from ingestion.errors import FaultSpecError
+from ingestion.simulator import (
     FaultPlan,
     FaultSpec,
-    FaultSpecError,
-    MemoryRawSender,
-)
-from ingestion.simulator import (
-    A_MAX,
-    A_MIN,
-    CAMERAS,
-    CITIES,
-    JOINT_LIMITS,
-    M_PER_DEG_LAT,
-    PLANT,
-    ROBOTS,
-    STEERING_RATIO,
-    TELEMETRY,
-    VEHICLES_ACME,
-    VEHICLES_PUBLIC,
-    WHEELBASE_M,
     Fleet,
     FleetSpec,
     Item,
+    MemoryRawSender,
     MemorySink,
     Simulation,
     SimulationReport,
-    vin_check_digit,
 )
+from ingestion.simulator.faults import JUNK_SEQ_BASE, MALFORMED_KINDS, OVERSIZED_BYTES
+from ingestion.simulator.layout import default_layout
+from ingestion.simulator.robot import JOINT_LIMITS
+from ingestion.simulator.vehicle import A_MAX, A_MIN, M_PER_DEG_LAT, STEERING_RATIO, WHEELBASE_M
+from ingestion.simulator.vin import vin_check_digit
+
+# The contracts the shipped fleet file (ingestion/simulator/fleet.toml) sends to.
+VEHICLES_PUBLIC = "vehicle-frames-public"
+VEHICLES_ACME = "vehicle-frames-acme-mobility"
+CAMERAS = "camera-meta-public"
+TELEMETRY = "fleet-telemetry"
+ROBOTS = "robot-joints-kansai-robotics"
+PLANT = "plant-sensors-acme-steel"
+CITIES = default_layout().vehicle.cities
 
 JST = timezone(timedelta(hours=9))
 VEHICLES = (VEHICLES_PUBLIC, VEHICLES_ACME)
@@ -582,7 +577,7 @@ def test_report_reconciles_with_refusals_and_round_trips(
 def test_a_fleet_without_its_contracts_is_refused_before_it_runs(
     contracts: dict[str, DataContract], registry: SchemaRegistry
 ) -> None:
-    from ingestion.simulator import SimulationError
+    from ingestion.errors import SimulationError
 
     partial = {k: v for k, v in contracts.items() if k != ROBOTS}
     with pytest.raises(SimulationError, match=ROBOTS):

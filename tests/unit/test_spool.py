@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from ingestion._internal.spool import DiskSpool, SpoolConfig, SpoolEntry
 from ingestion.errors import SpoolBusyError, SpoolCorruptError, SpoolFullError
-from ingestion.spool import DiskSpool, SpoolConfig, SpoolEntry
 
 
 def entry(i: int, device: str = "dev-1", seq: int | None = None, size: int = 100) -> SpoolEntry:
@@ -95,7 +95,7 @@ def test_a_torn_last_frame_is_truncated_and_logged(tmp_path: Path, caplog: pytes
     frame = last.read_bytes()[-(intact // 10) :]
     with open(last, "ab") as f:  # a crash in the middle of writing the 11th frame
         f.write(frame[:37])
-    with caplog.at_level(logging.WARNING, logger="ingestion.spool"):
+    with caplog.at_level(logging.WARNING, logger="ingestion._internal.spool"):
         s = spool(tmp_path)
     try:
         assert "truncated 37 bytes" in caplog.text
@@ -211,7 +211,7 @@ def test_sequences_survive_a_kill_without_close(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import os, signal
         from pathlib import Path
-        from ingestion.spool import DiskSpool, SpoolConfig, SpoolEntry
+        from ingestion._internal.spool import DiskSpool, SpoolConfig, SpoolEntry
         s = DiskSpool(SpoolConfig(directory=Path({str(tmp_path)!r}), segment_bytes=4096))
         for i in range(250):
             s.append(SpoolEntry("t", b"x" * 100, b"dev-%d" % (i % 2), seq=i // 2 + 1))

@@ -178,7 +178,7 @@ def test_ginza_multiplies_through_numpy_blas() -> None:
 def test_generated_notes_are_deterministic_and_scrubbable(scrubber: NoteScrubber) -> None:
     import random
 
-    from ingestion.notes import note
+    from ingestion.simulator.notes import note
 
     assert [note(random.Random(i)) for i in range(300)] == [note(random.Random(i)) for i in range(300)]
     assert {note(random.Random(i), "en") for i in range(50)} != {note(random.Random(i), "ja") for i in range(50)}

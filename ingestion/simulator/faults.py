@@ -1,4 +1,4 @@
-"""Fault injection for the fleet simulator: the plan, the junk, and the raw path.
+"""Fault injection for the fleet simulator: the plan and the junk.
 
 ``--fault KIND[:PARAM]`` specs become a :class:`FaultPlan` that depends only on the seed,
 the fleet size and the run's duration, so a seed replays the same faults:
@@ -10,9 +10,9 @@ the fleet size and the run's duration, so a seed replays the same faults:
 * ``malformed[:FRACTION]`` (default 0.02): that fraction of records is replaced by junk,
   one of :data:`MALFORMED_KINDS`. Junk records (NaN, far-future ``ts``, oversized) are
   offered to the SDK; junk bytes (truncated, unknown fingerprint) cannot be, and junk the
-  SDK refuses is pushed anyway: both through a :class:`RawSender` with correct-looking
-  headers and a sequence number from :data:`JUNK_SEQ_BASE` up, so the cloud's quarantine
-  sees them.
+  SDK refuses is pushed anyway: both through the raw path (:mod:`ingestion.simulator.raw`)
+  with correct-looking headers and a sequence number from :data:`JUNK_SEQ_BASE` up, so the
+  cloud's quarantine sees them.
 * ``duplicates[:FRACTION]`` (default 0.02): that fraction of accepted records is sent
   again, byte-identical, with the same (device, seq), through the raw path.
 * ``clock-skew[:MINUTES]`` (default 5): a fifth of the devices (at least one) run with a
@@ -25,22 +25,15 @@ records the devices generate.
 from __future__ import annotations
 
 import copy
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from fieldloop.errors import FieldloopError
-from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, HEADER_LEN, MAGIC, RegisteredSchema, encode
-
-if TYPE_CHECKING:
-    from fieldloop.config import KafkaConfig
-    from fieldloop.contracts import DataContract
-
-logger = logging.getLogger(__name__)
+from fieldloop.wire import HEADER_LEN, MAGIC, RegisteredSchema, encode
+from ingestion.errors import FaultSpecError
 
 FAULT_KINDS = ("network-drop", "broker-restart", "malformed", "duplicates", "clock-skew")
 DEFAULT_PARAMS = {
@@ -70,10 +63,6 @@ SKEWED_SHARE = 0.2
 # Random streams: numpy SeedSequence(seed, spawn_key=(stream, unit)); the simulator's devices use stream 1.
 _PLAN, _MALFORMED, _JUNK, _DUPLICATES = 2, 3, 4, 5
 _FLEET_UNIT = 1 << 30  # spawn-key slot for fleet-wide draws, never a device index
-
-
-class FaultSpecError(FieldloopError):
-    """A ``--fault`` spec is not ``KIND[:PARAM]`` with a known kind and a valid parameter."""
 
 
 @dataclass(frozen=True)
@@ -277,114 +266,3 @@ def junk_record(
     else:
         raise ValueError(f"'{kind}' is not a record-level junk kind")
     return out
-
-
-# Raw path -----------------------------------------------------------------------------
-class RawSender(Protocol):
-    """Sends payloads around the SDK, with the headers the SDK would set."""
-
-    def send_raw(self, contract_id: str, device_id: str, seq: int, payload: bytes, kind: str) -> None:
-        """Send ``payload`` to the contract's topic; ``kind`` (junk kind or ``duplicate``) is for accounting only."""
-
-    def flush(self, timeout_s: float) -> bool:
-        """Wait for delivery; False if something is undelivered or failed."""
-
-    def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class RawMessage:
-    contract_id: str
-    device_id: str
-    seq: int
-    payload: bytes
-    kind: str
-
-
-class MemoryRawSender:
-    """A :class:`RawSender` that keeps messages in memory (``keep=False``: only counts them)."""
-
-    def __init__(self, keep: bool = True) -> None:
-        self.keep = keep
-        self.messages: list[RawMessage] = []
-        self.count = 0
-
-    def send_raw(self, contract_id: str, device_id: str, seq: int, payload: bytes, kind: str) -> None:
-        self.count += 1
-        if self.keep:
-            self.messages.append(RawMessage(contract_id, device_id, seq, payload, kind))
-
-    def flush(self, timeout_s: float) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
-
-
-class RawSendError(FieldloopError):
-    """The raw fault path cannot reach Kafka."""
-
-    retriable = True
-
-
-class KafkaRawSender:
-    """A plain kafka-python producer that writes what the SDK would refuse, headers and all."""
-
-    def __init__(self, kafka: KafkaConfig, contracts: Mapping[str, DataContract]) -> None:
-        from kafka import KafkaProducer
-        from kafka.errors import KafkaError
-
-        self._contracts = contracts
-        self.sent = 0
-        self.failed = 0
-        try:
-            self._producer = KafkaProducer(
-                client_id="fieldloop-fleet-sim-raw",
-                acks="all",
-                linger_ms=20,
-                max_block_ms=10_000,  # a missing topic fails this message, not the whole run
-                max_request_size=2 * OVERSIZED_BYTES,  # let the broker, not this client, judge oversized junk
-                **kafka.client_options(),
-            )
-        except KafkaError as e:
-            raise RawSendError(
-                f"cannot reach Kafka at {kafka.bootstrap_servers} for the raw fault path ({type(e).__name__}); "
-                "start it with `fieldloop stack up --only kafka` or use --dry-run"
-            ) from e
-
-    def send_raw(self, contract_id: str, device_id: str, seq: int, payload: bytes, kind: str) -> None:
-        from kafka.errors import KafkaError
-
-        contract = self._contracts[contract_id]
-        headers = [
-            (H_CLASS, str(contract.data_class).encode()),
-            (H_CONTRACT, contract.id.encode()),
-            (H_DEVICE, device_id.encode()),
-            (H_SEQ, str(seq).encode()),
-        ]
-        if contract.tenant:
-            headers.insert(1, (H_TENANT, contract.tenant.encode()))
-        try:
-            future = self._producer.send(contract.topic, value=payload, key=device_id.encode(), headers=headers)
-        except KafkaError as e:
-            self._failure(e, contract.topic, kind)
-            return
-        self.sent += 1
-        future.add_errback(self._failure, contract.topic, kind)
-
-    def _failure(self, error: BaseException, topic: str, kind: str) -> None:
-        self.failed += 1
-        if self.failed <= 5:
-            logger.warning("raw %s message to %s failed: %s", kind, topic, type(error).__name__)
-
-    def flush(self, timeout_s: float) -> bool:
-        from kafka.errors import KafkaTimeoutError
-
-        try:
-            self._producer.flush(timeout=timeout_s)
-        except KafkaTimeoutError:
-            return False
-        return self.failed == 0
-
-    def close(self) -> None:
-        self._producer.close(timeout=5)
