@@ -12,6 +12,7 @@ import math
 import os
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 import uuid
@@ -21,18 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
 from fieldloop.contracts import DataContract, load_contracts
 from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, decode, default_registry
 from ingestion import EdgeProducer, EdgeProducerConfig, RefusedError
 from ingestion._internal.spool import DiskSpool, SpoolConfig
+from tests.kafka_topics import read_all
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).parents[2]
-PYTHON = REPO / ".venv" / "bin" / "python"
+PYTHON = sys.executable  # this venv, wherever the checkout is
 T0 = 1_700_000_000_000
 
 
@@ -50,26 +52,6 @@ def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
         admin.create_topics([NewTopic(t, n, 1) for t, n in topics.items()])
     finally:
         admin.close()
-
-
-def read_all(bootstrap: str, topic: str) -> list[Any]:
-    """Every record of ``topic``, in log order per partition."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        assert partitions, f"topic {topic} does not exist"
-        consumer.assign(partitions)
-        consumer.seek_to_beginning()
-        end = consumer.end_offsets(partitions)
-        out: list[Any] = []
-        deadline = time.monotonic() + 30
-        while any(consumer.position(tp) < end[tp] for tp in partitions):
-            assert time.monotonic() < deadline, "could not read the topic to its end"
-            for records in consumer.poll(timeout_ms=500).values():
-                out.extend(records)
-        return out
-    finally:
-        consumer.close()
 
 
 def distinct_in_order(records: list[Any]) -> tuple[dict[str, list[int]], int]:
