@@ -25,15 +25,12 @@ import logging
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic

@@ -21,7 +21,7 @@ from fieldloop.config import FieldloopConfig, load_config
 from fieldloop.wire import decode, default_registry, encode
 from ingestion.simulator import FleetSpec, SentRecord
 from refinement.run import refine
-from tests.component.conftest import simulate
+from tests.fleet_rows import simulate
 
 REG = default_registry()
 CANARY_VIN = "JTDKB20U893456789"
@@ -61,7 +61,7 @@ def refined(spark, cfg: FieldloopConfig, tmp_path_factory: pytest.TempPathFactor
     from fieldloop.contracts import load_contracts
     from fieldloop.residency import ResidencyGuard
     from ingestion.cloud.bronze import BronzeJob
-    from tests.component.conftest import KAFKA_SCHEMA, kafka_rows
+    from tests.fleet_rows import KAFKA_SCHEMA, kafka_rows
 
     root = tmp_path_factory.mktemp("privacy")
     lake_cfg = load_config(

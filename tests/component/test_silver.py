@@ -20,7 +20,7 @@ from refinement.errors import QualityError
 from refinement.keys import load_key_ring
 from refinement.policy import default_policies
 from refinement.silver import SilverJob
-from tests.component.conftest import simulate
+from tests.fleet_rows import simulate
 
 PLANT = "plant-sensors-acme-steel"
 

@@ -1,98 +1,25 @@
 """Integration fixtures beyond the session stack.
 
-``private_kafka`` is a broker of the test's own (its own home and loopback ports), for
-tests that stop, kill or restart the broker without disturbing the session's stack.
+``private_kafka`` is a broker of the test's own (:mod:`tests.stacks`), for tests that stop,
+kill or restart the broker without disturbing the session's stack.
 """
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from fieldloop.config import FieldloopConfig, load_config
+from fieldloop.config import FieldloopConfig
+from tests.stacks import PrivateKafka, started_private_kafka
 from tests.tiers import mark_tier
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class PrivateKafka:
-    cfg: FieldloopConfig
-
-    @property
-    def bootstrap(self) -> str:
-        return self.cfg.kafka.bootstrap_servers
-
-    def _stack(self):
-        from fieldloop.stack import Stack
-
-        return Stack(self.cfg, only=["kafka"])
-
-    def stop(self) -> None:
-        self._stack().down()
-
-    def start(self) -> None:
-        self._stack().up()
-
-
-def private_home_env(home: Path, cfg: FieldloopConfig) -> dict[str, str]:
-    """FIELDLOOP_* settings for a stack of its own: ``home`` (sharing the resolved jars) and free ports."""
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "jars").symlink_to(cfg.jars_dir)  # resolved once by the session; no second Maven run
-    return {
-        "FIELDLOOP_HOME": str(home),
-        "FIELDLOOP_KAFKA_PORT": str(free_port()),
-        "FIELDLOOP_KAFKA_CONTROLLER_PORT": str(free_port()),
-        "FIELDLOOP_MLFLOW_PORT": str(free_port()),
-        "FIELDLOOP_AIRFLOW_PORT": str(free_port()),
-    }
-
-
-@contextmanager
-def started_private_kafka(tmp_path: Path, cfg: FieldloopConfig) -> Iterator[PrivateKafka]:
-    """A broker of its own under ``tmp_path``, stopped on exit."""
-    private = load_config(private_home_env(tmp_path / "kafka-home", cfg))
-    broker = PrivateKafka(private)
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture()
 def private_kafka(tmp_path: Path, cfg: FieldloopConfig) -> Iterator[PrivateKafka]:
     with started_private_kafka(tmp_path, cfg) as broker:
         yield broker
-
-
-@contextmanager
-def started_private_mlflow(
-    home: Path, cfg: FieldloopConfig, extra: dict[str, str] | None = None
-) -> Iterator[dict[str, str]]:
-    """An MLflow server of its own (home under ``home``, free port); yields the FIELDLOOP_* settings to reach it.
-
-    Model names, aliases and frozen holdouts live in the tracking server, so tests that
-    register models use their own and never meet the demo's.
-    """
-    from fieldloop.stack import Stack
-
-    values = {**private_home_env(home, cfg), **(extra or {})}
-    stack = Stack(load_config(values), only=["mlflow"])
-    stack.up()
-    try:
-        yield values
-    finally:
-        stack.down()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -141,7 +141,7 @@ def test_train_dag_registers_a_tenant_candidate(airflow: AirflowComponent, spark
 
     from fieldloop.classes import DataClass
     from fieldloop.config import load_config
-    from tests.integration.conftest import started_private_mlflow
+    from tests.stacks import started_private_mlflow
     from tests.synthetic_gold import PLANT_SCHEMA, plant_rows, write_gold
 
     lake = str(tmp_path / "lake")

@@ -25,7 +25,7 @@ from fieldloop.residency import ResidencyGuard
 from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, default_registry, encode
 from ingestion.cloud.bronze import BronzeJob, targets
 from ingestion.cloud.topics import apply_topics
-from tests.integration.conftest import PrivateKafka, started_private_kafka
+from tests.stacks import PrivateKafka, started_private_kafka
 
 CONTRACTS = load_contracts()
 REG = default_registry()

@@ -24,7 +24,7 @@ from fieldloop.catalog import duplicates_dropped
 from fieldloop.contracts import load_contracts
 from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, default_registry, encode
 from ingestion.cloud.topics import apply_topics
-from tests.integration.conftest import PrivateKafka
+from tests.stacks import PrivateKafka
 
 FIELDLOOP = str(Path(sys.executable).parent / "fieldloop")
 CONTRACT = load_contracts()["fleet-telemetry"]

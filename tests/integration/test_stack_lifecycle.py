@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from fieldloop.config import FieldloopConfig
-from tests.integration.conftest import private_home_env
+from tests.stacks import private_home_env
 
 FIELDLOOP = str(Path(sys.executable).parent / "fieldloop")
 

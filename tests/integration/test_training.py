@@ -24,7 +24,7 @@ from fieldloop.config import FieldloopConfig, load_config
 from fieldloop.contracts import packaged_contracts_dir
 from fieldloop.errors import ContaminationError, FieldloopError
 from fieldloop.lineage import ModelLineage
-from tests.integration.conftest import started_private_mlflow
+from tests.stacks import started_private_mlflow
 from tests.synthetic_gold import PLANT_SCHEMA, VEHICLE_SCHEMA, plant_rows, vehicle_rows, write_gold
 from training_jobs.data import DatasetError
 from training_jobs.train import TrainRequest, train
