@@ -27,12 +27,11 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-if TYPE_CHECKING:
-    from fieldloop.contracts import DataContract
+from fieldloop.classes import DataClass, Use
 
 _TABLE = re.compile(r"^[a-z][a-z0-9_]{2,63}$")
 
@@ -161,6 +160,30 @@ class GoldDataset(BaseModel):
         return self
 
 
+class Governing(Protocol):
+    """What a gold table needs of the contract that declares it (a ``fieldloop.contracts.DataContract``).
+
+    A protocol, not the class: the contracts import this module to read their ``[[gold]]``.
+    """
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def stream(self) -> str: ...
+    @property
+    def table(self) -> str: ...
+    @property
+    def data_class(self) -> DataClass: ...
+    @property
+    def tenant(self) -> str | None: ...
+    @property
+    def allowed_uses(self) -> frozenset[Use]: ...
+    @property
+    def gold(self) -> tuple[GoldDataset, ...]: ...
+
+
 @dataclass(frozen=True)
 class GoldTable:
     """A declared gold dataset with the contract that governs it."""
@@ -169,20 +192,20 @@ class GoldTable:
     kind: GoldKind
     task: str | None
     source: str  # silver table name
-    contract: DataContract
+    contract: Governing
 
     @property
     def layout(self) -> FeatureLayout | None:
         return TASK_LAYOUTS[self.task] if self.task else None
 
 
-def gold_tables(contracts: Mapping[str, DataContract]) -> list[GoldTable]:
+def gold_tables(contracts: Mapping[str, Governing]) -> list[GoldTable]:
     """Every gold table the contracts declare, sorted by name (no Spark, cheap enough for DAG files)."""
     tables = [GoldTable(d.name, d.kind, d.task, d.source or c.table, c) for c in contracts.values() for d in c.gold]
     return sorted(tables, key=lambda t: t.name)
 
 
-def training_tables(contracts: Mapping[str, DataContract], task: str | None = None) -> list[GoldTable]:
+def training_tables(contracts: Mapping[str, Governing], task: str | None = None) -> list[GoldTable]:
     """The training datasets (of ``task`` when given), sorted by name."""
     return [t for t in gold_tables(contracts) if t.kind is GoldKind.TRAINING and (task is None or t.task == task)]
 

@@ -12,13 +12,18 @@
    distils its edge student, registers the candidate and prints its ``models:/`` URI and
    lineage; then what runs where.
 
-Each later stage (guardrails, rollout) adds its step here.
+Each later stage (guardrails, rollout) adds its step here. ``--json`` prints a summary of
+every step (counts, reconciliations, reports, the registered model) on stdout.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -70,15 +75,13 @@ def _ingest(cfg: FieldloopConfig, contracts: dict[str, Any]) -> tuple[Any, dict[
         for source in batch.get("sources", []):
             end = source.get("endOffset")
             if isinstance(end, str):
-                import json
-
                 end = json.loads(end)
             for topic, parts in (end or {}).items():
                 processed.setdefault(topic, {}).update(parts)
     return job, spark, kafka_lag(cfg, processed), time.monotonic() - t0
 
 
-def _edge_release(cfg: FieldloopConfig, contracts: dict[str, Any], start: datetime, console: Console) -> None:
+def _edge_release(cfg: FieldloopConfig, contracts: dict[str, Any], start: datetime, console: Console) -> dict[str, Any]:
     """Secret data at the edge: raw worker audio stays, DP aggregates go out under the derived contract."""
     from fieldloop.wire import default_registry
     from ingestion import EdgeProducer, EdgeProducerConfig, RefusedError
@@ -97,16 +100,19 @@ def _edge_release(cfg: FieldloopConfig, contracts: dict[str, Any], start: dateti
         contracts,
         default_registry(),
     )
+    summary: dict[str, Any] = {"raw_readings": len(raw), "raw_refused": None, "released": 0, "skipped": None}
     try:
         try:
             sink.send(source.id, site, raw[0])
         except RefusedError as e:
+            summary["raw_refused"] = e.reason
             console.print(f"  raw record refused by the edge SDK: {e.reason}")
         try:
             released = SecretStreamRelease(source, target, ledger, site).release(raw)
         except BudgetExceededError as e:
+            summary["skipped"] = str(e)
             console.print(f"  [yellow]no release: {e}[/]")
-            return
+            return summary
         for record in released:
             sink.send(target.id, site, record)
         sink.flush()
@@ -118,21 +124,49 @@ def _edge_release(cfg: FieldloopConfig, contracts: dict[str, Any], start: dateti
         f"  {len(raw)} raw readings of 8 workers kept on site; {len(released)} DP aggregates sent "
         f"({', '.join(sorted({r['metric'] for r in released}))}); ε spent this month {spent:g} of 8"
     )
+    return {**summary, "released": len(released), "epsilon_spent": spent}
 
 
-def _refine(cfg: FieldloopConfig, spark: Any, console: Console, progress: Callable[[str], None]) -> None:
+def _refine(cfg: FieldloopConfig, spark: Any, console: Console, progress: Callable[[str], None]) -> dict[str, Any]:
     from refinement.cli import print_gold, print_reports
     from refinement.run import refine
 
     t0 = time.monotonic()
     with console.status("Spark: bronze -> silver -> gold ...") as status:
         result = refine(cfg, spark=spark, on_table=lambda r: status.update(f"Spark: refined {r.table} ..."))
-    progress(f"refined in {time.monotonic() - t0:.0f}s")
+    seconds = time.monotonic() - t0
+    progress(f"refined in {seconds:.0f}s")
     print_reports(console, result.reports)
     print_gold(console, result.gold)
+    return {
+        "seconds": round(seconds, 1),
+        "silver": [
+            {
+                "table": r.table,
+                "level": r.level,
+                "rows_in": r.rows_in,
+                "rows_out": r.rows_out,
+                "quarantined": sum(r.quarantined.values()),
+                "reconciles": r.reconciles,
+                "region": r.residency_region,
+            }
+            for r in result.reports
+        ],
+        "gold": [
+            {
+                "table": g.table,
+                "rows": g.rows,
+                "version": g.delta_version,
+                "dp_releases": len(g.dp),
+                "dp_held": g.dp_held,
+                "dp_skipped": len(g.dp_skipped),
+            }
+            for g in result.gold
+        ],
+    }
 
 
-def _train(cfg: FieldloopConfig, console: Console, progress: Callable[[str], None]) -> None:
+def _train(cfg: FieldloopConfig, console: Console, progress: Callable[[str], None]) -> dict[str, Any]:
     from training_jobs.cli import print_result
     from training_jobs.train import HoldoutMovedError, TrainRequest, train
 
@@ -155,6 +189,7 @@ def _train(cfg: FieldloopConfig, console: Console, progress: Callable[[str], Non
     print_result(console, result.as_dict())
     inputs = ", ".join(result.inputs)
     console.print(f'  ML teams load it with mlflow.pytorch.load_model("{result.uri}"); it learned from {inputs} only')
+    return result.as_dict()
 
 
 def _summed(reports: list[Any], attr: str) -> dict[str, int]:
@@ -166,24 +201,64 @@ def _summed(reports: list[Any], attr: str) -> dict[str, int]:
     return out
 
 
-def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], None]) -> None:
-    from fieldloop.catalog import list_tables
-    from fieldloop.stack import Stack
-    from ingestion.cli import print_report, simulate_fleet
-    from ingestion.cloud.bronze import table_name
-    from ingestion.cloud.topics import apply_configured_topics
-    from ingestion.simulator import FaultSpec, FleetSpec
+@dataclass(frozen=True)
+class _Step:
+    """What one step of the demo hands on: the summary it adds and what later steps use."""
 
+    summary: dict[str, Any]
+    handover: Any = None
+
+
+def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Run every built stage once on the embedded stack; returns the summary ``--json`` prints."""
     console.rule("[bold]fieldloop demo")
     contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)
     lake = ResidencyGuard.from_config(cfg).check(cfg.lake)
-    stack = Stack(cfg)
+    summary: dict[str, Any] = {"lake": {"uri": cfg.lake, "region": lake.region, "basis": lake.basis}}
     console.print("[bold]1. stack[/]")
-    once = stack.up(progress)
-
+    stack, once = _stack_up(cfg, progress)
     console.print("[bold]2. topics from the data contracts[/]")
+    summary["topics"] = _topics(cfg, progress)
+    fleet = _fleet(cfg, console)
+    summary["fleet"] = fleet.summary
+    console.print("[bold]   the plant's edge keeps worker audio on site and sends only DP aggregates[/]")
+    summary["edge"] = _edge_release(cfg, contracts, fleet.handover, console)
+    console.print("[bold]4. Spark lands Kafka in bronze Delta (available-now)[/]")
+    bronze = _bronze(cfg, contracts, console, progress)
+    summary["bronze"] = bronze.summary
+    console.print("[bold]5. refinement: bronze -> silver (quality, pseudonyms, k-anonymity) -> gold[/]")
+    try:
+        summary["refine"] = _refine(cfg, bronze.handover, console, progress)
+    finally:
+        bronze.handover.stop()
+    console.print(
+        "[bold]6. training: fine-tune from gold, distil the edge student, register the candidate in MLflow[/]"
+    )
+    summary["train"] = _train(cfg, console, progress)
+    summary["stack"] = _where(cfg, stack, lake, once, console)
+    return summary
+
+
+def _stack_up(cfg: FieldloopConfig, progress: Callable[[str], None]) -> tuple[Any, list[str]]:
+    from fieldloop.stack import Stack
+
+    stack = Stack(cfg)
+    return stack, stack.up(progress)
+
+
+def _topics(cfg: FieldloopConfig, progress: Callable[[str], None]) -> dict[str, int]:
+    from ingestion.cloud.topics import apply_configured_topics
+
     changes = apply_configured_topics(cfg)
-    progress(", ".join(f"{sum(c.action == a for c in changes)} {a}" for a in sorted({c.action for c in changes})))
+    counts = {a: sum(c.action == a for c in changes) for a in sorted({c.action for c in changes})}
+    progress(", ".join(f"{n} {a}" for a, n in counts.items()))
+    return counts
+
+
+def _fleet(cfg: FieldloopConfig, console: Console) -> _Step:
+    """The simulated fleet streams through the edge SDK; hands on when its clock started."""
+    from ingestion.cli import print_report, simulate_fleet
+    from ingestion.simulator import FaultSpec, FleetSpec
 
     console.print(
         f"[bold]3. a simulated fleet streams through the edge SDK[/] ({DEMO_FLEET['devices']} devices, "
@@ -193,11 +268,31 @@ def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], N
     start = datetime.now(UTC) - timedelta(seconds=DEMO_FLEET["seconds"])
     report = simulate_fleet(cfg, FleetSpec(**DEMO_FLEET, start=start), [FaultSpec.parse(f) for f in DEMO_FAULTS])
     print_report(console, report)
+    total = report.total
+    return _Step(
+        {
+            "devices": report.devices,
+            "generated": total.generated,
+            "accepted": total.accepted,
+            "refused": total.refused,
+            "refused_reasons": report.refused_reasons,
+            "bypassed": total.bypassed,
+            "raw_sent": total.raw_sent,
+            "raw_malformed": report.raw_malformed,
+            "duplicates_sent": report.duplicates_sent,
+            "reconciles": report.reconciles(),
+        },
+        start,
+    )
 
-    console.print("[bold]   the plant's edge keeps worker audio on site and sends only DP aggregates[/]")
-    _edge_release(cfg, contracts, start, console)
 
-    console.print("[bold]4. Spark lands Kafka in bronze Delta (available-now)[/]")
+def _bronze(
+    cfg: FieldloopConfig, contracts: dict[str, Any], console: Console, progress: Callable[[str], None]
+) -> _Step:
+    """Kafka -> bronze, the per-stream table and the reconciliation; hands on the Spark session."""
+    from fieldloop.catalog import list_tables
+    from ingestion.cloud.bronze import table_name
+
     with console.status("Spark: Kafka -> bronze ..."):
         job, spark, lag, seconds = _ingest(cfg, contracts)
     inserted, dups, quarantined, reasons = (
@@ -205,8 +300,7 @@ def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], N
     )
     consumed = sum(r.consumed for r in job.reports)
     progress(f"{consumed} records consumed in {seconds:.0f}s (Spark start included)")
-
-    totals = {t.name: t for t in list_tables(cfg) if t.layer == "bronze"}
+    totals = {t.name: t.rows for t in list_tables(cfg) if t.layer == "bronze"}
     per_stream = Table(title="bronze, per stream (this run / table total)")
     for col in ("contract", "topic", "new rows", "duplicates dropped", "quarantined", "rows in table", "Kafka lag"):
         per_stream.add_column(col, justify="right" if col not in ("contract", "topic") else "left")
@@ -214,37 +308,38 @@ def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], N
         name = table_name(c)
         if name not in totals and name not in inserted and name not in quarantined:
             continue
-        per_stream.add_row(
-            c.id,
-            c.topic,
-            str(inserted.get(name, 0)),
-            str(dups.get(name, 0)),
-            str(quarantined.get(name, 0)),
-            str(totals[name].rows if name in totals else 0),
-            str(lag.get(c.topic, 0)),
-        )
+        counts = (inserted.get(name, 0), dups.get(name, 0), quarantined.get(name, 0), totals.get(name, 0))
+        per_stream.add_row(c.id, c.topic, *map(str, counts), str(lag.get(c.topic, 0)))
     console.print(per_stream)
     if reasons:
         console.print("quarantined by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
-    landed = sum(inserted.values()) + sum(dups.values()) + sum(quarantined.values())
+    new, duplicates, bad = sum(inserted.values()), sum(dups.values()), sum(quarantined.values())
+    reconciles = new + duplicates + bad == consumed
     console.print(
-        f"reconciles: consumed {consumed} = new {sum(inserted.values())} + duplicates {sum(dups.values())} "
-        f"+ quarantined {sum(quarantined.values())}" + ("" if landed == consumed else "  [red]MISMATCH[/]")
+        f"reconciles: consumed {consumed} = new {new} + duplicates {duplicates} + quarantined {bad}"
+        + ("" if reconciles else "  [red]MISMATCH[/]")
     )
+    summary = {
+        "consumed": consumed,
+        "new": new,
+        "duplicates": duplicates,
+        "quarantined": bad,
+        "reasons": reasons,
+        "reconciles": reconciles,
+        "kafka_lag": sum(lag.values()),
+        "seconds": round(seconds, 1),
+        "tables": {name: {"new": inserted.get(name, 0), "rows": rows} for name, rows in totals.items()},
+    }
+    return _Step(summary, spark)
 
-    console.print("[bold]5. refinement: bronze -> silver (quality, pseudonyms, k-anonymity) -> gold[/]")
-    _refine(cfg, spark, console, progress)
-    spark.stop()
 
-    console.print(
-        "[bold]6. training: fine-tune from gold, distil the edge student, register the candidate in MLflow[/]"
-    )
-    _train(cfg, console, progress)
-
+def _where(cfg: FieldloopConfig, stack: Any, lake: Any, once: list[str], console: Console) -> list[dict[str, Any]]:
+    """What runs where, and what to do next."""
     table = Table(title="what runs where (all on 127.0.0.1)")
     for col in ("part", "where", "pids / detail"):
         table.add_column(col)
-    for s in stack.status():
+    statuses = stack.status()
+    for s in statuses:
         pids = ", ".join(f"{p.name}={p.pid}" for p in s.processes)
         table.add_row(s.name, s.url, f"{pids}  [{'green' if s.health.ok else 'red'}]{s.health.detail}[/]")
     table.add_row("spark", cfg.spark.master, "started per job (jars from infra/pom.xml)")
@@ -258,10 +353,22 @@ def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], N
         "`fieldloop_refine` after it and `fieldloop_train` after that; "
         "`fieldloop stack down` stops everything."
     )
+    return [{"name": s.name, "url": s.url, "healthy": s.health.ok} for s in statuses]
 
 
 @click.command()
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout (progress on stderr)."
+)
 @click.pass_context
-def demo(ctx: click.Context) -> None:
+def demo(ctx: click.Context, as_json: bool) -> None:
     """Run the loop as far as it is built, on embedded defaults: stack, fleet, bronze, refine, train."""
-    run_demo(terminal.config_of(ctx), terminal.console, terminal.progress)
+    cfg = terminal.config_of(ctx)
+    if not as_json:
+        run_demo(cfg, terminal.console, terminal.progress)
+        return
+    out = terminal.err_console
+    # stdout carries the JSON alone: what libraries print goes to stderr too
+    with contextlib.redirect_stdout(sys.stderr):
+        summary = run_demo(cfg, out, lambda message: out.print(f"  {message}"))
+    click.echo(json.dumps(summary, indent=2, default=str))
