@@ -1,7 +1,7 @@
 """Synthetic rows in a task's gold layout, for benchmarks and tests (never for a model that ships).
 
-Rows are laid out as :data:`fieldloop.datasets.TASK_LAYOUTS` says and as refinement
-writes gold: one tuple per row in the column order of :data:`VEHICLE_COLUMNS` or
+Rows are laid out as :data:`fieldloop.datasets.TASK_LAYOUTS` says, as gold tables hold
+them: one tuple per row in the column order of :data:`VEHICLE_COLUMNS` or
 :data:`PLANT_COLUMNS`, ``features`` a window of ``layout.window`` frames of
 ``layout.signals`` (oldest first) then ``layout.extras``. The signals are made to be
 learnable: a vehicle's acceleration follows a slow oscillation plus noise (so its value
