@@ -2,10 +2,10 @@
 
 For each model task, a teacher is trained and a student distilled from it exactly as the
 training job does (``training_jobs.train``: ``task.build``, ``task.calibrate`` with
-normalization, ``_fit`` of the teacher's loss, ``task.after_teacher``, ``_fit`` of the
-student's loss, the job's seed, batch size, learning rate and threads, one process), but
-on synthetic gold rows from ``tests/synthetic_gold.py`` and without MLflow. The teacher
-and student phases' training throughput is recorded (samples = epochs x rows).
+normalization, ``fit`` of the teacher's ``Objective``, ``task.after_teacher``, ``fit`` of
+the student's, the job's seed, batch size, learning rate and threads, one process), but
+on synthetic gold rows (``training_jobs.synthetic``) and without MLflow. The teacher and
+student phases' training throughput is recorded (samples = epochs x rows).
 
 Then the process is pinned to ONE CPU (the first one it may use), torch to one thread,
 ONNX Runtime sessions to one intra-op thread (``export.session``), and each variant is
@@ -43,34 +43,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime
+import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # tests.synthetic_gold lives in the repo, not in the installed package
-    sys.path.insert(0, str(ROOT))
-
-import onnxruntime  # noqa: E402
-import torch  # noqa: E402
-
-from fieldloop.config import load_config  # noqa: E402
-from tests.synthetic_gold import plant_rows, vehicle_rows  # noqa: E402
-from training_jobs.export import INPUT_NAME, export_onnx, latency_us, quantize_int8, session  # noqa: E402
-from training_jobs.models import parameter_count  # noqa: E402
-from training_jobs.tasks import TASKS, Task  # noqa: E402
-from training_jobs.train import Dist, _fit, _Objective  # noqa: E402
+from fieldloop.config import load_config
+from training_jobs.distributed import Dist
+from training_jobs.export import INPUT_NAME, export_onnx, latency_us, quantize_int8, session
+from training_jobs.fit import Objective, fit
+from training_jobs.models import parameter_count
+from training_jobs.synthetic import features_and_labels
+from training_jobs.tasks import TASKS, Task
 
 TASK_NAMES = ("vehicle-longitudinal", "plant-anomaly")
-
-
-# data --------------------------------------------------------------------------------------
-def synthetic(task: Task, devices: int, frames: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gold-shaped rows as the job reads them: float32 features [N, D] and labels [N]."""
-    if task.name == "vehicle-longitudinal":
-        rows = vehicle_rows(devices, frames, seed)
-        x, y = [r[2] for r in rows], [r[3] for r in rows]
-    else:  # plant-anomaly: features at [5], the bad_quality label at [6] (used by nothing here)
-        rows = plant_rows(devices, frames, seed)
-        x, y = [r[5] for r in rows], [float(r[6]) for r in rows]
-    return np.ascontiguousarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32)
 
 
 # training ----------------------------------------------------------------------------------
@@ -94,8 +78,8 @@ def train(
         pass
 
     t0 = time.perf_counter()
-    teacher_losses = _fit(
-        _Objective(lambda m, _, xb, yb: task.teacher_loss(m, xb, yb), teacher),
+    teacher_losses = fit(
+        Objective(lambda m, _, xb, yb: task.teacher_loss(m, xb, yb), teacher),
         xt,
         yt,
         epochs,
@@ -109,8 +93,8 @@ def train(
     task.after_teacher(teacher, student, xt)
     teacher.eval()
     t2 = time.perf_counter()
-    student_losses = _fit(
-        _Objective(task.student_loss, student, teacher), xt, yt, epochs, batch, lr, seed + 1, dist, quiet
+    student_losses = fit(
+        Objective(task.student_loss, student, teacher), xt, yt, epochs, batch, lr, seed + 1, dist, quiet
     )
     t3 = time.perf_counter()
     student.eval()
@@ -221,7 +205,7 @@ def print_task(r: dict[str, Any]) -> None:
 def train_task(name: str, args: argparse.Namespace, tmp: Path, train_cfg: Any) -> dict[str, Any]:
     """Rows, teacher and student trained as the job trains them (all cores, the job's threads), ONNX files."""
     task = TASKS[name]
-    x, y = synthetic(task, args.devices, args.frames, args.seed)
+    x, y = features_and_labels(name, args.devices, args.frames, args.seed)
     torch.set_num_threads(train_cfg.threads)
     teacher, student, t = train(task, x, y, args.epochs, train_cfg.batch_size, train_cfg.learning_rate, train_cfg.seed)
     samples = args.epochs * len(x)

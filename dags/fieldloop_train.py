@@ -59,17 +59,15 @@ TASKS = sorted(TASK_LAYOUTS)
 def fieldloop_train() -> None:
     @task
     def plan(params: dict[str, Any] | None = None, triggering_asset_events: Any = None) -> list[str]:
-        """The `fieldloop train` arguments of each model to train."""
+        """The `fieldloop train` arguments of each model to train (a TrainRequest's flags, shell-quoted)."""
+        from training_jobs.request import TrainRequest
         from training_jobs.schedule import models_for
 
         params = params or {}
         changed = [a.name.removeprefix("fieldloop.gold.") for a in triggering_asset_events or []] or None
         targets = models_for(CONTRACTS, changed, params.get("task"), params.get("tenant"))
         print("models to train: " + (", ".join(t.name for t in targets) or "none"))
-        return [
-            f"--task {shlex.quote(t.task)}" + (f" --tenant {shlex.quote(t.tenant)}" if t.tenant else "")
-            for t in targets
-        ]
+        return [shlex.join(TrainRequest(t.task, t.tenant).to_argv()) for t in targets]
 
     @task.bash(outlets=[model_asset(name) for name in TASKS])
     def train_model(args: str) -> str:

@@ -19,8 +19,9 @@ from rich.console import Console
 from rich.table import Table
 
 from fieldloop.console import config_of, console
-from fieldloop.errors import FieldloopError
-from training_jobs.tasks import TASKS
+from fieldloop.registry import LINEAGE_TAG_PREFIX
+from training_jobs.errors import DistributedRunError
+from training_jobs.request import TrainRequest, click_options
 
 # Metrics shown in the summary (all of them are in MLflow), with how to print them.
 _SHOWN = {
@@ -43,16 +44,16 @@ def print_result(out: Console, result: dict[str, Any]) -> None:
         out.print(f"[bold]{result['model_name']}[/] v{result['version']} registered: [bold]{result['uri']}[/]")
     else:
         out.print(f"[bold]{result['model_name']}[/]: trained, not registered (run {result['run_id']})")
-    tags = result["lineage_tags"]
+    tags = {k.removeprefix(LINEAGE_TAG_PREFIX): v for k, v in result["lineage_tags"].items()}
     out.print(
-        f"  trained on {', '.join(result['inputs'])}; classes {tags.get('fieldloop.lineage.classes') or '-'}; "
-        f"tenants {tags.get('fieldloop.lineage.tenants') or '-'}; contracts {tags.get('fieldloop.lineage.contracts')}"
+        f"  trained on {', '.join(result['inputs'])}; classes {tags.get('classes') or '-'}; "
+        f"tenants {tags.get('tenants') or '-'}; contracts {tags.get('contracts')}"
     )
     rows, holdout = result["rows"], result["holdout"]
     out.print(
         f"  from {result['init']}; {rows['train']} training rows ({rows['train_devices']} devices), "
         f"{rows['holdout']} holdout rows ({rows['holdout_devices']} devices, frozen {holdout.get('frozen_at', '?')}); "
-        f"git {tags.get('fieldloop.lineage.git_commit', '?')[:12]}"
+        f"git {tags.get('git_commit', '?')[:12]}"
     )
     table = Table(title_justify="left", box=None, padding=(0, 2))
     table.add_column("metric")
@@ -70,28 +71,7 @@ def print_result(out: Console, result: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.option("--task", required=True, type=click.Choice(sorted(TASKS)), help="Model task to train.")
-@click.option(
-    "--tenant",
-    default=None,
-    metavar="ID",
-    help="Train the tenant's model fieldloop.<task>.<tenant> (its own data plus public); default: the base model.",
-)
-@click.option(
-    "--table",
-    "tables",
-    multiple=True,
-    metavar="NAME[@VERSION]",
-    help="Gold table to train on, optionally pinned (repeatable); default: every gold table of the task the "
-    "model may use, at its latest version.",
-)
-@click.option(
-    "--epochs",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Epochs for teacher and student (FIELDLOOP_TRAIN_EPOCHS).",
-)
-@click.option("--seed", type=click.IntRange(min=0), default=None, help="Random seed (FIELDLOOP_TRAIN_SEED).")
+@click_options
 @click.option(
     "--nproc",
     type=click.IntRange(min=1),
@@ -99,28 +79,9 @@ def print_result(out: Console, result: dict[str, Any]) -> None:
     show_default=True,
     help="Processes under torchrun (DDP over gloo on CPU).",
 )
-@click.option("--no-register", is_flag=True, help="Train and log the run, but register no model version.")
-@click.option("--from-scratch", is_flag=True, help="Ignore the champion's weights.")
-@click.option(
-    "--reset-holdout",
-    is_flag=True,
-    help="Freeze a new holdout (later metrics are then not comparable with earlier ones).",
-)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON for scripts.")
 @click.pass_context
-def train(
-    ctx: click.Context,
-    task: str,
-    tenant: str | None,
-    tables: tuple[str, ...],
-    epochs: int | None,
-    seed: int | None,
-    nproc: int,
-    no_register: bool,
-    from_scratch: bool,
-    reset_holdout: bool,
-    as_json: bool,
-) -> None:
+def train(ctx: click.Context, nproc: int, as_json: bool, **options: Any) -> None:
     """Fine-tune a model task from gold Delta tables and register it in MLflow as the candidate.
 
     Inputs are pinned to their current Delta versions and checked against the data rules
@@ -136,51 +97,25 @@ def train(
       fieldloop train --task plant-anomaly --tenant acme-steel --nproc 2
     """
     cfg = config_of(ctx)
+    request = TrainRequest.from_options(options)
     if nproc == 1:
-        from training_jobs.train import TrainRequest
         from training_jobs.train import train as run_train
 
-        request = TrainRequest(task, tenant, tables, epochs, seed, not no_register, not from_scratch, reset_holdout)
         echo = (lambda line: None) if as_json else console.print
         # With --json, stdout carries the JSON alone; what libraries print goes to stderr.
         with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
             result = run_train(cfg, request, echo=echo)
         data = result.as_dict() if result else {}
     else:
-        data = _torchrun(nproc, task, tenant, tables, epochs, seed, no_register, from_scratch, reset_holdout, as_json)
+        data = _torchrun(nproc, request, as_json)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
     else:
         print_result(console, data)
 
 
-def _torchrun(
-    nproc: int,
-    task: str,
-    tenant: str | None,
-    tables: tuple[str, ...],
-    epochs: int | None,
-    seed: int | None,
-    no_register: bool,
-    from_scratch: bool,
-    reset_holdout: bool,
-    quiet: bool,
-) -> dict[str, Any]:
-    args = ["--task", task]
-    args += ["--tenant", tenant] if tenant else []
-    for t in tables:
-        args += ["--table", t]
-    args += ["--epochs", str(epochs)] if epochs else []
-    args += ["--seed", str(seed)] if seed is not None else []
-    args += [
-        flag
-        for flag, on in (
-            ("--no-register", no_register),
-            ("--from-scratch", from_scratch),
-            ("--reset-holdout", reset_holdout),
-        )
-        if on
-    ]
+def _torchrun(nproc: int, request: TrainRequest, quiet: bool) -> dict[str, Any]:
+    """``request`` in ``nproc`` processes under torchrun; rank 0's result."""
     with tempfile.TemporaryDirectory() as tmp:
         result_file = Path(tmp) / "result.json"
         command = [
@@ -191,16 +126,12 @@ def _torchrun(
             f"--nproc-per-node={nproc}",
             "-m",
             "training_jobs.train",
-            *args,
-            "--result-file",
-            str(result_file),
+            *request.to_argv(),
+            f"--result-file={result_file}",
         ]
         # One thread per process: the machine's cores are shared among them.
         env = {**os.environ, "OMP_NUM_THREADS": "1", "FIELDLOOP_TRAIN_THREADS": "1"}
         proc = subprocess.run(command, env=env, stdout=subprocess.DEVNULL if quiet else None)
         if proc.returncode != 0 or not result_file.exists():
-            raise FieldloopError(
-                f"torchrun with {nproc} processes failed (exit {proc.returncode}); the "
-                "'error (rank N ...)' lines above say why (run without --json to see the ranks' logs)"
-            )
+            raise DistributedRunError(nproc, proc.returncode)
         return json.loads(result_file.read_text())

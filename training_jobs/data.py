@@ -7,13 +7,13 @@ by the kernel's rule (:func:`fieldloop.classes.enforce_training_rule`) from each
 choice (public tables of the task for a base model, plus the tenant's own for a tenant
 model) never breaks it, and an explicit ``--table`` that would is refused, naming it.
 
-Rows are split by a stable hash of the device, so a device is in train or holdout, never
-both, whatever run or machine computes it.
+A task's tables are the training datasets the contracts declare for it
+(:func:`fieldloop.datasets.training_tables`), and its rows are read by the task's
+:class:`~fieldloop.datasets.FeatureLayout` (device, order and label columns).
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,18 +23,15 @@ import numpy as np
 
 from fieldloop.classes import ModelTarget, TrainingInput, enforce_training_rule, training_violations
 from fieldloop.contracts import DataContract
-from fieldloop.errors import FieldloopError
+from fieldloop.datasets import training_tables
 from fieldloop.lineage import TableGovernance, TableLineage
+from training_jobs.errors import DatasetError
 
 if TYPE_CHECKING:
     from fieldloop.config import FieldloopConfig
     from training_jobs.tasks import Task
 
 _PIN = re.compile(r"^(?P<name>[a-z0-9_]+)(?:@v?(?P<version>\d+))?$")
-
-
-class DatasetError(FieldloopError):
-    """The inputs cannot be found, read or used as asked."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +94,8 @@ def parse_pin(text: str) -> tuple[str, int | None]:
     if not match:
         raise DatasetError(
             f"'{text}' is not a gold table reference; use NAME or NAME@VERSION, e.g. "
-            "vehicle_longitudinal_public@3 (see `fieldloop tables`)"
+            "vehicle_longitudinal_public@3 (see `fieldloop tables`)",
+            text,
         )
     version = match.group("version")
     return match.group("name"), int(version) if version is not None else None
@@ -124,17 +122,22 @@ def pin(cfg: FieldloopConfig, name: str, version: int | None, tables: Mapping[st
     if name not in tables:
         raise DatasetError(
             f"no gold table '{name}' in {cfg.lake}; run `fieldloop refine` first "
-            f"(gold tables here: {', '.join(sorted(tables)) or 'none'})"
+            f"(gold tables here: {', '.join(sorted(tables)) or 'none'})",
+            f"gold/{name}",
         )
     table = open_table(cfg, tables[name])
     latest = table.version()
     if version is not None and version != latest:
         if not 0 <= version < latest:
-            raise DatasetError(f"gold/{name} has no version {version}; its versions run from 0 to {latest}")
+            raise DatasetError(
+                f"gold/{name} has no version {version}; its versions run from 0 to {latest}", f"gold/{name}"
+            )
         try:
             table = open_table(cfg, tables[name], version)
         except (TableNotFoundError, OSError, ValueError) as e:
-            raise DatasetError(f"gold/{name}@v{version} can no longer be read ({e}); pin a later version") from e
+            raise DatasetError(
+                f"gold/{name}@v{version} can no longer be read ({e}); pin a later version", f"gold/{name}"
+            ) from e
     governance = TableGovernance.from_delta_properties(table.metadata().configuration)
     return PinnedInput(name, tables[name], table.version(), governance)
 
@@ -148,6 +151,11 @@ def default_inputs(
     return [p.name for p in usable], others
 
 
+def declared_tables(task: Task, contracts: Mapping[str, DataContract]) -> list[str]:
+    """Names of the training datasets the contracts declare for ``task``, sorted."""
+    return [t.name for t in training_tables(contracts, task.name)]
+
+
 def _usable_inputs(
     cfg: FieldloopConfig,
     task: Task,
@@ -157,8 +165,8 @@ def _usable_inputs(
 ) -> tuple[list[PinnedInput], list[str]]:
     """:func:`default_inputs`, with the chosen tables already pinned at their latest versions."""
     chosen, others = [], []
-    for name in sorted(tables):
-        if not name.startswith(task.gold_prefix):
+    for name in declared_tables(task, contracts):
+        if name not in tables:  # declared, not built yet
             continue
         latest = pin(cfg, name, None, tables)
         violations = training_violations(training_inputs([latest], contracts), target)
@@ -174,8 +182,11 @@ def resolve(
 ) -> list[PinnedInput]:
     """Pin the inputs and apply the training rule to them.
 
+    The rule is applied before the task check: a table that may not train ``target`` is
+    refused for that, whatever it holds.
+
     Raises:
-        DatasetError: no input, or an input that is missing or of another task.
+        DatasetError: no input, or an input that is missing or no declared dataset of the task.
         ContaminationError: an input may not train ``target`` (nothing has been read).
     """
     listed = gold_tables(cfg)
@@ -189,21 +200,29 @@ def resolve(
                 if others
                 else "; run `fieldloop refine` after the fleet has sent data, or name one with --table"
             )
+            declared = ", ".join(declared_tables(task, contracts)) or "none"
             raise DatasetError(
-                f"no {where}gold table for task {task.name} in {cfg.lake} (looked for {task.gold_prefix}*){hint}"
+                f"no {where}gold table for task {task.name} in {cfg.lake} (its declared datasets: {declared}){hint}"
             )
         pinned = usable  # already sorted by name and pinned at their latest versions
     else:
         names = [name for name, _ in requested]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
-            raise DatasetError(f"{', '.join(twice)} named more than once; a run reads each table at one version")
+            raise DatasetError(
+                f"{', '.join(twice)} named more than once; a run reads each table at one version", f"gold/{twice[0]}"
+            )
         # Sorted by name: the same tables and versions give the same rows whatever order they were named in.
         pinned = sorted((pin(cfg, name, version, listed) for name, version in requested), key=lambda p: p.name)
-    for p in pinned:
-        if not p.name.startswith(task.gold_prefix):
-            raise DatasetError(f"{p.table} is not a {task.name} dataset (those are {task.gold_prefix}*)")
     enforce_training_rule(training_inputs(pinned, contracts), target)
+    declared = declared_tables(task, contracts)
+    for p in pinned:
+        if p.name not in declared:
+            raise DatasetError(
+                f"{p.table} is not a {task.name} training dataset; the contracts declare "
+                f'{", ".join(declared) or "none"} (a [[gold]] entry with task = "{task.name}" adds one)',
+                p.table,
+            )
     return pinned
 
 
@@ -229,37 +248,30 @@ def read(cfg: FieldloopConfig, task: Task, inp: PinnedInput) -> Rows:
 
     from fieldloop.catalog import open_table
 
-    columns = list(dict.fromkeys([*task.order_columns, task.device_column, "features", task.label_column]))
+    rows = task.layout
+    columns = list(dict.fromkeys([*rows.order_columns, rows.device_column, "features", rows.label_column]))
     table = open_table(cfg, inp.path, inp.version)
     missing = [c for c in columns if c not in table.schema().to_arrow().names]
     if missing:
-        raise DatasetError(f"{inp.table}@v{inp.version} lacks columns {missing} that task {task.name} needs")
+        raise DatasetError(f"{inp.table}@v{inp.version} lacks columns {missing} that task {task.name} needs", inp.table)
     data = table.to_pyarrow_dataset().to_table(columns=columns)
     if data.num_rows == 0:
         return Rows.concat([])
-    data = data.sort_by([(c, "ascending") for c in task.order_columns])
+    data = data.sort_by([(c, "ascending") for c in rows.order_columns])
     features = data.column("features").combine_chunks()
     lengths = pc.list_value_length(features)
     dim = pc.max(lengths).as_py()
     if features.null_count or pc.min(lengths).as_py() != dim:
         raise DatasetError(
             f"{inp.table}@v{inp.version}: {features.null_count} rows have no features and the others "
-            f"differ in length ({pc.min(lengths).as_py()} to {dim}); rebuild it with `fieldloop refine`"
+            f"differ in length ({pc.min(lengths).as_py()} to {dim}); rebuild it with `fieldloop refine`",
+            inp.table,
         )
     x = features.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
-    y = data.column(task.label_column).to_numpy(zero_copy_only=False).astype(np.float32)
-    device = data.column(task.device_column).to_numpy(zero_copy_only=False).astype(object)
+    y = data.column(rows.label_column).to_numpy(zero_copy_only=False).astype(np.float32)
+    device = data.column(rows.device_column).to_numpy(zero_copy_only=False).astype(object)
     if not np.isfinite(x).all() or not np.isfinite(y).all():
-        raise DatasetError(f"{inp.table}@v{inp.version} holds non-finite features or labels; fix its silver source")
+        raise DatasetError(
+            f"{inp.table}@v{inp.version} holds non-finite features or labels; fix its silver source", inp.table
+        )
     return Rows(x, y, device)
-
-
-def device_hash(salt: str, device: str) -> int:
-    """A stable 64-bit hash of (salt, device): the same on every run and machine."""
-    return int.from_bytes(hashlib.sha256(f"{salt}\x1f{device}".encode()).digest()[:8], "big")
-
-
-def in_holdout(devices: np.ndarray, salt: str, cut: int) -> np.ndarray:
-    """True for rows whose device hashes at or below ``cut`` (the frozen holdout's cut-off)."""
-    member = {d: device_hash(salt, str(d)) <= cut for d in set(devices.tolist())}
-    return np.fromiter((member[d] for d in devices.tolist()), bool, len(devices))

@@ -1,10 +1,19 @@
-"""The edge build: the student as ONNX (fp32 and int8), checked against PyTorch and timed.
+"""The edge build: the student as ONNX (fp32 and int8), checked against PyTorch, timed, described.
 
 The edge agent runs ONNX Runtime, so what ships is the ONNX file, not the PyTorch module.
 Each build is checked before it is logged: the fp32 export must give the PyTorch
 student's outputs within ``FP32_TOLERANCE``; the int8 variant's largest deviation is
 measured and recorded (quantization error is a property of the model, the guardrails
 judge it). Latency is measured the way a device runs it: batch 1, one thread.
+
+What a device needs to verify and self-test the build is the kernel's
+:class:`~fieldloop.registry.EdgeManifest` (:func:`edge_manifest`), written as
+``edge/manifest.json``: each file's size and sha256, its latency, and self-test vectors:
+:data:`SELF_TEST_ROWS` holdout rows and *each file's own* outputs for them, computed here
+with ONNX Runtime on that file. A device runs the rows through the file it loaded **as one
+batch** (dynamic int8 quantizes activations with one scale per batch, so row by row gives
+other outputs) and accepts the build if every output is within
+:data:`SELF_TEST_TOLERANCE` of the expected one.
 """
 
 from __future__ import annotations
@@ -12,13 +21,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fieldloop.errors import FieldloopError
+from fieldloop.registry import EdgeBuild, EdgeManifest
+from training_jobs.errors import ExportError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -28,26 +37,14 @@ logger = logging.getLogger(__name__)
 INPUT_NAME = "features"
 OUTPUT_NAME = "outputs"
 FP32_TOLERANCE = 1e-4
-
-
-class ExportError(FieldloopError):
-    """The ONNX build does not reproduce the PyTorch model."""
-
-
-@dataclass
-class EdgeBuild:
-    """One ONNX file and what was measured of it."""
-
-    file: str
-    bytes: int
-    sha256: str
-    p50_us: float
-    p99_us: float
-    max_abs_diff: float  # against the PyTorch student on the check inputs
-    max_abs_diff_per_output: list[float]
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+LATENCY = "batch 1, one ONNX Runtime thread, through the Python API (its call overhead included)"
+SELF_TEST_ROWS = 8
+# A build's outputs on a device differ from the ones computed here only by how another CPU
+# or ONNX Runtime build orders float operations (fp32: ~1e-6), or rounds an int8 product
+# (dynamic quantization: one step of one activation, well under 1e-3 for these outputs).
+# A wrong, truncated or mixed-up file is off by far more: outputs are m/s² and scores in
+# [0, 1), and the guardrails judge model error in hundredths.
+SELF_TEST_TOLERANCE = 1e-3
 
 
 def export_onnx(model: nn.Module, dim: int, path: Path) -> Path:
@@ -118,14 +115,31 @@ def latency_us(run, x: np.ndarray, runs: int) -> tuple[float, float]:
     return float(np.percentile(times, 50) / 1e3), float(np.percentile(times, 99) / 1e3)
 
 
-def build_edge(student: nn.Module, x_check: np.ndarray, out_dir: Path, runs: int = 2000) -> dict[str, EdgeBuild]:
+def self_test_rows(x: np.ndarray, n: int = SELF_TEST_ROWS) -> np.ndarray:
+    """``n`` rows spread evenly over ``x`` (rows of many devices and times, not one device's first seconds)."""
+    picked = np.unique(np.linspace(0, len(x) - 1, min(n, len(x))).round().astype(int))
+    return np.ascontiguousarray(x[picked], dtype=np.float32)
+
+
+def build_edge(
+    student: nn.Module, x_check: np.ndarray, out_dir: Path, runs: int = 2000, self_test: np.ndarray | None = None
+) -> dict[str, EdgeBuild]:
     """Export, quantize, check and time the student; returns ``{"fp32": ..., "int8": ...}``.
+
+    Args:
+        student: the network that ships.
+        x_check: rows to compare the builds with PyTorch on (and to time them on).
+        out_dir: where the ``.onnx`` files are written.
+        runs: timed batch-1 calls per build.
+        self_test: the manifest's self-test rows (default: :func:`self_test_rows` of ``x_check``);
+            each build records its own outputs for them.
 
     Raises:
         ExportError: the fp32 export's outputs differ from PyTorch's by more than the tolerance.
     """
     import torch
 
+    self_test = self_test_rows(x_check) if self_test is None else np.ascontiguousarray(self_test, dtype=np.float32)
     out_dir.mkdir(parents=True, exist_ok=True)
     # Checked on the given rows and on rows far from them, where scores like OOD matter most.
     x_check = np.ascontiguousarray(np.concatenate([x_check, x_check[:64] + 4 * x_check.std(0)]), dtype=np.float32)
@@ -140,15 +154,19 @@ def build_edge(student: nn.Module, x_check: np.ndarray, out_dir: Path, runs: int
         per_output = np.abs(got - expected).max(0).tolist() if len(x_check) else [0.0] * expected.shape[1]
         diff = float(max(per_output))
         if label == "fp32" and diff > FP32_TOLERANCE:
-            raise ExportError(
-                f"the ONNX student differs from PyTorch by {diff:.2e} (> {FP32_TOLERANCE}); "
-                "the export is wrong, the run is marked failed and nothing was registered: "
-                "check that the model's forward uses only operators ONNX export supports, "
-                "with torch and onnxscript at the locked versions"
-            )
+            raise ExportError(label, diff, FP32_TOLERANCE)
         p50, p99 = latency_us(lambda row, s=sess: s.run(None, {INPUT_NAME: row}), x_check, runs)
         data = path.read_bytes()
-        builds[label] = EdgeBuild(path.name, len(data), hashlib.sha256(data).hexdigest(), p50, p99, diff, per_output)
+        builds[label] = EdgeBuild(
+            file=path.name,
+            bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            p50_us=p50,
+            p99_us=p99,
+            max_abs_diff=diff,
+            max_abs_diff_per_output=per_output,
+            self_test_outputs=sess.run(None, {INPUT_NAME: self_test})[0].tolist(),
+        )
         logger.info(
             "edge %s: %s, %d bytes, p50 %.1f µs, p99 %.1f µs, max |Δ| vs PyTorch %.2e",
             label,
@@ -159,3 +177,27 @@ def build_edge(student: nn.Module, x_check: np.ndarray, out_dir: Path, runs: int
             diff,
         )
     return builds
+
+
+def edge_manifest(
+    task: str, model: str, outputs: list[str], builds: dict[str, EdgeBuild], self_test: np.ndarray
+) -> EdgeManifest:
+    """The manifest of a model version's edge build (validated: every build answers every self-test row).
+
+    Args:
+        task, model: the model task and the registered model name.
+        outputs: the student's output columns, in order.
+        builds: :func:`build_edge`'s result.
+        self_test: the rows the builds' ``self_test_outputs`` answer.
+    """
+    return EdgeManifest(
+        task=task,
+        model=model,
+        input_name=INPUT_NAME,
+        input_dim=self_test.shape[1],
+        outputs=outputs,
+        latency=LATENCY,
+        self_test_inputs=self_test.tolist(),
+        self_test_tolerance=SELF_TEST_TOLERANCE,
+        builds=builds,
+    )

@@ -1,4 +1,7 @@
-"""Model tasks: which gold tables feed them, what the networks are, how they learn and are judged.
+"""Model tasks: what the networks are, how they learn and how they are judged.
+
+Which gold tables feed a task is declared in the contract files (``[[gold]]``, read by
+:func:`fieldloop.datasets.training_tables`), not known here.
 
 A task trains a larger cloud **teacher** on the gold rows, then distils a small edge
 **student** from it; the student is what goes to devices. Features and targets are the
@@ -22,16 +25,12 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from fieldloop.datasets import layout
-from fieldloop.errors import FieldloopError
+from fieldloop.datasets import FeatureLayout, layout
+from training_jobs.errors import UnknownTaskError
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-
-class UnknownTaskError(FieldloopError):
-    """No such model task."""
 
 
 @dataclass(frozen=True)
@@ -40,11 +39,13 @@ class Task:
 
     name: ClassVar[str]
     summary: ClassVar[str]
-    device_column: ClassVar[str]  # the split unit: a device never spans train and holdout
-    order_columns: ClassVar[tuple[str, ...]]  # rows are sorted by these so runs are deterministic
-    label_column: ClassVar[str]
     teacher_hidden: ClassVar[tuple[int, ...]]
     student_hidden: ClassVar[tuple[int, ...]]
+
+    @property
+    def layout(self) -> FeatureLayout:
+        """The task's gold rows: features by name, and the device, order and label columns."""
+        return layout(self.name)
 
     def build(self, dim: int) -> tuple[nn.Module, nn.Module]:
         raise NotImplementedError
@@ -65,10 +66,6 @@ class Task:
     def evaluate(self, teacher: nn.Module, student: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         raise NotImplementedError
 
-    @property
-    def gold_prefix(self) -> str:
-        return self.name.replace("-", "_") + "_"
-
 
 def _copy_buffers(source: nn.Module, dest: nn.Module, names: tuple[str, ...]) -> None:
     for name in names:
@@ -82,9 +79,6 @@ def _rmse(a: torch.Tensor, b: torch.Tensor) -> float:
 class VehicleLongitudinal(Task):
     name = "vehicle-longitudinal"
     summary = "safe longitudinal acceleration from 2 s of vehicle signals, with an OOD score"
-    device_column = "_device"
-    order_columns = ("_device", "ts")
-    label_column = "target"
     teacher_hidden = (128, 128)
     student_hidden = (32,)
     distill_weight = 0.5  # share of the student's loss that is matching the teacher
@@ -118,7 +112,7 @@ class VehicleLongitudinal(Task):
 
         with torch.no_grad():
             t, s = teacher(x), student(x)
-        current_accel = x[:, layout(self.name).index("accel_mps2")]  # the newest frame's
+        current_accel = x[:, self.layout.index("accel_mps2")]  # the newest frame's
         return {
             "holdout_rmse_teacher": _rmse(t[:, 0], y),
             "holdout_rmse_student": _rmse(s[:, 0], y),
@@ -132,9 +126,6 @@ class VehicleLongitudinal(Task):
 class PlantAnomaly(Task):
     name = "plant-anomaly"
     summary = "anomaly score for a window of plant sensor readings"
-    device_column = "sensor_id"
-    order_columns = ("sensor_id", "ts")
-    label_column = "bad_quality"
     teacher_hidden = (32, 3, 32)
     student_hidden = (32,)
 
@@ -205,7 +196,12 @@ TASKS: dict[str, Task] = {t.name: t for t in (VehicleLongitudinal(), PlantAnomal
 
 
 def get_task(name: str) -> Task:
+    """The task called ``name``.
+
+    Raises:
+        UnknownTaskError: no such task; the message names the known ones.
+    """
     try:
         return TASKS[name]
     except KeyError:
-        raise UnknownTaskError(f"no model task '{name}'; known tasks: {', '.join(sorted(TASKS))}") from None
+        raise UnknownTaskError(name, sorted(TASKS)) from None

@@ -168,7 +168,9 @@ def _refine(cfg: FieldloopConfig, spark: Any, console: Console, progress: Callab
 
 def _train(cfg: FieldloopConfig, console: Console, progress: Callable[[str], None]) -> dict[str, Any]:
     from training_jobs.cli import print_result
-    from training_jobs.train import HoldoutMovedError, TrainRequest, train
+    from training_jobs.errors import HoldoutMovedError
+    from training_jobs.request import TrainRequest
+    from training_jobs.train import train
 
     t0 = time.monotonic()
     with console.status("training fieldloop.vehicle-longitudinal (teacher, then the edge student) ...") as status:

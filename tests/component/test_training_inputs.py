@@ -16,8 +16,10 @@ from fieldloop.classes import DataClass, ModelTarget
 from fieldloop.config import load_config
 from fieldloop.contracts import load_contracts
 from fieldloop.errors import ContaminationError
-from tests.synthetic_gold import T0, VEHICLE_SCHEMA, write_gold
-from training_jobs.data import DatasetError, default_inputs, read, resolve
+from tests.synthetic_gold import VEHICLE_SCHEMA, write_gold
+from training_jobs.data import default_inputs, read, resolve
+from training_jobs.errors import DatasetError
+from training_jobs.synthetic import T0
 from training_jobs.tasks import get_task
 
 pytestmark = pytest.mark.component
@@ -42,6 +44,10 @@ def test_inputs_default_to_what_the_rule_allows_and_explicit_violations_are_refu
         "vehicle-frames-acme-mobility",
         "acme-mobility",
     )
+    # Public and named like the task's tables, but declared by no contract: not a training dataset.
+    write_gold(
+        spark, lake, "vehicle_longitudinal_scratch", rows, VEHICLE_SCHEMA, DataClass.PUBLIC, "vehicle-frames-public"
+    )
     base, tenant = ModelTarget(task.name), ModelTarget(task.name, "acme-mobility")
     assert default_inputs(cfg, task, base, contracts) == (
         ["vehicle_longitudinal_public"],
@@ -55,8 +61,12 @@ def test_inputs_default_to_what_the_rule_allows_and_explicit_violations_are_refu
         ContaminationError, match=r"gold/vehicle_longitudinal_acme_mobility: .*\[rule: restricted-not-in-base\]"
     ):
         resolve(cfg, task, base, ("vehicle_longitudinal_acme_mobility",), contracts)
-    with pytest.raises(DatasetError, match="no gold table 'vehicle_longitudinal_nope'"):
+    with pytest.raises(DatasetError, match="no gold table 'vehicle_longitudinal_nope'") as missing:
         resolve(cfg, task, base, ("vehicle_longitudinal_nope",), contracts)
+    assert missing.value.table == "gold/vehicle_longitudinal_nope"
+    with pytest.raises(DatasetError, match="not a vehicle-longitudinal training dataset") as undeclared:
+        resolve(cfg, task, base, ("vehicle_longitudinal_scratch",), contracts)
+    assert undeclared.value.table == "gold/vehicle_longitudinal_scratch"
     with pytest.raises(DatasetError, match="versions run from 0 to 1"):
         resolve(cfg, task, base, ("vehicle_longitudinal_public@7",), contracts)
 

@@ -142,7 +142,8 @@ def test_train_dag_registers_a_tenant_candidate(airflow: AirflowComponent, spark
     from fieldloop.classes import DataClass
     from fieldloop.config import load_config
     from tests.stacks import started_private_mlflow
-    from tests.synthetic_gold import PLANT_SCHEMA, plant_rows, write_gold
+    from tests.synthetic_gold import PLANT_SCHEMA, write_gold
+    from training_jobs.synthetic import plant_rows
 
     lake = str(tmp_path / "lake")
     write_gold(

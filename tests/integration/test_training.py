@@ -8,6 +8,7 @@ secret table and a public table whose contract allows only evaluation.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -22,11 +23,13 @@ import pytest
 from fieldloop.classes import DataClass
 from fieldloop.config import FieldloopConfig, load_config
 from fieldloop.contracts import packaged_contracts_dir
-from fieldloop.errors import ContaminationError, FieldloopError
+from fieldloop.errors import ContaminationError
 from fieldloop.lineage import ModelLineage
+from fieldloop.registry import EdgeManifest
 from tests.stacks import started_private_mlflow
-from tests.synthetic_gold import PLANT_SCHEMA, VEHICLE_SCHEMA, plant_rows, vehicle_rows, write_gold
-from training_jobs.data import DatasetError
+from tests.synthetic_gold import PLANT_SCHEMA, VEHICLE_SCHEMA, write_gold
+from training_jobs.errors import ChampionError, DatasetError, HoldoutMovedError
+from training_jobs.synthetic import plant_rows, vehicle_rows
 from training_jobs.train import TrainRequest, train
 
 pytestmark = pytest.mark.integration
@@ -48,6 +51,8 @@ def env(cfg: FieldloopConfig, spark, tmp_path_factory: pytest.TempPathFactory) -
             'allowed_uses = ["base_training", "tenant_finetune", "rag", "evaluation"]', 'allowed_uses = ["evaluation"]'
         )
     )
+    # Its gold dataset is a table of its own: gold names are unique across contracts.
+    evalonly = evalonly.replace('name = "vehicle_longitudinal_public"', 'name = "vehicle_longitudinal_evalonly"')
     (contracts / "robot-joints-evalonly.toml").write_text(evalonly)
     lake = str(root / "lake")
     write_gold(
@@ -100,8 +105,16 @@ def env(cfg: FieldloopConfig, spark, tmp_path_factory: pytest.TempPathFactory) -
         task="plant-anomaly",
     )
     settings = {"FIELDLOOP_LAKE_URI": lake, "FIELDLOOP_CONTRACTS_DIR": str(contracts), "FIELDLOOP_TRAIN_EPOCHS": "4"}
-    with started_private_mlflow(root / "home", cfg, settings) as values:
-        yield values
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with started_private_mlflow(root / "home", cfg, settings) as values:
+            yield values
+    finally:
+        import mlflow
+
+        # train() sets MLflow's process-wide tracking URI, which MLflow also exports as
+        # MLFLOW_TRACKING_URI; later modules must not find this module's stopped server there.
+        mlflow.set_tracking_uri(before)
 
 
 @pytest.fixture(scope="module")
@@ -182,10 +195,17 @@ def test_registered_version_carries_lineage_and_its_artifacts_load(tcfg: Fieldlo
     int8 = ort.InferenceSession(str(edge / "student.int8.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(fp32.run(None, {"features": x})[0], expected, atol=1e-4)
     assert np.abs(int8.run(None, {"features": x})[0] - expected).max() < 0.25
-    manifest = json.loads((edge / "manifest.json").read_text())
-    assert manifest["builds"]["fp32"]["bytes"] == (edge / "student.onnx").stat().st_size
-    assert manifest["builds"]["int8"]["bytes"] < manifest["builds"]["fp32"]["bytes"]
-    assert manifest["outputs"] == ["accel_mps2", "ood_score"]
+    manifest = EdgeManifest.from_json((edge / "manifest.json").read_text())  # validated as actuation reads it
+    assert manifest.model == BASE and manifest.input_dim == x.shape[1]
+    assert manifest.builds["fp32"].bytes == (edge / "student.onnx").stat().st_size
+    assert manifest.builds["fp32"].sha256 == hashlib.sha256((edge / "student.onnx").read_bytes()).hexdigest()
+    assert manifest.builds["int8"].bytes < manifest.builds["fp32"].bytes
+    assert manifest.outputs == ["accel_mps2", "ood_score"]
+    self_test = np.asarray(manifest.self_test_inputs, dtype=np.float32)
+    assert len(self_test) == 8
+    for session, build in ((fp32, manifest.builds["fp32"]), (int8, manifest.builds["int8"])):
+        got = session.run(None, {manifest.input_name: self_test})[0]
+        assert np.abs(got - np.asarray(build.self_test_outputs)).max() <= manifest.self_test_tolerance
     assert run.data.metrics["edge_fp32_p99_us"] > 0 and run.data.metrics["edge_int8_bytes"] > 0
     teacher = mlflow.pytorch.load_model(f"runs:/{result.run_id}/teacher")
     assert teacher(torch.from_numpy(x)).shape == (8, 2)
@@ -255,8 +275,9 @@ def test_fine_tuning_starts_from_the_champion(tcfg: FieldloopConfig) -> None:
     bare = client(tcfg).create_model_version(BASE, f"runs:/{seeded.run_id}/model", seeded.run_id)
     client(tcfg).set_registered_model_alias(BASE, "champion", bare.version)
     try:
-        with pytest.raises(FieldloopError, match="has no fieldloop lineage"):
+        with pytest.raises(ChampionError, match="has no fieldloop lineage") as refused:
             train(tcfg, TrainRequest("vehicle-longitudinal", seed=6, register=False))
+        assert (refused.value.model, refused.value.version, refused.value.problem) == (BASE, bare.version, "lineage")
     finally:
         client(tcfg).set_registered_model_alias(BASE, "champion", seeded.version)
 
@@ -299,8 +320,6 @@ def test_torchrun_with_two_processes_logs_one_run(env: dict[str, str], tcfg: Fie
 
 
 def test_a_holdout_frozen_on_tables_the_run_does_not_read_is_not_silently_replaced(tcfg: FieldloopConfig) -> None:
-    from training_jobs.train import HoldoutMovedError
-
     tenant = "acme-mobility"
     frozen = train(tcfg, TrainRequest("vehicle-longitudinal", tenant, reset_holdout=True, from_champion=False))
     assert len(frozen.holdout["tables"]) == 2  # public and the tenant's own

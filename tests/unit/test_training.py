@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from training_jobs.data import DatasetError, device_hash, in_holdout, parse_pin
+from training_jobs.data import parse_pin
+from training_jobs.errors import DatasetError, ExportError
+from training_jobs.holdout import device_hash, in_holdout
 from training_jobs.tasks import auroc, get_task
 
 
@@ -74,8 +76,44 @@ def test_edge_build_reproduces_the_student_and_refuses_a_wrong_export(tmp_path: 
     _, other = task.build(53)  # an export of different weights must not pass the check
     original = export.export_onnx
     monkeypatch.setattr(export, "export_onnx", lambda model, dim, path: original(other, dim, path))
-    with pytest.raises(export.ExportError, match="differs from PyTorch"):
+    with pytest.raises(ExportError, match="differs from PyTorch") as refused:
         export.build_edge(student, x, tmp_path / "bad", runs=10)
+    assert refused.value.build == "fp32" and refused.value.max_abs_diff > refused.value.tolerance
+
+
+def test_the_edge_manifest_lets_a_device_self_test_each_build(tmp_path: Path) -> None:
+    """What a device does after loading a build: the manifest's rows through the file, as one batch."""
+    import onnxruntime as ort
+    import torch
+
+    from fieldloop.registry import EdgeManifest
+    from training_jobs import export
+
+    torch.manual_seed(0)
+    task = get_task("vehicle-longitudinal")
+    teacher, student = task.build(53)
+    x = np.random.default_rng(0).normal(size=(64, 53)).astype(np.float32)
+    task.calibrate(teacher, student, torch.from_numpy(x), normalization=True)
+    self_test = export.self_test_rows(x)
+    assert len(self_test) == export.SELF_TEST_ROWS and (self_test[0] == x[0]).all() and (self_test[-1] == x[-1]).all()
+    builds = export.build_edge(student, x, tmp_path, runs=20, self_test=self_test)
+    manifest = EdgeManifest.from_json(
+        export.edge_manifest(
+            task.name, "fieldloop.vehicle-longitudinal", ["accel_mps2", "ood_score"], builds, self_test
+        ).to_json()
+    )
+    assert manifest.input_dim == 53 and manifest.self_test_tolerance == export.SELF_TEST_TOLERANCE
+    rows = np.asarray(manifest.self_test_inputs, dtype=np.float32)
+    assert (rows == self_test).all()  # float32 rows survive JSON exactly
+    outputs = {}
+    for label, build in manifest.builds.items():
+        session = ort.InferenceSession(str(tmp_path / build.file), providers=["CPUExecutionProvider"])
+        outputs[label] = session.run(None, {manifest.input_name: rows})[0]
+        expected = np.asarray(build.self_test_outputs)
+        assert np.abs(outputs[label] - expected).max() <= manifest.self_test_tolerance, label
+    # Each build answers with its own outputs: int8's are not fp32's, so a swapped file fails its self-test.
+    swapped = np.abs(outputs["int8"] - np.asarray(manifest.builds["fp32"].self_test_outputs)).max()
+    assert swapped > manifest.self_test_tolerance
 
 
 @pytest.mark.parametrize(
