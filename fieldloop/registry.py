@@ -61,7 +61,11 @@ class EdgeBuild(_Strict):
 
 
 class EdgeManifest(_Strict):
-    """What a device needs to know to verify, load and self-test a model version's edge build."""
+    """What a device needs to know to verify, load and self-test a model version's edge build.
+
+    The self-test runs ``self_test_inputs`` as ONE batch: the int8 build quantizes its
+    activations with one scale per batch, so row by row it gives other outputs.
+    """
 
     format: Literal[1] = MANIFEST_FORMAT
     task: str
