@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from fieldloop.config import FieldloopConfig, load_config
 from fieldloop.errors import FieldloopError
@@ -76,7 +77,8 @@ class ErrorReportingGroup(click.Group):
     def _fail(ctx: click.Context, message: str) -> None:
         if ctx.find_root().params.get("verbose"):
             err_console.print_exception()
-        err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+        # the message is text, not markup: "fieldloop[edge]" or a path with brackets stays as it is
+        err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
         sys.exit(1)
 
 

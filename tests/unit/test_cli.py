@@ -55,3 +55,11 @@ def test_config_check_validates_contracts_and_residency(tmp_path: Path) -> None:
         },
     )
     assert outside.exit_code == 1 and "us-west-2" in outside.output and "outside the allowed regions" in outside.output
+
+
+def test_an_error_naming_brackets_prints_them_as_they_are(tmp_path: Path) -> None:
+    bad = tmp_path / "contracts[eu]"
+    bad.mkdir()
+    result = CliRunner().invoke(main, ["config", "check"], env={"FIELDLOOP_CONTRACTS_DIR": str(bad)})
+    assert result.exit_code == 1
+    assert f"no contracts (*.toml) in {bad}" in result.output  # not eaten as console markup
