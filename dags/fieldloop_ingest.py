@@ -2,26 +2,23 @@
 
 Runs `fieldloop ingest` (available-now: drain Kafka, then stop) as its own Spark driver
 process, so the worker only waits for it. Valid records land exactly once in
-`bronze/<contract>`; invalid ones in `quarantine/<contract>` with a reason. On success it
-updates the bronze assets that the refinement DAG is scheduled on. Check the task log
-for the per-batch counts (consumed, new, duplicates, quarantined by reason).
+`bronze/<contract>`; invalid ones in `quarantine/<contract>` with a reason. It announces
+only the bronze tables that got new rows (through the `fieldloop.changed.ingest` alias),
+so the refinement DAG, scheduled on the bronze assets, runs only when there is something
+to refine. Check the task log for the per-batch counts (consumed, new, duplicates,
+quarantined by reason).
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from typing import Any
 
 import pendulum
 from airflow.sdk import dag, task
 
-from fieldloop.assets import bronze_assets
-from fieldloop.config import load_config
-from fieldloop.contracts import load_contracts
+from fieldloop.assets import changed_alias
 
-FIELDLOOP = Path(sys.executable).parent / "fieldloop"
-CFG = load_config()  # files and environment only: no network at parse time
-CONTRACTS = load_contracts(CFG.contracts_dir, CFG.allowed_regions)
+STAGE = "ingest"
 
 
 @dag(
@@ -35,9 +32,12 @@ CONTRACTS = load_contracts(CFG.contracts_dir, CFG.allowed_regions)
     default_args={"retries": 3, "retry_delay": pendulum.duration(minutes=1)},
 )
 def fieldloop_ingest() -> None:
-    @task.bash(outlets=bronze_assets(CONTRACTS))
-    def land_bronze() -> str:
-        return f"{FIELDLOOP} ingest"
+    @task(outlets=[changed_alias(STAGE)])
+    def land_bronze(*, outlet_events: Any = None) -> list[str]:
+        """`fieldloop ingest --json`; an asset event for each bronze table that got new rows."""
+        from fieldloop.assets import announce, run_stage
+
+        return announce(outlet_events, STAGE, run_stage([STAGE]))
 
     land_bronze()
 

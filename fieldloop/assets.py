@@ -4,18 +4,28 @@ A table ``<lake>/<layer>/<name>`` is the asset ``fieldloop.<layer>.<name>`` with
 ``x-fieldloop://<layer>/<name>`` (an ``x-`` scheme: ours, left as is by Airflow). Names
 come from the deployment's contracts (``cfg.contracts_dir``), which the DAG files load and
 pass in, so producer and consumer DAGs agree without sharing code paths.
+
+A stage task announces only the tables that got a new version, so a run that changed
+nothing triggers nothing downstream: it runs its stage command with ``--json``
+(:func:`run_stage`), whose output lists ``changed_tables`` (``<layer>/<name>``, the
+contract every stage command's ``--json`` keeps), and adds an event for each through an
+``AssetAlias`` (:func:`announce`); consumers schedule on the tables' assets themselves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+import json
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from fieldloop.classes import DataClass
 from fieldloop.datasets import gold_tables
 
 if TYPE_CHECKING:
-    from airflow.sdk import Asset
+    from airflow.sdk import Asset, AssetAlias
 
     from fieldloop.contracts import DataContract
 
@@ -45,3 +55,39 @@ def model_asset(task: str) -> Asset:
     from airflow.sdk import Asset
 
     return Asset(name=f"fieldloop.models.{task}", uri=f"x-fieldloop://models/{task}", group="fieldloop")
+
+
+CHANGED_TABLES = "changed_tables"  # key of a stage command's --json output: "<layer>/<name>" of new versions
+
+
+def changed_alias(stage: str) -> AssetAlias:
+    """The alias a stage task announces its changed tables through (``fieldloop.changed.<stage>``)."""
+    from airflow.sdk import AssetAlias
+
+    return AssetAlias(name=f"fieldloop.changed.{stage}", group="fieldloop")
+
+
+def run_stage(argv: Sequence[str]) -> dict[str, Any]:
+    """Run ``fieldloop <argv> --json`` in its own process; its summary, or an error with its last words.
+
+    What the command prints for people (progress, reports) goes to stderr and so to the
+    task's log; stdout carries the JSON alone.
+    """
+    command = [str(Path(sys.executable).parent / "fieldloop"), *argv, "--json"]
+    proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=None, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"`{' '.join(command[1:])}` failed (exit {proc.returncode}); its error is above")
+    return json.loads(proc.stdout)
+
+
+def announce(outlet_events: Any, stage: str, summary: Mapping[str, Any]) -> list[str]:
+    """Add an asset event for each table the stage's summary says got a new version; their URIs."""
+    alias = changed_alias(stage)
+    uris = []
+    for table in summary.get(CHANGED_TABLES, []):
+        layer, name = table.split("/", 1)
+        asset = table_asset(layer, name)
+        outlet_events[alias].add(asset)
+        uris.append(asset.uri)
+    print(f"announced {len(uris)} changed tables: {', '.join(uris) or 'none'}")
+    return uris

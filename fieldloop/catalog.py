@@ -56,6 +56,23 @@ def last_commit(cfg: FieldloopConfig, uri: str) -> tuple[int, int]:
     return int(commit["version"]), int((commit.get("operationMetrics") or {}).get("numOutputRows", 0))
 
 
+# Commits that rewrite or tidy files without changing a table's rows.
+_UPKEEP_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES", "ADD CONSTRAINT"})
+
+
+def last_data_version(cfg: FieldloopConfig, uri: str) -> int:
+    """The newest version of the table at ``uri`` that changed its rows (compaction and vacuum do not).
+
+    A reader that rebuilds from a table when it moved compares this, so upkeep does not
+    look like new data.
+    """
+    table = open_table(cfg, uri)
+    for commit in table.history(50):
+        if commit.get("operation") not in _UPKEEP_OPERATIONS:
+            return int(commit["version"])
+    return int(table.version())
+
+
 def find_table(cfg: FieldloopConfig, uri: str) -> Any:
     """:func:`open_table`, or None when there is no Delta table at ``uri``."""
     from deltalake.exceptions import TableNotFoundError

@@ -8,6 +8,7 @@ to build the real SDK.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fieldloop.config import FieldloopConfig
-from fieldloop.console import ErrorReportingGroup, config_of, console
+from fieldloop.console import ErrorReportingGroup, config_of, console, err_console
 
 if TYPE_CHECKING:
     from fieldloop.contracts import DataContract
@@ -335,8 +336,11 @@ def topics_apply(ctx: click.Context, partitions: int) -> None:
 @click.option("--follow", is_flag=True, help="Run continuously (micro-batches every --trigger-seconds) until Ctrl-C.")
 @click.option("--trigger-seconds", default=5, show_default=True, help="Micro-batch interval with --follow (s).")
 @click.option("--max-offsets", default=200_000, show_default=True, help="Records per micro-batch at most.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the run's counts and changed tables as JSON (progress on stderr)."
+)
 @click.pass_context
-def ingest(ctx: click.Context, follow: bool, trigger_seconds: int, max_offsets: int) -> None:
+def ingest(ctx: click.Context, follow: bool, trigger_seconds: int, max_offsets: int, as_json: bool) -> None:
     """Land Kafka records in bronze Delta exactly once; invalid ones go to quarantine.
 
     Default is --available-now: drain what Kafka holds, then stop (for schedules).
@@ -349,10 +353,11 @@ def ingest(ctx: click.Context, follow: bool, trigger_seconds: int, max_offsets: 
     from ingestion.cloud.topics import apply_configured_topics
 
     cfg = config_of(ctx)
+    out = err_console if as_json else console
     contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)
     guard = ResidencyGuard.from_config(cfg)
     apply_configured_topics(cfg)
-    with console.status("starting Spark ..."):
+    with out.status("starting Spark ..."):
         spark = spark_session(cfg, "fieldloop-ingest")
     job = BronzeJob(cfg, spark, contracts, default_registry(), guard, max_offsets_per_trigger=max_offsets)
     query = job.start(available_now=not follow, trigger_seconds=trigger_seconds)
@@ -361,14 +366,14 @@ def ingest(ctx: click.Context, follow: bool, trigger_seconds: int, max_offsets: 
         while query.isActive:
             query.awaitTermination(1)
             for report in job.reports[shown:]:
-                console.print(
+                out.print(
                     f"  batch {report.batch_id}: {report.consumed} consumed, {sum(report.inserted.values())} new, "
                     f"{sum(report.duplicates.values())} duplicates, {sum(report.quarantined.values())} quarantined "
                     f"{dict(sorted(report.reasons.items())) or ''} ({report.seconds:.1f}s)"
                 )
             shown = len(job.reports)
     except KeyboardInterrupt:
-        console.print("stopping after the current batch ...")
+        out.print("stopping after the current batch ...")
         query.stop()
     if query.exception():
         from fieldloop.errors import FieldloopError
@@ -378,4 +383,16 @@ def ingest(ctx: click.Context, follow: bool, trigger_seconds: int, max_offsets: 
         k: sum(getattr(r, k) if k == "consumed" else sum(getattr(r, k).values()) for r in job.reports)
         for k in ("consumed", "inserted", "duplicates", "quarantined")
     }
-    console.print("ingested: " + ", ".join(f"{v} {k}" for k, v in totals.items()))
+    out.print("ingested: " + ", ".join(f"{v} {k}" for k, v in totals.items()))
+    if as_json:
+        inserted: dict[str, int] = {}
+        for report in job.reports:
+            for table, n in report.inserted.items():
+                inserted[table] = inserted.get(table, 0) + n
+        summary = {
+            **totals,
+            "inserted_by_table": inserted,
+            "batches": len(job.reports),
+            "changed_tables": sorted(f"bronze/{t}" for t, n in inserted.items() if n),
+        }
+        click.echo(json.dumps(summary, indent=2))

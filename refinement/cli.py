@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from fieldloop.console import config_of, console
+from fieldloop.console import config_of, console, err_console
 from refinement.report import PrivacyReport
 
 
@@ -90,7 +91,12 @@ def print_gold(out: Console, gold: Sequence[Any]) -> None:
     metavar="N",
     help="Refine bronze versions after N again, replacing what earlier runs wrote (e.g. after a policy fix).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the privacy reports as JSON for scripts.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the privacy reports, gold builds and changed tables as JSON for scripts (progress on stderr).",
+)
 @click.pass_context
 def refine(ctx: click.Context, streams: tuple[str, ...], since_version: int | None, as_json: bool) -> None:
     """Refine new bronze versions into quality-checked, pseudonymized or anonymized silver tables.
@@ -102,14 +108,20 @@ def refine(ctx: click.Context, streams: tuple[str, ...], since_version: int | No
     from refinement.run import refine as run_refine
 
     cfg = config_of(ctx)
-    with console.status("refining ...") as status:
+    out = err_console if as_json else console
+    with out.status("refining ...") as status:
 
         def progress(report: PrivacyReport) -> None:
             status.update(f"refining ... {report.table} done")
 
         result = run_refine(cfg, streams, since_version, on_table=progress)
     if as_json:
-        click.echo(json.dumps([r.as_dict() for r in result.reports], indent=2, default=str, ensure_ascii=False))
+        summary = {
+            "reports": [r.as_dict() for r in result.reports],
+            "gold": [asdict(g) for g in result.gold],
+            "changed_tables": result.changed_tables(),
+        }
+        click.echo(json.dumps(summary, indent=2, default=str, ensure_ascii=False))
         return
     print_reports(console, result.reports)
     print_gold(console, result.gold)

@@ -34,7 +34,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from fieldloop.catalog import last_commit, storage_options
+from fieldloop.catalog import last_commit, last_data_version, storage_options
 from fieldloop.config import FieldloopConfig
 from fieldloop.contracts import DataContract
 from fieldloop.datasets import GoldKind, GoldTable, gold_tables
@@ -106,7 +106,8 @@ class GoldJob:
             source = f"{self.lake}/silver/{table.source}"
             if not DeltaTable.isDeltaTable(self.spark, source):
                 continue
-            version = int(DeltaTable.forPath(self.spark, source).history(1).first()["version"])
+            # the newest commit that changed rows: silver's daily compaction and vacuum rebuild nothing
+            version = last_data_version(self.cfg, source)
             report = GoldReport(table.name, self.path(table.name), {table.source: version})
             sources, due_at = self._last_build(report.path)
             if sources == report.sources and (due_at is None or self.clock() < due_at):

@@ -35,6 +35,13 @@ class RefineResult:
     def rows_out(self) -> int:
         return sum(r.rows_out for r in self.reports)
 
+    def changed_tables(self) -> list[str]:
+        """``<layer>/<name>`` of every table whose data this run changed (new rows, rebuilt, expired rows deleted)."""
+        silver = {r.table for r in self.reports if r.delta_version is not None}
+        silver |= {u.path.rstrip("/").rsplit("/", 1)[-1] for u in self.upkeep if u.expired_rows}
+        gold = {g.table for g in self.gold if g.rows is not None}
+        return sorted(f"silver/{t}" for t in silver) + sorted(f"gold/{t}" for t in gold)
+
 
 def select_contracts(contracts: dict[str, DataContract], policies: dict[str, Any], streams: Sequence[str]) -> list[str]:
     """Contract ids to refine: all with a policy, or those ``streams`` name (contract id, stream or table).

@@ -30,7 +30,9 @@ for path in sys.argv[1:]:
     heavy = sorted(m for m in ("pyspark", "torch", "mlflow", "kafka", "deltalake") if m in sys.modules)
     dags = {}
     for dag_id, dag in bag.dags.items():
-        outlets = sorted({o.uri for t in dag.tasks for o in getattr(t, "outlets", []) if hasattr(o, "uri")})
+        declared = [o for t in dag.tasks for o in getattr(t, "outlets", [])]
+        outlets = sorted({o.uri for o in declared if hasattr(o, "uri")})
+        aliases = sorted({o.name for o in declared if type(o).__name__ == "AssetAlias"})
         condition = getattr(dag.timetable, "asset_condition", None)  # AssetAny of the schedule's assets
         schedule = sorted(a.uri for a in getattr(condition, "objects", ()))
         dags[dag_id] = {
@@ -40,6 +42,7 @@ for path in sys.argv[1:]:
             "doc_md": bool(dag.doc_md),
             "retries": sorted({t.retries for t in dag.tasks}),
             "outlets": outlets,
+            "aliases": aliases,
             "schedule_assets": schedule,
         }
     out[path] = {"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": dags, "heavy": heavy}
@@ -90,17 +93,24 @@ def test_the_dags_assets_come_from_the_deployments_contracts(tmp_path: Path) -> 
     for path in packaged_contracts_dir().glob("*.toml"):
         if path.stem != "vehicle-frames-acme-mobility":  # this deployment has no ACME vehicles
             (contracts / path.name).write_text(path.read_text())
-    files = [DAGS_DIR / f"{name}.py" for name in ("fieldloop_ingest", "fieldloop_train")]
+    files = [DAGS_DIR / f"{name}.py" for name in ("fieldloop_refine", "fieldloop_train")]
     packaged = parse(tmp_path / "a", files)
     deployed = parse(tmp_path / "b", files, FIELDLOOP_CONTRACTS_DIR=str(contracts))
 
     acme_bronze = "x-fieldloop://bronze/vehicle_frames_acme_mobility"
     acme_gold = "x-fieldloop://gold/vehicle_longitudinal_acme_mobility"
-    assert acme_bronze in packaged["fieldloop_ingest"]["dags"]["fieldloop_ingest"]["outlets"]
-    assert acme_bronze not in deployed["fieldloop_ingest"]["dags"]["fieldloop_ingest"]["outlets"]
+    assert acme_bronze in packaged["fieldloop_refine"]["dags"]["fieldloop_refine"]["schedule_assets"]
+    assert acme_bronze not in deployed["fieldloop_refine"]["dags"]["fieldloop_refine"]["schedule_assets"]
     assert acme_gold in packaged["fieldloop_train"]["dags"]["fieldloop_train"]["schedule_assets"]
     assert acme_gold not in deployed["fieldloop_train"]["dags"]["fieldloop_train"]["schedule_assets"]
     assert (
         "x-fieldloop://gold/vehicle_longitudinal_public"
         in (deployed["fieldloop_train"]["dags"]["fieldloop_train"]["schedule_assets"])
     )
+
+
+def test_stage_tasks_announce_what_changed_through_an_alias_not_every_table(reports: dict[str, dict]) -> None:
+    for stage in ("ingest", "refine"):
+        dag = reports[f"fieldloop_{stage}"]["dags"][f"fieldloop_{stage}"]
+        assert dag["aliases"] == [f"fieldloop.changed.{stage}"]
+        assert dag["outlets"] == []  # no table announced unless the run changed it
