@@ -123,6 +123,11 @@ class MlflowConfig(_Section):
 
     port: int = Field(5000, ge=1, le=65535, description="port of the embedded tracking server")
     tracking_uri: str | None = Field(None, description="tracking server URL; default http://127.0.0.1:<port>")
+    artifact_root: str | None = Field(
+        None,
+        description="where the tracking server stores artifacts (path or s3://); default <home>/mlflow/artifacts "
+        "for the embedded server; set it with tracking_uri so training can check its residency",
+    )
 
     @property
     def uri(self) -> str:
@@ -264,6 +269,13 @@ class FieldloopConfig(_Section):
     def lake(self) -> str:
         """Root URI of the lake (``s3a://...`` or an absolute local path)."""
         return self.lake_uri or str(self.home / "lake")
+
+    @property
+    def mlflow_artifact_root(self) -> str | None:
+        """Where model artifacts are stored: the setting, or the embedded server's; None when unknown."""
+        if self.mlflow.artifact_root:
+            return self.mlflow.artifact_root
+        return None if self.mlflow.tracking_uri else str(self.home / "mlflow" / "artifacts")
 
     @property
     def jars_dir(self) -> Path:

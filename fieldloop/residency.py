@@ -7,8 +7,14 @@
   (``site_region``); the path is accepted when that region is allowed.
 * any other scheme is refused: we cannot tell where it is.
 
-A refusal names the location and the region it resolved to. Regions are cached per
-bucket for the life of the guard (a bucket's region never changes).
+A location that holds a stream's data is checked against the intersection of the
+deployment's allowed regions and those of every contract whose data it holds: the Kansai
+robot contract allows only ``ap-northeast-3``, so its tables may not go to a lake declared
+``ap-northeast-1`` even though the deployment allows both.
+
+A refusal names the location, the region it resolved to and, when a contract narrowed the
+allowed set, the contract. Regions are cached per bucket for the life of the guard (a
+bucket's region never changes).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from fieldloop.errors import ResidencyError
@@ -33,6 +39,15 @@ _LEGACY_LOCATIONS = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}
 def is_region_name(text: str) -> bool:
     """Whether ``text`` is shaped like an AWS region name (the one check config and contracts share)."""
     return bool(_REGION_NAME.match(text))
+
+
+class Regional(Protocol):
+    """What the guard needs of a data contract: its id and the regions it allows."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def allowed_regions(self) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -96,15 +111,33 @@ class ResidencyGuard:
             "use a local path or an s3a:// bucket in an allowed region"
         )
 
-    def check(self, location: str) -> Residency:
-        """Accept ``location`` or raise; call before writing anything there.
+    def allowed_for(self, contracts: Iterable[Regional] = ()) -> tuple[str, ...]:
+        """The regions data of all ``contracts`` may be stored in: the deployment's, narrowed by each."""
+        allowed = list(self.allowed_regions)
+        for contract in contracts:
+            allowed = [r for r in allowed if r in contract.allowed_regions]
+        return tuple(allowed)
+
+    def check(self, location: str, contracts: Iterable[Regional] = ()) -> Residency:
+        """Accept ``location`` for data of ``contracts`` (none: the deployment's rule alone) or raise.
+
+        Call before writing anything there.
 
         Raises:
             ResidencyError: the location is outside the allowed regions or unverifiable.
         """
+        contracts = list(contracts)
         residency = self.resolve(location)
-        if residency.region not in self.allowed_regions:
+        allowed = self.allowed_for(contracts)
+        if residency.region not in allowed:
             how = "bucket is in" if residency.basis == "bucket-location" else "this site declares its region as"
+            narrowing = [c for c in contracts if residency.region not in c.allowed_regions]
+            if residency.region in self.allowed_regions and narrowing:
+                whose = ", ".join(f"contract {c.id} allows only {', '.join(c.allowed_regions)}" for c in narrowing)
+                raise ResidencyError(
+                    f"refused {location}: {how} {residency.region}, but {whose}; nothing was written there. "
+                    f"Give that data a location in {', '.join(allowed) or 'a region every contract allows'}"
+                )
             what_to_do = (
                 "move the data to a bucket in an allowed region"
                 if residency.basis == "bucket-location"

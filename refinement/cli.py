@@ -65,9 +65,18 @@ def print_reports(out: Console, reports: Sequence[PrivacyReport], details: bool 
         out.print(f"  [dim]report: {r.location}[/]")
 
 
+def print_refused(out: Console, refused: dict[str, str]) -> None:
+    """The streams nothing was written for, because this lake may not hold their data."""
+    for contract_id, why in refused.items():
+        out.print(f"[yellow]{contract_id}: not refined[/]: {why}")
+
+
 def print_gold(out: Console, gold: Sequence[Any]) -> None:
     """One line per gold table (``refinement.gold.GoldReport``): rows written, sources, DP releases."""
     for g in gold:
+        if g.refused:
+            out.print(f"  [yellow]gold/{g.table}: not built[/]: {g.refused}")
+            continue
         what = f"{g.rows} rows" if g.rows is not None else "unchanged (sources did not move)"
         dp = f"; {len(g.dp)} DP releases charged to the ledger" if g.dp else ""
         held = f"; days not closed yet: {', '.join(g.dp_held)}" if g.dp_held else ""
@@ -120,11 +129,13 @@ def refine(ctx: click.Context, streams: tuple[str, ...], since_version: int | No
             "reports": [r.as_dict() for r in result.reports],
             "gold": [asdict(g) for g in result.gold],
             "changed_tables": result.changed_tables(),
+            "refused": result.refused,
         }
         click.echo(json.dumps(summary, indent=2, default=str, ensure_ascii=False))
         return
     print_reports(console, result.reports)
     print_gold(console, result.gold)
+    print_refused(console, result.refused)
     for u in result.upkeep:
         if not u.skipped:
             console.print(f"upkeep {u.path}: {u.expired_rows} expired rows deleted, compacted, vacuumed")

@@ -70,6 +70,7 @@ class GoldReport:
     dp_skipped: list[dict[str, str]] = field(default_factory=list)  # releases the ledger refused, with why
     notes: list[str] = field(default_factory=list)  # kept in the commit: `fieldloop tables` shows them
     due_at: datetime | None = None  # when what the build held back may be released: rebuilt then
+    refused: str | None = None  # why the table may not be written here (residency); nothing was
 
 
 class GoldJob:
@@ -99,10 +100,17 @@ class GoldJob:
         """
         from delta.tables import DeltaTable
 
+        from fieldloop.errors import ResidencyError
+
         tables = [t for t in self.tables() if only(t)]
-        regions = {t.name: self.guard.check(self.path(t.name)).region for t in tables}
         reports = []
         for table in tables:
+            try:  # before anything of it is read or written
+                region = self.guard.check(self.path(table.name), [table.contract]).region
+            except ResidencyError as e:
+                logger.warning("gold %s: skipped: %s", table.name, e)
+                reports.append(GoldReport(table.name, self.path(table.name), {}, refused=str(e)))
+                continue
             source = f"{self.lake}/silver/{table.source}"
             if not DeltaTable.isDeltaTable(self.spark, source):
                 continue
@@ -115,7 +123,7 @@ class GoldJob:
                 continue
             df = self.spark.read.format("delta").option("versionAsOf", version).load(source)
             out = self._builder(table)(df, table, report)
-            self._write(out, table, report, regions[table.name])
+            self._write(out, table, report, region)
             reports.append(report)
         return reports
 

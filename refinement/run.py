@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +30,7 @@ class RefineResult:
     reports: list[PrivacyReport] = field(default_factory=list)
     gold: list[Any] = field(default_factory=list)  # refinement.gold.GoldReport
     upkeep: list[Any] = field(default_factory=list)  # refinement.maintenance.Upkeep
+    refused: dict[str, str] = field(default_factory=dict)  # contract id -> why nothing of it was written
 
     @property
     def rows_out(self) -> int:
@@ -41,6 +42,37 @@ class RefineResult:
         silver |= {u.path.rstrip("/").rsplit("/", 1)[-1] for u in self.upkeep if u.expired_rows}
         gold = {g.table for g in self.gold if g.rows is not None}
         return sorted(f"silver/{t}" for t in silver) + sorted(f"gold/{t}" for t in gold)
+
+
+def _placeable(
+    chosen: list[str], job: Any, guard: Any, contracts: Mapping[str, DataContract], named: bool, refused: dict[str, str]
+) -> list[str]:
+    """The chosen streams whose every location (outputs and quality quarantine) their contract allows.
+
+    Checked before the first byte of any stream is written. A location outside the
+    deployment's regions is an error (the lake is misplaced); a stream whose own contract
+    narrows the regions so that this lake may not hold it is skipped with the reason, and the
+    others are refined; a stream the caller named is an error either way.
+    """
+    from fieldloop.errors import ResidencyError
+
+    placeable = []
+    for cid in chosen:
+        contract = contracts[cid]
+        locations = [*(o.path for o in job.outputs(cid)), job.quarantine_path(contract)]
+        for location in locations:
+            guard.check(location)
+        try:
+            for location in locations:
+                guard.check(location, [contract])
+        except ResidencyError as e:
+            if named:
+                raise
+            refused[cid] = str(e)
+            logger.warning("refine %s: skipped: %s", cid, e)
+            continue
+        placeable.append(cid)
+    return placeable
 
 
 def select_contracts(contracts: dict[str, DataContract], policies: dict[str, Any], streams: Sequence[str]) -> list[str]:
@@ -127,9 +159,8 @@ def refine(
 
         spark = spark_session(cfg, "fieldloop-refine")
     job = SilverJob(cfg, spark, contracts, policies, keys, guard)
-    for o in (o for cid in chosen for o in job.outputs(cid)):  # every location before the first byte
-        guard.check(o.path)
     result = RefineResult()
+    chosen = _placeable(chosen, job, guard, contracts, named=bool(streams), refused=result.refused)
     for cid in chosen:
         for report in job.run(cid, since=since):
             result.reports.append(report)

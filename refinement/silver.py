@@ -294,7 +294,7 @@ class SilverJob:
         contract, policy = self.contracts[contract_id], self.policies[contract_id]
         outputs = self.outputs(contract_id)
         bronze, quarantine = self.bronze_path(contract), self.quarantine_path(contract)
-        regions = {p: self.guard.check(p).region for p in [*(o.path for o in outputs), quarantine]}
+        regions = {p: self.guard.check(p, [contract]).region for p in [*(o.path for o in outputs), quarantine]}
         key = self.keys.active(contract.tenant) if any(o.policy.pseudonym_fields for o in outputs) else None
 
         def empty(o: Output) -> PrivacyReport:

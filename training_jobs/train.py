@@ -182,9 +182,11 @@ def _plan(cfg: FieldloopConfig, request: TrainRequest) -> TrainPlan:
     client = MlflowClient(cfg.mlflow.uri)
     mlflow.set_tracking_uri(cfg.mlflow.uri)
     inputs = resolve(cfg, task, target, request.tables, contracts)
+    _check_artifact_residency(cfg, inputs, None, contracts)  # before the registry is asked anything
     champion = find_champion(client, target) if request.from_champion else None
     if champion is not None:
         enforce_training_rule(rule_inputs(champion.lineage.inputs, contracts), target)
+        _check_artifact_residency(cfg, inputs, champion, contracts)
     experiment_id = mlflow.set_experiment(experiment_name(task.name)).experiment_id
     tags = client.get_experiment(experiment_id).tags
     frozen = None if request.reset_holdout else FrozenTables.frozen(tags, target.name)
@@ -200,6 +202,26 @@ def _plan(cfg: FieldloopConfig, request: TrainRequest) -> TrainPlan:
         cut=HoldoutCut.frozen(tags),
         frozen_at=frozen.frozen_at if frozen else None,
     )
+
+
+def _check_artifact_residency(
+    cfg: FieldloopConfig, inputs: list[PinnedInput], champion: Champion | None, contracts: Mapping[str, Any]
+) -> None:
+    """The model's artifacts hold what its inputs (and the champion's) taught it: they may only be
+    stored where every one of those contracts allows, which is checked before a row is read."""
+    from fieldloop.errors import ResidencyError
+    from fieldloop.residency import ResidencyGuard
+
+    root = cfg.mlflow_artifact_root
+    if root is None:
+        raise ResidencyError(
+            f"the MLflow server at {cfg.mlflow.uri} stores artifacts where this job cannot see, so their residency "
+            "cannot be checked; set FIELDLOOP_MLFLOW_ARTIFACT_ROOT to that server's artifact store"
+        )
+    ids = {i.governance.contract_id for i in inputs}
+    if champion is not None:
+        ids |= {i.contract_id for i in champion.lineage.inputs if i.contract_id}
+    ResidencyGuard.from_config(cfg).check(root, [contracts[cid] for cid in sorted(ids) if cid in contracts])
 
 
 def _read(cfg: FieldloopConfig, plan: TrainPlan, echo: Callable[[str], None]) -> TrainData:

@@ -128,7 +128,7 @@ def _edge_release(cfg: FieldloopConfig, contracts: dict[str, Any], start: dateti
 
 
 def _refine(cfg: FieldloopConfig, spark: Any, console: Console, progress: Callable[[str], None]) -> dict[str, Any]:
-    from refinement.cli import print_gold, print_reports
+    from refinement.cli import print_gold, print_refused, print_reports
     from refinement.run import refine
 
     t0 = time.monotonic()
@@ -138,6 +138,7 @@ def _refine(cfg: FieldloopConfig, spark: Any, console: Console, progress: Callab
     progress(f"refined in {seconds:.0f}s")
     print_reports(console, result.reports)
     print_gold(console, result.gold)
+    print_refused(console, result.refused)
     return {
         "seconds": round(seconds, 1),
         "silver": [
@@ -163,6 +164,7 @@ def _refine(cfg: FieldloopConfig, spark: Any, console: Console, progress: Callab
             }
             for g in result.gold
         ],
+        "refused": result.refused,
     }
 
 

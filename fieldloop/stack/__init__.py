@@ -132,7 +132,7 @@ class Stack:
                             f"(kept in {comp.passwords_file})"
                         )
                 if isinstance(comp, MlflowComponent):
-                    ResidencyGuard.from_config(self.cfg).check(str(comp.artifacts_dir))
+                    ResidencyGuard.from_config(self.cfg).check(comp.artifacts)
                 progress(f"{comp.name}: starting")
                 started.append(comp)
                 t0 = time.monotonic()

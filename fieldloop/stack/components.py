@@ -218,8 +218,9 @@ class MlflowComponent(Component):
         return self.cfg.home / "mlflow"
 
     @property
-    def artifacts_dir(self) -> Path:
-        return self.root / "artifacts"
+    def artifacts(self) -> str:
+        """Where the server stores artifacts: FIELDLOOP_MLFLOW_ARTIFACT_ROOT, else under its home."""
+        return self.cfg.mlflow.artifact_root or str(self.root / "artifacts")
 
     @property
     def processes(self) -> list[ManagedProcess]:
@@ -234,7 +235,10 @@ class MlflowComponent(Component):
         return f"http://127.0.0.1:{self.cfg.mlflow.port}"
 
     def start(self) -> None:
-        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        destination = self.artifacts
+        if "://" not in destination:
+            Path(destination).mkdir(parents=True, exist_ok=True)
+            destination = Path(destination).resolve().as_uri()
         argv = [
             _venv_bin("mlflow"),
             "server",
@@ -247,7 +251,7 @@ class MlflowComponent(Component):
             "--backend-store-uri",
             f"sqlite:///{self.root / 'mlflow.db'}",
             "--artifacts-destination",
-            self.artifacts_dir.as_uri(),
+            destination,
         ]
         env = dict(os.environ)
         # The job runner (huey workers) is for GenAI evaluation jobs we do not use;

@@ -202,6 +202,8 @@ def test_train_dag_registers_a_tenant_candidate(airflow: AirflowComponent, spark
             "FIELDLOOP_LAKE_URI": lake,
             "FIELDLOOP_TRAIN_EPOCHS": "2",
             "FIELDLOOP_MLFLOW_TRACKING_URI": load_config(values).mlflow.uri,
+            # that server's artifact store, so training can check its residency
+            "FIELDLOOP_MLFLOW_ARTIFACT_ROOT": load_config(values).mlflow_artifact_root,
         }
         conf = json.dumps({"task": "plant-anomaly", "tenant": "acme-steel"})
         proc = subprocess.run(

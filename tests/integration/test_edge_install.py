@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -57,10 +58,15 @@ def du(path: Path) -> int:
 
 @pytest.fixture(scope="module")
 def edge_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    venv = tmp_path_factory.mktemp("edge") / "venv"
+    root = tmp_path_factory.mktemp("edge")
+    venv = root / "venv"
+    # build from a copy: setuptools leaves build/ in the tree it builds
+    source = root / "fieldloop"
+    ignore = shutil.ignore_patterns(".git", ".venv", ".fieldloop", "build", "*.egg-info", "__pycache__")
+    shutil.copytree(PROJECT_ROOT, source, ignore=ignore)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    proc = subprocess.run([*pip, "-c", str(LOCK), f"{PROJECT_ROOT}[edge]"], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([*pip, "-c", str(LOCK), f"{source}[edge]"], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return venv
 

@@ -100,3 +100,48 @@ def test_unreachable_s3_is_refused_not_assumed() -> None:
     os.environ.update(CREDENTIALS)
     with pytest.raises(ResidencyError, match="cannot reach S3"):
         ResidencyGuard.from_config(cfg).check("s3a://lake-tokyo/x")
+
+
+def test_training_refuses_an_mlflow_artifact_store_outside_the_allowed_regions_before_reading(
+    guard: ResidencyGuard, s3_endpoint: str, spark, tmp_path: Path
+) -> None:
+    from fieldloop.classes import DataClass
+    from tests.synthetic_gold import VEHICLE_SCHEMA, write_gold
+    from training_jobs.request import TrainRequest
+    from training_jobs.synthetic import vehicle_rows
+    from training_jobs.train import train
+
+    lake = str(tmp_path / "lake")
+    write_gold(
+        spark,
+        lake,
+        "vehicle_longitudinal_public",
+        vehicle_rows(3, 40, 1),
+        VEHICLE_SCHEMA,
+        DataClass.PUBLIC,
+        "vehicle-frames-public",
+    )
+    cfg = load_config(
+        {
+            "FIELDLOOP_HOME": str(tmp_path / "home"),
+            "FIELDLOOP_LAKE_URI": lake,
+            "FIELDLOOP_S3_ENDPOINT_URL": s3_endpoint,
+            # a tracking server nobody listens on: the refusal must come before the registry is asked anything
+            "FIELDLOOP_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_free_port()}",
+            "FIELDLOOP_MLFLOW_ARTIFACT_ROOT": "s3://lake-oregon/mlflow",
+        }
+    )
+    with pytest.raises(ResidencyError) as excinfo:
+        train(cfg, TrainRequest("vehicle-longitudinal"))
+    assert "s3://lake-oregon/mlflow" in str(excinfo.value) and "us-west-2" in str(excinfo.value)
+
+    # another server whose artifact store nobody named: unverifiable, so refused too
+    unknown = load_config(
+        {
+            "FIELDLOOP_HOME": str(tmp_path / "home"),
+            "FIELDLOOP_LAKE_URI": lake,
+            "FIELDLOOP_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_free_port()}",
+        }
+    )
+    with pytest.raises(ResidencyError, match="FIELDLOOP_MLFLOW_ARTIFACT_ROOT"):
+        train(unknown, TrainRequest("vehicle-longitudinal"))

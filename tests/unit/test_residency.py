@@ -34,3 +34,24 @@ def test_unverifiable_schemes_are_refused(location: str) -> None:
 def test_s3_uri_without_bucket() -> None:
     with pytest.raises(ResidencyError, match="no bucket in the URI"):
         ResidencyGuard(JAPAN, "ap-northeast-1", lambda: None).check("s3a:///prefix")
+
+
+def test_a_contract_narrows_where_its_data_may_go() -> None:
+    from fieldloop.contracts import load_contracts
+
+    contracts = load_contracts()
+    kansai, acme = contracts["robot-joints-kansai-robotics"], contracts["vehicle-frames-acme-mobility"]
+    tokyo = ResidencyGuard(JAPAN, "ap-northeast-1")
+    assert tokyo.check("/lake/bronze/vehicle_frames_public", [contracts["vehicle-frames-public"]]).region == (
+        "ap-northeast-1"
+    )
+    with pytest.raises(ResidencyError) as excinfo:
+        tokyo.check("/lake/bronze/robot_joints_kansai_robotics", [kansai])
+    message = str(excinfo.value)
+    assert "/lake/bronze/robot_joints_kansai_robotics" in message
+    assert "contract robot-joints-kansai-robotics allows only ap-northeast-3" in message
+    # a location holding both (a model's artifacts) may only be where every one of them may go
+    assert tokyo.allowed_for([kansai, acme]) == ()
+    with pytest.raises(ResidencyError, match="a region every contract allows"):
+        tokyo.check("/mlflow/artifacts", [kansai, acme])
+    assert ResidencyGuard(JAPAN, "ap-northeast-3").check("/lake", [kansai]).region == "ap-northeast-3"
