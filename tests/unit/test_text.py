@@ -28,6 +28,7 @@ Every test runs for both recognizers of Japanese names and places: Sudachi's dic
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -237,4 +238,5 @@ def test_generated_notes_are_deterministic_and_scrubbable(scrubber: NoteScrubber
     results = scrubber.scrub_many(notes)
     redacted = sum(bool(r.spans) for r in results)
     assert 0.1 < redacted / len(notes) < 0.4  # identifiers are planted in some notes, not most
-    assert not any("@" in r.text for r in results if r.text)  # no e-mail survives
+    # nothing the simulator plants survives: no e-mail, no VIN after its cue, no run of digits
+    assert not [r.text for r in results if r.text and re.search(r"@|VIN ?[A-Z0-9]|[0-9]{3}", r.text)]
