@@ -8,7 +8,8 @@ Workflow for one batch of notes:
 
 1. each note is *folded* (full-width digits/letters to ASCII, dashes unified, same offsets);
 2. fixed-format identifiers are found by pattern (phones, VINs, 車台番号, 12-digit licence
-   and My Number, plates, e-mail), then addresses and names by rule and gazetteer;
+   and My Number, plates, e-mail) and, whatever their shape, after a cue that names them
+   ("VIN", "車台番号", "電話", "ナンバー"…); then addresses and names by rule and gazetteer;
 3. notes with Japanese script also go through an entity recognizer for person and place
    names. By default that is Sudachi (``SudachiPy`` with ``SudachiDict-core``, on PyPI):
    its morphological analysis tags each word, in context, with its dictionary's proper-noun
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from refinement._internal import cues
 from refinement._internal import patterns as pt
 from refinement._internal.patterns import ADDRESS, PERSON, TYPES, Span
 from refinement.errors import RefinementError
@@ -166,6 +168,7 @@ class NoteScrubber:
     @staticmethod
     def _rule_spans(view: str) -> list[Span]:
         spans = list(pt.find_fixed(view))
+        spans += cues.find_cued(view)
         spans += pt.find_addresses(view)
         if _LATIN.search(view) or _JAPANESE.search(view):
             spans += pt.find_names(view)
@@ -194,10 +197,11 @@ class NoteScrubber:
             else:
                 continue
             for a, b in pieces:
-                # Never leave a placeholder holding only spaces or punctuation.
-                while a < b and view[a] in _EDGE_PUNCT:
+                # Never leave a placeholder holding only spaces or punctuation. Rank-0 finds
+                # (e-mails, cued identifiers) are exact: a plate's serial may begin with dots (・・12).
+                while s.rank > 0 and a < b and view[a] in _EDGE_PUNCT:
                     a += 1
-                while b > a and view[b - 1] in _EDGE_PUNCT:
+                while s.rank > 0 and b > a and view[b - 1] in _EDGE_PUNCT:
                     b -= 1
                 if a < b:
                     kept.append(Span(a, b, s.type, s.rank))

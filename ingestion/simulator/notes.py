@@ -4,13 +4,19 @@ Field devices carry an optional free-text note that people type on a tablet or a
 teach pendant. :func:`note` draws one from a :class:`random.Random`, so the simulator's
 output stays deterministic for a seed. About a third of the draws are ``None`` (no note),
 most notes are routine, and some plant identifiers (names, phones, plates, VINs,
-addresses, e-mails) that the refinement stage must scrub
-(:mod:`refinement.text`) before silver.
+車台番号, addresses, e-mails) that the refinement stage must scrub
+(:mod:`refinement.text`) before silver. The identifiers are shaped as in the field: a VIN
+from the generator the vehicles use (numeric serial, check digit), a 車台番号 as model code
+and serial, phone numbers and plates as Japan writes them.
 """
 
 from __future__ import annotations
 
 import random
+
+import numpy as np
+
+from ingestion.simulator.vin import make_vin
 
 NO_NOTE_SHARE = 0.35
 IDENTIFIER_SHARE = 0.3  # of the notes that exist
@@ -58,18 +64,31 @@ _EN_PLACES = (
     "17 Queen Street, Auckland",
     "2-1 Nishi-Shinjuku, Shinjuku-ku",
 )
-_VIN_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"  # ISO 3779: no I, O, Q
+_WMIS = ("JTD", "JN1", "JHM", "JM1", "JF1", "WVW", "1HG")  # VIN maker codes: Toyota .. VW, Honda US
+# 車台番号: a model code and the serial length its maker uses (Toyota and Honda 7, Nissan and Suzuki 6).
+_MODEL_CODES = (
+    ("ZVW30", 7),
+    ("NHP10", 7),
+    ("NZE161", 7),
+    ("MXPA10", 7),
+    ("ZRR80W", 7),
+    ("GP5", 7),
+    ("LA650S", 7),
+    ("E12", 6),
+    ("DA17V", 6),
+)
 
 
 def _phone(rng: random.Random) -> str:
     kind = rng.random()
+    # A subscriber number never starts with 0, nor a landline exchange with 1 (110, 119, ...).
     if kind < 0.6:
-        return f"0{rng.choice('789')}0-{rng.randrange(10_000):04d}-{rng.randrange(10_000):04d}"
+        return f"0{rng.choice('789')}0-{rng.randrange(1000, 10_000)}-{rng.randrange(10_000):04d}"
     if kind < 0.85:  # landline: area code and exchange together make six digits
         area = rng.choice(("3", "6", "45", "52"))
-        exchange = rng.randrange(10 ** (4 - len(area)), 10 ** (5 - len(area)))
+        exchange = rng.randrange(2 * 10 ** (4 - len(area)), 10 ** (5 - len(area)))
         return f"0{area}-{exchange}-{rng.randrange(10_000):04d}"
-    return f"+81-{rng.choice('789')}0-{rng.randrange(10_000):04d}-{rng.randrange(10_000):04d}"
+    return f"+81-{rng.choice('789')}0-{rng.randrange(1000, 10_000)}-{rng.randrange(10_000):04d}"
 
 
 def _plate(rng: random.Random) -> str:
@@ -79,7 +98,14 @@ def _plate(rng: random.Random) -> str:
 
 
 def _vin(rng: random.Random) -> str:
-    return rng.choice(("JT", "JN", "JH", "WV", "1H")) + "".join(rng.choice(_VIN_CHARS) for _ in range(15))
+    """A VIN as the vehicles have them (:func:`make_vin`), drawn from the note's own stream."""
+    return make_vin(np.random.default_rng(rng.getrandbits(64)), rng.choice(_WMIS))
+
+
+def _chassis(rng: random.Random) -> str:
+    """A 車台番号 (Japan's frame number): model code, hyphen, serial (``ZVW30-1234567``)."""
+    code, digits = rng.choice(_MODEL_CODES)
+    return f"{code}-{rng.randrange(10**digits):0{digits}d}"
 
 
 def _ja_person(rng: random.Random) -> str:
@@ -98,6 +124,7 @@ def _ja_identifying(rng: random.Random) -> str:
             lambda: f"車両{_plate(rng)}、オイル漏れの疑い。",
             lambda: f"{_JA_PLACES[rng.randrange(len(_JA_PLACES))]}で{who}様へ引き渡し。",
             lambda: f"VIN {_vin(rng)} の点検記録を更新。",
+            lambda: f"車台番号{_chassis(rng)}の車検証を事務所に提出。",
             lambda: f"{who}主任が非常停止を解除。",
             lambda: f"報告書は{who}さんのアドレス d{rng.randrange(1000)}@example.jp へ送付。",
         )
@@ -112,6 +139,7 @@ def _en_identifying(rng: random.Random) -> str:
             lambda: f"Vehicle {_plate(rng)} leaking oil.",
             lambda: f"Handed over to {who} at {_EN_PLACES[rng.randrange(len(_EN_PLACES))]}.",
             lambda: f"Updated service log for VIN {_vin(rng)}.",
+            lambda: f"Chassis no. {_chassis(rng)} is on the recall list.",
             lambda: f"Operator {who} reset the e-stop.",
             lambda: f"Sent the report to {who.split()[0].lower()}@example.com.",
         )

@@ -93,7 +93,6 @@ _PLATE = re.compile(
     (?:[0-9]{{1,2}}-[0-9]{{2}}|[・.]{{1,3}}\s?[0-9]{{1,3}}|[0-9]{{4}})(?![0-9])""",
     re.VERBOSE,
 )
-_PLATE_CUED = re.compile(r"(?:ナンバー|[Pp]late(?:\s+(?:number|no\.?))?)\s*[:：]?\s*([0-9]{1,2}-[0-9]{2})(?![0-9])")
 
 
 def _count_digits(s: str) -> int:
@@ -144,8 +143,6 @@ def find_fixed(view: str) -> Iterator[Span]:
         yield Span(m.start(), m.end(), CHASSIS, 1)
     for m in _PLATE.finditer(view):
         yield Span(m.start(), m.end(), PLATE, 1)
-    for m in _PLATE_CUED.finditer(view):
-        yield Span(m.start(1), m.end(1), PLATE, 1)
 
 
 # Addresses ----------------------------------------------------------------------------

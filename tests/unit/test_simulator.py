@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import random
+import re
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
@@ -33,6 +35,7 @@ from ingestion.simulator import (
 )
 from ingestion.simulator.faults import JUNK_SEQ_BASE, MALFORMED_KINDS, OVERSIZED_BYTES
 from ingestion.simulator.layout import default_layout
+from ingestion.simulator.notes import note
 from ingestion.simulator.robot import JOINT_LIMITS
 from ingestion.simulator.vehicle import A_MAX, A_MIN, M_PER_DEG_LAT, STEERING_RATIO, WHEELBASE_M
 from ingestion.simulator.vin import vin_check_digit
@@ -48,6 +51,8 @@ CITIES = default_layout().vehicle.cities
 
 JST = timezone(timedelta(hours=9))
 VEHICLES = (VEHICLES_PUBLIC, VEHICLES_ACME)
+# How phone numbers are written in Japan: mobile (070/080/090 or +81), landline area code + exchange.
+JP_PHONE = re.compile(r"0[789]0-[1-9]\d{3}-\d{4}|\+81-[789]0-[1-9]\d{3}-\d{4}|0(?:\d-[2-9]\d{3}|\d\d-[2-9]\d\d)-\d{4}")
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +149,27 @@ def test_vins_are_valid_and_unique() -> None:
         assert len(vin) == 17 and vin.isalnum() and vin.isupper()
         assert not set(vin) & set("IOQ")
         assert vin[8] == vin_check_digit(vin)
+
+
+def test_identifiers_planted_in_notes_look_like_real_ones() -> None:
+    """A note's VIN has a numeric serial and a check digit, a 車台番号 is model code + serial, phones
+    and plates are shaped as in Japan: the scrubber's tests measure what the field sends."""
+    texts = [t for i in range(3000) if (t := note(random.Random(i)))]
+    vins = [m for t in texts for m in re.findall(r"VIN ?(\S{17})", t)]
+    chassis = [m for t in texts for m in re.findall(r"(?:車台番号|[Cc]hassis no\. ?)(\S+?)(?=[ のを、。,]|$)", t)]
+    phones = [m for t in texts for m in re.findall(r"(?<![\w-])[+0][-0-9]{9,15}", t)]
+    plates = [m for t in texts for m in re.findall(r"(\d{3}) (\S) (\d{1,2}-\d{2}|・+\d+)", t)]
+    assert min(len(vins), len(chassis), len(phones), len(plates)) >= 10
+    for vin in vins:
+        assert vin.isalnum() and vin.isupper() and not set(vin) & set("IOQ"), vin
+        assert vin[-6:].isdigit() and vin[8] == vin_check_digit(vin), vin  # ISO 3779 serial, NA check digit
+    for number in chassis:
+        assert re.fullmatch(r"[A-Z]{1,4}[0-9]{1,3}[A-Z]?-[0-9]{6,7}", number), number  # ZVW30-1234567
+    for phone in phones:  # mobile 0X0 or +81 X0, landline area code + exchange: ten digits, eleven for a mobile
+        assert JP_PHONE.fullmatch(phone), phone
+    for number, kana, serial in plates:  # 品川 300 あ 12-34; under 1000 the serial is dotted: ・・12
+        assert number[0] != "0" and "あ" <= kana <= "ん" and kana not in "おしへん", (number, kana)
+        assert re.fullmatch(r"[1-9]\d?-\d{2}", serial) or (len(serial) == 4 and re.fullmatch(r"・+[1-9]\d*", serial))
 
 
 def test_every_record_encodes_with_its_streams_latest_schema(

@@ -1,8 +1,8 @@
 """Note scrubber: recall per type on a hand-labelled Japanese/English set, over-redaction, edge cases.
 
-``data/notes_labelled.jsonl`` holds 210 notes (105 Japanese, 105 English; 64 without any
+``data/notes_labelled.jsonl`` holds 236 notes (118 Japanese, 118 English; 70 without any
 identifier), each ``{split, lang, text, spans: [{start, end, type}]}``. The ``dev`` split
-(144) was written before the scrubber and then used to tune it; the ``holdout`` split (66)
+(160) was written before the scrubber and then used to tune it; the ``holdout`` split (76)
 was written afterwards and scored once before any further change: on it the first
 scrubber caught every pattern identifier and address but only 19 of 26 names (0.73), the
 misses being names outside the gazetteers without a cue. Two generic rules (any name
@@ -10,6 +10,13 @@ before an honorific; a capitalised name after "call/for/with…") were added aft
 so today's holdout figure is optimistic. The floors below are therefore set at what the
 data supports, not at today's score: the fixed-format types are matched by pattern and
 must stay ≥ 0.98; names ≥ 0.85 and addresses ≥ 0.90 leave room for the unseen-name gap.
+
+Identifiers named by a cue rather than shaped like one came later, 26 notes in both splits
+(dev 16, holdout 10): a VIN of letters only or copied in pieces, a 車台番号 without its
+hyphen or in full width, phone numbers with slashes, dots or spaced dashes, a plate given
+by its serial after ナンバー/plate no., and six notes where a cue word stands with no
+identifier after it. The scrubber of the day caught none of their 20 identifiers; the
+holdout ten were then left aside while the cue rules were written on the dev ones.
 
 A gold span counts as caught when every non-space character of it is inside some
 placeholder (privacy needs it gone; which placeholder is reported separately).
@@ -21,6 +28,7 @@ Every test runs for both recognizers of Japanese names and places: Sudachi's dic
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -133,6 +141,48 @@ def test_twelve_digits_typed_by_context(scrubber: NoteScrubber) -> None:
     assert scrubber.scrub("my number: 1234-5678-9012").text == "my number: [MY_NUMBER]"
 
 
+@pytest.mark.parametrize(
+    ("note", "scrubbed"),
+    [
+        # the silver note of the issue: a VIN drawn without a digit
+        ("VIN WVPKFNLRTXZJTCDBX の点検記録を更新。", "VIN [VIN] の点検記録を更新。"),
+        ("VINWVPKFNLRTXZJTCDBXの点検", "VIN[VIN]の点検"),  # glued on both sides: stops before の
+        ("Updated service log for VIN WVPKFNLRTXZJTCDBX.", "Updated service log for VIN [VIN]."),
+        ("VIN: ＪＨＭＺＷＸＫＰＢＲＳＴＵＶＷＸＹ、未登録。", "VIN: [VIN]、未登録。"),
+        ("VIN 1HGCM826 33A004352 on the title", "VIN [VIN] on the title"),  # split, 17 together
+        ("車台番号ZVW301234567の車両", "車台番号[CHASSIS]の車両"),  # hyphen left out
+        ("車体番号：ＮＨＰ１０　６０１２３４５、リコール対象。", "車体番号：[CHASSIS]、リコール対象。"),
+        ("シャシー番号 DA17V123456 を控えた。", "シャシー番号 [CHASSIS] を控えた。"),
+        ("Chassis no. ZVW30 1234567 per the papers.", "Chassis no. [CHASSIS] per the papers."),
+        ("電話：０９０／１２３４／５６７８まで", "電話：[PHONE]まで"),
+        ("電話 090 - 1234 - 5678 に連絡済み。", "電話 [PHONE] に連絡済み。"),
+        ("TEL 03・5555・0199（事務所）", "TEL [PHONE]（事務所）"),
+        ("電話（070 1111 2222）、10時以降", "電話（[PHONE]）、10時以降"),
+        ("Customer phone 5555-0199, no area code.", "Customer phone [PHONE], no area code."),
+        ("ナンバー1234の白いバン", "ナンバー[PLATE]の白いバン"),
+        ("ナンバー・・12の軽トラ", "ナンバー[PLATE]の軽トラ"),
+        ("Plate no. 1234 reversed into bay 2.", "Plate no. [PLATE] reversed into bay 2."),
+    ],
+)
+def test_cued_identifiers_are_masked_whatever_their_shape(scrubber: NoteScrubber, note: str, scrubbed: str) -> None:
+    assert scrubber.scrub(note).text == scrubbed
+
+
+@pytest.mark.parametrize(
+    "note",
+    [
+        "VIN plate is scratched but readable.",
+        "VIN verification pending, odometer 123,456 km.",
+        "電話で報告済み。ナンバー灯が切れていたので交換。",
+        "シリアルナンバー 123456 を控えた。",
+        "Replaced plate 3 of the press die; phone call at 14:30.",
+        "電話 3回かけたが不在、TEL 内線120へ。",
+    ],
+)
+def test_cue_words_without_an_identifier_mask_nothing(scrubber: NoteScrubber, note: str) -> None:
+    assert scrubber.scrub(note).text == note
+
+
 def test_numbers_that_are_not_identifiers_survive(scrubber: NoteScrubber) -> None:
     text = "Odometer 123,456 km, lot 20250115-03, error E-4012, 14:05-14:20, part 88213-4."
     assert scrubber.scrub(text).text == text
@@ -188,4 +238,5 @@ def test_generated_notes_are_deterministic_and_scrubbable(scrubber: NoteScrubber
     results = scrubber.scrub_many(notes)
     redacted = sum(bool(r.spans) for r in results)
     assert 0.1 < redacted / len(notes) < 0.4  # identifiers are planted in some notes, not most
-    assert not any("@" in r.text for r in results if r.text)  # no e-mail survives
+    # nothing the simulator plants survives: no e-mail, no VIN after its cue, no run of digits
+    assert not [r.text for r in results if r.text and re.search(r"@|VIN ?[A-Z0-9]|[0-9]{3}", r.text)]
