@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from torch import nn
 
 CHECKPOINT = "checkpoint/weights.pt"  # under the version's run: both networks' weights and buffers
-CHECKPOINT_FORMAT = 1
+# 2: the longitudinal nets predict a correction to persistence; format 1 weights meant the command itself
+CHECKPOINT_FORMAT = 2
 
 
 @dataclass(frozen=True)

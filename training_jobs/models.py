@@ -57,12 +57,19 @@ class Calibrated(nn.Module):
 
 
 class LongitudinalNet(Calibrated):
-    """Acceleration regressor with a built-in Mahalanobis OOD score; see the module docstring."""
+    """Acceleration regressor with a built-in Mahalanobis OOD score; see the module docstring.
+
+    The network learns a correction to persistence: its command is the current acceleration
+    (feature ``persistence_index``) plus what the MLP adds. Untrained it does what a
+    driver's foot already does, and each step of learning is judged against that, so a
+    small fleet's few rows cannot leave it worse than doing nothing by much.
+    """
 
     outputs = ("accel_mps2", "ood_score")
 
-    def __init__(self, dim: int, hidden: tuple[int, ...]) -> None:
+    def __init__(self, dim: int, hidden: tuple[int, ...], persistence_index: int) -> None:
         super().__init__(dim)
+        self.persistence_index = persistence_index
         self.body = mlp([dim, *hidden, 1])
         self.register_buffer("precision", torch.eye(dim))
 
@@ -72,7 +79,8 @@ class LongitudinalNet(Calibrated):
         return torch.sqrt(torch.clamp(d2, min=0.0))
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(self.normalize(x))
+        current = x[:, self.persistence_index : self.persistence_index + 1]
+        return current + self.body(self.normalize(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.predict(x), self.squash(self.distance(x))], dim=-1)

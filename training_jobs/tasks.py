@@ -86,7 +86,11 @@ class VehicleLongitudinal(Task):
     def build(self, dim: int) -> tuple[nn.Module, nn.Module]:
         from training_jobs.models import LongitudinalNet
 
-        return LongitudinalNet(dim, self.teacher_hidden), LongitudinalNet(dim, self.student_hidden)
+        current = self.layout.index(self.layout.target_signal)  # the newest frame's acceleration
+        return (
+            LongitudinalNet(dim, self.teacher_hidden, current),
+            LongitudinalNet(dim, self.student_hidden, current),
+        )
 
     def calibrate(self, teacher: nn.Module, student: nn.Module, x: torch.Tensor, normalization: bool) -> None:
         if normalization:

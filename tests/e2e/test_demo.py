@@ -66,6 +66,10 @@ def test_demo_runs_the_loop_and_every_count_reconciles(airflow: object, cfg: Fie
     assert [i.split("@")[0] for i in train["inputs"]] == ["gold/vehicle_longitudinal_public"]
     assert train["lineage_tags"]["fieldloop.lineage.classes"] == "public"
     assert train["lineage_tags"]["fieldloop.lineage.tenants"] == ""
+    # the demo's fleet sends enough for a candidate that beats doing nothing on its holdout
+    metrics = train["metrics"]
+    assert train["beats_persistence"] is (metrics["holdout_rmse_student"] < metrics["holdout_rmse_persistence"])
+    assert train["beats_persistence"], metrics
     from mlflow import MlflowClient
 
     version = MlflowClient(cfg.mlflow.uri).get_model_version_by_alias("fieldloop.vehicle-longitudinal", "candidate")
