@@ -7,7 +7,10 @@ way. It lives in the kernel, not in the face, because stages may import only the
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -80,6 +83,26 @@ class ErrorReportingGroup(click.Group):
         # the message is text, not markup: "fieldloop[edge]" or a path with brackets stays as it is
         err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def stdout_for_json(active: bool = True) -> Iterator[None]:
+    """While inside, everything printed goes to stderr: Python's prints and the file descriptor
+    itself, which a JVM started inside (Spark, Delta's VACUUM) and native libraries write to.
+    After it, stdout carries the command's JSON alone."""
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def progress(message: str) -> None:

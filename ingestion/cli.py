@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fieldloop.config import FieldloopConfig
-from fieldloop.console import ErrorReportingGroup, config_of, console, err_console
+from fieldloop.console import ErrorReportingGroup, config_of, console, err_console, stdout_for_json
 
 if TYPE_CHECKING:
     from fieldloop.contracts import DataContract
@@ -357,7 +357,8 @@ def ingest(ctx: click.Context, follow: bool, trigger_seconds: int, max_offsets: 
     contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)
     guard = ResidencyGuard.from_config(cfg)
     apply_configured_topics(cfg)
-    with out.status("starting Spark ..."):
+    # the JVM started here keeps the stdout it started with: with --json, stderr
+    with stdout_for_json(as_json), out.status("starting Spark ..."):
         spark = spark_session(cfg, "fieldloop-ingest")
     job = BronzeJob(cfg, spark, contracts, default_registry(), guard, max_offsets_per_trigger=max_offsets)
     query = job.start(available_now=not follow, trigger_seconds=trigger_seconds)

@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from fieldloop.console import config_of, console, err_console
+from fieldloop.console import config_of, console, err_console, stdout_for_json
 from refinement.report import PrivacyReport
 
 
@@ -118,7 +118,7 @@ def refine(ctx: click.Context, streams: tuple[str, ...], since_version: int | No
 
     cfg = config_of(ctx)
     out = err_console if as_json else console
-    with out.status("refining ...") as status:
+    with stdout_for_json(as_json), out.status("refining ...") as status:
 
         def progress(report: PrivacyReport) -> None:
             status.update(f"refining ... {report.table} done")

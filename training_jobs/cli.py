@@ -5,7 +5,6 @@ Heavy imports (torch, mlflow) stay inside the command so ``--help`` is instant.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -18,7 +17,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from fieldloop.console import config_of, console
+from fieldloop.console import config_of, console, stdout_for_json
 from fieldloop.registry import LINEAGE_TAG_PREFIX
 from training_jobs.errors import DistributedRunError
 from training_jobs.request import TrainRequest, click_options
@@ -103,7 +102,7 @@ def train(ctx: click.Context, nproc: int, as_json: bool, **options: Any) -> None
 
         echo = (lambda line: None) if as_json else console.print
         # With --json, stdout carries the JSON alone; what libraries print goes to stderr.
-        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        with stdout_for_json(as_json):
             result = run_train(cfg, request, echo=echo)
         data = result.as_dict() if result else {}
     else:

@@ -18,9 +18,7 @@ every step (counts, reconciliations, reports, the registered model) on stdout.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -391,7 +389,6 @@ def demo(ctx: click.Context, as_json: bool) -> None:
         run_demo(cfg, terminal.console, terminal.progress)
         return
     out = terminal.err_console
-    # stdout carries the JSON alone: what libraries print goes to stderr too
-    with contextlib.redirect_stdout(sys.stderr):
+    with terminal.stdout_for_json():
         summary = run_demo(cfg, out, lambda message: out.print(f"  {message}"))
     click.echo(json.dumps(summary, indent=2, default=str))

@@ -63,3 +63,23 @@ def test_an_error_naming_brackets_prints_them_as_they_are(tmp_path: Path) -> Non
     result = CliRunner().invoke(main, ["config", "check"], env={"FIELDLOOP_CONTRACTS_DIR": str(bad)})
     assert result.exit_code == 1
     assert f"no contracts (*.toml) in {bad}" in result.output  # not eaten as console markup
+
+
+def test_with_json_stdout_carries_the_json_alone_even_what_a_child_process_prints() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys, json, subprocess\n"
+        "from fieldloop.console import stdout_for_json\n"
+        "with stdout_for_json():\n"
+        "    print('progress from python')\n"
+        "    subprocess.run(['echo', 'what a JVM would print'])\n"
+        "    os.write(1, b'native write\\n')\n"
+        "print(json.dumps({'ok': True}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"ok": True}
+    for line in ("progress from python", "what a JVM would print", "native write"):
+        assert line in proc.stderr
