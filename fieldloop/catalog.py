@@ -94,17 +94,22 @@ def _table_dirs(cfg: FieldloopConfig) -> list[tuple[str, str, str]]:
 
 
 def duplicates_dropped(history: list[dict[str, Any]]) -> int | None:
-    """Duplicates a bronze table dropped, from its commits' userMetadata (None if not bronze).
+    """Duplicates the bronze job dropped from a bronze or quarantine table, from its commits'
+    userMetadata (None if the bronze job never wrote it).
 
     Each bronze commit records ``valid`` (distinct keys the batch brought),
-    ``in_batch_duplicates`` and ``inserted``; a batch replayed after a crash commits
+    ``in_batch_duplicates`` and ``inserted``; each quarantine commit ``quarantined`` (the
+    batch's invalid records) and ``inserted``. A batch replayed after a crash commits
     nothing, so nothing is counted twice.
     """
     total, seen = 0, False
     for commit in history:
         try:
             meta = json.loads(commit.get("userMetadata") or "null")
-            total += int(meta["valid"]) + int(meta["in_batch_duplicates"]) - int(meta["inserted"])
+            if "quarantined" in meta:
+                total += int(meta["quarantined"]) - int(meta["inserted"])
+            else:
+                total += int(meta["valid"]) + int(meta["in_batch_duplicates"]) - int(meta["inserted"])
             seen = True
         except (ValueError, KeyError, TypeError):
             continue
@@ -128,7 +133,7 @@ def list_tables(cfg: FieldloopConfig) -> list[TableInfo]:
         actions = table.get_add_actions(flatten=True)
         rows = sum(v or 0 for v in actions.column("num_records").to_pylist()) if actions.num_rows else 0
         info = TableInfo(layer, name, uri, table.version(), int(rows), dict(table.metadata().configuration))
-        if layer == "bronze":
+        if layer in ("bronze", "quarantine"):
             info.duplicates_dropped = duplicates_dropped(table.history())
         info.notes = commit_notes(table.history(1))
         tables.append(info)

@@ -11,14 +11,16 @@ The job reads as three steps (read the stream -> build the transformation -> wri
    failing check becomes the record's quarantine ``reason``.
 3. **write**: per contract, valid records whose ``(_device_id, _seq)`` bronze does not
    hold yet are appended to ``bronze/<table>`` (duplicates - resends, replays - are
-   dropped), invalid ones appended to ``quarantine/<table>`` with their raw bytes.
+   dropped), invalid ones appended to ``quarantine/<table>`` with their raw bytes
+   unless quarantine holds their Kafka coordinates already.
 
-Exactly once: a batch's bronze commit records, as its ``userMetadata``, the batch id and
-the Kafka offset ranges it covers, how many valid records it brought and how many it
-inserted. A batch replayed after a crash finds that commit and writes nothing, and the
-key check makes re-sent records harmless; quarantine appends are idempotent Delta
-transactions (``txnAppId``/``txnVersion`` = N). The number of duplicates dropped is
-read from the Delta log itself and can never disagree with the data.
+Exactly once: a batch's bronze and quarantine commits record, as their ``userMetadata``,
+the batch id and the Kafka offset ranges it covers, how many records it brought and how
+many it inserted. A batch replayed after a crash finds its commit and writes nothing,
+and the key checks make records read again harmless: re-sent ones, or every record
+still in Kafka when a query on a new checkpoint (batch ids from 0 again) starts from the
+earliest offset. The number of duplicates dropped is read from the Delta log itself and
+can never disagree with the data.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ MAX_RECORD_BYTES = 1 << 20
 MAX_FUTURE_SECONDS = 24 * 3600  # device clocks drift; a day ahead is a broken clock
 EARLIEST_PLAUSIBLE = "2000-01-01 00:00:00"
 KAFKA_COLUMNS = ["_kafka_topic", "_kafka_partition", "_kafka_offset", "_kafka_timestamp"]
+QUARANTINE_KEY = tuple(KAFKA_COLUMNS)  # a quarantined record is known by where Kafka held it
 BRONZE_PROPERTIES = {
     # Refinement reads exactly the rows each bronze commit added, by version.
     "delta.enableChangeDataFeed": "true",
@@ -453,6 +456,7 @@ class BronzeJob:
         ingested = F.current_timestamp().alias("_ingested_at")
         reasons = {reason: n for reason, n in counts.items() if reason is not None}
         n_good = counts.get(None, 0)
+        meta = {"batch": batch_id, "offsets": dict(offsets)}
         if reasons:
             quarantine = rows.where(F.col("_reason").isNotNull()).select(
                 *KAFKA_COLUMNS,
@@ -466,15 +470,9 @@ class BronzeJob:
                 F.lit(batch_id).alias("_batch_id"),
             )
             self._ensure_table(target.quarantine_path, quarantine.schema, target, "quarantine")
-            (
-                quarantine.write.format("delta")
-                .mode("append")
-                .option("txnAppId", f"fieldloop-quarantine:{target.name}")
-                .option("txnVersion", batch_id)
-                .option("mergeSchema", "true")  # a newer schema adds optional columns
-                .save(target.quarantine_path)
-            )
-            report.quarantined[target.name] = sum(reasons.values())
+            inserted = self._quarantine_new(quarantine, target, meta)
+            report.quarantined[target.name] = inserted
+            report.duplicates[target.name] = sum(reasons.values()) - inserted
             for reason, n in reasons.items():
                 report.reasons[reason] = report.reasons.get(reason, 0) + n
         if n_good == 0:
@@ -482,9 +480,52 @@ class BronzeJob:
 
         bronze = rows.where(F.col("_reason").isNull()).select(*bronze_columns(target.contract.stream), ingested)
         self._ensure_table(target.bronze_path, bronze.schema, target, "bronze")
-        inserted = self._insert_new(bronze, target, {"batch": batch_id, "offsets": dict(offsets)})
+        inserted = self._insert_new(bronze, target, meta)
         report.inserted[target.name] = inserted
-        report.duplicates[target.name] = n_good - inserted
+        report.duplicates[target.name] = report.duplicates.get(target.name, 0) + n_good - inserted
+
+    def _quarantine_new(self, source: DataFrame, target: BronzeTarget, meta: dict[str, Any]) -> int:
+        """Append the invalid records quarantine does not hold yet; returns how many.
+
+        A quarantined record is known by its Kafka coordinates (topic, partition, offset and
+        timestamp: a topic created again restarts its offsets, never at the same instant).
+        As for bronze, the commit's ``userMetadata`` names the batch id and its offset
+        ranges, so a batch replayed after a crash finds its commit and writes nothing. A
+        query started on a new checkpoint numbers its batches from 0 again and reads Kafka
+        from the earliest offset: its records are new unless quarantine holds their
+        coordinates, which it then counts as duplicates. (A Delta ``txnAppId`` keyed by
+        the batch id took a new checkpoint's batches for ones already written and dropped
+        their records.)
+        """
+        from pyspark.sql import functions as F
+
+        table = open_table(self.cfg, target.quarantine_path)
+        done = _committed(table, meta)
+        if done is not None:
+            logger.info(
+                "quarantine of batch %d of %s was committed before a restart; not written again",
+                meta["batch"],
+                target.name,
+            )
+            return int(done["inserted"])
+        batch = source.select(*QUARANTINE_KEY).toArrow()
+        held = _held_coordinates(table, batch)
+        new = source
+        if held.num_rows:
+            new = new.join(F.broadcast(self.spark.createDataFrame(held)), list(QUARANTINE_KEY), "left_anti")
+        inserted = batch.num_rows - held.num_rows
+        writer = (
+            new.write.format("delta")
+            .mode("append")
+            .option("mergeSchema", "true")  # a newer schema adds optional columns
+            .option("userMetadata", json.dumps({**meta, "quarantined": batch.num_rows, "inserted": inserted}))
+        )
+        if inserted == 0:  # a commit all the same, for the count of duplicates (see _insert_new)
+            writer = writer.option("txnAppId", f"fieldloop-quarantine-empty:{target.name}").option(
+                "txnVersion", table.version() + 1
+            )
+        writer.save(target.quarantine_path)
+        return inserted
 
     def _insert_new(self, source: DataFrame, target: BronzeTarget, meta: dict[str, Any]) -> int:
         """Append the (device, seq) pairs bronze does not hold yet, each once; returns how many.
@@ -510,7 +551,7 @@ class BronzeJob:
             logger.info(
                 "bronze batch %d of %s was committed before a restart; not written again", meta["batch"], target.name
             )
-            return done
+            return int(done["inserted"])
         keys = ["_device_id", "_seq"]
         batch_keys = source.select(*keys).toArrow()
         distinct = batch_keys.group_by(keys).aggregate([])
@@ -600,13 +641,14 @@ class BronzeJob:
         return writer.start()
 
 
-def _committed(table: Any, meta: Mapping[str, Any], depth: int = 20) -> int | None:
-    """How many rows the commit of this very batch inserted, if bronze holds it; else None.
+def _committed(table: Any, meta: Mapping[str, Any], depth: int = 20) -> dict[str, Any] | None:
+    """The ``userMetadata`` of this very batch's commit, if the table holds it; else None.
 
     The newest bronze-job commit is the only one that can be this batch's: a stream's batch
     ids only grow, and Spark replays nothing older than the last unfinished batch. Batch id
     *and* offsets must match, so a new checkpoint (whose ids start again at 0) is never
-    mistaken for the old one.
+    mistaken for the old one. Commits of other writers (table upkeep) carry no offsets
+    and are passed over.
     """
     for commit in table.history(depth):
         try:
@@ -615,7 +657,7 @@ def _committed(table: Any, meta: Mapping[str, Any], depth: int = 20) -> int | No
             continue
         if isinstance(prior, dict) and "offsets" in prior:
             same = prior.get("batch") == meta["batch"] and prior["offsets"] == meta["offsets"]
-            return int(prior["inserted"]) if same else None
+            return prior if same else None
     return None
 
 
@@ -636,6 +678,30 @@ def _held_keys(table: Any, batch_keys: Any) -> Any:
     lowest = pc.min(batch_keys["_seq"]).as_py()
     held = table.to_pyarrow_dataset().to_table(columns=["_device_id", "_seq"], filter=pc.field("_seq") >= lowest)
     return batch_keys.join(held.cast(key_schema), ["_device_id", "_seq"], join_type="left semi")
+
+
+def _held_coordinates(table: Any, batch: Any) -> Any:
+    """The rows of ``batch`` (:data:`QUARANTINE_KEY`) whose record the quarantine table already holds.
+
+    Only the key columns are read, and only from files whose offsets reach the batch's smallest.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    key_schema = pa.schema(
+        [
+            ("_kafka_topic", pa.string()),
+            ("_kafka_partition", pa.int32()),
+            ("_kafka_offset", pa.int64()),
+            ("_kafka_timestamp", pa.timestamp("us", tz="UTC")),
+        ]
+    )
+    batch = batch.cast(key_schema)
+    if batch.num_rows == 0:
+        return batch
+    lowest = pc.min(batch["_kafka_offset"]).as_py()
+    held = table.to_pyarrow_dataset().to_table(columns=list(QUARANTINE_KEY), filter=pc.field("_kafka_offset") >= lowest)
+    return batch.join(held.cast(key_schema), list(QUARANTINE_KEY), join_type="left semi")
 
 
 def _all_nullable(dtype: Any) -> Any:

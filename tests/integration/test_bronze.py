@@ -8,6 +8,7 @@ published = bronze rows + quarantined rows + duplicates dropped.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from fieldloop.contracts import load_contracts
 from fieldloop.lineage import TableGovernance
 from fieldloop.residency import ResidencyGuard
 from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, default_registry, encode
-from ingestion.cloud.bronze import BronzeJob, targets
+from ingestion.cloud.bronze import BronzeJob, checkpoint_path, targets
 from ingestion.cloud.topics import apply_topics
 from tests.stacks import PrivateKafka, started_private_kafka
 
@@ -202,3 +203,42 @@ def test_bronze_exactly_once_with_quarantine_and_reconciliation(spark, broker, j
     run_once(spark, job_cfg)
     assert len(rows(frames_t.bronze_path)) == 40
     assert duplicates_in_log(frames_t.bronze_path) + duplicates_in_log(plant_t.bronze_path) == 11
+
+
+def own_lake(broker: PrivateKafka, tmp_path: Path, **extra: str) -> FieldloopConfig:
+    """A config reading the module's broker into a lake (and checkpoint) of the test's own."""
+    return load_config(
+        {
+            "FIELDLOOP_HOME": str(broker.cfg.home),
+            "FIELDLOOP_LAKE_URI": str(tmp_path / "lake"),
+            "FIELDLOOP_KAFKA_BOOTSTRAP": broker.bootstrap,
+            **extra,
+        }
+    )
+
+
+def test_after_a_checkpoint_reset_every_bad_record_lands_in_quarantine_once(spark, broker, tmp_path) -> None:
+    """The checkpoint is lost: the next run starts again at batch 0 and reads every topic from its
+    earliest offset. The bad records sent since land, and none of the earlier ones twice."""
+    cfg = own_lake(broker, tmp_path)
+    publish = Publisher(broker.bootstrap)
+    device = "JT-RESET-DEVICE00"
+    for i in range(3):
+        publish(FRAMES, device, b"\xc3\x01\x00" + bytes([i]), seq=5000 + i)  # truncated
+    publish.flush()
+    run_once(spark, cfg)
+    [target] = [t for t in targets(cfg, CONTRACTS) if t.contract.id == FRAMES.id]
+    before = rows(target.quarantine_path)
+    assert sorted(r["_seq"] for r in before if r["_device_id"] == device) == [5000, 5001, 5002]
+
+    shutil.rmtree(checkpoint_path(cfg))
+    for i in range(4):
+        publish(FRAMES, device, b"\xc3\x01\x01" + bytes([i]), seq=6000 + i)
+    publish.flush()
+    job = run_once(spark, cfg)
+
+    after = rows(target.quarantine_path)
+    assert sorted(r["_seq"] for r in after if r["_device_id"] == device) == [5000, 5001, 5002, 6000, 6001, 6002, 6003]
+    coordinates = [(r["_kafka_topic"], r["_kafka_partition"], r["_kafka_offset"]) for r in after]
+    assert len(coordinates) == len(set(coordinates)) == len(before) + 4
+    assert min(r.batch_id for r in job.reports) == 0, "the reset query's batch ids started again at 0"
