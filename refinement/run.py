@@ -61,21 +61,10 @@ def select_contracts(contracts: dict[str, DataContract], policies: dict[str, Any
 
 def key_ring_for(cfg: FieldloopConfig, contracts: dict[str, DataContract]) -> Any:
     """The pseudonym key ring from the configured source; the default local file is created on first use."""
-    from refinement.keys import load_key_ring
+    from fieldloop.keys import configured_key_ring
 
-    default = cfg.refine.key_source is None
-    sm = None
-    if cfg.key_source.startswith("aws-secretsmanager:"):
-        import boto3
-
-        sm = boto3.client("secretsmanager", region_name=cfg.allowed_regions[0])
-    return load_key_ring(
-        cfg.key_source,
-        create_for=[c.tenant for c in contracts.values()] if default else None,
-        period=datetime.now(UTC).strftime("%Y%m"),
-        env=os.environ,  # an entry point: the one place allowed to read the environment
-        secretsmanager=sm,
-    )
+    # an entry point: the one place allowed to read the environment
+    return configured_key_ring(cfg, [c.tenant for c in contracts.values()], env=os.environ)
 
 
 def refine(

@@ -38,12 +38,12 @@ from typing import TYPE_CHECKING, Any
 from fieldloop.catalog import find_table, last_commit
 from fieldloop.config import FieldloopConfig
 from fieldloop.contracts import DataContract
+from fieldloop.keys import KeyRing
 from fieldloop.lineage import TableGovernance
 from fieldloop.residency import ResidencyGuard
 from fieldloop.spark import create_table_as
 from refinement import anonymize, quality
 from refinement.errors import PrivacyCheckError, RefinementError
-from refinement.keys import KeyRing
 from refinement.policy import MESH_COLUMN, PrivacyPolicy, TablePolicy
 from refinement.pseudonym import KEY_ID_COLUMN, pseudonymize
 from refinement.quality import RULE_COLUMN

@@ -14,10 +14,10 @@ import pytest
 from fieldloop.config import FieldloopConfig, load_config
 from fieldloop.contracts import load_contracts
 from fieldloop.errors import ResidencyError
+from fieldloop.keys import load_key_ring
 from fieldloop.residency import ResidencyGuard
 from ingestion.simulator import FleetSpec
 from refinement.errors import QualityError
-from refinement.keys import load_key_ring
 from refinement.policy import default_policies
 from refinement.silver import SilverJob
 from tests.fleet_rows import simulate
