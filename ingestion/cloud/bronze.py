@@ -12,7 +12,10 @@ The job reads as three steps (read the stream -> build the transformation -> wri
 3. **write**: per contract, valid records whose ``(_device_id, _seq)`` bronze does not
    hold yet are appended to ``bronze/<table>`` (duplicates - resends, replays - are
    dropped), invalid ones appended to ``quarantine/<table>`` with their raw bytes
-   unless quarantine holds their Kafka coordinates already.
+   unless quarantine holds their Kafka coordinates already. A record whose headers label
+   it secret never stays raw outside the site: quarantine keeps its reason, headers,
+   size and a keyed digest (HMAC-SHA256 with its tenant's key, computed on the driver),
+   never its bytes.
 
 Exactly once: a batch's bronze and quarantine commits record, as their ``userMetadata``,
 the batch id and the Kafka offset ranges it covers, how many records it brought and how
@@ -25,6 +28,8 @@ can never disagree with the data.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -37,6 +42,7 @@ from fieldloop.catalog import find_table, open_table
 from fieldloop.classes import DataClass
 from fieldloop.config import FieldloopConfig
 from fieldloop.contracts import DataContract
+from fieldloop.keys import KeyRing, PseudonymKey, configured_key_ring
 from fieldloop.lineage import TableGovernance
 from fieldloop.residency import ResidencyGuard
 from fieldloop.spark import create_table
@@ -55,6 +61,9 @@ MAX_FUTURE_SECONDS = 24 * 3600  # device clocks drift; a day ahead is a broken c
 EARLIEST_PLAUSIBLE = "2000-01-01 00:00:00"
 KAFKA_COLUMNS = ["_kafka_topic", "_kafka_partition", "_kafka_offset", "_kafka_timestamp"]
 QUARANTINE_KEY = tuple(KAFKA_COLUMNS)  # a quarantined record is known by where Kafka held it
+# What a keyed digest of a quarantined payload is computed over, before the payload: the
+# tenant's keys also make pseudonyms, and no digest may ever equal one of them.
+DIGEST_CONTEXT = b"fieldloop quarantine payload v1\x00"
 BRONZE_PROPERTIES = {
     # Refinement reads exactly the rows each bronze commit added, by version.
     "delta.enableChangeDataFeed": "true",
@@ -157,6 +166,8 @@ class BronzeJob:
         guard: the residency guard; every table and the checkpoint pass it before the start.
         max_offsets_per_trigger: bounds a micro-batch (records).
         max_record_bytes: larger payloads are quarantined as ``oversized``.
+        keys: the site's HMAC keys for the digests of secret-labelled records; default:
+            loaded from ``cfg.key_source`` when a batch first holds such a record.
     """
 
     def __init__(
@@ -168,11 +179,16 @@ class BronzeJob:
         guard: ResidencyGuard,
         max_offsets_per_trigger: int = 200_000,
         max_record_bytes: int = MAX_RECORD_BYTES,
+        keys: KeyRing | None = None,
     ) -> None:
         self.cfg = cfg
         self.spark = spark
         self.registry = registry
         self.targets = targets(cfg, contracts)
+        self._tenants = [c.tenant for c in contracts.values()]  # whose keys a default key ring is created with
+        # a record naming one of these contracts is secret whatever its class header says
+        self.secret_contracts = sorted(c.id for c in contracts.values() if c.data_class is DataClass.SECRET)
+        self._keys = keys
         self.by_topic = {t.contract.topic: t for t in self.targets}
         self.max_offsets_per_trigger = max_offsets_per_trigger
         self.max_record_bytes = max_record_bytes
@@ -241,10 +257,29 @@ class BronzeJob:
         reason = F
         for topic, target in sorted(self.by_topic.items()):
             reason = reason.when(F.col("_kafka_topic") == topic, self._envelope_reason(target.contract))
-        # no contract names the topic: never valid (process_batch refuses such a batch)
-        rows = rows.withColumn("_reason", reason.otherwise(F.lit("unknown-topic")))
+        rows = rows.select(
+            "*",
+            # no contract names the topic: never valid (process_batch refuses such a batch)
+            reason.otherwise(F.lit("unknown-topic")).alias("_reason"),
+            self._secret_label().alias("_secret"),
+        )
         rows = self._decode(rows, F.lit(now or datetime.now(UTC)))
         return rows.drop("_h_class", "_h_tenant", "_h_contract", "_fingerprint")
+
+    def _secret_label(self) -> Column:
+        """True when a record's headers label it secret, whatever else is wrong with it.
+
+        Its class header says ``secret`` (in any case or padding), or its contract header
+        names a secret contract. Such a record is never valid here (raw secret data never
+        leaves the site) and whatever reason quarantines it - ``raw-secret``, or a check
+        that comes first such as ``oversized`` - its bytes are not kept.
+        """
+        from pyspark.sql import functions as F
+
+        labelled = F.lower(F.trim(F.col("_h_class"))) == "secret"
+        if self.secret_contracts:
+            labelled = labelled | F.lower(F.trim(F.col("_h_contract"))).isin(self.secret_contracts)
+        return F.coalesce(labelled, F.lit(False))
 
     def _envelope_reason(self, c: DataContract) -> Column:
         """The first check a record of contract ``c`` fails before decoding, or null."""
@@ -376,16 +411,21 @@ class BronzeJob:
             # a crash is recognised.
             reasons: dict[str, dict[str | None, int]] = {}
             offsets: dict[str, dict[str, list[int]]] = {}
+            secret: dict[str, int] = {}  # per topic, the records labelled secret (all of them quarantined)
             for r in (
                 rows.groupBy("_kafka_topic", "_kafka_partition", "_reason")
                 .agg(
-                    F.count(F.lit(1)).alias("n"), F.min("_kafka_offset").alias("lo"), F.max("_kafka_offset").alias("hi")
+                    F.count(F.lit(1)).alias("n"),
+                    F.min("_kafka_offset").alias("lo"),
+                    F.max("_kafka_offset").alias("hi"),
+                    F.count_if("_secret").alias("secret"),
                 )
                 .collect()
             ):
                 topic, part = r["_kafka_topic"], str(r["_kafka_partition"])
                 by_reason = reasons.setdefault(topic, {})
                 by_reason[r["_reason"]] = by_reason.get(r["_reason"], 0) + r["n"]
+                secret[topic] = secret.get(topic, 0) + r["secret"]
                 lo, hi = offsets.setdefault(topic, {}).get(part, [r["lo"], r["hi"]])
                 offsets[topic][part] = [min(lo, r["lo"]), max(hi, r["hi"])]
             unknown = sorted(set(reasons) - set(self.by_topic))
@@ -406,6 +446,7 @@ class BronzeJob:
                     part,
                     offsets[topic],
                     reasons[topic],
+                    secret[topic],
                 )
                 return part
 
@@ -446,10 +487,12 @@ class BronzeJob:
         report: BatchReport,
         offsets: Mapping[str, list[int]],
         counts: Mapping[str | None, int],
+        n_secret: int = 0,
     ) -> None:
         """Write one topic's classified rows: the invalid ones to quarantine, the new valid ones to bronze.
 
-        ``counts`` holds the topic's records per reason, None for the valid ones.
+        ``counts`` holds the topic's records per reason, None for the valid ones;
+        ``n_secret`` how many of the invalid ones are labelled secret.
         """
         from pyspark.sql import functions as F
 
@@ -458,13 +501,22 @@ class BronzeJob:
         n_good = counts.get(None, 0)
         meta = {"batch": batch_id, "offsets": dict(offsets)}
         if reasons:
-            quarantine = rows.where(F.col("_reason").isNotNull()).select(
+            bad = rows.where(F.col("_reason").isNotNull())
+            if n_secret:
+                bad = bad.join(F.broadcast(self._digests(bad, target)), ["_kafka_partition", "_kafka_offset"], "left")
+                digest = [F.col("_value_hmac"), F.col("_hmac_key_id")]
+            else:
+                digest = [F.lit(None).cast("string").alias(c) for c in ("_value_hmac", "_hmac_key_id")]
+            raw = ~F.col("_secret")  # the bytes of a record labelled secret are not kept
+            quarantine = bad.select(
                 *KAFKA_COLUMNS,
-                "_key",
-                "_value",
+                F.when(raw, F.col("_key")).alias("_key"),
+                F.when(raw, F.col("_value")).alias("_value"),
                 "_headers",
                 "_device_id",
                 "_seq",
+                F.length("_value").alias("_size"),
+                *digest,
                 F.col("_reason").alias("reason"),
                 ingested,
                 F.lit(batch_id).alias("_batch_id"),
@@ -483,6 +535,36 @@ class BronzeJob:
         inserted = self._insert_new(bronze, target, meta)
         report.inserted[target.name] = inserted
         report.duplicates[target.name] = report.duplicates.get(target.name, 0) + n_good - inserted
+
+    def _digests(self, bad: DataFrame, target: BronzeTarget) -> DataFrame:
+        """``_kafka_partition``, ``_kafka_offset``, ``_value_hmac`` and ``_hmac_key_id`` of the
+        secret-labelled records among ``bad`` (one topic's).
+
+        Keyed with the active key of the topic's tenant, on the driver, from the collected
+        payloads (a handful: such records are rare and never valid); only the digests go
+        back to Spark, so the key enters no plan, log or table.
+        """
+        from pyspark.sql import functions as F
+
+        key = self._key(target.contract.tenant)
+        labelled = bad.where(F.col("_secret")).select("_kafka_partition", "_kafka_offset", "_value").collect()
+        digests = [
+            (
+                r["_kafka_partition"],
+                r["_kafka_offset"],
+                *((None, None) if r["_value"] is None else payload_digest(key, r["_value"])),
+            )
+            for r in labelled
+        ]
+        return self.spark.createDataFrame(
+            digests, "_kafka_partition INT, _kafka_offset LONG, _value_hmac STRING, _hmac_key_id STRING"
+        )
+
+    def _key(self, tenant: str | None) -> PseudonymKey:
+        """The active key of ``tenant``; the key ring is loaded the first time one is needed."""
+        if self._keys is None:
+            self._keys = configured_key_ring(self.cfg, self._tenants)
+        return self._keys.active(tenant)
 
     def _quarantine_new(self, source: DataFrame, target: BronzeTarget, meta: dict[str, Any]) -> int:
         """Append the invalid records quarantine does not hold yet; returns how many.
@@ -639,6 +721,13 @@ class BronzeJob:
             else writer.trigger(processingTime=f"{trigger_seconds} seconds")
         )
         return writer.start()
+
+
+def payload_digest(key: PseudonymKey, payload: bytes) -> tuple[str, str]:
+    """(HMAC-SHA256 of ``payload`` under ``key`` as hex, the key's id): what quarantine keeps
+    of a record it may not keep raw. Whoever holds the record at the site and the key can
+    tell it is this one; nobody can learn its bytes from the digest."""
+    return hmac.new(key.secret, DIGEST_CONTEXT + bytes(payload), hashlib.sha256).hexdigest(), key.id
 
 
 def _committed(table: Any, meta: Mapping[str, Any], depth: int = 20) -> dict[str, Any] | None:
