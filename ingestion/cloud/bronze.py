@@ -7,15 +7,17 @@ The job reads as three steps (read the stream -> build the transformation -> wri
    check the headers against the contract (class, tenant, contract id, device, sequence);
    check the single-object header; decode the Avro body natively with ``from_avro``
    using the writer schema its fingerprint names, then resolve it to the stream's
-   latest schema; reject non-finite numbers and implausible timestamps. The first
-   failing check becomes the record's quarantine ``reason``.
+   latest schema; reject non-finite numbers, implausible timestamps and records already
+   past their contract's retention (``expired``). The first failing check becomes the
+   record's quarantine ``reason``.
 3. **write**: per contract, valid records whose ``(_device_id, _seq)`` bronze does not
    hold yet are appended to ``bronze/<table>`` (duplicates - resends, replays - are
    dropped), invalid ones appended to ``quarantine/<table>`` with their raw bytes
    unless quarantine holds their Kafka coordinates already. A record whose headers label
    it secret never stays raw outside the site: quarantine keeps its reason, headers,
    size and a keyed digest (HMAC-SHA256 with its tenant's key, computed on the driver),
-   never its bytes.
+   never its bytes; of an ``expired`` record, past the time its contract allows any
+   copy, it keeps the reason, headers, size and event time.
 
 Exactly once: a batch's bronze and quarantine commits record, as their ``userMetadata``,
 the batch id and the Kafka offset ranges it covers, how many records it brought and how
@@ -45,6 +47,7 @@ from fieldloop.contracts import DataContract
 from fieldloop.keys import KeyRing, PseudonymKey, configured_key_ring
 from fieldloop.lineage import TableGovernance
 from fieldloop.residency import ResidencyGuard
+from fieldloop.retention import cutoff, event_time_field, file_retention_properties
 from fieldloop.spark import create_table
 from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, HEADER_LEN, SchemaRegistry
 from ingestion.errors import IngestionError
@@ -227,8 +230,9 @@ class BronzeJob:
         made it rebuild the header map for every header it checked and tripled the batch's
         time.
 
-        ``now`` (default: the current time) bounds plausible timestamps. A batch passes one
-        fixed value, so a recomputed partition classifies its records exactly as before.
+        ``now`` (default: the current time) bounds plausible timestamps and decides which
+        records are past their contract's retention. A batch passes one fixed value, so a
+        recomputed partition classifies its records exactly as before.
         """
         from pyspark.sql import functions as F
 
@@ -263,7 +267,7 @@ class BronzeJob:
             reason.otherwise(F.lit("unknown-topic")).alias("_reason"),
             self._secret_label().alias("_secret"),
         )
-        rows = self._decode(rows, F.lit(now or datetime.now(UTC)))
+        rows = self._decode(rows, now or datetime.now(UTC))
         return rows.drop("_h_class", "_h_tenant", "_h_contract", "_fingerprint")
 
     def _secret_label(self) -> Column:
@@ -308,13 +312,14 @@ class BronzeJob:
         """The registered schemas of ``stream`` by fingerprint (hex)."""
         return {s.fingerprint.hex(): s for s in self.registry.all() if s.stream == stream}
 
-    def _decode(self, rows: DataFrame, now: Column) -> DataFrame:
+    def _decode(self, rows: DataFrame, now: datetime) -> DataFrame:
         """Decode each record with the writer schema its fingerprint names, resolved to its stream's latest schema.
 
         One ``CASE`` per stream over that stream's fingerprints, evaluated only for rows
         with no reason yet, so every record is decoded once and by its own writer schema.
         Fingerprints are unique across streams, and the envelope checks already refused a
-        fingerprint foreign to the topic's stream.
+        fingerprint foreign to the topic's stream. ``_event_ts`` is the decoded record's
+        event time (see :func:`fieldloop.retention.event_time_field`).
         """
         from pyspark.sql import functions as F
         from pyspark.sql.avro.functions import from_avro
@@ -324,6 +329,7 @@ class BronzeJob:
         for topic, target in sorted(self.by_topic.items()):
             topics.setdefault(target.contract.stream, []).append(topic)
         version = F.lit(None).cast("int")  # a CASE over every fingerprint of every stream
+        event = F.lit(None).cast("timestamp")
         reason = F.when(F.col("_reason").isNotNull(), F.col("_reason"))
         for stream, stream_topics in sorted(topics.items()):
             writers = self._writers(stream)
@@ -356,9 +362,16 @@ class BronzeJob:
             if "ts" in reader_type.fieldNames():
                 ts = decoded["ts"]
                 reason = reason.when(
-                    ours & (ts > now + F.expr(f"INTERVAL {MAX_FUTURE_SECONDS} SECONDS")), "future-timestamp"
+                    ours & (ts > F.lit(now) + F.expr(f"INTERVAL {MAX_FUTURE_SECONDS} SECONDS")), "future-timestamp"
                 ).when(ours & (ts < F.to_timestamp(F.lit(EARLIEST_PLAUSIBLE))), "implausible-timestamp")
-        return rows.withColumn("_schema_version", version).withColumn("_reason", reason)
+            field = event_time_field(reader.parsed)
+            if field is not None:
+                event = F.when(ours, decoded[field]).otherwise(event)
+                # Retention is the contract's, and a stream's topics may belong to different contracts.
+                for topic in stream_topics:
+                    oldest = cutoff(self.by_topic[topic].contract, now)
+                    reason = reason.when((F.col("_kafka_topic") == topic) & (decoded[field] < F.lit(oldest)), "expired")
+        return rows.withColumns({"_schema_version": version, "_reason": reason, "_event_ts": event})
 
     def _resolve(self, record: Column, writer: Any, reader: Any) -> Column:
         """Avro resolution at column level: reader fields from the writer, or the reader's default.
@@ -507,7 +520,8 @@ class BronzeJob:
                 digest = [F.col("_value_hmac"), F.col("_hmac_key_id")]
             else:
                 digest = [F.lit(None).cast("string").alias(c) for c in ("_value_hmac", "_hmac_key_id")]
-            raw = ~F.col("_secret")  # the bytes of a record labelled secret are not kept
+            # Not kept: the bytes of a record labelled secret, and of one its contract no longer allows.
+            raw = ~F.col("_secret") & (F.col("_reason") != "expired")
             quarantine = bad.select(
                 *KAFKA_COLUMNS,
                 F.when(raw, F.col("_key")).alias("_key"),
@@ -517,6 +531,7 @@ class BronzeJob:
                 "_seq",
                 F.length("_value").alias("_size"),
                 *digest,
+                "_event_ts",
                 F.col("_reason").alias("reason"),
                 ingested,
                 F.lit(batch_id).alias("_batch_id"),
@@ -679,7 +694,10 @@ class BronzeJob:
         if path in self._ready:
             return
         table = find_table(self.cfg, path)
-        wanted = dict(BRONZE_PROPERTIES) if layer == "bronze" else {}
+        # VACUUM removes the files of rows deleted at the contract's retention after this grace.
+        wanted = file_retention_properties(target.contract)
+        if layer == "bronze":
+            wanted.update(BRONZE_PROPERTIES)
         if table is not None:
             # a table from before these properties existed gets them once
             props = table.metadata().configuration
