@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from fieldloop.config import FieldloopConfig
+from fieldloop.retention import deleted_by_retention
 
 LAYERS = ("bronze", "quarantine", "silver", "gold", "fleet")
 
@@ -27,6 +28,7 @@ class TableInfo:
     rows: int
     properties: dict[str, str] = field(default_factory=dict)
     duplicates_dropped: int | None = None
+    retention_deleted: int = 0  # rows retention deleted (past the contract's retention_days), from the log
     notes: list[str] = field(default_factory=list)  # what the newest commit says a reader should know
 
     def as_dict(self) -> dict[str, Any]:
@@ -133,9 +135,11 @@ def list_tables(cfg: FieldloopConfig) -> list[TableInfo]:
         actions = table.get_add_actions(flatten=True)
         rows = sum(v or 0 for v in actions.column("num_records").to_pylist()) if actions.num_rows else 0
         info = TableInfo(layer, name, uri, table.version(), int(rows), dict(table.metadata().configuration))
+        history = table.history()
         if layer in ("bronze", "quarantine"):
-            info.duplicates_dropped = duplicates_dropped(table.history())
-        info.notes = commit_notes(table.history(1))
+            info.duplicates_dropped = duplicates_dropped(history)
+        info.retention_deleted = deleted_by_retention(history)
+        info.notes = commit_notes(history[:1])
         tables.append(info)
     order = {layer: i for i, layer in enumerate(LAYERS)}
     return sorted(tables, key=lambda t: (order[t.layer], t.name))

@@ -83,7 +83,8 @@ def refine(
         since: refine bronze versions after this one again (default: since the last run).
         spark: a session to reuse (default: a new one from the kernel's factory).
         on_table: called with each table's report as soon as it is written.
-        clock: now (UTC), for which days are closed and may have their DP figures released.
+        clock: now (UTC), for which days are closed and may have their DP figures released,
+            which rows are past their contract's retention and whether upkeep is due.
 
     Raises:
         PolicyError, KeyRingError, ResidencyError, QualityError: before anything is written
@@ -111,20 +112,49 @@ def refine(
     job = SilverJob(cfg, spark, contracts, policies, keys, guard)
     for o in (o for cid in chosen for o in job.outputs(cid)):  # every location before the first byte
         guard.check(o.path)
+    now = clock()  # one now for the run: what it writes, retention never deletes in the same run
     result = RefineResult()
     for cid in chosen:
-        for report in job.run(cid, since=since):
+        for report in job.run(cid, since=since, now=now):
             result.reports.append(report)
             if on_table:
                 on_table(report)
-    from delta.tables import DeltaTable
+    for cid in chosen:
+        result.upkeep += stream_upkeep(spark, cfg, job, contracts[cid], now)
+    refined = {r.table for r in result.reports}
+    gold = GoldJob(cfg, spark, contracts, guard, clock)
+    result.gold = gold.run(only=lambda table: table.source in refined)
+    result.upkeep += gold_upkeep(spark, cfg, gold, result.gold, now)
+    return result
 
+
+def stream_upkeep(spark: Any, cfg: FieldloopConfig, job: Any, contract: DataContract, now: datetime) -> list[Any]:
+    """Retention, compaction and VACUUM of one stream's tables (``job`` a ``SilverJob``).
+
+    Bronze and both quarantines lose their rows past retention here; the silver outputs lost
+    theirs in ``job.run``, before it wrote (their privacy reports count them), and are
+    only compacted. Nothing is done, and no Spark job started, for a table with nothing due.
+    """
     from refinement.maintenance import maintain
 
-    for cid in chosen:
-        for o in job.outputs(cid):
-            if DeltaTable.isDeltaTable(spark, o.path):
-                result.upkeep.append(maintain(spark, o.path, contracts[cid]))
-    refined = {r.table for r in result.reports}
-    result.gold = GoldJob(cfg, spark, contracts, guard, clock).run(only=lambda table: table.source in refined)
-    return result
+    column = job.time_column(contract)
+    tables = [  # (table, the time its retention counts from, compacted)
+        (job.bronze_path(contract), column, False),
+        (job.bronze_quarantine_path(contract), "_ingested_at", False),  # raw records: kept from when they landed
+        (job.quarantine_path(contract), column, True),
+        *((o.path, None, True) for o in job.outputs(contract.id)),
+    ]
+    return [maintain(spark, cfg, path, contract, time, now, optimize=optimize) for path, time, optimize in tables]
+
+
+def gold_upkeep(spark: Any, cfg: FieldloopConfig, gold: Any, built: list[Any], now: datetime) -> list[Any]:
+    """Retention and upkeep of the gold tables ``gold`` (a ``GoldJob``) just looked at.
+
+    A gold table is rebuilt from its silver source whenever that moved, a retention DELETE
+    included, so it holds what silver holds; rows of a training dataset (``ts``) past
+    retention are deleted here all the same, and VACUUM removes the files of earlier builds.
+    """
+    from refinement.maintenance import maintain
+
+    contracts = {t.name: t.contract for t in gold.tables()}
+    return [maintain(spark, cfg, g.path, contracts[g.table], "ts", now, optimize=False) for g in built]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fieldloop.catalog import list_tables
 from fieldloop.config import FieldloopConfig, load_config
 from fieldloop.contracts import load_contracts
 from fieldloop.errors import ResidencyError
@@ -164,23 +165,33 @@ def test_residency_refusal_writes_nothing(spark, lake_cfg: FieldloopConfig, writ
 def test_upkeep_deletes_expired_rows_compacts_and_vacuums_once_a_day(
     spark, lake_cfg: FieldloopConfig, write_bronze
 ) -> None:
-    from datetime import UTC, datetime, timedelta
+    from datetime import UTC, timedelta
 
     from refinement.maintenance import maintain
 
     write_bronze(plant_records(10), 0)
     [report] = silver_job(spark, lake_cfg).run(PLANT)
     contract = load_contracts()[PLANT]
-    oldest = spark.read.format("delta").load(report.path).selectExpr("max(ts)").first()[0].replace(tzinfo=UTC)
-    # a day after the newest row expires, every row has
-    later = oldest + timedelta(days=contract.retention_days + 1)
-    done = maintain(spark, report.path, contract, now=later)
+    newest = spark.read.format("delta").load(report.path).selectExpr("max(ts)").first()[0].replace(tzinfo=UTC)
+
+    def history() -> list[str]:
+        return [r["operation"] for r in spark.sql(f"DESCRIBE HISTORY delta.`{report.path}`").collect()]
+
+    # nothing due: no Spark job, no commit; a table seen for the first time is compacted a day later
+    commits = len(history())
+    first = maintain(spark, lake_cfg, report.path, contract, "ts", now=newest + timedelta(hours=1))
+    assert (first.expired_rows, first.optimized) == (0, False) and first.skipped.startswith("first seen")
+    assert len(history()) == commits
+    # a day after the newest row passed its retention, every row has: deleted, then compacted and vacuumed
+    later = newest + timedelta(days=contract.retention_days + 1)
+    done = maintain(spark, lake_cfg, report.path, contract, "ts", now=later)
     assert done.expired_rows == report.rows_out and done.optimized and done.vacuumed
     assert spark.read.format("delta").load(report.path).count() == 0
-    ops = [r["operation"] for r in spark.sql(f"DESCRIBE HISTORY delta.`{report.path}`").collect()]
-    assert {"DELETE", "VACUUM END"} <= set(ops)
-    again = maintain(spark, report.path, contract, now=datetime.now(UTC))
-    assert again.skipped and not again.optimized
+    assert {"DELETE", "VACUUM END"} <= set(history())
+    again = maintain(spark, lake_cfg, report.path, contract, "ts", now=later + timedelta(hours=1))
+    assert again.skipped and not again.optimized and again.expired_rows == 0
+    [table] = [t for t in list_tables(lake_cfg) if t.path == report.path]
+    assert table.retention_deleted == report.rows_out
 
 
 def test_silver_range_rules_are_check_constraints_delta_enforces(spark, lake_cfg: FieldloopConfig) -> None:
