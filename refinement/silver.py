@@ -668,6 +668,7 @@ class SilverJob:
             versions_window(a, b),
             {"bronze_version": b, "from": a + 1, "run": uuid.uuid4().hex[:12]},
             properties,
+            empty=first.rows_in == 0,
         )
         logger.info("%s: bronze v%d..v%d -> %s (delta v%s)", contract.id, a + 1, b, o.path, report.delta_version)
         return report
@@ -698,16 +699,26 @@ class SilverJob:
 
     # 3. write --------------------------------------------------------------------------------
     def _replace(
-        self, df: DataFrame, path: str, window: str, meta: dict[str, Any], properties: Mapping[str, str]
+        self,
+        df: DataFrame,
+        path: str,
+        window: str,
+        meta: dict[str, Any],
+        properties: Mapping[str, str],
+        empty: bool = False,
     ) -> tuple[int, int]:
         """Replace the rows matching ``window`` by ``df``; returns (Delta version, rows written).
 
         A table that does not exist yet is created by this write with ``properties``: one
         commit, and no snapshot of an empty table to compute before the first rows land.
+        ``empty``: ``df`` is known to hold no row. Delta commits no write that adds and
+        removes no file, and the table would not record the bronze versions it now holds
+        (the next run would read them again); a transaction marker makes it a commit.
         """
         from pyspark.errors import AnalysisException
 
-        if find_table(self.cfg, path) is None:
+        table = find_table(self.cfg, path)
+        if table is None:
             try:
                 create_table_as(self.spark, df, path, dict(properties), json.dumps(meta))
                 return last_commit(self.cfg, path)
@@ -722,14 +733,15 @@ class SilverJob:
                     create_table_as(self.spark, df, path, dict(properties), json.dumps(meta), replace=True)
                     return last_commit(self.cfg, path)
                 # another run created it meanwhile: replace into it like any later run
-        (
-            df.write.format("delta")
-            .mode("overwrite")
-            .option("replaceWhere", window)
-            .option("userMetadata", json.dumps(meta))
-            .save(path)
-        )
-        return last_commit(self.cfg, path)
+                table = find_table(self.cfg, path)
+        before = table.version()
+        writer = df.write.format("delta").mode("overwrite").option("replaceWhere", window)
+        writer = writer.option("userMetadata", json.dumps(meta))
+        if empty:
+            writer = writer.option("txnAppId", "fieldloop-silver-empty").option("txnVersion", before + 1)
+        writer.save(path)
+        version, rows = last_commit(self.cfg, path)
+        return (version, rows) if version > before else (before, 0)  # no commit: nothing written
 
     def _properties(
         self,

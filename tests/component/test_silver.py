@@ -78,6 +78,25 @@ def test_silver_is_incremental_and_idempotent(spark, lake_cfg: FieldloopConfig, 
     assert table_rows(spark, path) == after
 
 
+def test_a_run_over_bronze_versions_that_added_no_row_writes_none_and_reconciles(
+    spark, lake_cfg: FieldloopConfig, write_bronze
+) -> None:
+    """Bronze commits that add no row (a batch of resends, or its retention and VACUUM commits):
+    the run reads nothing, and adaptive execution, dropping the empty plan, takes its
+    observations with it; the run must still count zero, not fail."""
+    sent = plant_records(10)
+    write_bronze(sent, 0)
+    job = silver_job(spark, lake_cfg)
+    [first] = job.run(PLANT)
+    write_bronze(sent, 1)  # every record again: a bronze commit of duplicates only
+    [second] = job.run(PLANT)
+    assert second.bronze_versions == (first.bronze_versions[1] + 1,) * 2
+    assert (second.rows_in, second.rows_out, second.reconciles) == (0, 0, True)
+    assert spark.read.format("delta").load(first.path).count() == first.rows_out
+    [third] = job.run(PLANT)  # silver recorded that it holds that version: nothing to read again
+    assert third.bronze_versions is None
+
+
 def test_silver_table_carries_governance_and_change_feed(spark, lake_cfg: FieldloopConfig, write_bronze) -> None:
     write_bronze(plant_records(10), 0)
     [report] = silver_job(spark, lake_cfg).run(PLANT)
