@@ -99,9 +99,10 @@ def observed(observation: Observation) -> dict[str, Any]:
     """The metrics ``observation`` collected in the action that ran, or none.
 
     Adaptive execution replaces the part of a plan above a stage that came out empty (a
-    run over bronze versions that added no rows, or whose rows are all past retention) by
-    an empty relation, and with it every node observing rows below that stage: their
-    metrics are lost, and PySpark's ``Observation.get`` fails on the empty metrics row.
+    run whose rows are all past retention: the filter leaves none for the shuffles of the
+    first pass) by an empty relation, and with it every node observing rows below that
+    stage: their metrics are lost, and PySpark's ``Observation.get`` fails on the empty
+    metrics row.
     """
     if observation._jo is not None and observation._jo.getRow().length() == 0:
         return {}
