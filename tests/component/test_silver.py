@@ -147,7 +147,12 @@ def test_rows_failing_quality_rules_go_to_quarantine_with_the_rule(
     # A re-run of the first run's versions would clear (replace) what that run put there.
     job, (a, b) = silver_job(spark, lake_cfg), report.bronze_versions
     commits = history_len(spark, path)
-    write_bronze(plant_records(10, seed=4), 1)
+    # Later readings of the same sensors (new sequence numbers: another seed would send the
+    # same (device, seq) again, which bronze drops as duplicates, and refine nothing).
+    held = {(s.device_id, s.seq) for s in sent}
+    later = [s for s in plant_records(20) if (s.device_id, s.seq) not in held]
+    assert later
+    write_bronze(later, 1)
     [clean] = job.run(PLANT)
     assert clean.quarantined == {} and clean.rows_out > 0
     assert history_len(spark, path) == commits
