@@ -54,6 +54,7 @@ import numpy as np
 
 from fieldloop.config import load_config
 from fieldloop.contracts import load_contracts
+from fieldloop.keys import load_key_ring
 from fieldloop.residency import ResidencyGuard
 from fieldloop.spark import spark_session
 from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, default_registry
@@ -64,7 +65,6 @@ from ingestion.simulator.notes import note
 from ingestion.simulator.vehicle import M_PER_DEG_LAT
 from ingestion.simulator.vin import make_vin
 from refinement import anonymize, quality
-from refinement.keys import load_key_ring
 from refinement.policy import default_policies
 from refinement.pseudonym import pseudonymize
 from refinement.silver import ROW_KEY, SilverJob

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from fieldloop.config import FieldloopConfig
+from fieldloop.retention import deleted_by_retention
 
 LAYERS = ("bronze", "quarantine", "silver", "gold", "fleet")
 
@@ -27,6 +28,7 @@ class TableInfo:
     rows: int
     properties: dict[str, str] = field(default_factory=dict)
     duplicates_dropped: int | None = None
+    retention_deleted: int = 0  # rows retention deleted (past the contract's retention_days), from the log
     notes: list[str] = field(default_factory=list)  # what the newest commit says a reader should know
 
     def as_dict(self) -> dict[str, Any]:
@@ -61,16 +63,23 @@ _UPKEEP_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "SET T
 
 
 def last_data_version(cfg: FieldloopConfig, uri: str) -> int:
-    """The newest version of the table at ``uri`` that changed its rows (compaction and vacuum do not).
+    """The newest version of the table at ``uri`` that changed its rows.
 
-    A reader that rebuilds from a table when it moved compares this, so upkeep does not
-    look like new data.
+    Compaction and VACUUM do not, nor a write that added and removed nothing (a run's
+    marker that it read bronze versions with no new row). A reader that rebuilds from a
+    table when it moved compares this, so upkeep and empty runs do not look like new data.
     """
     table = open_table(cfg, uri)
     for commit in table.history(50):
-        if commit.get("operation") not in _UPKEEP_OPERATIONS:
+        if commit.get("operation") not in _UPKEEP_OPERATIONS and _changed_rows(commit):
             return int(commit["version"])
-    return int(table.version())
+    return 0
+
+
+def _changed_rows(commit: dict[str, Any]) -> bool:
+    metrics = commit.get("operationMetrics") or {}
+    counted = [k for k in ("numOutputRows", "numDeletedRows", "numRemovedFiles", "numCopiedRows") if k in metrics]
+    return not counted or any(int(metrics[k] or 0) for k in counted)
 
 
 def find_table(cfg: FieldloopConfig, uri: str) -> Any:
@@ -111,17 +120,22 @@ def _table_dirs(cfg: FieldloopConfig) -> list[tuple[str, str, str]]:
 
 
 def duplicates_dropped(history: list[dict[str, Any]]) -> int | None:
-    """Duplicates a bronze table dropped, from its commits' userMetadata (None if not bronze).
+    """Duplicates the bronze job dropped from a bronze or quarantine table, from its commits'
+    userMetadata (None if the bronze job never wrote it).
 
     Each bronze commit records ``valid`` (distinct keys the batch brought),
-    ``in_batch_duplicates`` and ``inserted``; a batch replayed after a crash commits
+    ``in_batch_duplicates`` and ``inserted``; each quarantine commit ``quarantined`` (the
+    batch's invalid records) and ``inserted``. A batch replayed after a crash commits
     nothing, so nothing is counted twice.
     """
     total, seen = 0, False
     for commit in history:
         try:
             meta = json.loads(commit.get("userMetadata") or "null")
-            total += int(meta["valid"]) + int(meta["in_batch_duplicates"]) - int(meta["inserted"])
+            if "quarantined" in meta:
+                total += int(meta["quarantined"]) - int(meta["inserted"])
+            else:
+                total += int(meta["valid"]) + int(meta["in_batch_duplicates"]) - int(meta["inserted"])
             seen = True
         except (ValueError, KeyError, TypeError):
             continue
@@ -145,9 +159,11 @@ def list_tables(cfg: FieldloopConfig) -> list[TableInfo]:
         actions = table.get_add_actions(flatten=True)
         rows = sum(v or 0 for v in actions.column("num_records").to_pylist()) if actions.num_rows else 0
         info = TableInfo(layer, name, uri, table.version(), int(rows), dict(table.metadata().configuration))
-        if layer == "bronze":
-            info.duplicates_dropped = duplicates_dropped(table.history())
-        info.notes = commit_notes(table.history(1))
+        history = table.history()
+        if layer in ("bronze", "quarantine"):
+            info.duplicates_dropped = duplicates_dropped(history)
+        info.retention_deleted = deleted_by_retention(history)
+        info.notes = commit_notes(history[:1])
         tables.append(info)
     order = {layer: i for i, layer in enumerate(LAYERS)}
     return sorted(tables, key=lambda t: (order[t.layer], t.name))

@@ -26,6 +26,10 @@ class ResidencyError(FieldloopError):
     """A storage location is outside the allowed regions, or its region is unknown."""
 
 
+class KeyRingError(FieldloopError):
+    """The site's HMAC keys could not be loaded from their secret source, or one is missing."""
+
+
 class ContaminationError(FieldloopError):
     """A set of inputs may not train the requested model; nothing was registered."""
 

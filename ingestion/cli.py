@@ -124,7 +124,7 @@ def fleet() -> None:
     callback=_parse_start,
     metavar="ISO",
     help="Simulated clock start, ISO 8601 (e.g. 2025-04-01T09:00:00+09:00; no offset means UTC). "
-    "Default: an hour of 2025 picked by the seed.",
+    "Default: --seconds before now, so the run ends now. Give it to repeat a run exactly.",
 )
 @click.option(
     "--fault",

@@ -19,10 +19,10 @@ from refinement.report import PrivacyReport
 
 
 def print_reports(out: Console, reports: Sequence[PrivacyReport], details: bool = True) -> None:
-    """The privacy reports as one table (✓: rows in = out + quarantined + trimmed + suppressed),
-    then each table's fields and actions."""
+    """The privacy reports as one table (✓: rows in = out + quarantined + trimmed + suppressed
+    + expired), then each table's fields and actions."""
     table = Table(title="privacy report", title_justify="left")
-    numeric = ("in", "out", "quarantined", "trimmed", "suppressed", "k")
+    numeric = ("in", "out", "quarantined", "trimmed", "suppressed", "expired", "k")
     for col in ("table", "level", "bronze", *numeric, ""):
         table.add_column(col, justify="right" if col in numeric else "left", no_wrap=col == "table")
     for r in reports:
@@ -39,6 +39,7 @@ def print_reports(out: Console, reports: Sequence[PrivacyReport], details: bool 
             str(sum(r.quarantined.values())),
             str(r.trimmed_rows),
             str(r.suppressed_rows),
+            str(r.expired_rows),
             k,
             "[green]✓[/]" if r.reconciles else "[red]does not reconcile[/]",
         )
@@ -46,9 +47,13 @@ def print_reports(out: Console, reports: Sequence[PrivacyReport], details: bool 
     if not details:
         return
     for r in reports:
+        if r.retention_deleted:
+            out.print(f"[bold]{r.table}[/]: retention deleted {r.retention_deleted} rows of earlier runs")
         if not r.bronze_versions:
             continue
         notes = []
+        if r.expired_rows:
+            notes.append(f"expired {r.expired_rows}: past the contract's retention when refined, not written")
         if r.quarantined:
             notes.append("quarantined " + ", ".join(f"{k}: {v}" for k, v in sorted(r.quarantined.items())))
         if r.suppressed_values:
@@ -136,6 +141,14 @@ def refine(ctx: click.Context, streams: tuple[str, ...], since_version: int | No
     print_reports(console, result.reports)
     print_gold(console, result.gold)
     print_refused(console, result.refused)
-    for u in result.upkeep:
-        if not u.skipped:
-            console.print(f"upkeep {u.path}: {u.expired_rows} expired rows deleted, compacted, vacuumed")
+    print_upkeep(console, result.upkeep)
+
+
+def print_upkeep(out: Console, upkeep: Sequence[Any]) -> None:
+    """What retention deleted from bronze, quarantine and gold, and which tables were compacted
+    (``refinement.maintenance.Upkeep``; silver's retention is in the privacy report)."""
+    for u in upkeep:
+        if u.expired_rows:
+            out.print(f"retention {u.table}: {u.expired_rows} rows past the contract's retention deleted")
+        if u.vacuumed:
+            out.print(f"  [dim]upkeep {u.table}: {'compacted, ' if u.optimized else ''}vacuumed[/]")

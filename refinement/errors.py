@@ -8,6 +8,7 @@ the key.
 from __future__ import annotations
 
 from fieldloop.errors import FieldloopError
+from fieldloop.errors import KeyRingError as KeyRingError  # the kernel loads the keys; refinement raises it too
 
 
 class RefinementError(FieldloopError):
@@ -16,10 +17,6 @@ class RefinementError(FieldloopError):
 
 class PolicyError(RefinementError):
     """A privacy policy file is missing, malformed or does not match its stream's schema."""
-
-
-class KeyRingError(RefinementError):
-    """Pseudonym keys could not be loaded from their secret source, or one is missing."""
 
 
 class QualityError(RefinementError):

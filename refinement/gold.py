@@ -34,12 +34,13 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from fieldloop.catalog import last_commit, last_data_version, storage_options
+from fieldloop.catalog import find_table, last_commit, last_data_version, storage_options
 from fieldloop.config import FieldloopConfig
 from fieldloop.contracts import DataContract
 from fieldloop.datasets import GoldKind, GoldTable, gold_tables
 from fieldloop.lineage import TableGovernance
 from fieldloop.residency import ResidencyGuard
+from fieldloop.retention import file_retention_properties
 from fieldloop.spark import create_table_as
 
 if TYPE_CHECKING:
@@ -98,8 +99,6 @@ class GoldJob:
 
         Residency of each is checked first.
         """
-        from delta.tables import DeltaTable
-
         from fieldloop.errors import ResidencyError
 
         tables = [t for t in self.tables() if only(t)]
@@ -112,7 +111,7 @@ class GoldJob:
                 reports.append(GoldReport(table.name, self.path(table.name), {}, refused=str(e)))
                 continue
             source = f"{self.lake}/silver/{table.source}"
-            if not DeltaTable.isDeltaTable(self.spark, source):
+            if find_table(self.cfg, source) is None:
                 continue
             # the newest commit that changed rows: silver's daily compaction and vacuum rebuild nothing
             version = last_data_version(self.cfg, source)
@@ -136,19 +135,21 @@ class GoldJob:
         }[table.kind]
 
     def _last_build(self, path: str) -> tuple[dict[str, int] | None, datetime | None]:
-        """What the table was last built from, and when what it held back falls due (None: nothing)."""
-        from delta.tables import DeltaTable
+        """What the table was last built from, and when what it held back falls due (None: nothing).
 
-        if not DeltaTable.isDeltaTable(self.spark, path):
-            return None, None
-        meta = DeltaTable.forPath(self.spark, path).history(1).first()["userMetadata"]
-        try:
-            built = json.loads(meta)
-            sources = {k: int(v) for k, v in built["sources"].items()}
-        except (TypeError, ValueError, KeyError):
-            return None, None
-        due = built.get("due_at")
-        return sources, datetime.fromisoformat(due) if due else None
+        Read from the newest build's commit in the log (``deltalake``, no Spark job); upkeep's
+        commits (retention, compaction, VACUUM) since then are passed over.
+        """
+        table = find_table(self.cfg, path)
+        for commit in table.history(20) if table is not None else []:
+            try:
+                built = json.loads(commit.get("userMetadata") or "null")
+                sources = {k: int(v) for k, v in built["sources"].items()}
+            except (TypeError, ValueError, KeyError, AttributeError):
+                continue
+            due = built.get("due_at")
+            return sources, datetime.fromisoformat(due) if due else None
+        return None, None
 
     def _write(self, df: DataFrame, table: GoldTable, report: GoldReport, region: str) -> None:
         gov = TableGovernance(
@@ -164,6 +165,8 @@ class GoldJob:
             "fieldloop.layer": "gold",
             "fieldloop.stream": table.contract.stream,
             "fieldloop.sources": f"silver/{table.source}",
+            # VACUUM removes earlier builds' files (and rows deleted at retention) after the grace
+            **file_retention_properties(table.contract),
         }
         if table.task:
             props["fieldloop.task"] = table.task

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from refinement.keys import PseudonymKey
+from fieldloop.keys import PseudonymKey
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame

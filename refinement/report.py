@@ -2,7 +2,10 @@
 
 Written as JSON next to the table (``<table>/_privacy/report-v<bronze version>.json``;
 Delta ignores ``_``-prefixed folders) and printed by ``fieldloop refine``. Its counts
-reconcile: rows in = rows out + quarantined + trimmed + suppressed.
+reconcile: rows in = rows out + quarantined + trimmed + suppressed + expired (rows already
+past their contract's retention when refined: counted, never written). Apart from the rows
+in, it says how many rows of earlier runs the same run's retention step deleted from the
+table, before it wrote: no count of a report is of rows a later step of its run removed.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ class PrivacyReport:
     quarantined: dict[str, int] = field(default_factory=dict)  # quality rule -> rows
     trimmed_rows: int = 0
     suppressed_rows: int = 0
+    expired_rows: int = 0  # rows in already past the contract's retention: not written
+    retention_deleted: int = 0  # rows of earlier runs this run's retention step deleted from the table
     suppressed_values: dict[str, int] = field(default_factory=dict)  # quasi-identifier -> values nulled
     k_required: int | None = None
     k_achieved: int | None = None
@@ -43,7 +48,13 @@ class PrivacyReport:
 
     @property
     def reconciles(self) -> bool:
-        return self.rows_in == self.rows_out + sum(self.quarantined.values()) + self.trimmed_rows + self.suppressed_rows
+        return self.rows_in == (
+            self.rows_out
+            + sum(self.quarantined.values())
+            + self.trimmed_rows
+            + self.suppressed_rows
+            + self.expired_rows
+        )
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

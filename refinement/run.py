@@ -38,8 +38,11 @@ class RefineResult:
 
     def changed_tables(self) -> list[str]:
         """``<layer>/<name>`` of every table whose data this run changed (new rows, rebuilt, expired rows deleted)."""
-        silver = {r.table for r in self.reports if r.delta_version is not None}
-        silver |= {u.path.rstrip("/").rsplit("/", 1)[-1] for u in self.upkeep if u.expired_rows}
+        # a write of no rows only records the bronze versions it read: nothing for a reader
+        silver = {r.table for r in self.reports if r.delta_version is not None and (r.rows_out or r.retention_deleted)}
+        silver |= {
+            u.path.rstrip("/").rsplit("/", 1)[-1] for u in self.upkeep if u.expired_rows and "/silver/" in u.path
+        }
         gold = {g.table for g in self.gold if g.rows is not None}
         return sorted(f"silver/{t}" for t in silver) + sorted(f"gold/{t}" for t in gold)
 
@@ -100,21 +103,10 @@ def select_contracts(contracts: dict[str, DataContract], policies: dict[str, Any
 
 def key_ring_for(cfg: FieldloopConfig, contracts: dict[str, DataContract]) -> Any:
     """The pseudonym key ring from the configured source; the default local file is created on first use."""
-    from refinement.keys import load_key_ring
+    from fieldloop.keys import configured_key_ring
 
-    default = cfg.refine.key_source is None
-    sm = None
-    if cfg.key_source.startswith("aws-secretsmanager:"):
-        import boto3
-
-        sm = boto3.client("secretsmanager", region_name=cfg.allowed_regions[0])
-    return load_key_ring(
-        cfg.key_source,
-        create_for=[c.tenant for c in contracts.values()] if default else None,
-        period=datetime.now(UTC).strftime("%Y%m"),
-        env=os.environ,  # an entry point: the one place allowed to read the environment
-        secretsmanager=sm,
-    )
+    # an entry point: the one place allowed to read the environment
+    return configured_key_ring(cfg, [c.tenant for c in contracts.values()], env=os.environ)
 
 
 def refine(
@@ -133,7 +125,8 @@ def refine(
         since: refine bronze versions after this one again (default: since the last run).
         spark: a session to reuse (default: a new one from the kernel's factory).
         on_table: called with each table's report as soon as it is written.
-        clock: now (UTC), for which days are closed and may have their DP figures released.
+        clock: now (UTC), for which days are closed and may have their DP figures released,
+            which rows are past their contract's retention and whether upkeep is due.
 
     Raises:
         PolicyError, KeyRingError, ResidencyError, QualityError: before anything is written
@@ -159,21 +152,50 @@ def refine(
 
         spark = spark_session(cfg, "fieldloop-refine")
     job = SilverJob(cfg, spark, contracts, policies, keys, guard)
+    now = clock()  # one now for the run: what it writes, retention never deletes in the same run
     result = RefineResult()
     chosen = _placeable(chosen, job, guard, contracts, named=bool(streams), refused=result.refused)
     for cid in chosen:
-        for report in job.run(cid, since=since):
+        for report in job.run(cid, since=since, now=now):
             result.reports.append(report)
             if on_table:
                 on_table(report)
-    from delta.tables import DeltaTable
+    for cid in chosen:
+        result.upkeep += stream_upkeep(spark, cfg, job, contracts[cid], now)
+    refined = {r.table for r in result.reports}
+    gold = GoldJob(cfg, spark, contracts, guard, clock)
+    result.gold = gold.run(only=lambda table: table.source in refined)
+    result.upkeep += gold_upkeep(spark, cfg, gold, result.gold, now)
+    return result
 
+
+def stream_upkeep(spark: Any, cfg: FieldloopConfig, job: Any, contract: DataContract, now: datetime) -> list[Any]:
+    """Retention, compaction and VACUUM of one stream's tables (``job`` a ``SilverJob``).
+
+    Bronze and both quarantines lose their rows past retention here; the silver outputs lost
+    theirs in ``job.run``, before it wrote (their privacy reports count them), and are
+    only compacted. Nothing is done, and no Spark job started, for a table with nothing due.
+    """
     from refinement.maintenance import maintain
 
-    for cid in chosen:
-        for o in job.outputs(cid):
-            if DeltaTable.isDeltaTable(spark, o.path):
-                result.upkeep.append(maintain(spark, o.path, contracts[cid]))
-    refined = {r.table for r in result.reports}
-    result.gold = GoldJob(cfg, spark, contracts, guard, clock).run(only=lambda table: table.source in refined)
-    return result
+    column = job.time_column(contract)
+    tables = [  # (table, the time its retention counts from, compacted)
+        (job.bronze_path(contract), column, False),
+        (job.bronze_quarantine_path(contract), "_ingested_at", False),  # raw records: kept from when they landed
+        (job.quarantine_path(contract), column, True),
+        *((o.path, None, True) for o in job.outputs(contract.id)),
+    ]
+    return [maintain(spark, cfg, path, contract, time, now, optimize=optimize) for path, time, optimize in tables]
+
+
+def gold_upkeep(spark: Any, cfg: FieldloopConfig, gold: Any, built: list[Any], now: datetime) -> list[Any]:
+    """Retention and upkeep of the gold tables ``gold`` (a ``GoldJob``) just looked at.
+
+    A gold table is rebuilt from its silver source whenever that moved, a retention DELETE
+    included, so it holds what silver holds; rows of a training dataset (``ts``) past
+    retention are deleted here all the same, and VACUUM removes the files of earlier builds.
+    """
+    from refinement.maintenance import maintain
+
+    contracts = {t.name: t.contract for t in gold.tables()}
+    return [maintain(spark, cfg, g.path, contracts[g.table], "ts", now, optimize=False) for g in built]

@@ -5,7 +5,8 @@ A run of one contract reads as four steps:
 1. **read** the rows bronze commits ``a+1 .. b`` added (Delta Change Data Feed), where
    ``a`` is the last bronze version every output table holds (kept in each silver
    commit's ``userMetadata``) and ``b`` bronze's current version; a first run reads the
-   snapshot at ``b``;
+   snapshot at ``b``. Rows already past the contract's retention are counted as expired
+   and go no further: silver never writes a row that retention would delete;
 2. **decide**, in one pass over the rows' keys and the columns the rules read: mark each
    row with the first quality rule it fails, count rows per rule, gather the distinct
    combinations of raw identifiers and scrub the free-text notes; for anonymized tables
@@ -19,8 +20,9 @@ A run of one contract reads as four steps:
 4. **write** each output with ``replaceWhere`` on ``_bronze_version`` in ``(a, b]``: a run
    repeated over the same bronze versions replaces exactly what it wrote before, so
    retries and re-runs are idempotent, and a run with no new bronze versions writes
-   nothing. A table's first write creates it, properties and all, in one commit. A
-   privacy report goes next to each table.
+   nothing. A table's first write creates it, properties and all, in one commit. Before
+   it, the rows earlier runs wrote that are now past retention are deleted
+   (:func:`refinement.maintenance.expire`). A privacy report goes next to each table.
 
 Every location passes the residency guard before the first read, so a run aimed outside
 the allowed regions writes nothing.
@@ -33,17 +35,21 @@ import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from fieldloop.catalog import find_table, last_commit
 from fieldloop.config import FieldloopConfig
 from fieldloop.contracts import DataContract
+from fieldloop.keys import KeyRing
 from fieldloop.lineage import TableGovernance
 from fieldloop.residency import ResidencyGuard
+from fieldloop.retention import cutoff, event_time_field, file_retention_properties
 from fieldloop.spark import create_table_as
+from fieldloop.wire import default_registry
 from refinement import anonymize, quality
 from refinement.errors import PrivacyCheckError, RefinementError
-from refinement.keys import KeyRing
+from refinement.maintenance import expire
 from refinement.policy import MESH_COLUMN, PrivacyPolicy, TablePolicy
 from refinement.pseudonym import KEY_ID_COLUMN, pseudonymize
 from refinement.quality import RULE_COLUMN
@@ -51,7 +57,7 @@ from refinement.report import PrivacyReport, write_report
 from refinement.text import PLACEHOLDER_TYPES, ScrubberConfig, redaction_sums, scrub_column
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, Observation, SparkSession
 
 logger = logging.getLogger(__name__)
 
@@ -89,14 +95,30 @@ def by_size(keyed: DataFrame, rows: int) -> DataFrame:
     return F.broadcast(keyed) if rows <= BROADCAST_ROWS else keyed
 
 
+def observed(observation: Observation) -> dict[str, Any]:
+    """The metrics ``observation`` collected in the action that ran, or none.
+
+    Adaptive execution replaces the part of a plan above a stage that came out empty (a
+    run whose rows are all past retention: the filter leaves none for the shuffles of the
+    first pass) by an empty relation, and with it every node observing rows below that
+    stage: their metrics are lost, and PySpark's ``Observation.get`` fails on the empty
+    metrics row.
+    """
+    if observation._jo is not None and observation._jo.getRow().length() == 0:
+        return {}
+    return observation.get
+
+
+def within_retention(column: str, oldest: datetime) -> Column:
+    """Rows whose ``column`` is not before ``oldest`` (or unknown: no rule of retention can apply)."""
+    from pyspark.sql import functions as F
+
+    return (F.col(column) >= F.lit(oldest)) | F.col(column).isNull()
+
+
 def versions_window(a: int, b: int) -> str:
     """The rows of bronze versions ``a+1 .. b``: what one run reads, writes and replaces."""
     return f"{VERSION_COLUMN} > {a} AND {VERSION_COLUMN} <= {b}"
-
-
-def vacuum_grace_days(contract: DataContract) -> int:
-    """Days VACUUM keeps files removed from a table: a week, or less for short retention."""
-    return max(1, min(7, contract.retention_days // 4))
 
 
 def generalized(tp: TablePolicy, column: str) -> Column:
@@ -135,7 +157,7 @@ class FirstPass:
     side: (
         DataFrame  # cached, by key: the rows failing a rule, holding a note or ending a trip, and the cells' first rows
     )
-    rows_in: int
+    rows_in: int  # rows within retention, which the rules judged
     failed: dict[str, int]  # rule -> rows failing it first
     ids: list[
         tuple[str | None, ...]
@@ -149,6 +171,7 @@ class FirstPass:
     anonymized: dict[str, TablePolicy] = field(
         default_factory=dict
     )  # table -> policy, in the order the cells are numbered
+    expired: int = 0  # rows read that were already past the contract's retention, left out
 
     def id_values(self, columns: Sequence[str]) -> set[tuple[str | None, ...]]:
         """The distinct combinations of the raw values of ``columns`` (some of :attr:`id_columns`)."""
@@ -273,18 +296,30 @@ class SilverJob:
         policy = self.policies[contract_id]
         return [Output(name, tp, f"{self.lake}/silver/{name}") for name, tp in policy.output.items()]
 
+    def time_column(self, contract: DataContract) -> str | None:
+        """The column of ``contract``'s rows that retention counts from (its stream's event time)."""
+        return event_time_field(default_registry().get(contract.stream).parsed)
+
     def bronze_path(self, contract: DataContract) -> str:
         return f"{self.lake}/bronze/{contract.table}"
 
     def quarantine_path(self, contract: DataContract) -> str:
+        """Where rows failing the stream's quality rules go."""
         return f"{self.lake}/quarantine/{contract.table}_quality"
 
+    def bronze_quarantine_path(self, contract: DataContract) -> str:
+        """Where the bronze job quarantines the stream's invalid records."""
+        return f"{self.lake}/quarantine/{contract.table}"
+
     # run ---------------------------------------------------------------------------------
-    def run(self, contract_id: str, until: int | None = None, since: int | None = None) -> list[PrivacyReport]:
+    def run(
+        self, contract_id: str, until: int | None = None, since: int | None = None, now: datetime | None = None
+    ) -> list[PrivacyReport]:
         """Refine what bronze gained since the last run, up to bronze version ``until`` (default: latest).
 
         ``since`` overrides the last run's watermark: bronze versions after it are refined
         again and replace what earlier runs wrote for them (after a policy fix, say).
+        ``now`` (default: the current time) decides which rows are past retention.
 
         Raises:
             ResidencyError: an output location is outside the allowed regions (nothing written).
@@ -296,8 +331,14 @@ class SilverJob:
         bronze, quarantine = self.bronze_path(contract), self.quarantine_path(contract)
         regions = {p: self.guard.check(p, [contract]).region for p in [*(o.path for o in outputs), quarantine]}
         key = self.keys.active(contract.tenant) if any(o.policy.pseudonym_fields for o in outputs) else None
+        now = now or datetime.now(UTC)
+        time_column = self.time_column(contract)
 
-        def empty(o: Output) -> PrivacyReport:
+        def expired_before_write() -> dict[str, int]:
+            """Retention on the outputs, before this run writes: its report counts what went."""
+            return {o.path: expire(self.spark, self.cfg, o.path, contract, time_column, now) for o in outputs}
+
+        def empty(o: Output, deleted: Mapping[str, int]) -> PrivacyReport:
             return PrivacyReport(
                 o.name,
                 o.path,
@@ -307,6 +348,7 @@ class SilverJob:
                 None,
                 fields=self._describe(o.policy),
                 residency_region=regions[o.path],
+                retention_deleted=deleted[o.path],
             )
 
         # Table metadata is read from the log with ``deltalake``: through Spark, each look
@@ -314,18 +356,24 @@ class SilverJob:
         bronze_table = find_table(self.cfg, bronze)
         if bronze_table is None:
             logger.info("%s: no bronze table yet at %s; nothing to refine", contract_id, bronze)
-            return [empty(o) for o in outputs]
+            deleted = expired_before_write()
+            return [empty(o, deleted) for o in outputs]
         latest = bronze_table.version()
         b = latest if until is None else min(until, latest)
         a = min(self._watermark(o.path) for o in outputs) if since is None else since
         if a >= b:
             logger.info("%s: silver already holds bronze up to v%d; nothing to do", contract_id, b)
-            return [empty(o) for o in outputs]
+            deleted = expired_before_write()
+            return [empty(o, deleted) for o in outputs]
 
+        oldest = cutoff(contract, now) if time_column else None
         rows = self._read_new(bronze, a, b)
-        first = self._first_pass(rows, policy, outputs)
+        first = self._first_pass(rows, policy, outputs, expired=(time_column, oldest) if oldest else None)
+        if oldest is not None:
+            rows = rows.where(within_retention(time_column, oldest))  # the write's read: only what the pass judged
         try:
             quality.gate(first.rows_in, first.failed, self.cfg.refine.max_failure_rate, contract_id)
+            deleted = expired_before_write()
             failing = by_size(first.failing(), sum(first.failed.values()))
             window = versions_window(a, b)
             # Without failures the write is only needed to clear what an earlier run of the
@@ -344,15 +392,25 @@ class SilverJob:
             reports = []
             for o in outputs:
                 report = self._refine_output(good, first, o, contract, policy, key, a, b, regions[o.path])
-                report.rows_in, report.quarantined = first.rows_in, first.failed
+                report.rows_in, report.quarantined = first.rows_in + first.expired, first.failed
+                report.expired_rows, report.retention_deleted = first.expired, deleted[o.path]
                 write_report(self.spark, report)
                 reports.append(report)
             return reports
         finally:
             first.side.unpersist()
 
-    def _first_pass(self, rows: DataFrame, policy: PrivacyPolicy, outputs: list[Output]) -> FirstPass:
+    def _first_pass(
+        self,
+        rows: DataFrame,
+        policy: PrivacyPolicy,
+        outputs: list[Output],
+        expired: tuple[str, datetime] | None = None,
+    ) -> FirstPass:
         """One pass over the new rows for everything the write needs decided first.
+
+        With ``expired`` = (time column, cutoff), the rows older than the cutoff are counted
+        and left out before anything else looks at them.
 
         It marks each row with the first quality rule it fails, counts rows per rule, gathers
         the distinct combinations of raw identifiers to key, and scrubs the free-text notes,
@@ -379,6 +437,12 @@ class SilverJob:
         walked = {"ts", "lat", "lon"} if trims else set()
         sources = sorted(walked | {c for tp in anonymized.values() for c in generalized_from(tp)})
         ids, tally, kept = Observation("identifiers"), Observation("quality"), Observation("kept")
+        aged, read = Observation("expired"), rows
+        if expired is not None:
+            column, oldest = expired
+            rows = rows.observe(aged, F.count_if(F.col(column) < F.lit(oldest)).alias("rows")).where(
+                within_retention(column, oldest)
+            )
         if id_columns:  # of all rows: keying a failing row's id too is harmless
             rows = rows.observe(
                 ids, F.collect_set(F.struct(*[F.col(c).cast("string") for c in id_columns])).alias("ids")
@@ -406,20 +470,27 @@ class SilverJob:
             side = side.observe(kept, *counted_on_side)
         side = side.persist()
         side.count()
-        counted, found = tally.get, (kept.get if counted_on_side else {})
+        counted, found = observed(tally), (observed(kept) if counted_on_side else {})
+        n_expired = 0
+        if expired is not None:
+            n_expired = observed(aged).get("rows")
+            if n_expired is None:  # no row within retention: the pass, dropped, observed nothing
+                n_expired = read.where(~within_retention(*expired)).count()
         placeholders = {
-            n: {t: int(found[f"{i}:{t}"]) for t in PLACEHOLDER_TYPES if found[f"{i}:{t}"]} for i, n in enumerate(notes)
+            n: {t: int(found.get(f"{i}:{t}") or 0) for t in PLACEHOLDER_TYPES if found.get(f"{i}:{t}")}
+            for i, n in enumerate(notes)
         }
         return FirstPass(
             side=side,
-            rows_in=int(counted["rows"]),
-            failed={e.name: int(counted[e.name]) for e in policy.expect if counted[e.name]},
-            ids=[tuple(combo) for combo in ids.get["ids"]] if id_columns else [],
+            rows_in=int(counted.get("rows", 0)),
+            failed={e.name: int(counted[e.name]) for e in policy.expect if counted.get(e.name)},
+            ids=[tuple(combo) for combo in observed(ids).get("ids", [])] if id_columns else [],
             id_columns=tuple(id_columns),
-            noted={n: int(found[n]) for n in notes},
+            noted={n: int(found.get(n, 0)) for n in notes},
             placeholders=placeholders,
-            trip_ends=int(found["_trip_ends"]) if trims else 0,
+            trip_ends=int(found.get("_trip_ends", 0)) if trims else 0,
             anonymized=anonymized,
+            expired=int(n_expired),
         )
 
     def _walk_devices(
@@ -598,6 +669,7 @@ class SilverJob:
             versions_window(a, b),
             {"bronze_version": b, "from": a + 1, "run": uuid.uuid4().hex[:12]},
             properties,
+            empty=first.rows_in == 0,
         )
         logger.info("%s: bronze v%d..v%d -> %s (delta v%s)", contract.id, a + 1, b, o.path, report.delta_version)
         return report
@@ -628,16 +700,26 @@ class SilverJob:
 
     # 3. write --------------------------------------------------------------------------------
     def _replace(
-        self, df: DataFrame, path: str, window: str, meta: dict[str, Any], properties: Mapping[str, str]
+        self,
+        df: DataFrame,
+        path: str,
+        window: str,
+        meta: dict[str, Any],
+        properties: Mapping[str, str],
+        empty: bool = False,
     ) -> tuple[int, int]:
         """Replace the rows matching ``window`` by ``df``; returns (Delta version, rows written).
 
         A table that does not exist yet is created by this write with ``properties``: one
         commit, and no snapshot of an empty table to compute before the first rows land.
+        ``empty``: ``df`` is known to hold no row. Delta commits no write that adds and
+        removes no file, and the table would not record the bronze versions it now holds
+        (the next run would read them again); a transaction marker makes it a commit.
         """
         from pyspark.errors import AnalysisException
 
-        if find_table(self.cfg, path) is None:
+        table = find_table(self.cfg, path)
+        if table is None:
             try:
                 create_table_as(self.spark, df, path, dict(properties), json.dumps(meta))
                 return last_commit(self.cfg, path)
@@ -652,14 +734,15 @@ class SilverJob:
                     create_table_as(self.spark, df, path, dict(properties), json.dumps(meta), replace=True)
                     return last_commit(self.cfg, path)
                 # another run created it meanwhile: replace into it like any later run
-        (
-            df.write.format("delta")
-            .mode("overwrite")
-            .option("replaceWhere", window)
-            .option("userMetadata", json.dumps(meta))
-            .save(path)
-        )
-        return last_commit(self.cfg, path)
+                table = find_table(self.cfg, path)
+        before = table.version()
+        writer = df.write.format("delta").mode("overwrite").option("replaceWhere", window)
+        writer = writer.option("userMetadata", json.dumps(meta))
+        if empty:
+            writer = writer.option("txnAppId", "fieldloop-silver-empty").option("txnVersion", before + 1)
+        writer.save(path)
+        version, rows = last_commit(self.cfg, path)
+        return (version, rows) if version > before else (before, 0)  # no commit: nothing written
 
     def _properties(
         self,
@@ -687,7 +770,7 @@ class SilverJob:
             "delta.enableChangeDataFeed": "true",
             # Expired rows are deleted at the contract's retention; VACUUM then removes their
             # files after this grace period, so nothing outlives retention by more than it.
-            "delta.deletedFileRetentionDuration": f"interval {vacuum_grace_days(contract)} days",
+            **file_retention_properties(contract),
             # CHECK constraints are these properties in Delta's log; set at creation they cost
             # nothing more, where an ALTER TABLE ADD CONSTRAINT per rule cost 1.3 s each, 6 s
             # for a vehicle table's first run.

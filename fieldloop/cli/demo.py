@@ -128,7 +128,7 @@ def _edge_release(cfg: FieldloopConfig, contracts: dict[str, Any], start: dateti
 
 
 def _refine(cfg: FieldloopConfig, spark: Any, console: Console, progress: Callable[[str], None]) -> dict[str, Any]:
-    from refinement.cli import print_gold, print_refused, print_reports
+    from refinement.cli import print_gold, print_refused, print_reports, print_upkeep
     from refinement.run import refine
 
     t0 = time.monotonic()
@@ -139,6 +139,7 @@ def _refine(cfg: FieldloopConfig, spark: Any, console: Console, progress: Callab
     print_reports(console, result.reports)
     print_gold(console, result.gold)
     print_refused(console, result.refused)
+    print_upkeep(console, result.upkeep)
     return {
         "seconds": round(seconds, 1),
         "silver": [
@@ -148,6 +149,8 @@ def _refine(cfg: FieldloopConfig, spark: Any, console: Console, progress: Callab
                 "rows_in": r.rows_in,
                 "rows_out": r.rows_out,
                 "quarantined": sum(r.quarantined.values()),
+                "expired": r.expired_rows,
+                "retention_deleted": r.retention_deleted,
                 "reconciles": r.reconciles,
                 "region": r.residency_region,
             }

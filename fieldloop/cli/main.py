@@ -101,7 +101,8 @@ def config_check(ctx: click.Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
 def tables(ctx: click.Context, as_json: bool) -> None:
-    """List every Delta table in the lake: path, version, rows, governance."""
+    """List every Delta table in the lake: path, version, rows, governance, duplicates dropped and
+    rows retention deleted."""
     from fieldloop.catalog import list_tables
 
     found = list_tables(config_of(ctx))
@@ -110,7 +111,7 @@ def tables(ctx: click.Context, as_json: bool) -> None:
         return
     table = Table(title=f"{len(found)} tables in {config_of(ctx).lake}")
     # the contract is in --json; the table name, which people copy, never wraps
-    for col in ("table", "ver", "rows", "class", "tenant", "APPI level", "region", "dups"):
+    for col in ("table", "ver", "rows", "class", "tenant", "APPI level", "region", "dups", "expired"):
         table.add_column(col, no_wrap=col in ("table", "region"))
     for t in found:
         p = t.properties
@@ -123,6 +124,7 @@ def tables(ctx: click.Context, as_json: bool) -> None:
             p.get("fieldloop.appi_level", "-"),
             p.get("fieldloop.residency_region", "-"),
             "-" if t.duplicates_dropped is None else str(t.duplicates_dropped),
+            str(t.retention_deleted or "-"),
         )
     console.print(table)
     for t in found:

@@ -7,22 +7,31 @@ The job reads as three steps (read the stream -> build the transformation -> wri
    check the headers against the contract (class, tenant, contract id, device, sequence);
    check the single-object header; decode the Avro body natively with ``from_avro``
    using the writer schema its fingerprint names, then resolve it to the stream's
-   latest schema; reject non-finite numbers and implausible timestamps. The first
-   failing check becomes the record's quarantine ``reason``.
+   latest schema; reject non-finite numbers, implausible timestamps and records already
+   past their contract's retention (``expired``). The first failing check becomes the
+   record's quarantine ``reason``.
 3. **write**: per contract, valid records whose ``(_device_id, _seq)`` bronze does not
    hold yet are appended to ``bronze/<table>`` (duplicates - resends, replays - are
-   dropped), invalid ones appended to ``quarantine/<table>`` with their raw bytes.
+   dropped), invalid ones appended to ``quarantine/<table>`` with their raw bytes
+   unless quarantine holds their Kafka coordinates already. A record whose headers label
+   it secret never stays raw outside the site: quarantine keeps its reason, headers,
+   size and a keyed digest (HMAC-SHA256 with its tenant's key, computed on the driver),
+   never its bytes; of an ``expired`` record, past the time its contract allows any
+   copy, it keeps the reason, headers, size and event time.
 
-Exactly once: a batch's bronze commit records, as its ``userMetadata``, the batch id and
-the Kafka offset ranges it covers, how many valid records it brought and how many it
-inserted. A batch replayed after a crash finds that commit and writes nothing, and the
-key check makes re-sent records harmless; quarantine appends are idempotent Delta
-transactions (``txnAppId``/``txnVersion`` = N). The number of duplicates dropped is
-read from the Delta log itself and can never disagree with the data.
+Exactly once: a batch's bronze and quarantine commits record, as their ``userMetadata``,
+the batch id and the Kafka offset ranges it covers, how many records it brought and how
+many it inserted. A batch replayed after a crash finds its commit and writes nothing,
+and the key checks make records read again harmless: re-sent ones, or every record
+still in Kafka when a query on a new checkpoint (batch ids from 0 again) starts from the
+earliest offset. The number of duplicates dropped is read from the Delta log itself and
+can never disagree with the data.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -35,8 +44,10 @@ from fieldloop.catalog import find_table, open_table
 from fieldloop.classes import DataClass
 from fieldloop.config import FieldloopConfig
 from fieldloop.contracts import DataContract
+from fieldloop.keys import KeyRing, PseudonymKey, configured_key_ring
 from fieldloop.lineage import TableGovernance
 from fieldloop.residency import ResidencyGuard
+from fieldloop.retention import cutoff, event_time_field, file_retention_properties
 from fieldloop.spark import create_table
 from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, HEADER_LEN, SchemaRegistry
 from ingestion.errors import IngestionError
@@ -52,6 +63,10 @@ MAX_RECORD_BYTES = 1 << 20
 MAX_FUTURE_SECONDS = 24 * 3600  # device clocks drift; a day ahead is a broken clock
 EARLIEST_PLAUSIBLE = "2000-01-01 00:00:00"
 KAFKA_COLUMNS = ["_kafka_topic", "_kafka_partition", "_kafka_offset", "_kafka_timestamp"]
+QUARANTINE_KEY = tuple(KAFKA_COLUMNS)  # a quarantined record is known by where Kafka held it
+# What a keyed digest of a quarantined payload is computed over, before the payload: the
+# tenant's keys also make pseudonyms, and no digest may ever equal one of them.
+DIGEST_CONTEXT = b"fieldloop quarantine payload v1\x00"
 BRONZE_PROPERTIES = {
     # Refinement reads exactly the rows each bronze commit added, by version.
     "delta.enableChangeDataFeed": "true",
@@ -154,6 +169,8 @@ class BronzeJob:
         guard: the residency guard; every table and the checkpoint pass it before the start.
         max_offsets_per_trigger: bounds a micro-batch (records).
         max_record_bytes: larger payloads are quarantined as ``oversized``.
+        keys: the site's HMAC keys for the digests of secret-labelled records; default:
+            loaded from ``cfg.key_source`` when a batch first holds such a record.
     """
 
     def __init__(
@@ -165,11 +182,16 @@ class BronzeJob:
         guard: ResidencyGuard,
         max_offsets_per_trigger: int = 200_000,
         max_record_bytes: int = MAX_RECORD_BYTES,
+        keys: KeyRing | None = None,
     ) -> None:
         self.cfg = cfg
         self.spark = spark
         self.registry = registry
         self.targets = targets(cfg, contracts)
+        self._tenants = [c.tenant for c in contracts.values()]  # whose keys a default key ring is created with
+        # a record naming one of these contracts is secret whatever its class header says
+        self.secret_contracts = sorted(c.id for c in contracts.values() if c.data_class is DataClass.SECRET)
+        self._keys = keys
         self.by_topic = {t.contract.topic: t for t in self.targets}
         self.max_offsets_per_trigger = max_offsets_per_trigger
         self.max_record_bytes = max_record_bytes
@@ -208,8 +230,9 @@ class BronzeJob:
         made it rebuild the header map for every header it checked and tripled the batch's
         time.
 
-        ``now`` (default: the current time) bounds plausible timestamps. A batch passes one
-        fixed value, so a recomputed partition classifies its records exactly as before.
+        ``now`` (default: the current time) bounds plausible timestamps and decides which
+        records are past their contract's retention. A batch passes one fixed value, so a
+        recomputed partition classifies its records exactly as before.
         """
         from pyspark.sql import functions as F
 
@@ -238,10 +261,29 @@ class BronzeJob:
         reason = F
         for topic, target in sorted(self.by_topic.items()):
             reason = reason.when(F.col("_kafka_topic") == topic, self._envelope_reason(target.contract))
-        # no contract names the topic: never valid (process_batch refuses such a batch)
-        rows = rows.withColumn("_reason", reason.otherwise(F.lit("unknown-topic")))
-        rows = self._decode(rows, F.lit(now or datetime.now(UTC)))
+        rows = rows.select(
+            "*",
+            # no contract names the topic: never valid (process_batch refuses such a batch)
+            reason.otherwise(F.lit("unknown-topic")).alias("_reason"),
+            self._secret_label().alias("_secret"),
+        )
+        rows = self._decode(rows, now or datetime.now(UTC))
         return rows.drop("_h_class", "_h_tenant", "_h_contract", "_fingerprint")
+
+    def _secret_label(self) -> Column:
+        """True when a record's headers label it secret, whatever else is wrong with it.
+
+        Its class header says ``secret`` (in any case or padding), or its contract header
+        names a secret contract. Such a record is never valid here (raw secret data never
+        leaves the site) and whatever reason quarantines it - ``raw-secret``, or a check
+        that comes first such as ``oversized`` - its bytes are not kept.
+        """
+        from pyspark.sql import functions as F
+
+        labelled = F.lower(F.trim(F.col("_h_class"))) == "secret"
+        if self.secret_contracts:
+            labelled = labelled | F.lower(F.trim(F.col("_h_contract"))).isin(self.secret_contracts)
+        return F.coalesce(labelled, F.lit(False))
 
     def _envelope_reason(self, c: DataContract) -> Column:
         """The first check a record of contract ``c`` fails before decoding, or null."""
@@ -270,13 +312,14 @@ class BronzeJob:
         """The registered schemas of ``stream`` by fingerprint (hex)."""
         return {s.fingerprint.hex(): s for s in self.registry.all() if s.stream == stream}
 
-    def _decode(self, rows: DataFrame, now: Column) -> DataFrame:
+    def _decode(self, rows: DataFrame, now: datetime) -> DataFrame:
         """Decode each record with the writer schema its fingerprint names, resolved to its stream's latest schema.
 
         One ``CASE`` per stream over that stream's fingerprints, evaluated only for rows
         with no reason yet, so every record is decoded once and by its own writer schema.
         Fingerprints are unique across streams, and the envelope checks already refused a
-        fingerprint foreign to the topic's stream.
+        fingerprint foreign to the topic's stream. ``_event_ts`` is the decoded record's
+        event time (see :func:`fieldloop.retention.event_time_field`).
         """
         from pyspark.sql import functions as F
         from pyspark.sql.avro.functions import from_avro
@@ -286,6 +329,7 @@ class BronzeJob:
         for topic, target in sorted(self.by_topic.items()):
             topics.setdefault(target.contract.stream, []).append(topic)
         version = F.lit(None).cast("int")  # a CASE over every fingerprint of every stream
+        event = F.lit(None).cast("timestamp")
         reason = F.when(F.col("_reason").isNotNull(), F.col("_reason"))
         for stream, stream_topics in sorted(topics.items()):
             writers = self._writers(stream)
@@ -318,9 +362,16 @@ class BronzeJob:
             if "ts" in reader_type.fieldNames():
                 ts = decoded["ts"]
                 reason = reason.when(
-                    ours & (ts > now + F.expr(f"INTERVAL {MAX_FUTURE_SECONDS} SECONDS")), "future-timestamp"
+                    ours & (ts > F.lit(now) + F.expr(f"INTERVAL {MAX_FUTURE_SECONDS} SECONDS")), "future-timestamp"
                 ).when(ours & (ts < F.to_timestamp(F.lit(EARLIEST_PLAUSIBLE))), "implausible-timestamp")
-        return rows.withColumn("_schema_version", version).withColumn("_reason", reason)
+            field = event_time_field(reader.parsed)
+            if field is not None:
+                event = F.when(ours, decoded[field]).otherwise(event)
+                # Retention is the contract's, and a stream's topics may belong to different contracts.
+                for topic in stream_topics:
+                    oldest = cutoff(self.by_topic[topic].contract, now)
+                    reason = reason.when((F.col("_kafka_topic") == topic) & (decoded[field] < F.lit(oldest)), "expired")
+        return rows.withColumns({"_schema_version": version, "_reason": reason, "_event_ts": event})
 
     def _resolve(self, record: Column, writer: Any, reader: Any) -> Column:
         """Avro resolution at column level: reader fields from the writer, or the reader's default.
@@ -373,16 +424,21 @@ class BronzeJob:
             # a crash is recognised.
             reasons: dict[str, dict[str | None, int]] = {}
             offsets: dict[str, dict[str, list[int]]] = {}
+            secret: dict[str, int] = {}  # per topic, the records labelled secret (all of them quarantined)
             for r in (
                 rows.groupBy("_kafka_topic", "_kafka_partition", "_reason")
                 .agg(
-                    F.count(F.lit(1)).alias("n"), F.min("_kafka_offset").alias("lo"), F.max("_kafka_offset").alias("hi")
+                    F.count(F.lit(1)).alias("n"),
+                    F.min("_kafka_offset").alias("lo"),
+                    F.max("_kafka_offset").alias("hi"),
+                    F.count_if("_secret").alias("secret"),
                 )
                 .collect()
             ):
                 topic, part = r["_kafka_topic"], str(r["_kafka_partition"])
                 by_reason = reasons.setdefault(topic, {})
                 by_reason[r["_reason"]] = by_reason.get(r["_reason"], 0) + r["n"]
+                secret[topic] = secret.get(topic, 0) + r["secret"]
                 lo, hi = offsets.setdefault(topic, {}).get(part, [r["lo"], r["hi"]])
                 offsets[topic][part] = [min(lo, r["lo"]), max(hi, r["hi"])]
             unknown = sorted(set(reasons) - set(self.by_topic))
@@ -403,6 +459,7 @@ class BronzeJob:
                     part,
                     offsets[topic],
                     reasons[topic],
+                    secret[topic],
                 )
                 return part
 
@@ -443,38 +500,46 @@ class BronzeJob:
         report: BatchReport,
         offsets: Mapping[str, list[int]],
         counts: Mapping[str | None, int],
+        n_secret: int = 0,
     ) -> None:
         """Write one topic's classified rows: the invalid ones to quarantine, the new valid ones to bronze.
 
-        ``counts`` holds the topic's records per reason, None for the valid ones.
+        ``counts`` holds the topic's records per reason, None for the valid ones;
+        ``n_secret`` how many of the invalid ones are labelled secret.
         """
         from pyspark.sql import functions as F
 
         ingested = F.current_timestamp().alias("_ingested_at")
         reasons = {reason: n for reason, n in counts.items() if reason is not None}
         n_good = counts.get(None, 0)
+        meta = {"batch": batch_id, "offsets": dict(offsets)}
         if reasons:
-            quarantine = rows.where(F.col("_reason").isNotNull()).select(
+            bad = rows.where(F.col("_reason").isNotNull())
+            if n_secret:
+                bad = bad.join(F.broadcast(self._digests(bad, target)), ["_kafka_partition", "_kafka_offset"], "left")
+                digest = [F.col("_value_hmac"), F.col("_hmac_key_id")]
+            else:
+                digest = [F.lit(None).cast("string").alias(c) for c in ("_value_hmac", "_hmac_key_id")]
+            # Not kept: the bytes of a record labelled secret, and of one its contract no longer allows.
+            raw = ~F.col("_secret") & (F.col("_reason") != "expired")
+            quarantine = bad.select(
                 *KAFKA_COLUMNS,
-                "_key",
-                "_value",
+                F.when(raw, F.col("_key")).alias("_key"),
+                F.when(raw, F.col("_value")).alias("_value"),
                 "_headers",
                 "_device_id",
                 "_seq",
+                F.length("_value").alias("_size"),
+                *digest,
+                "_event_ts",
                 F.col("_reason").alias("reason"),
                 ingested,
                 F.lit(batch_id).alias("_batch_id"),
             )
             self._ensure_table(target.quarantine_path, quarantine.schema, target, "quarantine")
-            (
-                quarantine.write.format("delta")
-                .mode("append")
-                .option("txnAppId", f"fieldloop-quarantine:{target.name}")
-                .option("txnVersion", batch_id)
-                .option("mergeSchema", "true")  # a newer schema adds optional columns
-                .save(target.quarantine_path)
-            )
-            report.quarantined[target.name] = sum(reasons.values())
+            inserted = self._quarantine_new(quarantine, target, meta)
+            report.quarantined[target.name] = inserted
+            report.duplicates[target.name] = sum(reasons.values()) - inserted
             for reason, n in reasons.items():
                 report.reasons[reason] = report.reasons.get(reason, 0) + n
         if n_good == 0:
@@ -482,9 +547,82 @@ class BronzeJob:
 
         bronze = rows.where(F.col("_reason").isNull()).select(*bronze_columns(target.contract.stream), ingested)
         self._ensure_table(target.bronze_path, bronze.schema, target, "bronze")
-        inserted = self._insert_new(bronze, target, {"batch": batch_id, "offsets": dict(offsets)})
+        inserted = self._insert_new(bronze, target, meta)
         report.inserted[target.name] = inserted
-        report.duplicates[target.name] = n_good - inserted
+        report.duplicates[target.name] = report.duplicates.get(target.name, 0) + n_good - inserted
+
+    def _digests(self, bad: DataFrame, target: BronzeTarget) -> DataFrame:
+        """``_kafka_partition``, ``_kafka_offset``, ``_value_hmac`` and ``_hmac_key_id`` of the
+        secret-labelled records among ``bad`` (one topic's).
+
+        Keyed with the active key of the topic's tenant, on the driver, from the collected
+        payloads (a handful: such records are rare and never valid); only the digests go
+        back to Spark, so the key enters no plan, log or table.
+        """
+        from pyspark.sql import functions as F
+
+        key = self._key(target.contract.tenant)
+        labelled = bad.where(F.col("_secret")).select("_kafka_partition", "_kafka_offset", "_value").collect()
+        digests = [
+            (
+                r["_kafka_partition"],
+                r["_kafka_offset"],
+                *((None, None) if r["_value"] is None else payload_digest(key, r["_value"])),
+            )
+            for r in labelled
+        ]
+        return self.spark.createDataFrame(
+            digests, "_kafka_partition INT, _kafka_offset LONG, _value_hmac STRING, _hmac_key_id STRING"
+        )
+
+    def _key(self, tenant: str | None) -> PseudonymKey:
+        """The active key of ``tenant``; the key ring is loaded the first time one is needed."""
+        if self._keys is None:
+            self._keys = configured_key_ring(self.cfg, self._tenants)
+        return self._keys.active(tenant)
+
+    def _quarantine_new(self, source: DataFrame, target: BronzeTarget, meta: dict[str, Any]) -> int:
+        """Append the invalid records quarantine does not hold yet; returns how many.
+
+        A quarantined record is known by its Kafka coordinates (topic, partition, offset and
+        timestamp: a topic created again restarts its offsets, never at the same instant).
+        As for bronze, the commit's ``userMetadata`` names the batch id and its offset
+        ranges, so a batch replayed after a crash finds its commit and writes nothing. A
+        query started on a new checkpoint numbers its batches from 0 again and reads Kafka
+        from the earliest offset: its records are new unless quarantine holds their
+        coordinates, which it then counts as duplicates. (A Delta ``txnAppId`` keyed by
+        the batch id took a new checkpoint's batches for ones already written and dropped
+        their records.)
+        """
+        from pyspark.sql import functions as F
+
+        table = open_table(self.cfg, target.quarantine_path)
+        done = _committed(table, meta)
+        if done is not None:
+            logger.info(
+                "quarantine of batch %d of %s was committed before a restart; not written again",
+                meta["batch"],
+                target.name,
+            )
+            return int(done["inserted"])
+        batch = source.select(*QUARANTINE_KEY).toArrow()
+        held = _held_coordinates(table, batch)
+        new = source
+        if held.num_rows:
+            new = new.join(F.broadcast(self.spark.createDataFrame(held)), list(QUARANTINE_KEY), "left_anti")
+        inserted = batch.num_rows - held.num_rows
+        writer = (
+            new.write.format("delta")
+            .mode("append")
+            .option("mergeSchema", "true")  # a newer schema adds optional columns
+            .option("userMetadata", json.dumps({**meta, "quarantined": batch.num_rows, "inserted": inserted}))
+        )
+        if inserted == 0:  # a commit all the same, for the count of duplicates (see _insert_new)
+            writer = writer.option("txnAppId", f"fieldloop-quarantine-empty:{target.name}").option(
+                "txnVersion", table.version() + 1
+            )
+        writer.save(target.quarantine_path)
+        return inserted
 
     def _insert_new(self, source: DataFrame, target: BronzeTarget, meta: dict[str, Any]) -> int:
         """Append the (device, seq) pairs bronze does not hold yet, each once; returns how many.
@@ -510,7 +648,7 @@ class BronzeJob:
             logger.info(
                 "bronze batch %d of %s was committed before a restart; not written again", meta["batch"], target.name
             )
-            return done
+            return int(done["inserted"])
         keys = ["_device_id", "_seq"]
         batch_keys = source.select(*keys).toArrow()
         distinct = batch_keys.group_by(keys).aggregate([])
@@ -556,7 +694,10 @@ class BronzeJob:
         if path in self._ready:
             return
         table = find_table(self.cfg, path)
-        wanted = dict(BRONZE_PROPERTIES) if layer == "bronze" else {}
+        # VACUUM removes the files of rows deleted at the contract's retention after this grace.
+        wanted = file_retention_properties(target.contract)
+        if layer == "bronze":
+            wanted.update(BRONZE_PROPERTIES)
         if table is not None:
             # a table from before these properties existed gets them once
             props = table.metadata().configuration
@@ -600,13 +741,21 @@ class BronzeJob:
         return writer.start()
 
 
-def _committed(table: Any, meta: Mapping[str, Any], depth: int = 20) -> int | None:
-    """How many rows the commit of this very batch inserted, if bronze holds it; else None.
+def payload_digest(key: PseudonymKey, payload: bytes) -> tuple[str, str]:
+    """(HMAC-SHA256 of ``payload`` under ``key`` as hex, the key's id): what quarantine keeps
+    of a record it may not keep raw. Whoever holds the record at the site and the key can
+    tell it is this one; nobody can learn its bytes from the digest."""
+    return hmac.new(key.secret, DIGEST_CONTEXT + bytes(payload), hashlib.sha256).hexdigest(), key.id
+
+
+def _committed(table: Any, meta: Mapping[str, Any], depth: int = 20) -> dict[str, Any] | None:
+    """The ``userMetadata`` of this very batch's commit, if the table holds it; else None.
 
     The newest bronze-job commit is the only one that can be this batch's: a stream's batch
     ids only grow, and Spark replays nothing older than the last unfinished batch. Batch id
     *and* offsets must match, so a new checkpoint (whose ids start again at 0) is never
-    mistaken for the old one.
+    mistaken for the old one. Commits of other writers (table upkeep) carry no offsets
+    and are passed over.
     """
     for commit in table.history(depth):
         try:
@@ -615,7 +764,7 @@ def _committed(table: Any, meta: Mapping[str, Any], depth: int = 20) -> int | No
             continue
         if isinstance(prior, dict) and "offsets" in prior:
             same = prior.get("batch") == meta["batch"] and prior["offsets"] == meta["offsets"]
-            return int(prior["inserted"]) if same else None
+            return prior if same else None
     return None
 
 
@@ -636,6 +785,30 @@ def _held_keys(table: Any, batch_keys: Any) -> Any:
     lowest = pc.min(batch_keys["_seq"]).as_py()
     held = table.to_pyarrow_dataset().to_table(columns=["_device_id", "_seq"], filter=pc.field("_seq") >= lowest)
     return batch_keys.join(held.cast(key_schema), ["_device_id", "_seq"], join_type="left semi")
+
+
+def _held_coordinates(table: Any, batch: Any) -> Any:
+    """The rows of ``batch`` (:data:`QUARANTINE_KEY`) whose record the quarantine table already holds.
+
+    Only the key columns are read, and only from files whose offsets reach the batch's smallest.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    key_schema = pa.schema(
+        [
+            ("_kafka_topic", pa.string()),
+            ("_kafka_partition", pa.int32()),
+            ("_kafka_offset", pa.int64()),
+            ("_kafka_timestamp", pa.timestamp("us", tz="UTC")),
+        ]
+    )
+    batch = batch.cast(key_schema)
+    if batch.num_rows == 0:
+        return batch
+    lowest = pc.min(batch["_kafka_offset"]).as_py()
+    held = table.to_pyarrow_dataset().to_table(columns=list(QUARANTINE_KEY), filter=pc.field("_kafka_offset") >= lowest)
+    return batch.join(held.cast(key_schema), list(QUARANTINE_KEY), join_type="left semi")
 
 
 def _all_nullable(dtype: Any) -> Any:

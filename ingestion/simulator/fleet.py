@@ -7,9 +7,10 @@ file (:mod:`ingestion.simulator.layout`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from ingestion.errors import SimulationError
 from ingestion.simulator.device import Device, Item, device_rng
@@ -30,7 +31,6 @@ DEVICE_PATTERN = (  # interleaved, so small fleets get every kind
     "furnace",
     "vehicle",
 )
-EPOCH_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z; the default start is an hour of 2025 picked by the seed
 
 _KINDS: dict[str, type[Device]] = {"vehicle": Vehicle, "robot": RobotArm, "furnace": FurnaceSensor}
 
@@ -43,8 +43,11 @@ class FleetSpec:
         devices: number of devices (units); kinds follow :data:`DEVICE_PATTERN`.
         seconds: simulated duration (s of device time, not wall time).
         rate_hz: records per second of each device's main stream.
-        seed: makes the whole run, faults included, reproducible.
-        start: simulated clock start; default an hour of 2025 picked by the seed.
+        seed: makes the whole run, faults included, reproducible given ``start``.
+        start: simulated clock start; default: ``seconds`` before the spec was made (whole
+            seconds), so the run's last readings are from now. A fixed year of data would
+            soon be older than its contracts' retention: bronze quarantines such records as
+            ``expired`` and nothing reaches silver.
     """
 
     devices: int = 10
@@ -52,6 +55,11 @@ class FleetSpec:
     rate_hz: float = 10.0
     seed: int = 0
     start: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.start is None:  # read the clock once: every part of a run sees the same start
+            now = datetime.now(UTC).replace(microsecond=0)
+            object.__setattr__(self, "start", now - timedelta(seconds=math.ceil(max(self.seconds, 0))))
 
     def validate(self) -> None:
         """Raises SimulationError naming the first bad value."""
@@ -72,9 +80,8 @@ class FleetSpec:
 
     @property
     def start_ms(self) -> int:
-        if self.start is not None:
-            return int(self.start.timestamp() * 1000)
-        return EPOCH_MS + (self.seed % 8760) * 3_600_000
+        assert self.start is not None  # set by __post_init__
+        return int(self.start.timestamp() * 1000)
 
 
 def device_kind(index: int) -> str:

@@ -194,3 +194,46 @@ def test_one_batch_spanning_topics_is_classified_by_each_topics_contract(
     with pytest.raises(IngestionError, match=r"topics no contract names: fieldloop\.public\.unknown\.v1"):
         job.process_batch(spark.createDataFrame(rows + stray, schema), 1)
     assert {name: DeltaTable(t.bronze_path).version() for name, t in by_name.items()} == before  # nothing written
+
+
+def test_after_a_checkpoint_reset_every_bad_record_lands_in_quarantine_once(
+    spark, cfg: FieldloopConfig, registry: SchemaRegistry, tmp_path: Path
+) -> None:
+    """A lost checkpoint restarts batch ids at 0 and reads Kafka again from the earliest offset:
+    the new bad records land, the ones read again are not quarantined twice, and they count as
+    duplicates, so consumed = bronze + quarantine + duplicates still holds."""
+    from deltalake import DeltaTable
+
+    from fieldloop.catalog import duplicates_dropped
+
+    job_cfg = load_config({"FIELDLOOP_HOME": str(cfg.home), "FIELDLOOP_LAKE_URI": str(tmp_path / "lake")})
+    v1 = registry.get("vehicle_frames", 1)
+    schema = (
+        "topic STRING, partition INT, offset LONG, timestamp TIMESTAMP, key BINARY, value BINARY, "
+        "headers ARRAY<STRUCT<key: STRING, value: BINARY>>"
+    )
+    good = [kafka_row(o, encode(FRAME, v1), o) for o in range(3)]
+    bad = [kafka_row(o, b"\xc3\x01\x00", o) for o in range(3, 6)]  # truncated
+    [target] = targets(job_cfg, {FRAMES.id: FRAMES})
+
+    first = BronzeJob(job_cfg, spark, {FRAMES.id: FRAMES}, registry, ResidencyGuard.from_config(job_cfg))
+    first.process_batch(spark.createDataFrame(good + bad, schema), 0)
+    assert len(DeltaTable(target.quarantine_path).to_pyarrow_table()) == 3
+
+    # the checkpoint is lost: a new query, whose first batch is 0 again, reads every offset again
+    later = [kafka_row(o, b"\xc3\x01\x00", o) for o in range(6, 10)]
+    again = BronzeJob(job_cfg, spark, {FRAMES.id: FRAMES}, registry, ResidencyGuard.from_config(job_cfg))
+    report = again.process_batch(spark.createDataFrame(good + bad + later, schema), 0)
+
+    quarantined = DeltaTable(target.quarantine_path).to_pyarrow_table()
+    assert sorted(quarantined.column("_kafka_offset").to_pylist()) == list(range(3, 10))
+    assert report.quarantined == {"vehicle_frames_public": 4} and report.duplicates == {"vehicle_frames_public": 3 + 3}
+    bronze = DeltaTable(target.bronze_path)
+    dups = duplicates_dropped(bronze.history()) + duplicates_dropped(DeltaTable(target.quarantine_path).history())
+    consumed = len(good + bad) + len(good + bad + later)  # the first query's batch, then the new one's
+    assert consumed == len(bronze.to_pyarrow_table()) + len(quarantined) + dups
+
+    # and a replay of that batch (a crash before the checkpoint recorded it) writes nothing
+    version = DeltaTable(target.quarantine_path).version()
+    again.process_batch(spark.createDataFrame(good + bad + later, schema), 0)
+    assert DeltaTable(target.quarantine_path).version() == version

@@ -81,7 +81,7 @@ def refined(spark, cfg: FieldloopConfig, tmp_path_factory: pytest.TempPathFactor
         spark.createDataFrame(kafka_rows(sent, contracts), KAFKA_SCHEMA), 0
     )
     # key ring written before the run so the test knows the key bytes
-    from refinement.keys import KeyRing
+    from fieldloop.keys import KeyRing
 
     (root / "keys.json").write_text(KeyRing.generate([c.tenant for c in contracts.values()], "t"))
     # refined the next morning: the fleet's day has closed, so its DP figures are released
@@ -159,7 +159,7 @@ def test_pseudonyms_are_keyed_and_differ_across_tenants(spark, refined) -> None:
 
 
 def test_the_key_appears_in_no_plan_table_or_report(spark, refined) -> None:
-    from refinement.keys import PseudonymKey
+    from fieldloop.keys import PseudonymKey
     from refinement.pseudonym import pseudonymize
 
     lake_cfg, _, _, keys = refined

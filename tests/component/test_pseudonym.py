@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from refinement.keys import PseudonymKey
+from fieldloop.keys import PseudonymKey
 from refinement.pseudonym import KEY_ID_COLUMN, pseudonym, pseudonymize
 
 KEY = PseudonymKey("acme", "k-test", b"s" * 32)

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from fieldloop.catalog import list_tables
 from fieldloop.config import FieldloopConfig, load_config
 from fieldloop.contracts import load_contracts
 from fieldloop.errors import ResidencyError
+from fieldloop.keys import load_key_ring
 from fieldloop.residency import ResidencyGuard
 from ingestion.simulator import FleetSpec
 from refinement.errors import QualityError
-from refinement.keys import load_key_ring
 from refinement.policy import default_policies
 from refinement.silver import SilverJob
 from tests.fleet_rows import simulate
@@ -77,6 +78,25 @@ def test_silver_is_incremental_and_idempotent(spark, lake_cfg: FieldloopConfig, 
     assert table_rows(spark, path) == after
 
 
+def test_a_run_over_bronze_versions_that_added_no_row_writes_none_and_reconciles(
+    spark, lake_cfg: FieldloopConfig, write_bronze
+) -> None:
+    """Bronze commits that add no row (a batch of resends, or its retention and VACUUM commits):
+    the run reads nothing, and adaptive execution, dropping the empty plan, takes its
+    observations with it; the run must still count zero, not fail."""
+    sent = plant_records(10)
+    write_bronze(sent, 0)
+    job = silver_job(spark, lake_cfg)
+    [first] = job.run(PLANT)
+    write_bronze(sent, 1)  # every record again: a bronze commit of duplicates only
+    [second] = job.run(PLANT)
+    assert second.bronze_versions == (first.bronze_versions[1] + 1,) * 2
+    assert (second.rows_in, second.rows_out, second.reconciles) == (0, 0, True)
+    assert spark.read.format("delta").load(first.path).count() == first.rows_out
+    [third] = job.run(PLANT)  # silver recorded that it holds that version: nothing to read again
+    assert third.bronze_versions is None
+
+
 def test_silver_table_carries_governance_and_change_feed(spark, lake_cfg: FieldloopConfig, write_bronze) -> None:
     write_bronze(plant_records(10), 0)
     [report] = silver_job(spark, lake_cfg).run(PLANT)
@@ -127,7 +147,12 @@ def test_rows_failing_quality_rules_go_to_quarantine_with_the_rule(
     # A re-run of the first run's versions would clear (replace) what that run put there.
     job, (a, b) = silver_job(spark, lake_cfg), report.bronze_versions
     commits = history_len(spark, path)
-    write_bronze(plant_records(10, seed=4), 1)
+    # Later readings of the same sensors (new sequence numbers: another seed would send the
+    # same (device, seq) again, which bronze drops as duplicates, and refine nothing).
+    held = {(s.device_id, s.seq) for s in sent}
+    later = [s for s in plant_records(20) if (s.device_id, s.seq) not in held]
+    assert later
+    write_bronze(later, 1)
     [clean] = job.run(PLANT)
     assert clean.quarantined == {} and clean.rows_out > 0
     assert history_len(spark, path) == commits
@@ -164,23 +189,33 @@ def test_residency_refusal_writes_nothing(spark, lake_cfg: FieldloopConfig, writ
 def test_upkeep_deletes_expired_rows_compacts_and_vacuums_once_a_day(
     spark, lake_cfg: FieldloopConfig, write_bronze
 ) -> None:
-    from datetime import UTC, datetime, timedelta
+    from datetime import UTC, timedelta
 
     from refinement.maintenance import maintain
 
     write_bronze(plant_records(10), 0)
     [report] = silver_job(spark, lake_cfg).run(PLANT)
     contract = load_contracts()[PLANT]
-    oldest = spark.read.format("delta").load(report.path).selectExpr("max(ts)").first()[0].replace(tzinfo=UTC)
-    # a day after the newest row expires, every row has
-    later = oldest + timedelta(days=contract.retention_days + 1)
-    done = maintain(spark, report.path, contract, now=later)
+    newest = spark.read.format("delta").load(report.path).selectExpr("max(ts)").first()[0].replace(tzinfo=UTC)
+
+    def history() -> list[str]:
+        return [r["operation"] for r in spark.sql(f"DESCRIBE HISTORY delta.`{report.path}`").collect()]
+
+    # nothing due: no Spark job, no commit; a table seen for the first time is compacted a day later
+    commits = len(history())
+    first = maintain(spark, lake_cfg, report.path, contract, "ts", now=newest + timedelta(hours=1))
+    assert (first.expired_rows, first.optimized) == (0, False) and first.skipped.startswith("first seen")
+    assert len(history()) == commits
+    # a day after the newest row passed its retention, every row has: deleted, then compacted and vacuumed
+    later = newest + timedelta(days=contract.retention_days + 1)
+    done = maintain(spark, lake_cfg, report.path, contract, "ts", now=later)
     assert done.expired_rows == report.rows_out and done.optimized and done.vacuumed
     assert spark.read.format("delta").load(report.path).count() == 0
-    ops = [r["operation"] for r in spark.sql(f"DESCRIBE HISTORY delta.`{report.path}`").collect()]
-    assert {"DELETE", "VACUUM END"} <= set(ops)
-    again = maintain(spark, report.path, contract, now=datetime.now(UTC))
-    assert again.skipped and not again.optimized
+    assert {"DELETE", "VACUUM END"} <= set(history())
+    again = maintain(spark, lake_cfg, report.path, contract, "ts", now=later + timedelta(hours=1))
+    assert again.skipped and not again.optimized and again.expired_rows == 0
+    [table] = [t for t in list_tables(lake_cfg) if t.path == report.path]
+    assert table.retention_deleted == report.rows_out
 
 
 def test_silver_range_rules_are_check_constraints_delta_enforces(spark, lake_cfg: FieldloopConfig) -> None:

@@ -8,6 +8,8 @@ published = bronze rows + quarantined rows + duplicates dropped.
 
 from __future__ import annotations
 
+import base64
+import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,7 +25,7 @@ from fieldloop.contracts import load_contracts
 from fieldloop.lineage import TableGovernance
 from fieldloop.residency import ResidencyGuard
 from fieldloop.wire import H_CLASS, H_CONTRACT, H_DEVICE, H_SEQ, H_TENANT, default_registry, encode
-from ingestion.cloud.bronze import BronzeJob, targets
+from ingestion.cloud.bronze import BronzeJob, checkpoint_path, targets
 from ingestion.cloud.topics import apply_topics
 from tests.stacks import PrivateKafka, started_private_kafka
 
@@ -202,3 +204,115 @@ def test_bronze_exactly_once_with_quarantine_and_reconciliation(spark, broker, j
     run_once(spark, job_cfg)
     assert len(rows(frames_t.bronze_path)) == 40
     assert duplicates_in_log(frames_t.bronze_path) + duplicates_in_log(plant_t.bronze_path) == 11
+
+
+def own_lake(broker: PrivateKafka, tmp_path: Path, **extra: str) -> FieldloopConfig:
+    """A config reading the module's broker into a lake (and checkpoint) of the test's own."""
+    return load_config(
+        {
+            "FIELDLOOP_HOME": str(broker.cfg.home),
+            "FIELDLOOP_LAKE_URI": str(tmp_path / "lake"),
+            "FIELDLOOP_KAFKA_BOOTSTRAP": broker.bootstrap,
+            **extra,
+        }
+    )
+
+
+def test_after_a_checkpoint_reset_every_bad_record_lands_in_quarantine_once(spark, broker, tmp_path) -> None:
+    """The checkpoint is lost: the next run starts again at batch 0 and reads every topic from its
+    earliest offset. The bad records sent since land, and none of the earlier ones twice."""
+    cfg = own_lake(broker, tmp_path)
+    publish = Publisher(broker.bootstrap)
+    device = "JT-RESET-DEVICE00"
+    for i in range(3):
+        publish(FRAMES, device, b"\xc3\x01\x00" + bytes([i]), seq=5000 + i)  # truncated
+    publish.flush()
+    run_once(spark, cfg)
+    [target] = [t for t in targets(cfg, CONTRACTS) if t.contract.id == FRAMES.id]
+    before = rows(target.quarantine_path)
+    assert sorted(r["_seq"] for r in before if r["_device_id"] == device) == [5000, 5001, 5002]
+
+    shutil.rmtree(checkpoint_path(cfg))
+    for i in range(4):
+        publish(FRAMES, device, b"\xc3\x01\x01" + bytes([i]), seq=6000 + i)
+    publish.flush()
+    job = run_once(spark, cfg)
+
+    after = rows(target.quarantine_path)
+    assert sorted(r["_seq"] for r in after if r["_device_id"] == device) == [5000, 5001, 5002, 6000, 6001, 6002, 6003]
+    coordinates = [(r["_kafka_topic"], r["_kafka_partition"], r["_kafka_offset"]) for r in after]
+    assert len(coordinates) == len(set(coordinates)) == len(before) + 4
+    assert min(r.batch_id for r in job.reports) == 0, "the reset query's batch ids started again at 0"
+
+
+def test_a_record_labelled_secret_leaves_no_raw_byte_anywhere_in_the_lake(spark, broker, tmp_path) -> None:
+    """Secret data never stays raw outside the site, not even in quarantine: a record whose headers
+    label it secret keeps its reason, headers, size and a keyed digest, and none of its bytes."""
+    import hashlib
+    import hmac
+    import json
+    import secrets
+
+    from fieldloop.keys import KeyRing
+    from ingestion.cloud.bronze import DIGEST_CONTEXT
+
+    keys = tmp_path / "keys.json"
+    keys.write_text(KeyRing.generate([c.tenant for c in CONTRACTS.values()], "t"))
+    cfg = own_lake(broker, tmp_path, FIELDLOOP_REFINE_KEY_SOURCE=f"file:{keys}")
+    audio = REG.get("worker_audio")
+
+    def worker_audio(mfcc: int) -> bytes:
+        # random features: no run of their bytes compresses, so a raw byte scan finds any copy
+        features = [secrets.SystemRandom().random() for _ in range(mfcc)]
+        record = {
+            "site": "JP-CHB-01",
+            "worker_id": secrets.token_hex(16),
+            "ts": NOW_MS,
+            "db_level": 71.5,
+            "mfcc": features,
+        }
+        return encode(record, audio)
+
+    secret_audio = ("worker-audio-acme-steel", "acme-steel")
+    labelled = {  # seq -> (topic's contract, payload, header overrides, the reason its first failing check gives)
+        7000: (
+            FRAMES,
+            worker_audio(12),
+            {H_CLASS: "secret", H_CONTRACT: secret_audio[0], H_TENANT: secret_audio[1]},
+            "raw-secret",
+        ),
+        7001: (FRAMES, worker_audio(1100), {H_CLASS: "secret"}, "oversized"),  # size is checked before class
+        7002: (PLANT, worker_audio(12), {H_CONTRACT: secret_audio[0]}, "contract-mismatch"),  # labelled by its contract
+    }
+    control = b"bad-magic:" + secrets.token_bytes(32)  # an ordinary bad record keeps its bytes
+    device = "JT-SECRET-DEVICE0"
+    publish = Publisher(broker.bootstrap)
+    for seq, (contract, payload, over, _) in labelled.items():
+        publish(contract, device, payload, seq=seq, **over)
+    publish(FRAMES, device, control, seq=7003)
+    publish.flush()
+    run_once(spark, cfg)
+
+    files = [p for p in Path(cfg.lake).rglob("*") if p.is_file()]
+    assert any(p.match("*/_delta_log/*.json") for p in files) and any("_checkpoints" in p.parts for p in files)
+    blobs = {p: p.read_bytes() for p in files}
+    assert any(control in blob for blob in blobs.values()), "the scan finds a quarantined payload"
+    for seq, (_, payload, _, _) in labelled.items():
+        leaks = [str(p) for p, blob in blobs.items() if payload in blob or payload[-64:] in blob]
+        assert not leaks, f"seq {seq}: raw bytes of a secret-labelled record in {leaks}"
+
+    ring = json.loads(keys.read_text())["keys"]
+    quarantined = {
+        r["_seq"]: r
+        for contract in (FRAMES, PLANT)
+        for r in rows(next(t for t in targets(cfg, CONTRACTS) if t.contract.id == contract.id).quarantine_path)
+        if r["_device_id"] == device
+    }
+    assert quarantined[7003]["_value"] == control
+    for seq, (contract, payload, _, reason) in labelled.items():
+        row = quarantined[seq]
+        assert row["reason"] == reason and row["_value"] is None and row["_key"] is None
+        assert row["_size"] == len(payload) and dict(row["_headers"])["fieldloop.seq"] == str(seq)
+        key = next(k for k in ring if k["tenant"] == (contract.tenant or "_public") and k["active"])
+        digest = hmac.new(base64.b64decode(key["secret_b64"]), DIGEST_CONTEXT + payload, hashlib.sha256).hexdigest()
+        assert (row["_value_hmac"], row["_hmac_key_id"]) == (digest, key["id"])

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from fieldloop.contracts import load_contracts
+from fieldloop.keys import KeyRing, PseudonymKey, load_key_ring
 from fieldloop.wire import default_registry
 from refinement.errors import KeyRingError, PolicyError
-from refinement.keys import KeyRing, PseudonymKey, load_key_ring
 from refinement.policy import default_policies, load_policies, output_tables, packaged_policies_dir, parse_policy
 from refinement.pseudonym import pseudonym
 

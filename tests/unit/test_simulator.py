@@ -8,7 +8,7 @@ import random
 import re
 from collections import defaultdict
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ JST = timezone(timedelta(hours=9))
 VEHICLES = (VEHICLES_PUBLIC, VEHICLES_ACME)
 # How phone numbers are written in Japan: mobile (070/080/090 or +81), landline area code + exchange.
 JP_PHONE = re.compile(r"0[789]0-[1-9]\d{3}-\d{4}|\+81-[789]0-[1-9]\d{3}-\d{4}|0(?:\d-[2-9]\d{3}|\d\d-[2-9]\d\d)-\d{4}")
+# Runs compared with each other start at a given time: a default start is the time of the run.
+START = datetime(2025, 1, 1, 11, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +70,13 @@ def registry() -> SchemaRegistry:
 @pytest.fixture(scope="module")
 def city_run() -> list[Item]:
     """Ten devices (5 vehicles, 3 furnace sensors, 2 arms), 5 minutes at 10 Hz."""
-    return list(Fleet(FleetSpec(devices=10, seconds=300, rate_hz=10, seed=11)).items())
+    return list(Fleet(FleetSpec(devices=10, seconds=300, rate_hz=10, seed=11, start=START)).items())
 
 
 @pytest.fixture(scope="module")
 def two_hours() -> list[Item]:
     """A vehicle, a furnace temperature sensor and an arm for two hours at 1 Hz."""
-    return list(Fleet(FleetSpec(devices=3, seconds=7200, rate_hz=1, seed=5)).items())
+    return list(Fleet(FleetSpec(devices=3, seconds=7200, rate_hz=1, seed=5, start=START)).items())
 
 
 def streams(items: list[Item], *contract_ids: str) -> dict[str, list[dict[str, Any]]]:
@@ -114,9 +116,9 @@ def run(
 
 # Determinism and the device mix -----------------------------------------------------------
 def test_same_seed_same_records_and_other_seed_other_records() -> None:
-    spec = FleetSpec(devices=6, seconds=20, rate_hz=10, seed=3)
+    spec = FleetSpec(devices=6, seconds=20, rate_hz=10, seed=3, start=START)
     first, again = list(Fleet(spec).items()), list(Fleet(spec).items())
-    other = list(Fleet(FleetSpec(devices=6, seconds=20, rate_hz=10, seed=4)).items())
+    other = list(Fleet(FleetSpec(devices=6, seconds=20, rate_hz=10, seed=4, start=START)).items())
     assert first == again
     assert len(first) == len(other)
     assert {i.device_id for i in first}.isdisjoint({i.device_id for i in other if i.contract_id in VEHICLES})
@@ -124,8 +126,8 @@ def test_same_seed_same_records_and_other_seed_other_records() -> None:
 
 
 def test_a_device_records_the_same_whatever_the_fleet_size() -> None:
-    small = list(Fleet(FleetSpec(devices=3, seconds=10, rate_hz=10, seed=9)).items())
-    large = list(Fleet(FleetSpec(devices=12, seconds=10, rate_hz=10, seed=9)).items())
+    small = list(Fleet(FleetSpec(devices=3, seconds=10, rate_hz=10, seed=9, start=START)).items())
+    large = list(Fleet(FleetSpec(devices=12, seconds=10, rate_hz=10, seed=9, start=START)).items())
     assert small == [i for i in large if i.unit < 3]
 
 
@@ -139,11 +141,15 @@ def test_a_device_records_the_same_whatever_the_fleet_size() -> None:
     ],
 )
 def test_device_mix(devices: int, mix: dict[str, int]) -> None:
-    assert Fleet(FleetSpec(devices=devices, seconds=1, rate_hz=1)).mix() == mix
+    assert Fleet(FleetSpec(devices=devices, seconds=1, rate_hz=1, start=START)).mix() == mix
 
 
 def test_vins_are_valid_and_unique() -> None:
-    vins = [d.device_id for d in Fleet(FleetSpec(devices=60, seconds=1, rate_hz=1)).devices if d.kind == "vehicle"]
+    vins = [
+        d.device_id
+        for d in Fleet(FleetSpec(devices=60, seconds=1, rate_hz=1, start=START)).devices
+        if d.kind == "vehicle"
+    ]
     assert len(vins) == len(set(vins)) == 30
     for vin in vins:
         assert len(vin) == 17 and vin.isalnum() and vin.isupper()
@@ -177,7 +183,7 @@ def test_every_record_encodes_with_its_streams_latest_schema(
 ) -> None:
     seen = set()
     for seed in range(20):
-        for item in Fleet(FleetSpec(devices=10, seconds=3, rate_hz=10, seed=seed)).items():
+        for item in Fleet(FleetSpec(devices=10, seconds=3, rate_hz=10, seed=seed, start=START)).items():
             schema = registry.get(contracts[item.contract_id].stream)
             validate(item.record, schema.parsed, raise_errors=True, strict=True)  # as the edge SDK checks: no coercion
             payload = encode(item.record, schema)
@@ -190,7 +196,7 @@ def test_every_record_encodes_with_its_streams_latest_schema(
 
 # Time --------------------------------------------------------------------------------------
 def test_timestamps_are_int_millis_increasing_per_device_and_globally(city_run: list[Item]) -> None:
-    start = FleetSpec(seed=11).start_ms
+    start = int(START.timestamp() * 1000)
     assert [i.event_ms for i in city_run] == sorted(i.event_ms for i in city_run)
     last: dict[tuple[str, str], int] = {}
     for item in city_run:
@@ -202,11 +208,20 @@ def test_timestamps_are_int_millis_increasing_per_device_and_globally(city_run: 
         last[key] = ts
 
 
-def test_start_comes_from_the_seed_or_is_given() -> None:
-    assert FleetSpec(seed=1).start_ms == FleetSpec(seed=1).start_ms != FleetSpec(seed=2).start_ms
+def test_a_run_ends_now_unless_its_start_is_given() -> None:
+    """Without --start the fleet's last readings are from now: a fleet of some past year would
+    be older than its contracts' retention and never reach silver."""
+    before = datetime.now(UTC)
+    spec = FleetSpec(seconds=90, seed=1)
+    after = datetime.now(UTC)
+    assert before - timedelta(seconds=91) <= datetime.fromtimestamp(spec.start_ms / 1000, UTC) <= after
+    assert spec.start_ms == spec.start_ms  # the clock is read once, when the spec is made
+    assert FleetSpec(seconds=90, seed=2).start_ms - spec.start_ms < 5_000  # the seed picks no hour any more
     start = datetime(2025, 4, 1, 9, 0, tzinfo=JST)
     first = next(Fleet(FleetSpec(devices=2, seconds=1, seed=1, start=start)).items())
     assert 0 <= first.record["ts"] - int(start.timestamp() * 1000) < 100
+    given = FleetSpec(devices=2, seconds=1, seed=1, start=start)
+    assert list(Fleet(given).items()) == list(Fleet(FleetSpec(devices=2, seconds=1, seed=1, start=start)).items())
 
 
 # Physics -----------------------------------------------------------------------------------
@@ -383,7 +398,7 @@ def test_fault_plan_depends_only_on_its_inputs() -> None:
 
 
 def test_same_seed_same_run_report_and_messages(contracts: dict[str, DataContract], registry: SchemaRegistry) -> None:
-    spec = FleetSpec(devices=6, seconds=30, rate_hz=10, seed=21)
+    spec = FleetSpec(devices=6, seconds=30, rate_hz=10, seed=21, start=START)
     faults = ["malformed:0.05", "duplicates:0.05", "clock-skew", "network-drop:5"]
     first, sink1, raw1 = run(spec, faults, contracts, registry)
     second, sink2, raw2 = run(spec, faults, contracts, registry)
@@ -394,7 +409,7 @@ def test_same_seed_same_run_report_and_messages(contracts: dict[str, DataContrac
 def test_faults_do_not_change_what_devices_generate(
     contracts: dict[str, DataContract], registry: SchemaRegistry
 ) -> None:
-    spec = FleetSpec(devices=6, seconds=30, rate_hz=10, seed=8)
+    spec = FleetSpec(devices=6, seconds=30, rate_hz=10, seed=8, start=START)
     _, plain, _ = run(spec, [], contracts, registry)
     _, faulty, raw = run(spec, ["duplicates:0.1", "network-drop:10", "broker-restart"], contracts, registry)
     assert [(s.device_id, s.seq, s.payload) for s in plain.sent] == [
@@ -407,7 +422,7 @@ def test_malformed_payloads_reach_the_raw_path_and_are_counted(
     contracts: dict[str, DataContract], registry: SchemaRegistry
 ) -> None:
     report, sink, raw = run(
-        FleetSpec(devices=10, seconds=60, rate_hz=10, seed=4), ["malformed:0.05"], contracts, registry
+        FleetSpec(devices=10, seconds=60, rate_hz=10, seed=4, start=START), ["malformed:0.05"], contracts, registry
     )
     generated = report.total.generated
     injected = sum(m["injected"] for m in report.malformed.values())
@@ -453,7 +468,7 @@ def test_duplicates_repeat_the_exact_message_with_the_same_seq(
     contracts: dict[str, DataContract], registry: SchemaRegistry
 ) -> None:
     report, sink, raw = run(
-        FleetSpec(devices=6, seconds=60, rate_hz=10, seed=4), ["duplicates:0.03"], contracts, registry
+        FleetSpec(devices=6, seconds=60, rate_hz=10, seed=4, start=START), ["duplicates:0.03"], contracts, registry
     )
     originals = {(s.device_id, s.seq): s for s in sink.sent}
     assert report.duplicates_sent == len(raw.messages) > 0.02 * len(sink.sent)
@@ -465,7 +480,7 @@ def test_duplicates_repeat_the_exact_message_with_the_same_seq(
 def test_clock_skew_offsets_some_devices_until_ntp_correction(
     contracts: dict[str, DataContract], registry: SchemaRegistry
 ) -> None:
-    spec = FleetSpec(devices=10, seconds=60, rate_hz=5, seed=6)
+    spec = FleetSpec(devices=10, seconds=60, rate_hz=5, seed=6, start=START)
     _, plain, _ = run(spec, [], contracts, registry)
     report, skewed, _ = run(spec, ["clock-skew:4"], contracts, registry)
     (fault,) = report.faults
@@ -507,7 +522,7 @@ def test_network_drop_pauses_the_sdk_and_holds_raw_traffic(
     sink = MemorySink(contracts, registry)
     raw = RecordingRaw(sink)
     report, _, _ = run(
-        FleetSpec(devices=6, seconds=60, rate_hz=10, seed=2),
+        FleetSpec(devices=6, seconds=60, rate_hz=10, seed=2, start=START),
         ["network-drop:15", "duplicates:0.1"],
         contracts,
         registry,
@@ -543,12 +558,16 @@ def test_broker_restart_stops_then_starts_the_broker(
 ) -> None:
     broker = FakeBroker()
     report, _, _ = run(
-        FleetSpec(devices=4, seconds=60, rate_hz=10, seed=1), ["broker-restart:10"], contracts, registry, broker=broker
+        FleetSpec(devices=4, seconds=60, rate_hz=10, seed=1, start=START),
+        ["broker-restart:10"],
+        contracts,
+        registry,
+        broker=broker,
     )
     assert broker.calls == ["stop", "start"]
     assert report.faults[0]["executed"] and report.faults[0]["records_during"] > 0
     planned_only, _, _ = run(
-        FleetSpec(devices=4, seconds=60, rate_hz=10, seed=1), ["broker-restart:10"], contracts, registry
+        FleetSpec(devices=4, seconds=60, rate_hz=10, seed=1, start=START), ["broker-restart:10"], contracts, registry
     )
     assert not planned_only.faults[0]["executed"]
 
@@ -566,7 +585,7 @@ def test_a_crash_mid_run_never_leaves_the_broker_down_or_the_uplink_paused(
 
     sink = CrashingSink(contracts, registry)
     sim = Simulation(
-        FleetSpec(devices=4, seconds=60, rate_hz=10, seed=1),
+        FleetSpec(devices=4, seconds=60, rate_hz=10, seed=1, start=START),
         [FaultSpec.parse("broker-restart:40"), FaultSpec.parse("network-drop:40")],
         contracts,
         registry,
@@ -581,7 +600,7 @@ def test_report_reconciles_with_refusals_and_round_trips(
 ) -> None:
     # an SDK that does not know ACME Mobility's contract refuses those vans' frames at the device
     partial = {k: v for k, v in contracts.items() if k != VEHICLES_ACME}
-    spec = FleetSpec(devices=10, seconds=30, rate_hz=10, seed=3)
+    spec = FleetSpec(devices=10, seconds=30, rate_hz=10, seed=3, start=START)
     report, sink, raw = run(
         spec, ["malformed:0.05", "duplicates:0.05"], contracts, registry, MemorySink(partial, registry)
     )
@@ -607,7 +626,7 @@ def test_a_fleet_without_its_contracts_is_refused_before_it_runs(
 
     partial = {k: v for k, v in contracts.items() if k != ROBOTS}
     with pytest.raises(SimulationError, match=ROBOTS):
-        Simulation(FleetSpec(devices=3), [], partial, registry)
+        Simulation(FleetSpec(devices=3, start=START), [], partial, registry)
 
 
 def test_the_dry_run_stand_in_judges_records_as_the_edge_sdk_does(
@@ -617,7 +636,7 @@ def test_the_dry_run_stand_in_judges_records_as_the_edge_sdk_does(
     cfg = FieldloopConfig(home=tmp_path, kafka=KafkaConfig(bootstrap="127.0.0.1:1"))
     sdk = make_edge_sink(cfg, contracts, registry)
     sdk.pause()
-    spec = FleetSpec(devices=10, seconds=3, rate_hz=10, seed=12)
+    spec = FleetSpec(devices=10, seconds=3, rate_hz=10, seed=12, start=START)
     faults = [FaultSpec.parse("malformed:0.3"), FaultSpec.parse("duplicates:0.1")]
     try:
         real = Simulation(spec, faults, contracts, registry).run(sdk, MemoryRawSender(), flush_timeout_s=0.05)

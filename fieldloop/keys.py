@@ -1,4 +1,8 @@
-"""Pseudonym keys: one secret HMAC key per tenant, loaded once at job start from a secret source.
+"""The site's HMAC keys: one secret key per tenant, loaded once at job start from a secret source.
+
+Refinement keys its pseudonyms with them; the bronze job keys the digest it keeps of a
+quarantined record it may not keep raw. Both stages load them here, in the kernel, so
+neither imports the other.
 
 A key ring is JSON (the same shape in every source)::
 
@@ -25,10 +29,14 @@ import os
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from refinement.errors import KeyRingError
+from fieldloop.errors import KeyRingError
+
+if TYPE_CHECKING:
+    from fieldloop.config import FieldloopConfig
 
 logger = logging.getLogger(__name__)
 
@@ -198,4 +206,28 @@ def _create_key_file(path: Path, tenants: Iterable[str | None], period: str) -> 
         f.write(text)
     logger.warning(
         "created pseudonym keys at %s; back this file up: without it new pseudonyms will not match old ones", path
+    )
+
+
+def configured_key_ring(
+    cfg: FieldloopConfig, tenants: Iterable[str | None], env: Mapping[str, str] | None = None
+) -> KeyRing:
+    """The key ring from the configured source (``cfg.key_source``).
+
+    The default local file is created on first use with a key for each of ``tenants``;
+    an ``aws-secretsmanager:`` source is read in the first allowed region. ``env`` is
+    what an ``env:`` source reads (entry points pass ``os.environ``).
+    """
+    default = cfg.refine.key_source is None
+    sm = None
+    if cfg.key_source.startswith("aws-secretsmanager:"):
+        import boto3
+
+        sm = boto3.client("secretsmanager", region_name=cfg.allowed_regions[0])
+    return load_key_ring(
+        cfg.key_source,
+        create_for=list(tenants) if default else None,
+        period=datetime.now(UTC).strftime("%Y%m"),
+        env=env,
+        secretsmanager=sm,
     )
