@@ -361,6 +361,8 @@ def ingest(ctx: click.Context, follow: bool, trigger_seconds: int, max_offsets: 
     with stdout_for_json(as_json), out.status("starting Spark ..."):
         spark = spark_session(cfg, "fieldloop-ingest")
     job = BronzeJob(cfg, spark, contracts, default_registry(), guard, max_offsets_per_trigger=max_offsets)
+    for contract_id, why in job.refused.items():
+        out.print(f"[yellow]{contract_id}: left in Kafka[/]: {why}")
     query = job.start(available_now=not follow, trigger_seconds=trigger_seconds)
     shown = 0
     try:
@@ -395,5 +397,6 @@ def ingest(ctx: click.Context, follow: bool, trigger_seconds: int, max_offsets: 
             "inserted_by_table": inserted,
             "batches": len(job.reports),
             "changed_tables": sorted(f"bronze/{t}" for t, n in inserted.items() if n),
+            "refused": job.refused,
         }
         click.echo(json.dumps(summary, indent=2))

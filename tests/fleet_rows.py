@@ -49,3 +49,12 @@ def simulate(spec: FleetSpec) -> list[SentRecord]:
     sink = MemorySink(contracts, registry)
     Simulation(spec, [], contracts, registry).run(sink, MemoryRawSender())
     return sink.sent
+
+
+def subscribed(
+    sent: Iterable[SentRecord], contracts: Mapping[str, DataContract], topics: Iterable[str]
+) -> list[SentRecord]:
+    """What a bronze job subscribed to ``topics`` reads of ``sent``: a stream whose contract
+    keeps it out of the lake (e.g. Osaka-only data and a Tokyo lake) stays in Kafka."""
+    wanted = set(topics)
+    return [s for s in sent if contracts[s.contract_id].topic in wanted]

@@ -305,6 +305,8 @@ def _fleet(cfg: FieldloopConfig, console: Console) -> _Step:
             "raw_malformed": report.raw_malformed,
             "duplicates_sent": report.duplicates_sent,
             "reconciles": report.reconciles(),
+            # what reached Kafka, per stream: what the SDK accepted and what went around it
+            "by_contract": {cid: {"accepted": c.accepted, "raw_sent": c.raw_sent} for cid, c in report.streams.items()},
         },
         start,
     )
@@ -324,6 +326,10 @@ def _bronze(
     )
     consumed = sum(r.consumed for r in job.reports)
     progress(f"{consumed} records consumed in {seconds:.0f}s (Spark start included)")
+    for contract_id, why in job.refused.items():
+        console.print(f"  [yellow]{contract_id}: left in Kafka, not landed in this lake[/]: {why}")
+    for contract_id, why in job.refused.items():
+        console.print(f"  [yellow]{contract_id}: left in Kafka, not landed in this lake[/]: {why}")
     totals = {t.name: t.rows for t in list_tables(cfg) if t.layer == "bronze"}
     per_stream = Table(title="bronze, per stream (this run / table total)")
     for col in ("contract", "topic", "new rows", "duplicates dropped", "quarantined", "rows in table", "Kafka lag"):
@@ -352,6 +358,7 @@ def _bronze(
         "reconciles": reconciles,
         "kafka_lag": sum(lag.values()),
         "seconds": round(seconds, 1),
+        "refused": job.refused,
         "tables": {name: {"new": inserted.get(name, 0), "rows": rows} for name, rows in totals.items()},
     }
     return _Step(summary, spark)

@@ -44,6 +44,7 @@ from fieldloop.catalog import find_table, open_table
 from fieldloop.classes import DataClass
 from fieldloop.config import FieldloopConfig
 from fieldloop.contracts import DataContract
+from fieldloop.errors import ResidencyError
 from fieldloop.keys import KeyRing, PseudonymKey, configured_key_ring
 from fieldloop.lineage import TableGovernance
 from fieldloop.residency import ResidencyGuard
@@ -187,7 +188,10 @@ class BronzeJob:
         self.cfg = cfg
         self.spark = spark
         self.registry = registry
-        self.targets = targets(cfg, contracts)
+        self._residency: dict[str, str] = {}
+        self.refused: dict[str, str] = {}  # contract id -> why this lake may not hold its stream
+        self._refused_topics: dict[str, str] = {}
+        self.targets = self._placed(targets(cfg, contracts), guard)
         self._tenants = [c.tenant for c in contracts.values()]  # whose keys a default key ring is created with
         # a record naming one of these contracts is secret whatever its class header says
         self.secret_contracts = sorted(c.id for c in contracts.values() if c.data_class is DataClass.SECRET)
@@ -197,12 +201,35 @@ class BronzeJob:
         self.max_record_bytes = max_record_bytes
         self.reports: list[BatchReport] = []
         self._types: dict[bytes, Any] = {}
-        self._residency = {}
         self._ready: set[str] = set()
-        for location in [checkpoint_path(cfg)] + [p for t in self.targets for p in (t.bronze_path, t.quarantine_path)]:
-            self._residency[location] = guard.check(location).region
         # Duplicate header keys must not fail a whole batch: the last one wins, like Kafka clients.
         spark.conf.set("spark.sql.mapKeyDedupPolicy", "LAST_WIN")
+
+    def _placed(self, candidates: list[BronzeTarget], guard: ResidencyGuard) -> list[BronzeTarget]:
+        """The targets whose contract lets this lake hold them; the others' topics are not read.
+
+        Every location is checked before the first byte: one outside the deployment's regions
+        (the lake, or the checkpoint, which holds offsets only) is an error; a stream whose own
+        contract narrows the regions so that this lake may not hold it is left in Kafka, with
+        the reason in :attr:`refused`, and the other streams land.
+        """
+        self._residency[checkpoint_path(self.cfg)] = guard.check(checkpoint_path(self.cfg)).region
+        placed = []
+        for target in candidates:
+            locations = (target.bronze_path, target.quarantine_path)
+            for location in locations:
+                guard.check(location)
+            try:
+                regions = {loc: guard.check(loc, [target.contract]).region for loc in locations}
+            except ResidencyError as e:
+                self.refused[target.contract.id] = self._refused_topics[target.contract.topic] = str(e)
+                logger.warning("bronze: %s is not read into this lake: %s", target.contract.topic, e)
+                continue
+            self._residency.update(regions)
+            placed.append(target)
+        if not placed:
+            raise ResidencyError(f"this lake may hold no stream's data: {'; '.join(self.refused.values())}")
+        return placed
 
     # 1. read ---------------------------------------------------------------------------
     def read(self) -> DataFrame:
@@ -443,9 +470,16 @@ class BronzeJob:
                 offsets[topic][part] = [min(lo, r["lo"]), max(hi, r["hi"])]
             unknown = sorted(set(reasons) - set(self.by_topic))
             if unknown:  # nothing written: the stream stops here and its offsets stay unconsumed
+                unnamed = [t for t in unknown if t not in self._refused_topics]
+                refused = [self._refused_topics[t] for t in unknown if t in self._refused_topics]
+                parts = []
+                if unnamed:
+                    parts.append(f"topics no contract names: {', '.join(unnamed)}")
+                if refused:
+                    parts.append(f"topics this lake may not hold ({'; '.join(refused)})")
                 raise IngestionError(
-                    f"batch {batch_id} holds records of topics no contract names: {', '.join(unknown)}; "
-                    "the job subscribes only to contract topics, so check its subscription"
+                    f"batch {batch_id} holds records of {'; and of '.join(parts)}; "
+                    "the job subscribes only to the others, so check its subscription"
                 )
             report.consumed = sum(n for by_reason in reasons.values() for n in by_reason.values())
             report.read_seconds = time.monotonic() - t0

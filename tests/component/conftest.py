@@ -17,7 +17,7 @@ from fieldloop.residency import ResidencyGuard
 from fieldloop.wire import default_registry
 from ingestion.cloud.bronze import BronzeJob
 from ingestion.simulator import SentRecord
-from tests.fleet_rows import KAFKA_SCHEMA, kafka_rows
+from tests.fleet_rows import KAFKA_SCHEMA, kafka_rows, subscribed
 from tests.tiers import mark_tier
 
 
@@ -41,7 +41,7 @@ def write_bronze(spark, lake_cfg: FieldloopConfig) -> Callable[[list[SentRecord]
     offsets = {"next": 0}
 
     def write(sent: list[SentRecord], batch_id: int) -> None:
-        rows = kafka_rows(sent, contracts, offsets["next"])
+        rows = kafka_rows(subscribed(sent, contracts, job.by_topic), contracts, offsets["next"])
         offsets["next"] += len(rows)
         job.process_batch(spark.createDataFrame(rows, KAFKA_SCHEMA), batch_id)
 

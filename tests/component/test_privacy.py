@@ -61,7 +61,7 @@ def refined(spark, cfg: FieldloopConfig, tmp_path_factory: pytest.TempPathFactor
     from fieldloop.contracts import load_contracts
     from fieldloop.residency import ResidencyGuard
     from ingestion.cloud.bronze import BronzeJob
-    from tests.fleet_rows import KAFKA_SCHEMA, kafka_rows
+    from tests.fleet_rows import KAFKA_SCHEMA, kafka_rows, subscribed
 
     root = tmp_path_factory.mktemp("privacy")
     lake_cfg = load_config(
@@ -77,8 +77,9 @@ def refined(spark, cfg: FieldloopConfig, tmp_path_factory: pytest.TempPathFactor
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
     sent, planted = plant(simulate(FleetSpec(devices=16, seconds=40, rate_hz=5, seed=11, start=start)))
     contracts = load_contracts()
-    BronzeJob(lake_cfg, spark, contracts, REG, ResidencyGuard.from_config(lake_cfg)).process_batch(
-        spark.createDataFrame(kafka_rows(sent, contracts), KAFKA_SCHEMA), 0
+    job = BronzeJob(lake_cfg, spark, contracts, REG, ResidencyGuard.from_config(lake_cfg))
+    job.process_batch(
+        spark.createDataFrame(kafka_rows(subscribed(sent, contracts, job.by_topic), contracts), KAFKA_SCHEMA), 0
     )
     # key ring written before the run so the test knows the key bytes
     from fieldloop.keys import KeyRing

@@ -41,12 +41,18 @@ def test_demo_runs_the_loop_and_every_count_reconciles(airflow: object, cfg: Fie
     assert bronze["reconciles"] is True
     assert bronze["consumed"] == bronze["new"] + bronze["duplicates"] + bronze["quarantined"]
     assert bronze["new"] > 1000 and bronze["duplicates"] > 0 and bronze["quarantined"] > 0
-    assert bronze["new"] + bronze["quarantined"] == fleet["accepted"] + fleet["raw_malformed"] + edge["released"]
+    # every record that reached Kafka on a stream this lake may hold was consumed exactly once ...
+    placed = {cid: c for cid, c in fleet["by_contract"].items() if cid not in bronze["refused"]}
+    assert bronze["consumed"] == sum(c["accepted"] + c["raw_sent"] for c in placed.values()) + edge["released"]
+    # ... and the Kansai robots' stream, which its contract keeps in Osaka, stayed in Kafka: this lake is Tokyo's
+    why = bronze["refused"]["robot-joints-kansai-robotics"]
+    assert "contract robot-joints-kansai-robotics allows only ap-northeast-3" in why
     after = {t.name: t.rows for t in list_tables(cfg) if t.layer == "bronze"}
     assert sum(after.values()) - sum(before.get(k, 0) for k in after) == bronze["new"]
-    for name in ("vehicle_frames_public", "plant_sensors_acme_steel", "robot_joints_kansai_robotics"):
+    for name in ("vehicle_frames_public", "plant_sensors_acme_steel"):
         assert after.get(name, 0) > before.get(name, 0), name
     assert "worker_audio_acme_steel" not in after  # secret data has no bronze table
+    assert "robot_joints_kansai_robotics" not in after  # nor the Osaka-only stream, in a Tokyo lake
 
     # refinement: every silver report reconciles, gold was built
     refine = summary["refine"]
