@@ -135,6 +135,7 @@ def refine(ctx: click.Context, streams: tuple[str, ...], since_version: int | No
             "gold": [asdict(g) for g in result.gold],
             "changed_tables": result.changed_tables(),
             "refused": result.refused,
+            "seconds": result.seconds,
         }
         click.echo(json.dumps(summary, indent=2, default=str, ensure_ascii=False))
         return
@@ -142,6 +143,7 @@ def refine(ctx: click.Context, streams: tuple[str, ...], since_version: int | No
     print_gold(console, result.gold)
     print_refused(console, result.refused)
     print_upkeep(console, result.upkeep)
+    console.print("[dim]" + ", ".join(f"{phase} {s:.1f}s" for phase, s in result.seconds.items()) + "[/]")
 
 
 def print_upkeep(out: Console, upkeep: Sequence[Any]) -> None:

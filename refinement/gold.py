@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+TABLES_AT_ONCE = 2  # gold tables built at once: small builds leave cores idle between jobs
 MAX_INTERVENTIONS_PER_DAY = 20  # a device's daily count is clamped here (its contribution bound)
 TOKYO = "Asia/Tokyo"  # the DP figures' days are Tokyo days
 # metric -> (statistic, per-device column, clamping bounds), one release each per day
@@ -97,34 +98,46 @@ class GoldJob:
     def run(self, only: Callable[[GoldTable], bool] = lambda t: True) -> list[GoldReport]:
         """Rebuild the gold tables whose source moved, or that held back something now due.
 
-        Residency of each is checked first.
+        Residency of each is checked first. Tables are built two at a time, each thread in a
+        Spark session of its own (a build's commit metadata comes from its session's conf);
+        reports come in the tables' order, tables not built yet (no silver source) left out.
         """
-        from fieldloop.errors import ResidencyError
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        local = threading.local()
+
+        def build(table: GoldTable) -> GoldReport | None:
+            if not hasattr(local, "job"):
+                local.job = GoldJob(self.cfg, self.spark.newSession(), self.contracts, self.guard, self.clock)
+            return local.job.build(table)
 
         tables = [t for t in self.tables() if only(t)]
-        reports = []
-        for table in tables:
-            try:  # before anything of it is read or written
-                region = self.guard.check(self.path(table.name), [table.contract]).region
-            except ResidencyError as e:
-                logger.warning("gold %s: skipped: %s", table.name, e)
-                reports.append(GoldReport(table.name, self.path(table.name), {}, refused=str(e)))
-                continue
-            source = f"{self.lake}/silver/{table.source}"
-            if find_table(self.cfg, source) is None:
-                continue
-            # the newest commit that changed rows: silver's daily compaction and vacuum rebuild nothing
-            version = last_data_version(self.cfg, source)
-            report = GoldReport(table.name, self.path(table.name), {table.source: version})
-            sources, due_at = self._last_build(report.path)
-            if sources == report.sources and (due_at is None or self.clock() < due_at):
-                reports.append(report)
-                continue
-            df = self.spark.read.format("delta").option("versionAsOf", version).load(source)
-            out = self._builder(table)(df, table, report)
-            self._write(out, table, report, region)
-            reports.append(report)
-        return reports
+        with ThreadPoolExecutor(max_workers=TABLES_AT_ONCE, thread_name_prefix="gold") as pool:
+            return [report for report in pool.map(build, tables) if report is not None]
+
+    def build(self, table: GoldTable) -> GoldReport | None:
+        """One table: refused, unchanged, or rebuilt from its source's newest data (None: no source yet)."""
+        from fieldloop.errors import ResidencyError
+
+        try:  # before anything of it is read or written
+            region = self.guard.check(self.path(table.name), [table.contract]).region
+        except ResidencyError as e:
+            logger.warning("gold %s: skipped: %s", table.name, e)
+            return GoldReport(table.name, self.path(table.name), {}, refused=str(e))
+        source = f"{self.lake}/silver/{table.source}"
+        if find_table(self.cfg, source) is None:
+            return None
+        # the newest commit that changed rows: silver's daily compaction and vacuum rebuild nothing
+        version = last_data_version(self.cfg, source)
+        report = GoldReport(table.name, self.path(table.name), {table.source: version})
+        sources, due_at = self._last_build(report.path)
+        if sources == report.sources and (due_at is None or self.clock() < due_at):
+            return report
+        df = self.spark.read.format("delta").option("versionAsOf", version).load(source)
+        out = self._builder(table)(df, table, report)
+        self._write(out, table, report, region)
+        return report
 
     def _builder(self, table: GoldTable) -> Callable[[DataFrame, GoldTable, GoldReport], DataFrame]:
         if table.kind is GoldKind.TRAINING:

@@ -292,6 +292,10 @@ class SilverJob:
         self.lake = cfg.lake.rstrip("/")
         self.notes = ScrubberConfig()  # how free text is scrubbed; named in each report
 
+    def in_session(self, spark: SparkSession) -> SilverJob:
+        """This job, running its Spark work in ``spark`` (another session of the same context)."""
+        return SilverJob(self.cfg, spark, self.contracts, self.policies, self.keys, self.guard)
+
     def outputs(self, contract_id: str) -> list[Output]:
         policy = self.policies[contract_id]
         return [Output(name, tp, f"{self.lake}/silver/{name}") for name, tp in policy.output.items()]

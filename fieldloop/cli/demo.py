@@ -135,13 +135,15 @@ def _refine(cfg: FieldloopConfig, spark: Any, console: Console, progress: Callab
     with console.status("Spark: bronze -> silver -> gold ...") as status:
         result = refine(cfg, spark=spark, on_table=lambda r: status.update(f"Spark: refined {r.table} ..."))
     seconds = time.monotonic() - t0
-    progress(f"refined in {seconds:.0f}s")
+    phases = ", ".join(f"{name} {s:.1f}s" for name, s in result.seconds.items())
+    progress(f"refined in {seconds:.1f}s ({phases})")
     print_reports(console, result.reports)
     print_gold(console, result.gold)
     print_refused(console, result.refused)
     print_upkeep(console, result.upkeep)
     return {
         "seconds": round(seconds, 1),
+        "phases": {name: round(s, 1) for name, s in result.seconds.items()},
         "silver": [
             {
                 "table": r.table,

@@ -54,7 +54,18 @@ def test_edge_latency_bench_runs_every_variant(tmp_path: Path) -> None:
 
 def test_refine_bench_runs_with_its_breakdown() -> None:
     proc = subprocess.run(
-        [sys.executable, "bench/refine_throughput.py", "--rows", "3000", "--devices", "12", "--repeat", "1"],
+        [
+            sys.executable,
+            "bench/refine_throughput.py",
+            "--rows",
+            "3000",
+            "--devices",
+            "12",
+            "--repeat",
+            "1",
+            "--increment-seconds",
+            "20",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -62,3 +73,4 @@ def test_refine_bench_runs_with_its_breakdown() -> None:
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "SilverJob acme-mobility" in proc.stdout and "target: ratio <= 1.5" in proc.stdout
+    assert "small increment: the demo fleet's 20 s" in proc.stdout and "warm, best run" in proc.stdout
