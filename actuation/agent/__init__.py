@@ -1,0 +1,1 @@
+"""The edge agent: what runs on a device (installable with the edge extra)."""

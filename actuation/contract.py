@@ -1,0 +1,219 @@
+"""What the cloud side publishes and a device reads: the release repository's layout, the
+release pointer and the guardrail attestation's predicate.
+
+The contract between the guardrails (which judge and attest), the release repository
+(which signs and serves) and the edge agent (which verifies and runs): each imports this
+module, and it imports nothing but pydantic, so it installs on a device with the edge extra.
+
+The repository (TUF, see ``actuation.release``):
+
+* the top-level ``targets`` role signs :data:`GUARDRAIL_KEYS_TARGET`, the public keys the
+  guardrail attestations are signed with (a device learns them through the update channel
+  itself, so rotating the guardrail key needs no re-provisioning), and delegates
+  ``<fleet>/*`` to one role per fleet, :func:`fleet_role`;
+* a fleet's role signs its :func:`release_pointer_path` (which model version the fleet runs)
+  and every file of that version under :func:`model_target_path`: the ONNX file a device runs,
+  the :class:`fieldloop.registry.EdgeManifest` and the DSSE envelope of the attestation.
+
+The attestation is an in-toto Statement v1 (:data:`STATEMENT_TYPE`) in a DSSE envelope
+(:data:`PAYLOAD_TYPE`) signed with Ed25519; its subjects are the sha256 digests of the files
+a device runs (the ONNX file and the manifest), its predicate a :class:`Verdict`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+PREDICATE_TYPE = "https://fieldloop.dev/attestation/guardrail-verdict/v1"
+
+GUARDRAIL_KEYS_TARGET = "keys/guardrail.json"  # top-level target: {"keys": {keyid: securesystemslib key dict}}
+POINTER_FILE = "release.json"
+ATTESTATION_FILE = "attestation.dsse.json"
+MANIFEST_FILE = "manifest.json"
+EDGE_VARIANT = "int8"  # the build a device runs (fieldloop.registry.EdgeManifest.builds key)
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def check_fleet_name(fleet: str) -> str:
+    """``fleet`` if it is a valid fleet name (lower-case letters, digits, '-'), else ValueError."""
+    if not _NAME.match(fleet):
+        raise ValueError(f"fleet name {fleet!r}: use lower-case letters, digits and '-' (at most 63)")
+    return fleet
+
+
+def fleet_role(fleet: str) -> str:
+    """The delegated targets role that signs what ``fleet`` runs."""
+    return f"fleet-{check_fleet_name(fleet)}"
+
+
+def fleet_paths(fleet: str) -> list[str]:
+    """The target paths delegated to the fleet's role."""
+    return [f"{check_fleet_name(fleet)}/*"]
+
+
+def release_pointer_path(fleet: str) -> str:
+    """The target naming the model version ``fleet`` runs (a :class:`ReleasePointer`)."""
+    return f"{check_fleet_name(fleet)}/{POINTER_FILE}"
+
+
+def model_target_path(fleet: str, model: str, version: int, file: str) -> str:
+    """Where a file of a model version published to ``fleet`` lives in the repository.
+
+    Directly under the fleet's directory, since a TUF path pattern's ``*`` does not match
+    across '/': ``<fleet>/<model>@<version>.<file>``.
+    """
+    return f"{check_fleet_name(fleet)}/{model}@{version}.{file}"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Check(_Strict):
+    """One guardrail check: a measured number against its limit, never a bare yes/no."""
+
+    name: str = Field(description="e.g. envelope.max_abs_output, ood.auroc, edge.p99_us")
+    kind: str = Field(description="regression | envelope | property | ood | edge | governance")
+    value: float | None = Field(description="what was measured (None: could not be measured, which fails)")
+    limit: float
+    op: Literal["<=", ">=", "<", ">"] = Field(description="passes when `value op limit`")
+    unit: str = ""
+    passed: bool
+    detail: str = Field(default="", description="how it was measured, or why it failed")
+
+    @classmethod
+    def measure(
+        cls, name: str, kind: str, value: float | None, op: str, limit: float, unit: str = "", detail: str = ""
+    ) -> Check:
+        """A check whose ``passed`` is computed from ``value op limit`` (a NaN or None fails)."""
+        ok = value is not None and value == value and _OPS[op](float(value), float(limit))
+        return cls(name=name, kind=kind, value=value, limit=limit, op=op, unit=unit, passed=ok, detail=detail)
+
+
+_OPS = {
+    "<=": lambda a, b: a <= b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    ">": lambda a, b: a > b,
+}
+
+
+class PolicyRef(_Strict):
+    name: str = Field(description="the task's guardrail policy, e.g. vehicle-longitudinal")
+    version: int = Field(ge=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="digest of the policy file as judged")
+
+
+class Verdict(_Strict):
+    """The attestation's predicate: what the guardrails judged of one model version."""
+
+    verdict: Literal["pass", "fail"]
+    model: str = Field(description="registered model name")
+    version: int = Field(ge=1)
+    task: str
+    tenant: str | None = Field(description="the tenant whose fleets alone may run it; None: a base model")
+    policy: PolicyRef
+    checks: list[Check]
+    mlflow_uri: str = Field(description="models:/<name>/<version>")
+    run_id: str = Field(description="the MLflow run that logged the version")
+    lineage: dict[str, str] = Field(description="the version's fieldloop.lineage.* tags")
+    judged_at: datetime
+
+    @field_validator("checks")
+    @classmethod
+    def _named_once(cls, checks: list[Check]) -> list[Check]:
+        names = [c.name for c in checks]
+        if len(names) != len(set(names)):
+            raise ValueError("a check name appears twice")
+        return checks
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+
+class ReleaseFile(_Strict):
+    path: str = Field(description="target path in the repository")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    length: int = Field(ge=1)
+
+
+class Release(_Strict):
+    """One model version as published to a fleet: the files a device fetches, by role."""
+
+    model: str
+    version: int = Field(ge=1)
+    task: str
+    tenant: str | None
+    model_file: ReleaseFile = Field(description="the ONNX file the device runs")
+    manifest: ReleaseFile = Field(description="the EdgeManifest")
+    attestation: ReleaseFile = Field(description="the DSSE envelope of the guardrail attestation")
+
+
+class ReleasePointer(_Strict):
+    """What a fleet runs: the content of :func:`release_pointer_path`.
+
+    A rollback is a newer pointer naming an older release (TUF never goes backwards).
+    """
+
+    format: Literal[1] = 1
+    fleet: str
+    tenant: str | None = Field(description="the fleet's tenant; None: a fleet that runs base models only")
+    issued_at: datetime
+    active: Release
+
+
+class Fleet(_Strict):
+    """A fleet the repository serves: which task its devices run, whose they are, their budgets."""
+
+    name: str
+    task: str
+    tenant: str | None = Field(default=None, description="the owner; None: a fleet that runs base models")
+    description: str = ""
+    max_model_bytes: int = Field(ge=1, description="largest ONNX file a device of this fleet takes")
+    max_p99_us: float = Field(gt=0, description="p99 latency budget, batch 1, one thread (microseconds)")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, name: str) -> str:
+        return check_fleet_name(name)
+
+    def may_run(self, tenant: str | None) -> bool:
+        """A base model (no tenant) runs on any fleet; a tenant's model only on that tenant's fleets."""
+        return tenant is None or tenant == self.tenant
+
+
+class Fleets(_Strict):
+    fleet: list[Fleet] = Field(min_length=1)
+
+    @field_validator("fleet")
+    @classmethod
+    def _unique(cls, fleets: list[Fleet]) -> list[Fleet]:
+        names = [f.name for f in fleets]
+        if len(names) != len(set(names)):
+            raise ValueError("a fleet name appears twice")
+        return fleets
+
+    def get(self, name: str) -> Fleet:
+        for f in self.fleet:
+            if f.name == name:
+                return f
+        known = ", ".join(f.name for f in self.fleet)
+        raise KeyError(f"no fleet {name!r}; the fleets are: {known} (actuation/fleets.toml)")
+
+
+def load_fleets(path: str | None = None) -> Fleets:
+    """The fleets file (default: the packaged ``actuation/fleets.toml``), validated."""
+    import tomllib
+    from pathlib import Path
+
+    file = Path(path) if path else Path(__file__).with_name("fleets.toml")
+    with file.open("rb") as f:
+        return Fleets.model_validate(tomllib.load(f))
