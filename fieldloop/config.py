@@ -144,6 +144,19 @@ class AirflowConfig(_Section):
     home: Path | None = Field(None, description="AIRFLOW_HOME; default <home>/airflow")
 
 
+class ReleaseConfig(_Section):
+    """The release repository (TUF): where its files are built and where devices fetch them."""
+
+    port: int = Field(8700, ge=1, le=65535, description="port of the embedded static server for the repository")
+    url: str | None = Field(None, description="base URL devices fetch from; default http://127.0.0.1:<port>")
+    dir: Path | None = Field(None, description="where the repository's files are built; default <home>/release")
+
+    @property
+    def base_url(self) -> str:
+        """The repository's URL; ``/metadata/`` and ``/targets/`` are under it."""
+        return (self.url or f"http://127.0.0.1:{self.port}").rstrip("/")
+
+
 class S3Config(_Section):
     """S3 or an S3-compatible server for the lake and artifacts."""
 
@@ -213,6 +226,7 @@ class FieldloopConfig(_Section):
     spark: SparkConfig = Field(default_factory=SparkConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     airflow: AirflowConfig = Field(default_factory=AirflowConfig)
+    release: ReleaseConfig = Field(default_factory=ReleaseConfig)
     s3: S3Config = Field(default_factory=S3Config)
     refine: RefineConfig = Field(default_factory=RefineConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -256,6 +270,7 @@ class FieldloopConfig(_Section):
             "kafka.controller_port": self.kafka.controller_port,
             "mlflow.port": self.mlflow.port,
             "airflow.port": self.airflow.port,
+            "release.port": self.release.port,
         }
         seen: dict[int, str] = {}
         for name, port in ports.items():
@@ -276,6 +291,11 @@ class FieldloopConfig(_Section):
         if self.mlflow.artifact_root:
             return self.mlflow.artifact_root
         return None if self.mlflow.tracking_uri else str(self.home / "mlflow" / "artifacts")
+
+    @property
+    def release_dir(self) -> Path:
+        """The release repository's files (``metadata/``, ``targets/``) as built here."""
+        return (self.release.dir or self.home / "release").expanduser().absolute()
 
     @property
     def jars_dir(self) -> Path:

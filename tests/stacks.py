@@ -51,6 +51,7 @@ def private_home_env(home: Path, cfg: FieldloopConfig) -> dict[str, str]:
         "FIELDLOOP_KAFKA_CONTROLLER_PORT": str(free_port()),
         "FIELDLOOP_MLFLOW_PORT": str(free_port()),
         "FIELDLOOP_AIRFLOW_PORT": str(free_port()),
+        "FIELDLOOP_RELEASE_PORT": str(free_port()),
     }
 
 
