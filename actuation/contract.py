@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -119,6 +120,7 @@ class Verdict(_Strict):
     version: int = Field(ge=1)
     task: str
     tenant: str | None = Field(description="the tenant whose fleets alone may run it; None: a base model")
+    fleets: list[str] = Field(description="the fleets it was judged for (their edge budgets, governance)")
     policy: PolicyRef
     checks: list[Check]
     mlflow_uri: str = Field(description="models:/<name>/<version>")
@@ -139,6 +141,34 @@ class Verdict(_Strict):
         return [c for c in self.checks if not c.passed]
 
 
+class OutputLimit(_Strict):
+    """An actuated output's envelope: the values a device may act on, and how fast they may move."""
+
+    name: str = Field(description="the output column (EdgeManifest.outputs)")
+    min: float
+    max: float
+    max_step: float | None = Field(default=None, gt=0, description="largest change between consecutive outputs")
+    unit: str = ""
+    fallback: float = Field(description="what the safety monitor commands instead when it takes over")
+
+    @model_validator(mode="after")
+    def _fallback_inside(self) -> OutputLimit:
+        if not self.min <= self.fallback <= self.max:
+            raise ValueError(f"{self.name}: the fallback {self.fallback} is outside [{self.min}, {self.max}]")
+        return self
+
+
+class RuntimeLimits(_Strict):
+    """What a device's safety monitor enforces (the ``[runtime]`` table of the task's guardrail
+    policy, shipped inside the signed :class:`Release`): an output that is not finite, leaves its
+    envelope or moves too fast, or one taken on an input whose OOD score passes the threshold, is
+    replaced by the fallback and counted as an intervention."""
+
+    outputs: list[OutputLimit] = Field(min_length=1, description="the actuated outputs")
+    ood_output: str | None = Field(default=None, description="the output column holding the OOD score, if any")
+    ood_threshold: float = Field(default=1.0, gt=0, le=1, description="an OOD score at or above this falls back")
+
+
 class ReleaseFile(_Strict):
     path: str = Field(description="target path in the repository")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -155,6 +185,7 @@ class Release(_Strict):
     model_file: ReleaseFile = Field(description="the ONNX file the device runs")
     manifest: ReleaseFile = Field(description="the EdgeManifest")
     attestation: ReleaseFile = Field(description="the DSSE envelope of the guardrail attestation")
+    limits: RuntimeLimits = Field(description="what the device's safety monitor enforces")
 
 
 class ReleasePointer(_Strict):
@@ -212,8 +243,27 @@ class Fleets(_Strict):
 def load_fleets(path: str | None = None) -> Fleets:
     """The fleets file (default: the packaged ``actuation/fleets.toml``), validated."""
     import tomllib
-    from pathlib import Path
 
     file = Path(path) if path else Path(__file__).with_name("fleets.toml")
     with file.open("rb") as f:
         return Fleets.model_validate(tomllib.load(f))
+
+
+def policy_path(task: str) -> Path:
+    """The task's guardrail policy file, ``actuation/policies/<task>.toml``."""
+    return Path(__file__).with_name("policies") / f"{task}.toml"
+
+
+def policy_digest(task: str) -> str:
+    """sha256 of the task's policy file as it is now (a verdict judged under another is stale)."""
+    import hashlib
+
+    return hashlib.sha256(policy_path(task).read_bytes()).hexdigest()
+
+
+def load_runtime_limits(task: str) -> RuntimeLimits:
+    """The ``[runtime]`` table of the task's guardrail policy, validated."""
+    import tomllib
+
+    with policy_path(task).open("rb") as f:
+        return RuntimeLimits.model_validate(tomllib.load(f)["runtime"])

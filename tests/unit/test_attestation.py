@@ -36,6 +36,7 @@ def verdict(outcome: str = "pass", value: float = 1.5) -> Verdict:
         version=3,
         task="vehicle-longitudinal",
         tenant=None,
+        fleets=["public-cars"],
         policy=PolicyRef(name="vehicle-longitudinal", version=1, sha256="0" * 64),
         checks=[Check.measure("envelope.max_abs_output", "envelope", value, "<=", 3.0, unit="m/s²")],
         mlflow_uri="models:/fieldloop.vehicle-longitudinal/3",
@@ -156,3 +157,13 @@ def test_repository_paths_stay_one_level_under_the_fleet():
     assert path.count("/") == 1 and path.startswith("acme-vans/")
     with pytest.raises(ValueError):
         release_pointer_path("../etc")
+
+
+def test_each_task_policy_has_runtime_limits_a_device_can_enforce():
+    from actuation.contract import load_runtime_limits, policy_digest
+
+    cars = load_runtime_limits("vehicle-longitudinal")
+    assert cars.ood_output == "ood_score" and cars.outputs[0].min < cars.outputs[0].fallback < cars.outputs[0].max
+    plant = load_runtime_limits("plant-anomaly")
+    assert plant.outputs[0].name == "anomaly_score"
+    assert len(policy_digest("plant-anomaly")) == 64
