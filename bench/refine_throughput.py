@@ -43,7 +43,6 @@ import shutil
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -269,15 +268,15 @@ def warm_scrubber(spark, config: ScrubberConfig | None = None) -> None:
 
 
 def spark_jobs(spark, run: Callable[[], Any]) -> int:
-    """How many Spark jobs ``run`` starts."""
-    group = f"bench-{uuid.uuid4().hex[:8]}"
-    sc = spark.sparkContext
-    sc.setJobGroup(group, group)
-    try:
-        run()
-    finally:
-        sc.setLocalProperty("spark.jobGroup.id", None)
-    return len(sc.statusTracker().getJobIdsForGroup(group))
+    """How many Spark jobs ``run`` starts, in any thread.
+
+    Counted as the new ids among jobs with no job group: a group is a thread's local
+    property, which the threads refine starts do not inherit (a group set here saw 0 jobs).
+    """
+    tracker = spark.sparkContext.statusTracker()
+    before = set(tracker.getJobIdsForGroup(None))
+    run()
+    return len(set(tracker.getJobIdsForGroup(None)) - before)
 
 
 def row(label: str, timing: Timing, rows: int, floor: Timing | None, times: int = 1) -> str:
