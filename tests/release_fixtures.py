@@ -252,3 +252,19 @@ def publish_tiny(
     judged = verdict(model, version, the_fleet.task, the_fleet.tenant, [fleet])
     files = {**edge, ATTESTATION_FILE: attest_files(repo.keys, judged, edge)}
     return publish(repo, Approved(model, version, the_fleet, judged, "run", files))
+
+
+def private_key_strings(keys: KeyStore) -> list[bytes]:
+    """Every private key of the store (rotated ones too) as PEM lines, raw bytes, hex and base64:
+    what a leak test looks for in outputs, logs and files."""
+    import base64
+
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    found = []
+    for pem in keys.dir.glob("*.pem"):
+        text = pem.read_bytes()
+        found += [line for line in text.splitlines() if line and not line.startswith(b"-----")]
+        raw = load_pem_private_key(text, None).private_bytes_raw()
+        found += [raw, raw.hex().encode(), base64.b64encode(raw).rstrip(b"=")]
+    return found

@@ -142,6 +142,11 @@ class Repository:
     def targets_dir(self) -> Path:
         return self.dir / "targets"
 
+    def _check_residency(self) -> None:
+        if self._check_location is not None and not self._checked:
+            self._check_location(str(self.dir))
+            self._checked = True
+
     # -- reading -----------------------------------------------------------------------
     def exists(self) -> bool:
         return (self.metadata_dir / "timestamp.json").exists()
@@ -213,7 +218,12 @@ class Repository:
     # -- changing ------------------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """One editor at a time (a second waits): two publishes must not both take version N+1."""
+        """One editor at a time (a second waits): two publishes must not both take version N+1.
+
+        The residency guard sees the directory first: nothing, not even the lock file, is
+        written to a location outside the allowed regions.
+        """
+        self._check_residency()
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / ".lock", "w") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
@@ -311,9 +321,7 @@ class Repository:
         """Bump, sign and write everything ``edit`` touches, in the order that keeps the repository consistent."""
         from tuf.api.metadata import Metadata, MetaFile, Snapshot, Timestamp
 
-        if self._check_location is not None and not self._checked:
-            self._check_location(str(self.dir))
-            self._checked = True
+        self._check_residency()
         now = self.clock()
         writes: list[tuple[Path, bytes]] = []
         if edit.root is not None:

@@ -10,13 +10,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from tuf.api.metadata import Metadata
 
 from actuation.contract import GUARDRAIL_KEYS_TARGET, load_fleets
 from actuation.release import repository as repository_module
 from actuation.release.repository import EXPIRY, ROOT_KEYS, ROOT_THRESHOLD, Repository
 from actuation.signing import GUARDRAIL, KeyStore
-from tests.release_fixtures import publish_tiny
+from tests.release_fixtures import private_key_strings, publish_tiny
 
 T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 
@@ -123,49 +122,10 @@ def test_no_private_key_reaches_the_repository(repo: Repository) -> None:
     publish_tiny(repo, "public-cars", 1)
     repo.rotate("targets")
     repo.rotate("root")
-    secrets = _private_key_strings(repo.keys)
+    secrets = private_key_strings(repo.keys)
     assert len(secrets) > 20
     for path in repo.dir.rglob("*"):
         if path.is_file():
             data = path.read_bytes()
             leaked = [s for s in secrets if s in data]
             assert not leaked, f"{path} holds private key material"
-
-
-def _private_key_strings(keys: KeyStore) -> list[bytes]:
-    """Every private key of the store (old ones too) as PEM lines, raw bytes, hex and base64."""
-    import base64
-
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-    found = []
-    for pem in keys.dir.glob("*.pem"):
-        text = pem.read_bytes()
-        found += [line for line in text.splitlines() if line and not line.startswith(b"-----")]
-        raw = load_pem_private_key(text, None).private_bytes_raw()
-        found += [raw, raw.hex().encode(), base64.b64encode(raw).rstrip(b"=")]
-    return found
-
-
-def test_rotating_without_an_offline_root_key_changes_nothing(repo: Repository) -> None:
-    from actuation.errors import SigningKeyError
-
-    before = repo.keys.entry("targets")
-    Path(repo.keys.entry("root-2").uri.removeprefix("file2:")).unlink()  # the offline key was not brought
-    with pytest.raises(SigningKeyError, match="root-2"):
-        repo.rotate("targets")
-    assert repo.keys.entry("targets") == before
-    assert repo.root_version() == 1
-    assert Metadata.from_bytes(repo.root_bytes()).signed.version == 1
-
-
-def test_a_new_root_that_does_not_verify_is_not_written(
-    repo: Repository, clock: Clock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from actuation.errors import ReleaseError
-
-    monkeypatch.setattr(repository_module, "ROOT_KEYS", ROOT_KEYS[:1])  # signed by one key of two
-    clock.now = T0 + timedelta(days=310)  # root due for renewal
-    with pytest.raises(ReleaseError, match="does not verify"):
-        repo.refresh()
-    assert repo.root_version() == 1
