@@ -172,7 +172,14 @@ def status(ctx: click.Context, as_json: bool) -> None:
             active = pointer.active
             runs = {"model": active.model, "version": active.version, "issued_at": str(pointer.issued_at)}
         fleets.append({"fleet": f.name, "task": f.task, "tenant": f.tenant, "runs": runs})
-    data = {"repository": str(repo.dir), "url": cfg.release.base_url, "roles": roles, "fleets": fleets}
+    guardrail = sorted(repo.guardrail_keys())
+    data = {
+        "repository": str(repo.dir),
+        "url": cfg.release.base_url,
+        "roles": roles,
+        "guardrail_keyids": guardrail,
+        "fleets": fleets,
+    }
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -184,6 +191,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         keys = ", ".join(k[:12] for k in r["keyids"]) + f" ({r['threshold']})"
         table.add_row(r["role"], str(r["version"]), r["expires"][:16] + mark, keys)
     console.print(table)
+    console.print(f"  guardrail key devices verify attestations with: {', '.join(k[:12] for k in guardrail) or 'none'}")
     for f in fleets:
         runs = f"{f['runs']['model']} v{f['runs']['version']}" if f["runs"] else "nothing published yet"
         console.print(f"  fleet {f['fleet']} ({f['task']}, tenant {f['tenant'] or '-'}): {runs}")

@@ -367,9 +367,8 @@ class Repository:
             writes.append((self.metadata_dir / "timestamp.json", _bytes(timestamp)))
         for path, data in writes:
             _write_atomic(path, data)
-        self.written = [p for p, _ in writes]
-        logger.info("release repository: wrote %s", ", ".join(p.name for p in self.written))
-        return self.written
+        logger.info("release repository: wrote %s", ", ".join(p.name for p, _ in writes))
+        return [p for p, _ in writes]
 
     def _verify_root(self, root_md: Any) -> None:
         """A new root must verify under the previous one and under itself, or devices would refuse it."""
@@ -383,6 +382,12 @@ class Repository:
                 f"the new root v{root_md.signed.version} does not verify ({e}); nothing was written. "
                 "Both offline root keys must be present: restore them from their backup"
             ) from e
+
+    def guardrail_keys(self) -> dict[str, Any]:
+        """The guardrail public keys the repository signs for devices (key id -> key dict)."""
+        targets = self.targets("targets")
+        info = targets.signed.targets.get(GUARDRAIL_KEYS_TARGET)
+        return json.loads(self.target_bytes(GUARDRAIL_KEYS_TARGET, info))["keys"] if info else {}
 
     def pointer(self, fleet: str) -> ReleasePointer | None:
         """What ``fleet`` runs now (None: nothing published to it yet)."""

@@ -64,6 +64,7 @@ def test_an_operator_publishes_rotates_and_refreshes_and_no_private_key_leaks(
     runs = {f["fleet"]: f["runs"] for f in status["fleets"]}
     assert runs["public-cars"]["version"] == version and runs["acme-vans"] is None
     assert {r["role"] for r in status["roles"]} >= {"root", "targets", "snapshot", "timestamp", "fleet-acme-plant"}
+    assert status["guardrail_keyids"] == [KeyStore(home).entry("guardrail").keyid]
     run("root", "--out", str(tmp_path / "root.json"))
     assert (tmp_path / "root.json").read_bytes() == (home / "release" / "metadata" / "1.root.json").read_bytes()
     assert "no longer trusted" in run("rotate", "--role", "targets").stdout
@@ -92,6 +93,8 @@ def test_a_repository_outside_the_allowed_regions_is_refused_before_anything_is_
 
 
 def test_publishing_to_an_unknown_fleet_names_the_fleets(env: dict[str, str]) -> None:
+    before_init = _cli(env, "release", "publish", "--model", "m", "--version", "1", "--fleet", "public-cars")
+    assert before_init.returncode == 1 and "fieldloop release init" in before_init.stderr
     assert _cli(env, "release", "init").returncode == 0
     proc = _cli(env, "release", "publish", "--model", "m", "--version", "1", "--fleet", "no-such")
     assert proc.returncode == 1 and "public-cars" in proc.stderr and "fleets.toml" in proc.stderr

@@ -129,3 +129,16 @@ def test_no_private_key_reaches_the_repository(repo: Repository) -> None:
             data = path.read_bytes()
             leaked = [s for s in secrets if s in data]
             assert not leaked, f"{path} holds private key material"
+
+
+def test_two_publishes_at_once_both_land_one_after_the_other(repo: Repository) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = repo.targets("fleet-public-cars").signed.version
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda v: publish_tiny(repo, "public-cars", v), (1, 2)))
+    assert all(d.changed for d in done)
+    assert repo.targets("fleet-public-cars").signed.version == before + 2
+    names = set(repo.targets("fleet-public-cars").signed.targets)
+    assert {"public-cars/fieldloop.vehicle-longitudinal@1.student.int8.onnx"} <= names
+    assert {"public-cars/fieldloop.vehicle-longitudinal@2.student.int8.onnx"} <= names
