@@ -160,14 +160,26 @@ def _manifest(files: dict[str, bytes], model: str, version: int) -> EdgeManifest
 
 
 def _attested(repo: Repository, files: dict[str, bytes], model: str, version: int) -> Verdict:
+    from securesystemslib.signer import SSlibKey
+
     subjects = {name: hashlib.sha256(files[name]).hexdigest() for name in (MODEL_FILE, MANIFEST_FILE)}
-    key = repo.keys.public_key(GUARDRAIL)
+    # The keys devices verify with are the ones the repository signs, so publish checks with
+    # exactly those: an attestation a device would refuse is refused here first.
+    trusted = repo.guardrail_keys()
+    current = repo.keys.entry(GUARDRAIL).keyid
+    keys = [SSlibKey.from_dict(keyid, dict(key)) for keyid, key in trusted.items()]
     try:
-        return verify_pass(files[ATTESTATION_FILE], [key], subjects)
+        return verify_pass(files[ATTESTATION_FILE], keys, subjects)
     except AttestationError as e:
+        hint = (
+            f"the guardrail key was replaced (now {current[:12]}) but the repository still signs "
+            f"{', '.join(k[:12] for k in trusted)}: run `fieldloop release init` to publish the current key, then "
+            if current not in trusted
+            else ""
+        )
         raise ReleaseError(
             f"{model} version {version}: its guardrail attestation does not hold: {e}. "
-            f"Nothing was published; {_guardrail(model, version)} on the files as they are now"
+            f"Nothing was published; {hint}{_guardrail(model, version)} on the files as they are now"
         ) from e
 
 

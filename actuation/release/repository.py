@@ -244,12 +244,14 @@ class Repository:
                 self._create()
                 done.append(f"created the repository in {self.dir} (root v1, {len(self.fleets.fleet)} fleet roles)")
                 return done
+            from tuf.api.metadata import Targets
+
             edit = _Edit()
             targets = self.targets("targets")
             missing = [f for f in self.fleets.fleet if fleet_role(f.name) not in targets.signed.delegations.roles]
             for f in missing:
                 self._delegate(targets.signed, f.name)
-                edit.roles[fleet_role(f.name)] = self._new_targets(fleet_role(f.name))
+                edit.roles[fleet_role(f.name)] = _fresh(Targets)
             guardrail = self._guardrail_keys_file()
             info = targets.signed.targets.get(GUARDRAIL_KEYS_TARGET)
             if info is None or info.hashes.get("sha256") != hashlib.sha256(guardrail).hexdigest():
@@ -285,16 +287,11 @@ class Repository:
         edit = _Edit(root=root, roles={"targets": targets}, snapshot=True, timestamp=True)
         for f in self.fleets.fleet:
             self._delegate(targets.signed, f.name)
-            edit.roles[fleet_role(f.name)] = self._new_targets(fleet_role(f.name))
+            edit.roles[fleet_role(f.name)] = _fresh(Targets)
         guardrail = self._guardrail_keys_file()
         self._add_target(targets.signed, GUARDRAIL_KEYS_TARGET, guardrail, {"kind": "guardrail-keys"})
         edit.files.append((GUARDRAIL_KEYS_TARGET, guardrail))
         self._commit(edit)
-
-    def _new_targets(self, role: str) -> Any:
-        from tuf.api.metadata import Targets
-
-        return _fresh(Targets)
 
     def _delegate(self, targets: Any, fleet: str) -> None:
         from tuf.api.metadata import DelegatedRole, Delegations

@@ -174,3 +174,13 @@ def test_the_attestation_names_the_files_by_digest(client: MlflowClient, repo: R
     assert {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}["student.int8.onnx"] == (
         hashlib.sha256(onnx).hexdigest()
     )
+
+
+def test_a_replaced_guardrail_key_is_trusted_only_once_the_repository_signs_it(
+    client: MlflowClient, repo: Repository
+) -> None:
+    repo.keys.generate(GUARDRAIL, replace=True)  # the guardrails rotated their key
+    model, version = approved_version(client, repo.keys)  # and signed with the new one
+    _refused(client, repo, model, version, "public-cars", "run `fieldloop release init` to publish the current key")
+    assert "signed the current guardrail key" in " ".join(repo.init())
+    assert _publish(client, repo, model, version, "public-cars").changed
