@@ -92,6 +92,7 @@ def test_metadata_without_its_signature_is_refused(served: ServedRelease, tmp_pa
 def test_expired_metadata_is_refused(served: ServedRelease, tmp_path: Path) -> None:
     expires = served.repo.timestamp().signed.expires
     # a frozen repository: nobody re-signed the timestamp, and a day and a bit later...
+    # (urllib3 keeps the real clock for its socket timeouts; python-tuf reads the moved one)
     with freeze_time(expires + timedelta(hours=1), ignore=["urllib3"]), pytest.raises(exceptions.ExpiredMetadataError):
         served.device(tmp_path / "device").refresh()
     served.device(tmp_path / "device2").refresh()  # the same repository, today: fine
