@@ -245,20 +245,31 @@ def rotate(ctx: click.Context, role: str, s3_uri: str | None, as_json: bool) -> 
 
 
 @release.command("refresh")
+@click.option("--root", "with_root", is_flag=True, help="Renew the root too (needs the two offline root keys).")
 @_S3
 @_JSON
 @click.pass_context
-def refresh(ctx: click.Context, s3_uri: str | None, as_json: bool) -> None:
-    """Renew the signatures near their expiry (timestamp within 12 h, snapshot 3 d, roles 30 d). Idempotent."""
+def refresh(ctx: click.Context, with_root: bool, s3_uri: str | None, as_json: bool) -> None:
+    """Renew the signatures near their expiry (timestamp within 12 h, snapshot 3 d, roles 30 d). Idempotent.
+
+    The root (within 60 d) only with --root: the scheduled refresh runs with the online keys alone.
+    """
     cfg = config_of(ctx)
     repo = _repo(cfg)
-    renewed = repo.refresh()
+    renewed = repo.refresh(with_root)
     mirrored = _mirror(cfg, s3_uri) if renewed else None
+    root = next(r for r in repo.roles() if r.name == "root")
+    root_due = root in repo.due()
     if as_json:
-        click.echo(json.dumps({"renewed": renewed, "mirrored": mirrored}, indent=2))
+        click.echo(json.dumps({"renewed": renewed, "root_due": root_due, "mirrored": mirrored}, indent=2))
         return
     if not renewed:
         soonest = min(repo.roles(), key=lambda r: r.expires)
         when = f"{soonest.expires:%Y-%m-%d %H:%M} UTC"
         console.print(f"  nothing near expiry; the first to expire is {soonest.name} at {when}")
     _say([f"renewed {line}" for line in renewed], mirrored, False, {})
+    if root_due:
+        console.print(
+            f"  [yellow]root expires {root.expires:%Y-%m-%d} UTC[/]: bring the offline root keys and run "
+            "`fieldloop release refresh --root`"
+        )

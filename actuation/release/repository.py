@@ -484,15 +484,18 @@ class Repository:
         now = self.clock()
         return [r for r in self.roles() if r.expires - now <= RENEW_WITHIN[_period(r.name)]]
 
-    def refresh(self) -> list[str]:
+    def refresh(self, with_root: bool = False) -> list[str]:
         """Re-sign every role near its expiry (timestamp daily, snapshot weekly, ...). Idempotent.
+
+        The root is renewed only ``with_root``: its keys are offline, and the scheduled renewal
+        of the online roles must never wait for them (nor fail without them).
 
         Returns:
             What was renewed, one line each (empty: nothing was due).
         """
         with self.lock():
             self._require()
-            due = {r.name for r in self.due()}
+            due = {r.name for r in self.due()} - (set() if with_root else {"root"})
             if not due:
                 return []
             edit = _Edit(snapshot="snapshot" in due, timestamp="timestamp" in due)

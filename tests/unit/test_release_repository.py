@@ -106,7 +106,9 @@ def test_refresh_renews_what_is_near_expiry_and_is_idempotent(repo: Repository, 
     assert renewed == {"targets", "snapshot", "timestamp"} | {f"fleet-{f.name}" for f in load_fleets().fleet}
     assert all(r.expires > clock.now + timedelta(hours=12) for r in repo.roles())
     clock.now = T0 + timedelta(days=310)
-    assert "root" in {line.split(":")[0] for line in repo.refresh()}
+    assert "root" not in {line.split(":")[0] for line in repo.refresh()}  # the offline keys were not asked for
+    assert "root" in {r.name for r in repo.due()}
+    assert [line.split(":")[0] for line in repo.refresh(with_root=True)] == ["root"]
     assert repo.root().signed.version == 2
 
 
