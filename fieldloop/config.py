@@ -150,6 +150,16 @@ class ReleaseConfig(_Section):
     port: int = Field(8700, ge=1, le=65535, description="port of the embedded static server for the repository")
     url: str | None = Field(None, description="base URL devices fetch from; default http://127.0.0.1:<port>")
     dir: Path | None = Field(None, description="where the repository's files are built; default <home>/release")
+    s3: str | None = Field(
+        None, description="s3://bucket/prefix the repository is mirrored to after each change (production)"
+    )
+
+    @field_validator("s3")
+    @classmethod
+    def _s3_uri(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("s3://") or len(value) <= len("s3://")):
+            raise ValueError(f"'{value}' is not an s3://bucket/prefix URI")
+        return value
 
     @property
     def base_url(self) -> str:

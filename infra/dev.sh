@@ -5,7 +5,7 @@
 #   bash infra/dev.sh test   set everything up, run every test tier (the tests start the stack they need)
 #   bash infra/dev.sh setup  only set up: system packages, .venv from the lock, JVM jars via Maven
 #
-# Setup installs what is missing and nothing else: Java 17 and Maven from Debian when absent,
+# Setup installs what is missing and nothing else: Java 17, Maven and nginx from Debian when absent,
 # the Python set pinned in infra/requirements.lock into .venv (re-run only when the lock or
 # pyproject.toml changes), and the jars infra/pom.xml resolves (re-run only when the pom changes).
 set -euo pipefail
@@ -20,6 +20,8 @@ system_packages() {
   local missing=()
   command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
   command -v mvn >/dev/null 2>&1 || missing+=(maven)
+  # the release repository's static server; Debian's nginx (not nginx-light, which only adds a module)
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

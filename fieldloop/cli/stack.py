@@ -12,6 +12,8 @@ from rich.table import Table
 
 from fieldloop.console import ErrorReportingGroup, config_of, console, progress
 
+COMPONENTS = ("kafka", "mlflow", "airflow", "release")  # fieldloop.stack.components, kept light for --help
+
 
 # setup ----------------------------------------------------------------------------
 @click.command()
@@ -27,14 +29,14 @@ def setup(ctx: click.Context) -> None:
 # stack ----------------------------------------------------------------------------
 @click.group(cls=ErrorReportingGroup)
 def stack() -> None:
-    """Start, stop and inspect the local stack (Kafka, MLflow, Airflow 3) on 127.0.0.1."""
+    """Start, stop and inspect the local stack (Kafka, MLflow, Airflow 3, the release server) on 127.0.0.1."""
 
 
 _ONLY = click.option(
     "--only",
     default=None,
     metavar="NAMES",
-    help="Comma-separated components to act on (kafka, mlflow, airflow); default all.",
+    help="Comma-separated components to act on (kafka, mlflow, airflow, release); default all.",
 )
 
 
@@ -42,9 +44,9 @@ def _only(value: str | None) -> list[str] | None:
     if not value:
         return None
     names = [n.strip() for n in value.split(",") if n.strip()]
-    unknown = set(names) - {"kafka", "mlflow", "airflow"}
+    unknown = set(names) - set(COMPONENTS)
     if unknown:
-        raise click.BadParameter(f"unknown component(s) {', '.join(sorted(unknown))}; use kafka, mlflow, airflow")
+        raise click.BadParameter(f"unknown component(s) {', '.join(sorted(unknown))}; use {', '.join(COMPONENTS)}")
     return names
 
 

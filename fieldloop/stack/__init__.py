@@ -1,4 +1,5 @@
-"""The local stack: Kafka, MLflow and Airflow 3 on 127.0.0.1, started from the project's files.
+"""The local stack: Kafka, MLflow, Airflow 3 and the release repository's nginx on 127.0.0.1,
+started from the project's files.
 
 ``up`` is idempotent: a healthy component is left alone, a half-running one (a process
 died, or it never became ready) is stopped and started again, and when a component

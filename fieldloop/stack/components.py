@@ -6,7 +6,9 @@ it listens on and a health check that proves it is usable, not merely alive:
 * Kafka: a client creates and lists a topic;
 * MLflow: ``/health`` answers and the tracking API lists experiments;
 * Airflow: the API reports every component healthy and every file in ``dags/`` is
-  parsed (as a DAG or as an import error).
+  parsed (as a DAG or as an import error);
+* release: nginx (Debian's ``nginx`` package) answers on loopback and serves the release
+  repository's directory (``/metadata/``, ``/targets/``).
 """
 
 from __future__ import annotations
@@ -446,6 +448,108 @@ class AirflowComponent(Component):
         return []
 
 
+NGINX = "/usr/sbin/nginx"
+NGINX_PACKAGE = "nginx"  # Debian's: the binary and nginx-common, nothing else (nginx-light adds a module)
+
+
+class ReleaseComponent(Component):
+    """nginx serving the release repository (TUF metadata and targets) on 127.0.0.1.
+
+    The repository's files are built by ``fieldloop release`` under ``cfg.release_dir``;
+    this only serves them, read-only: ``/metadata/<file>`` and ``/targets/<path>``, files
+    only (no directory listing), GET and HEAD only. Production serves the same files
+    from S3 behind a CDN.
+    """
+
+    name = "release"
+    ready_timeout = 20.0
+
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        return [self._process("release")]
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {"release.port": self.cfg.release.port}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.cfg.release.port}"
+
+    @property
+    def conf_file(self) -> Path:
+        return self.cfg.run_dir / "release-nginx.conf"
+
+    def preflight(self) -> None:
+        nginx_binary()
+
+    def write_conf(self) -> Path:
+        """nginx's config for this home and port (rewritten on every start)."""
+        run_dir, logs_dir = self.cfg.run_dir, self.cfg.logs_dir
+        served = self.cfg.release_dir
+        for d in (run_dir / "release-nginx", logs_dir, served / "metadata", served / "targets"):
+            d.mkdir(parents=True, exist_ok=True)
+        # Started as root, nginx would switch its worker to `nobody`, which cannot read a home
+        # under /root; the worker runs as the user who owns the repository, like every other
+        # process of the stack. Not root, nginx ignores the directive, so it is left out.
+        user_line = "user root root;" if os.geteuid() == 0 else ""
+        values = {
+            "run_dir": str(run_dir),
+            "logs_dir": str(logs_dir),
+            "user_line": user_line,
+            "port": str(self.cfg.release.port),
+            "release_dir": str(self.cfg.release_dir),
+        }
+        text = (INFRA_DIR / "nginx" / "release.conf.template").read_text()
+        for key, value in values.items():
+            text = text.replace(f"@{key}@", value)
+        self.conf_file.parent.mkdir(parents=True, exist_ok=True)
+        self.conf_file.write_text(text)
+        return self.conf_file
+
+    def start(self) -> None:
+        conf = self.write_conf()
+        # -e: errors go to stderr (our log) from the first line, before the config is read;
+        # -p: relative paths resolve under the run directory, never /etc/nginx.
+        argv = [nginx_binary(), "-p", str(self.cfg.run_dir / "release-nginx"), "-e", "stderr", "-c", str(conf)]
+        check = subprocess.run([*argv, "-t"], capture_output=True, text=True, check=False)
+        if check.returncode != 0:
+            raise StackError(f"release: nginx refused its config {conf}:\n{check.stderr.strip()}")
+        self.processes[0].start(argv, os.environ, cwd=self.cfg.run_dir)
+
+    def health(self) -> Health:
+        try:
+            resp = requests.get(f"{self.url}/health", timeout=3)
+            if resp.status_code != 200:
+                return Health(False, f"/health answered {resp.status_code}")
+            stamp = requests.get(f"{self.url}/metadata/timestamp.json", timeout=3)
+        except requests.RequestException as e:
+            return Health(False, f"no answer on {self.url} ({type(e).__name__})")
+        if stamp.status_code == 404:
+            return Health(True, "serving; the repository is empty (run `fieldloop release init`)")
+        if stamp.status_code != 200:
+            return Health(False, f"/metadata/timestamp.json answered {stamp.status_code}")
+        try:
+            version = stamp.json()["signed"]["version"]
+        except (ValueError, KeyError, TypeError):
+            return Health(False, "/metadata/timestamp.json is not TUF metadata")
+        return Health(True, f"serving {self.cfg.release_dir} (timestamp v{version})")
+
+
+def nginx_binary() -> str:
+    """The nginx executable, or StackError saying what to install."""
+    import shutil
+
+    found = shutil.which("nginx") or (NGINX if os.access(NGINX, os.X_OK) else None)
+    if found is None:
+        raise StackError(
+            f"release: nginx is not installed; install Debian's package with "
+            f"`sudo apt-get install {NGINX_PACKAGE}` (or run `bash infra/dev.sh setup` as root), then run "
+            "`fieldloop stack up` again"
+        )
+    return found
+
+
 def components(cfg: FieldloopConfig) -> list[Component]:
     """The stack, in start order."""
-    return [KafkaComponent(cfg), MlflowComponent(cfg), AirflowComponent(cfg)]
+    return [KafkaComponent(cfg), MlflowComponent(cfg), AirflowComponent(cfg), ReleaseComponent(cfg)]
