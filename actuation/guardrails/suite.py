@@ -108,8 +108,9 @@ def _scores(subject: Subject, policy: LoadedPolicy) -> regression.Scores:
     lim = policy.rules.runtime.outputs[0].name if rules.metric == "rmse" else policy.rules.ood.output
     k = list(subject.model.outputs).index(lim)
     name, baseline = regression.BASELINES[subject.task]
-    cand = regression.score(rules.metric, subject.model(subject.x)[:, k], subject.y)
-    base = regression.score(rules.metric, baseline(subject.x, subject.layout), subject.y)
+    out = subject.model(subject.x)[:, k]
+    cand = regression.score(rules.metric, out, subject.y)
+    base = regression.score(rules.metric, baseline(subject.x, subject.layout, out), subject.y)
     champ = None
     if subject.champion is not None:
         champ = regression.score(rules.metric, subject.champion(subject.x)[:, k], subject.y)

@@ -133,6 +133,7 @@ def tables(ctx: click.Context, as_json: bool) -> None:
 
 
 def _register_commands() -> None:
+    from actuation.guardrails.cli import guardrail
     from fieldloop.cli.demo import demo
     from fieldloop.cli.stack import setup, stack
     from ingestion.cli import fleet, ingest, topics
@@ -141,6 +142,7 @@ def _register_commands() -> None:
 
     for command in (setup, stack, topics, fleet, ingest, refine, train, demo):
         main.add_command(command)
+    main.add_command(guardrail)
 
 
 _register_commands()

@@ -4,8 +4,10 @@ than the champion beyond the policy's tolerance.
 The baselines are the task's trivial answers, computed from the features alone:
 
 * ``vehicle-longitudinal``: persistence, the newest frame's acceleration (RMSE vs the target);
-* ``plant-anomaly``: ``|z|`` of the newest reading, how far it is from the distribution the
-  features were z-scored to (AUROC vs the BAD flag).
+* ``plant-anomaly``: a score drawn from the candidate's own score distribution, independent
+  of the input (a seeded permutation of its holdout scores): what a detector that learned
+  only how often readings are anomalous, not which, would rank (AUROC vs the BAD flag, 0.5
+  in expectation). A learned score must beat that.
 
 Gains and losses are relative for RMSE ((baseline - candidate) / baseline) and absolute for
 AUROC (a difference of areas). ``mlflow.validate_evaluation_results`` cannot express "no more
@@ -29,13 +31,14 @@ def _persistence(x: np.ndarray, layout: FeatureLayout) -> np.ndarray:
     return x[:, layout.index(layout.target_signal or "accel_mps2")]
 
 
-def _newest_deviation(x: np.ndarray, layout: FeatureLayout) -> np.ndarray:
-    return np.abs(x[:, layout.index(layout.signals[0])])
+def _score_distribution(x: np.ndarray, layout: FeatureLayout, scores: np.ndarray) -> np.ndarray:
+    return np.random.default_rng(0).permutation(scores)
 
 
-BASELINES: dict[str, tuple[str, Callable[[np.ndarray, FeatureLayout], np.ndarray]]] = {
-    "vehicle-longitudinal": ("persistence (the current acceleration)", _persistence),
-    "plant-anomaly": ("|z| of the newest reading", _newest_deviation),
+# task -> (name, baseline(features, layout, candidate's outputs) -> predictions or scores)
+BASELINES: dict[str, tuple[str, Callable[[np.ndarray, FeatureLayout, np.ndarray], np.ndarray]]] = {
+    "vehicle-longitudinal": ("persistence (the current acceleration)", lambda x, lay, _: _persistence(x, lay)),
+    "plant-anomaly": ("scores drawn from its own score distribution (chance)", _score_distribution),
 }
 
 
