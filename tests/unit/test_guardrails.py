@@ -254,3 +254,115 @@ def test_a_policy_with_an_unknown_key_is_refused_naming_key_and_file(tmp_path: P
     path.write_text(text.replace("[ood]\n", "[ood]\nmin_aurocc = 0.5\n"))
     with pytest.raises(GuardrailError, match=r"vehicle-longitudinal\.toml: ood\.min_aurocc: Extra inputs"):
         load_policy("vehicle-longitudinal", path)
+
+
+def test_a_candidate_worse_than_the_champion_beyond_tolerance_fails_regression() -> None:
+    x, y, devices = vehicle_holdout()
+    data = onnx_bytes(Longitudinal(x, gain=0.3), VEHICLE.width)  # eases less well than the driver does
+    champion = OnnxModel(onnx_bytes(Longitudinal(x), VEHICLE.width), ("accel_mps2", "ood_score"))
+    subject = Subject(
+        "vehicle-longitudinal",
+        None,
+        OnnxModel(data, ("accel_mps2", "ood_score")),
+        len(data),
+        x,
+        y,
+        devices,
+        [CARS],
+        Facts(),
+        champion,
+    )
+    result = run_suite(subject, load_policy("vehicle-longitudinal"))
+    loss = next(c for c in result.checks if c.name == "regression.rmse.loss_vs_champion")
+    assert not loss.passed and loss.value > 0.02 and loss.limit == 0.02
+    assert result.scores.champion < result.scores.candidate
+
+
+def test_the_drill_edit_scales_only_the_actuated_output_and_keeps_the_manifest_consistent(tmp_path: Path) -> None:
+    from actuation.guardrails.drill import _consistent, scale_outputs
+    from fieldloop.registry import EdgeBuild, EdgeManifest
+
+    x, _, _ = vehicle_holdout()
+    src = tmp_path / "student.int8.onnx"
+    src.write_bytes(onnx_bytes(Longitudinal(x), VEHICLE.width))
+    outputs = ("accel_mps2", "ood_score")
+    rows = x[:8]
+    before = OnnxModel(src, outputs)(rows)
+    build = EdgeBuild(
+        file=src.name,
+        bytes=1,
+        sha256="0" * 64,
+        p50_us=1,
+        p99_us=1,
+        max_abs_diff=0,
+        max_abs_diff_per_output=[0, 0],
+        self_test_outputs=before.tolist(),
+    )
+    manifest = EdgeManifest(
+        task="vehicle-longitudinal",
+        model="m",
+        input_name="features",
+        input_dim=VEHICLE.width,
+        outputs=list(outputs),
+        latency="-",
+        self_test_inputs=rows.tolist(),
+        self_test_tolerance=1e-3,
+        builds={"int8": build},
+    )
+    dest = scale_outputs(src, tmp_path / "broken.onnx", [4.0, 1.0])
+    after = OnnxModel(dest, outputs)(rows)
+    np.testing.assert_allclose(after[:, 0], 4 * before[:, 0], rtol=1e-5)
+    np.testing.assert_allclose(after[:, 1], before[:, 1], rtol=1e-6)
+    fixed = _consistent(manifest, dest).builds["int8"]
+    assert (
+        fixed.bytes == dest.stat().st_size
+        and fixed.sha256 == __import__("hashlib").sha256(dest.read_bytes()).hexdigest()
+    )
+    np.testing.assert_allclose(np.array(fixed.self_test_outputs)[:, 0], after[:, 0], rtol=1e-5)
+
+
+def test_default_fleets_are_the_tasks_that_may_run_the_model_and_unknown_names_are_refused() -> None:
+    from actuation.guardrails.source import target_fleets
+
+    assert [f.name for f in target_fleets("vehicle-longitudinal", None, None)] == ["public-cars", "acme-vans"]
+    assert [f.name for f in target_fleets("vehicle-longitudinal", "acme-mobility", None)] == ["acme-vans"]
+    assert [f.name for f in target_fleets("plant-anomaly", "acme-steel", None)] == ["acme-plant"]
+    with pytest.raises(GuardrailError, match="no fleet 'moon-rovers'; the fleets are: public-cars"):
+        target_fleets("vehicle-longitudinal", None, ["moon-rovers"])
+    assert [f.name for f in target_fleets("plant-anomaly", None, None)] == ["acme-plant"]  # a base model runs anywhere
+    with pytest.raises(GuardrailError, match=r"no fleet in actuation/fleets\.toml runs plant-anomaly for other-co"):
+        target_fleets("plant-anomaly", "other-co", None)
+
+
+def test_the_report_draws_its_plots_and_names_failed_checks_with_value_and_limit(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from actuation.contract import PolicyRef, Verdict
+    from actuation.guardrails.report import Report, plots
+
+    result = judge_plant(Anomaly(scale=3.0))
+    policy = load_policy("plant-anomaly")
+    paths = plots(result, policy.rules.runtime, ["anomaly_score"], tmp_path)
+    assert [p.name for p in paths] == ["envelope.png", "ood_roc.png", "regression.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000 for p in paths)
+    verdict = Verdict(
+        verdict="fail",
+        model="m",
+        version=1,
+        task="plant-anomaly",
+        tenant="acme-steel",
+        fleets=["acme-plant"],
+        policy=PolicyRef(name="plant-anomaly", version=1, sha256=policy.sha256),
+        checks=result.checks,
+        mlflow_uri="models:/m/1",
+        run_id="r",
+        lineage={},
+        judged_at=datetime.now(UTC),
+    )
+    report = Report(verdict, {}, result.incidents, {}, result.p99_us, result.seconds)
+    data = report.as_dict()
+    assert data["readiness"]["failed"] == len(result.failed) > 0 and data["readiness"]["incidents"] > 0
+    assert any(
+        line.startswith("envelope.normal.anomaly_score: ") and "(limit <= 1e-05)" in line for line in data["failed"]
+    )
+    assert "positive class" in data["ood_convention"]
