@@ -99,11 +99,15 @@ def plots(result: SuiteResult, runtime: RuntimeLimits, columns: list[str], out: 
             col = result.outcomes[name].outputs[:, k].astype(np.float64)
             data.append(col[np.isfinite(col)] if np.isfinite(col).any() else np.array([np.nan]))
         ax.boxplot(data, whis=(0, 100))
+        for i, col in enumerate(data, start=1):  # the share outside the envelope, above each box
+            with np.errstate(invalid="ignore"):
+                outside = float(np.mean((col < limit.min) | (col > limit.max))) if len(col) else 0.0
+            ax.annotate(f"{outside:.0%} out", (i, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom")
         ax.set_xticks(range(1, len(names) + 1), names, rotation=20)
         ax.axhline(limit.min, color="red", linestyle="--", label=f"envelope [{limit.min}, {limit.max}]")
         ax.axhline(limit.max, color="red", linestyle="--")
         ax.set_ylabel(f"{limit.name} ({limit.unit})" if limit.unit else limit.name)
-        ax.set_title(f"{limit.name} per scenario (whiskers: min and max over every row)")
+        ax.set_title(f"{limit.name} per scenario (whiskers: min and max; share outside the envelope above)", pad=18)
         ax.legend(loc="upper right")
     fig.tight_layout()
     paths.append(_save(fig, out / "envelope.png", plt))
@@ -120,11 +124,15 @@ def plots(result: SuiteResult, runtime: RuntimeLimits, columns: list[str], out: 
     paths.append(_save(fig, out / "ood_roc.png", plt))
 
     s = result.scores
-    bars = [("candidate", s.candidate), ("champion", s.champion), (f"baseline:\n{s.baseline_name}", s.baseline)]
-    bars = [(label, v) for label, v in bars if v is not None]
+    bars = [
+        ("candidate", s.candidate, "tab:blue"),
+        ("champion", s.champion, "tab:green"),
+        (f"baseline:\n{s.baseline_name}", s.baseline, "tab:grey"),
+    ]
+    bars = [b for b in bars if b[1] is not None]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.bar([b[0] for b in bars], [b[1] for b in bars], color=["tab:blue", "tab:green", "tab:grey"][: len(bars)])
-    for i, (_, v) in enumerate(bars):
+    ax.bar([b[0] for b in bars], [b[1] for b in bars], color=[b[2] for b in bars])
+    for i, (_, v, _) in enumerate(bars):
         ax.text(i, v, f"{v:.4f}", ha="center", va="bottom")
     better = "lower is better" if s.metric == "rmse" else "higher is better"
     ax.set_title(f"holdout {s.metric.upper()} ({better})")
