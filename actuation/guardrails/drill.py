@@ -69,6 +69,7 @@ def register_copy(
     (now ``@candidate``). ``what`` is recorded in the ``fieldloop.drill`` tag and the description."""
     import mlflow
 
+    source.check_server(cfg.mlflow.uri)
     client = mlflow.MlflowClient(cfg.mlflow.uri)
     v = source.resolve(client, model, version)
     src_run = client.get_run(v.run_id)
@@ -107,6 +108,7 @@ def register_broken(cfg: FieldloopConfig, model: str, version: int | None = None
     outputs are ``scale`` times what they were; returns the new version (now ``@candidate``)."""
     import mlflow
 
+    source.check_server(cfg.mlflow.uri)
     client = mlflow.MlflowClient(cfg.mlflow.uri)
     v = source.resolve(client, model, version)
     actuated = [o.name for o in load_runtime_limits(v.task).outputs]

@@ -68,6 +68,7 @@ def judge(
     import mlflow
 
     echo = echo or (lambda line: None)
+    source.check_server(cfg.mlflow.uri)
     client = mlflow.MlflowClient(cfg.mlflow.uri)
     with tempfile.TemporaryDirectory() as tmp:
         found = _gather(cfg, client, model, version, fleets, Path(tmp))

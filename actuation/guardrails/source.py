@@ -78,6 +78,27 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def check_server(uri: str) -> None:
+    """Fail fast, in seconds, when the tracking server does not answer (MLflow's client would retry for minutes).
+
+    Raises:
+        GuardrailError: an http(s) tracking server whose ``/health`` does not answer 200.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        ok = requests.get(f"{uri.rstrip('/')}/health", timeout=5).status_code == 200
+    except requests.RequestException:
+        ok = False
+    if not ok:
+        raise GuardrailError(
+            f"the MLflow server at {uri} does not answer; start it with `fieldloop stack up` "
+            "(or point MLFLOW_TRACKING_URI / FIELDLOOP_MLFLOW_PORT at the one that holds the model)"
+        )
+
+
 def resolve(client: Any, model: str, version: int | None) -> Version:
     """The version asked for, or the one ``candidate`` points at.
 
@@ -93,9 +114,11 @@ def resolve(client: Any, model: str, version: int | None) -> Version:
         else:
             mv = client.get_model_version(model, str(version))
     except MlflowException as e:
-        which = f"version {version}" if version else f"a @{CANDIDATE} version"
+        if e.error_code != "RESOURCE_DOES_NOT_EXIST" and "not found" not in str(e).lower():
+            raise GuardrailError(f"the registry could not be read for {model}: {e}; check the MLflow server") from e
+        which = f"no version {version}" if version else f"no version under the @{CANDIDATE} alias"
         raise GuardrailError(
-            f"{model} has no {which} in the registry ({e.error_code}); train one with `fieldloop train`, "
+            f"{model} has {which} in the registry; train one with `fieldloop train`, "
             "or name an existing version with --version"
         ) from e
     tags = dict(mv.tags)

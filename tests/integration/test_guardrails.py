@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from actuation.attestation import sha256_file, verify
+from actuation.errors import GuardrailError
 from actuation.guardrails.drill import register_broken, register_copy
 from actuation.guardrails.judge import ATTESTATION_ARTIFACT, judge
 from actuation.guardrails.source import logged_model_id
@@ -123,6 +124,8 @@ def test_the_trained_candidate_is_judged_and_its_verdict_recorded_consistently(
     card = client.get_model_version(MODEL, str(candidate)).description
     assert f"## Guardrail verdict: **{verdict.verdict.upper()}**" in card
     assert all(f"`{c.name}`" in card for c in verdict.failed)
+    with pytest.raises(GuardrailError, match=r"fieldloop\.plant-anomaly\.nobody has no version under the @candidate"):
+        judge(tcfg, "fieldloop.plant-anomaly.nobody")
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +191,7 @@ def test_the_drill_is_refused_naming_the_envelope_check_by_api_and_cli(
     drill = register_broken(tcfg, MODEL, good, scale=4.0)
     assert drill > good and client.get_model_version_by_alias(MODEL, "candidate").version == str(drill)
     client.set_registered_model_alias(MODEL, APPROVED, str(drill))  # as if approved by mistake before
+    client.set_registered_model_alias(MODEL, "champion", str(good))  # judged against it too
 
     proc = subprocess.run(
         [FIELDLOOP, "guardrail", "--model", MODEL, "--json"],
@@ -206,6 +210,9 @@ def test_the_drill_is_refused_naming_the_envelope_check_by_api_and_cli(
         line.startswith("envelope.normal.anomaly_score: ") and "(limit <= 1e-05)" in line for line in report["failed"]
     )
     assert APPROVED not in client.get_registered_model(MODEL).aliases  # withdrawn from the drill version
+    # Scaling scores by 4 leaves their ranking, so the AUROC against the champion's file is unchanged.
+    versus = next(c for c in report["verdict"]["checks"] if c["name"] == "regression.auroc.loss_vs_champion")
+    assert versus["passed"] and abs(versus["value"]) < 1e-3
     tags = guardrail_tags(client, drill)
     assert tags["verdict"] == "fail" and "envelope.normal.anomaly_score" in tags["failed"]
 

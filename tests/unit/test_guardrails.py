@@ -366,3 +366,18 @@ def test_the_report_draws_its_plots_and_names_failed_checks_with_value_and_limit
         line.startswith("envelope.normal.anomaly_score: ") and "(limit <= 1e-05)" in line for line in data["failed"]
     )
     assert "positive class" in data["ood_convention"]
+
+
+def test_a_tracking_server_that_does_not_answer_is_named_within_seconds() -> None:
+    import socket
+    import time
+
+    from actuation.guardrails.source import check_server
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(GuardrailError, match=rf"MLflow server at http://127\.0\.0\.1:{port} does not answer"):
+        check_server(f"http://127.0.0.1:{port}")
+    assert time.monotonic() - start < 10
