@@ -37,9 +37,9 @@ from fieldloop.config import FieldloopConfig, load_config
 from fieldloop.datasets import layout
 from fieldloop.registry import APPROVED, GUARDRAIL_TAG_PREFIX, EdgeManifest
 from tests.stacks import started_private_mlflow
-from tests.synthetic_gold import PLANT_SCHEMA, write_gold
+from tests.synthetic_gold import PLANT_SCHEMA, VEHICLE_SCHEMA, write_gold
 from tests.unit.test_guardrails import Anomaly, onnx_bytes
-from training_jobs.synthetic import plant_rows
+from training_jobs.synthetic import plant_rows, vehicle_rows
 from training_jobs.train import TrainRequest, train
 
 pytestmark = pytest.mark.integration
@@ -62,6 +62,15 @@ def env(cfg: FieldloopConfig, spark, tmp_path_factory: pytest.TempPathFactory) -
         "plant-sensors-acme-steel",
         "acme-steel",
         task="plant-anomaly",
+    )
+    write_gold(
+        spark,
+        lake,
+        "vehicle_longitudinal_public",
+        vehicle_rows(8, 150, 1),
+        VEHICLE_SCHEMA,
+        DataClass.PUBLIC,
+        "vehicle-frames-public",
     )
     settings = {"FIELDLOOP_LAKE_URI": lake, "FIELDLOOP_TRAIN_EPOCHS": "4"}
     before = os.environ.get("MLFLOW_TRACKING_URI")
@@ -225,3 +234,27 @@ def test_the_drill_is_refused_naming_the_envelope_check_by_api_and_cli(
     )
     assert human.returncode == 1
     assert "FAIL" in human.stdout and "envelope.normal.anomaly_score" in human.stdout and "FAILED" in human.stdout
+
+
+def test_a_base_vehicle_model_is_judged_for_every_fleet_of_its_task(tcfg: FieldloopConfig, client) -> None:
+    version = int(train(tcfg, TrainRequest("vehicle-longitudinal")).version)
+    report = judge(tcfg, "fieldloop.vehicle-longitudinal", fleets=None)
+    verdict = report.verdict
+    assert (verdict.version, verdict.tenant, verdict.fleets) == (version, None, ["public-cars", "acme-vans"])
+    print("vehicle candidate:", verdict.verdict, [f"{c.name}={c.value:.4g} {c.op} {c.limit}" for c in verdict.failed])
+    names = {c.name for c in verdict.checks}
+    assert {
+        "regression.rmse.gain_over_baseline",
+        "envelope.out_of_range.accel_mps2",
+        "envelope.step.accel_mps2",
+        "property.more-road-users-never-raise-accel",
+        "property.harder-braking-never-raises-accel",
+        "ood.auroc",
+        "edge.public-cars.p99_us",
+        "edge.acme-vans.bytes",
+        "governance.fleets_not_allowed",
+    } <= names
+    assert all(c.passed for c in verdict.checks if c.kind in ("governance", "edge"))
+    assert report.scores["baseline_name"].startswith("persistence") and report.scores["candidate"] > 0
+    tags = client.get_model_version("fieldloop.vehicle-longitudinal", str(version)).tags
+    assert tags[GUARDRAIL_TAG_PREFIX + "verdict"] == verdict.verdict
