@@ -72,8 +72,9 @@ def _print(report: Report) -> None:
         value = "unmeasurable" if c.value is None else f"{c.value:.4g}"
         table.add_row(c.name, value, f"{c.op} {c.limit:g}", c.unit, "ok" if c.passed else "[red]FAILED[/]")
     console.print(table)
-    for line in report.incidents:
-        console.print(f"  [red]incident[/] {line}")
+    for c in v.failed:  # what was wrong, measured, and how: the detail names the scenario, row or fleet
+        value = "unmeasurable" if c.value is None else f"{c.value:.6g}"
+        console.print(f"  [red]failed[/] {c.name}: {value} {c.unit} against {c.op} {c.limit:g}: {c.detail}")
     console.print(
         f"  readiness: {r['passed']}/{r['checks']} checks passed, {r['failed']} failed, {r['incidents']} incidents"
     )
