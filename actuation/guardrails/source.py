@@ -276,8 +276,14 @@ def governance_facts(cfg: FieldloopConfig, version: Version) -> Facts:
     if location.startswith("mlflow-artifacts:"):  # served by the tracking server: its store is the location
         location = cfg.mlflow_artifact_root or location
     problem = None
-    try:
-        ResidencyGuard.from_config(cfg).check(location)
-    except ResidencyError as e:
-        problem = str(e)
+    if location.startswith("mlflow-artifacts:"):
+        problem = (
+            f"the MLflow server at {cfg.mlflow.uri} stores artifacts where this run cannot see, so their residency "
+            "cannot be checked; set FIELDLOOP_MLFLOW_ARTIFACT_ROOT to that server's artifact store"
+        )
+    else:
+        try:
+            ResidencyGuard.from_config(cfg).check(location)
+        except ResidencyError as e:
+            problem = str(e)
     return Facts(missing, violations, problem, location)

@@ -381,3 +381,21 @@ def test_a_tracking_server_that_does_not_answer_is_named_within_seconds() -> Non
     with pytest.raises(GuardrailError, match=rf"MLflow server at http://127\.0\.0\.1:{port} does not answer"):
         check_server(f"http://127.0.0.1:{port}")
     assert time.monotonic() - start < 10
+
+
+def test_residency_is_judged_on_the_servers_artifact_store_and_refused_when_unknown(tmp_path: Path) -> None:
+    from actuation.guardrails.source import Version, governance_facts
+    from fieldloop.config import load_config
+
+    version = Version("m", 1, "r", None, "plant-anomaly", "acme-steel", {}, "mlflow-artifacts:/1/r/artifacts")
+    local = load_config({"FIELDLOOP_HOME": str(tmp_path)})
+    assert governance_facts(local, version).residency_problem is None  # the embedded server's local store
+    assert governance_facts(local, version).artifact_location == str(tmp_path / "mlflow" / "artifacts")
+    remote = load_config(
+        {"FIELDLOOP_HOME": str(tmp_path), "FIELDLOOP_MLFLOW_TRACKING_URI": "http://mlflow.example:5000"}
+    )
+    problem = governance_facts(remote, version).residency_problem
+    assert problem and "FIELDLOOP_MLFLOW_ARTIFACT_ROOT" in problem
+    abroad = Version("m", 1, "r", None, "plant-anomaly", "acme-steel", {}, str(tmp_path / "artifacts"))
+    elsewhere = load_config({"FIELDLOOP_HOME": str(tmp_path), "FIELDLOOP_SITE_REGION": "eu-west-1"})
+    assert "outside the allowed regions" in governance_facts(elsewhere, abroad).residency_problem
