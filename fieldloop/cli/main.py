@@ -133,13 +133,14 @@ def tables(ctx: click.Context, as_json: bool) -> None:
 
 
 def _register_commands() -> None:
+    from actuation.agent.cli import agent
     from fieldloop.cli.demo import demo
     from fieldloop.cli.stack import setup, stack
     from ingestion.cli import fleet, ingest, topics
     from refinement.cli import refine
     from training_jobs.cli import train
 
-    for command in (setup, stack, topics, fleet, ingest, refine, train, demo):
+    for command in (setup, stack, topics, fleet, ingest, refine, train, demo, agent):
         main.add_command(command)
 
 
