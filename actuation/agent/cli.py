@@ -2,8 +2,8 @@
 
 Registered by the face (``fieldloop.cli``). The config is read once at the entry point;
 onnxruntime, tuf and the SDK are imported inside the commands so ``fieldloop --help`` stays
-instant. ``FIELDLOOP_AGENT_PAUSE_AT=download|activation`` (crash tests only) makes ``run``
-stop at that step until it is killed.
+instant. ``run --pause-at download|activation`` (hidden; crash tests only) makes it stop at
+that step until it is killed.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ from fieldloop.console import ErrorReportingGroup, config_of, console, stdout_fo
 
 if TYPE_CHECKING:
     from actuation.agent.device import DeviceDir
-
-PAUSE_ENV = "FIELDLOOP_AGENT_PAUSE_AT"
 
 
 def device_dir(cfg: FieldloopConfig, device: str, directory: Path | None) -> DeviceDir:
@@ -122,7 +120,17 @@ def provision(
 @click.option("--seconds", type=float, default=None, help="Run this long (default: until interrupted).")
 @click.option("--frames", type=int, default=50, show_default=True, help="Frames of the --once burst.")
 @click.option("--update-every", type=float, default=60.0, show_default=True, help="Seconds between update cycles.")
+@click.option(
+    "--flush-seconds", type=float, default=10.0, show_default=True, help="How long to wait for telemetry delivery."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option(
+    "--pause-at",
+    type=click.Choice(["download", "activation"]),
+    default=None,
+    hidden=True,
+    help="Crash tests: stop at this step until killed.",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -133,7 +141,9 @@ def run(
     seconds: float | None,
     frames: int,
     update_every: float,
+    flush_seconds: float,
     as_json: bool,
+    pause_at: str | None,
 ) -> None:
     """Run the device's agent: update cycles, inference at its rate behind the safety monitor, telemetry."""
     import itertools
@@ -151,7 +161,7 @@ def run(
             f"{device.path} was provisioned as {provisioned.device_id} in fleet {provisioned.fleet}, "
             f"not {device_id} in {fleet}: provision it again with --replace to move it"
         )
-    pause = _pause_hook(device.path, os.environ.get(PAUSE_ENV))
+    pause = _pause_hook(device.path, pause_at)
     telemetry = producer(cfg.kafka.bootstrap_servers, device.spool, **_kafka_security(cfg))
     with stdout_for_json(as_json):
         try:
@@ -162,7 +172,7 @@ def run(
                 agent_.run(itertools.islice(source, frames), paced=False, update_every_s=float("inf"))
             else:
                 agent_.run(source, seconds=seconds, update_every_s=update_every)
-            delivered = telemetry.flush(10.0 if once else 30.0)
+            delivered = telemetry.flush(flush_seconds)
         finally:
             telemetry.close(2.0)
         summary = agent_.write_status()
