@@ -8,9 +8,9 @@ An :class:`Agent` owns one provisioned device directory. Its workflow:
   switch (:class:`~actuation.agent.slots.Slots`). Any refusal keeps the active model and is
   the cycle's state (``refused: <reason>``); an unreachable repository or expired metadata
   is ``offline``. It never raises for what the repository serves.
-* :meth:`Agent.infer` runs one frame: the feature window, the active model, the safety
-  monitor with the release's signed limits (fallback only while there is no model), one
-  telemetry record.
+* :meth:`Agent.infer` runs one frame: :meth:`Agent.command` (the feature window, the active
+  model, the safety monitor with the release's signed limits; fallback only while there is
+  no model), then one telemetry record, spooled after the command is decided.
 * :meth:`Agent.run` interleaves the two at the device's rate.
 """
 
@@ -94,6 +94,7 @@ class Agent:
         self.last_update: UpdateResult | None = None
         self._active: ActiveModel | None = self.slots.active()
         self._monitor = self._make_monitor()
+        self._last_latency_ms = 0.0
 
     # -- what runs ---------------------------------------------------------------------
     @property
@@ -150,6 +151,13 @@ class Agent:
     # -- inference -----------------------------------------------------------------------
     def infer(self, frame: Mapping[str, Any]) -> Decision:
         """One frame through the model (if any) and the safety monitor; one telemetry record."""
+        decision = self.command(frame)
+        self._report(decision, self._last_latency_ms)
+        return decision
+
+    def command(self, frame: Mapping[str, Any]) -> Decision:
+        """What to command for ``frame`` (the actuation path): the feature window, the model, the
+        monitor; its telemetry is :meth:`infer`'s, after the command is out."""
         start = time.perf_counter()
         vector = self.window.push(frame)
         if self._active is None or vector is None:
@@ -161,9 +169,8 @@ class Agent:
                 logger.error("inference failed (%s): commanding the fallback", e)
                 self.stats.error("inference")
                 decision = self._monitor.fallback_only()
-        latency_ms = (time.perf_counter() - start) * 1e3
+        self._last_latency_ms = latency_ms = (time.perf_counter() - start) * 1e3
         self.stats.record(latency_ms, decision.ood_score, decision.reason)
-        self._report(decision, latency_ms)
         return decision
 
     def _warming_up(self) -> Decision:

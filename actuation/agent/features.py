@@ -9,7 +9,6 @@ frame's record ``a`` (``perception.vehicles``), as gold reads the Avro record's 
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,32 +18,36 @@ from fieldloop.datasets import FeatureLayout
 
 
 class FeatureWindow:
-    """The last ``layout.window`` frames; :meth:`push` returns the vector once the window is full."""
+    """The last ``layout.window`` frames; :meth:`push` returns the vector once the window is full.
+
+    The vector is kept in place and shifted by one frame per push (one copy of 50 floats), not
+    rebuilt from the window: it is on the inference path of every frame.
+    """
 
     def __init__(self, layout: FeatureLayout) -> None:
         self.layout = layout
-        self._frames: deque[np.ndarray] = deque(maxlen=layout.window)
+        self._signals = [tuple(s.split(".")) for s in layout.signals]
+        self._extras = [tuple(e.split(".")) for e in layout.extras]
+        self._end = layout.window * len(layout.signals)
         self._vector = np.zeros(layout.width, dtype=np.float32)
+        self._seen = 0
 
     def push(self, frame: Mapping[str, Any]) -> np.ndarray | None:
         """Add a frame; the feature vector, or None while fewer than ``window`` frames were seen."""
-        lay = self.layout
-        self._frames.append(np.array([_field(frame, s) for s in lay.signals], dtype=np.float64))
-        if len(self._frames) < lay.window:
-            return None
-        n = len(lay.signals)
-        for i, signals in enumerate(self._frames):
-            self._vector[i * n : (i + 1) * n] = signals
-        for j, extra in enumerate(lay.extras):
-            self._vector[lay.window * n + j] = _field(frame, extra)
-        return self._vector
+        v, end, n = self._vector, self._end, len(self._signals)
+        v[: end - n] = v[n:end]  # oldest frame out (numpy copies overlapping slices correctly)
+        v[end - n : end] = [_field(frame, path) for path in self._signals]
+        if self._extras:
+            v[end:] = [_field(frame, path) for path in self._extras]
+        self._seen += 1
+        return v if self._seen >= self.layout.window else None
 
     def reset(self) -> None:
-        self._frames.clear()
+        self._seen = 0
 
 
-def _field(frame: Mapping[str, Any], name: str) -> float:
+def _field(frame: Mapping[str, Any], path: tuple[str, ...]) -> float:
     value: Any = frame
-    for part in name.split("."):
+    for part in path:
         value = value[part]
     return float(value)
