@@ -95,7 +95,9 @@ def provision(
         )
     except ValueError as e:
         raise DeviceError(f"invalid device settings: {e}") from e
-    device = provision_device(device_dir(cfg, device_id, directory), config, root_file.read_bytes(), replace=replace)
+    device = provision_device(
+        device_dir(cfg, device_id, directory).path, config, root_file.read_bytes(), replace=replace
+    )
     out = {"device": device_id, "dir": str(device.path), **config.model_dump(exclude={"device_id"})}
     if as_json:
         click.echo(json.dumps(out, indent=2))
