@@ -300,6 +300,32 @@ class ReleaseRepository:
             data = json.dumps(doc).encode()
         self.files[f"metadata/{md.signed.version}.{role}.json"] = data
 
+    def rotate_root(self, *, keep_old: bool) -> None:
+        """A new root version with a new root key, signed by the new key (and the old one if ``keep_old``,
+        as a rotation must be for a device to follow: the old root's threshold signs the new root)."""
+        old = self.signers["root"]
+        new = CryptoSigner.generate_ed25519()
+        self.root.signed.revoke_key(old.public_key.keyid, "root")
+        self.root.signed.add_key(new.public_key, "root")
+        self.root.signed.version += 1
+        self.signers["root"] = new
+        self.root.signatures.clear()
+        for signer in (new, old) if keep_old else (new,):
+            self.root.sign(signer, append=True)
+        data = self.root.to_bytes(JSONSerializer(compact=False))
+        self.files[f"metadata/{self.root.signed.version}.root.json"] = data
+
+    def rotate_fleet_key(self, fleet: str) -> Any:
+        """The fleet's role delegated to a new key (in the next published targets); returns the old signer."""
+        role = fleet_role(fleet)
+        old, new = self.signers[role], CryptoSigner.generate_ed25519()
+        delegations = self.targets.signed.delegations
+        del delegations.keys[old.public_key.keyid]
+        delegations.keys[new.public_key.keyid] = new.public_key
+        delegations.roles[role].keyids = [new.public_key.keyid]
+        self.signers[role] = new
+        return old
+
     def target_url(self, path: str) -> str:
         for md in (self.targets, *self.delegated.values()):
             if path in md.signed.targets:

@@ -95,6 +95,7 @@ class Agent:
         self._active: ActiveModel | None = self.slots.active()
         self._monitor = self._make_monitor()
         self._last_latency_ms = 0.0
+        self._window_started = datetime.now(UTC)
 
     # -- what runs ---------------------------------------------------------------------
     @property
@@ -205,7 +206,10 @@ class Agent:
         paced: bool = True,
     ) -> None:
         """Frames at the device's rate (``paced``) or as fast as they come, an update cycle
-        every ``update_every_s``, until the frames or ``seconds`` run out."""
+        every ``update_every_s``, until the frames or ``seconds`` run out.
+
+        Each update cycle closes a telemetry window: its summary goes to ``status.json`` and a
+        new window starts."""
         period = 1.0 / self.config.rate_hz
         start = next_tick = time.monotonic()
         next_update = start + update_every_s
@@ -215,6 +219,9 @@ class Agent:
                 break
             if now >= next_update:
                 self.update()
+                self.write_status()  # the window that ends here, as the device's status
+                self.stats = TelemetryWindow(ood_threshold=self.stats.ood_threshold)
+                self._window_started = datetime.now(UTC)
                 next_update = now + update_every_s
             self.infer(frame)
             if paced:
@@ -234,7 +241,7 @@ class Agent:
             ),
             "update": self.last_update.as_dict() if self.last_update else None,
             "update_state": self.last_update.line if self.last_update else ("no model" if not self._active else None),
-            "window": self.stats.summary(),
+            "window": {"started": self._window_started.isoformat(), **self.stats.summary()},
             "at": datetime.now(UTC).isoformat(),
         }
 

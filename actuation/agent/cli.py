@@ -170,10 +170,13 @@ def run(
             agent_ = Agent(device, telemetry=telemetry, pause=pause)
             source = simulated_frames(provisioned.task, provisioned.rate_hz)
             agent_.update()
-            if once:
-                agent_.run(itertools.islice(source, frames), paced=False, update_every_s=float("inf"))
-            else:
-                agent_.run(source, seconds=seconds, update_every_s=update_every)
+            try:
+                if once:
+                    agent_.run(itertools.islice(source, frames), paced=False, update_every_s=float("inf"))
+                else:
+                    agent_.run(source, seconds=seconds, update_every_s=update_every)
+            except KeyboardInterrupt:  # an operator's Ctrl-C: flush, record and print the window
+                pass
             delivered = telemetry.flush(flush_seconds)
         finally:
             telemetry.close(2.0)

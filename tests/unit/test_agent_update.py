@@ -288,3 +288,58 @@ def _sha(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+# -- key rotation (python-tuf's test_updater_key_rotations) -----------------------------------
+def test_the_device_follows_a_root_key_rotation_and_refuses_the_retired_keys_root(
+    agent: Agent, repo: ReleaseRepository, edge_v2: EdgeFiles
+) -> None:
+    repo.rotate_root(keep_old=True)  # root 2, signed by the old key and the new
+    repo.release(FLEET, 2, edge_v2)
+    assert agent.update().state == UPDATED
+    repo.rotate_root(keep_old=True)  # root 3: the device walks 2 -> 3 from what it trusts
+    repo.publish()
+    assert agent.update().state == UP_TO_DATE
+    repo.rotate_root(keep_old=False)  # root 4 signed by the new key alone: root 3's key must sign it
+    repo.publish()
+    result = agent.update()
+    assert (result.state, result.reason, agent.active) == (REFUSED, "metadata", f"{MODEL}@2")
+
+
+def test_the_device_follows_a_fleet_key_rotation_and_refuses_the_retired_key(
+    agent: Agent, repo: ReleaseRepository, edge_v2: EdgeFiles
+) -> None:
+    retired = repo.rotate_fleet_key(FLEET)
+    repo.release(FLEET, 2, edge_v2)
+    assert agent.update().state == UPDATED
+    repo.release(FLEET, 3, tiny_model(accel_gain=0.25))
+    repo.resign("fleet-public-cars", retired)  # the old key still signs: no longer trusted for the role
+    result = agent.update()
+    assert (result.state, result.reason, agent.active) == (REFUSED, "metadata", f"{MODEL}@2")
+
+
+def test_the_device_learns_a_new_guardrail_key_through_the_repository(
+    agent: Agent, repo: ReleaseRepository, edge_v2: EdgeFiles, tmp_path: Path
+) -> None:
+    rotated = KeyStore(tmp_path / "rotated")
+    rotated.generate(GUARDRAIL)
+    old_signer = repo.keystore.signer(GUARDRAIL)
+    repo.trust_guardrail_keys([rotated.public_key(GUARDRAIL)])  # the old key retired
+    repo.release(FLEET, 2, edge_v2, signer=rotated.signer(GUARDRAIL))
+    assert agent.update().state == UPDATED
+    repo.release(FLEET, 3, tiny_model(accel_gain=0.25), signer=old_signer)
+    result = agent.update()
+    assert (result.state, result.reason, agent.active) == (REFUSED, "attestation", f"{MODEL}@2")
+
+
+def test_a_running_device_switches_to_a_new_release_between_frames_and_closes_its_window(
+    agent: Agent, repo: ReleaseRepository, edge_v2: EdgeFiles
+) -> None:
+    agent.run(frames(5), paced=False, update_every_s=3600)
+    repo.release(FLEET, 2, edge_v2)
+    agent.run(frames(5), paced=False, update_every_s=0.0)  # an update cycle before every frame
+    versions = [r[2]["model_version"] for r in agent.telemetry.records]
+    assert versions == ["1"] * 5 + ["2"] * 5
+    status = json.loads(agent.device.status.read_text())
+    assert status["active"] == f"{MODEL}@2" and status["update"]["state"] == UP_TO_DATE
+    assert status["window"]["inferences"] == 1  # the window the last cycle closed: one frame
