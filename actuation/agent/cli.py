@@ -9,6 +9,7 @@ that step until it is killed.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -158,6 +159,9 @@ def run(
     cfg = config_of(ctx)
     device = device_dir(cfg, device_id, directory)
     provisioned = device.config()
+    if not ctx.find_root().params.get("verbose"):
+        # urllib3 logs each retry of an unreachable repository; the cycle's state says it once
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
     if provisioned.fleet != fleet or provisioned.device_id != device_id:
         raise DeviceError(
             f"{device.path} was provisioned as {provisioned.device_id} in fleet {provisioned.fleet}, "

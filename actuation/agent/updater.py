@@ -275,4 +275,8 @@ def _tuf_errors(reason: str) -> Iterator[None]:
     except tuf.DownloadLengthMismatchError as e:
         raise UpdateRefusedError(reason, f"the repository sent more than the signed length: {e}") from e
     except tuf.DownloadError as e:
-        raise OfflineError(f"the release repository is unreachable ({e}); keeping the active model") from e
+        cause = str(e) or str(e.__cause__ or e.__context__ or type(e).__name__)
+        raise OfflineError(
+            f"the release repository is unreachable ({cause}); keeping the active model, "
+            "the next update cycle tries again"
+        ) from e
