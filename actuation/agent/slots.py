@@ -8,7 +8,8 @@ leaves the old state, so the old slot stays active and the next cycle installs a
 it, the new. The previous active slot is kept as it was: the last known good.
 
 :meth:`Slots.active` reloads the active slot and checks its model file's sha256 against the
-state before it runs anything (a file damaged on disk is refused, the other slot is tried).
+state before it runs anything; a slot damaged on disk is dropped and the other one, the last
+known good, becomes active.
 """
 
 from __future__ import annotations
@@ -155,20 +156,35 @@ class Slots:
         return ActiveModel(slot, info, runner)
 
     def active(self) -> ActiveModel | None:
-        """The active slot loaded and checked, or None (no model yet, or its files are damaged)."""
+        """The active slot loaded and checked; if its files are damaged, the other slot (the last
+        known good) is made active instead; None when neither holds a good model."""
         state = self.state()
-        if state.current is None or state.active is None:
+        if state.active is None:
             return None
-        directory = self.device.slots / state.active
-        info = state.current
-        try:
-            if _sha256(directory / MODEL) != info.sha256:
-                raise ValueError("the model file's sha256 is not the one installed")
-            manifest = EdgeManifest.from_json((directory / MANIFEST).read_text())
-            return ActiveModel(state.active, info, ModelRunner(directory / MODEL, manifest))
-        except (OSError, ValueError, UpdateRefusedError) as e:
-            logger.error("slot %s is damaged (%s): serving the fallback until an update reinstalls it", state.active, e)
-            return None
+        for slot in (state.active, state.inactive):
+            info = state.slots.get(slot)
+            if info is None:
+                continue
+            try:
+                model = self._load(slot, info)
+            except (OSError, ValueError, UpdateRefusedError) as e:
+                logger.error("slot %s (%s@%s) is damaged: %s", slot, info.release.model, info.release.version, e)
+                continue
+            if slot != state.active:
+                # the damaged slot is dropped, so the next update reinstalls into it, not over this one
+                slots = {slot: info}
+                self._commit(state.model_copy(update={"active": slot, "slots": slots}))
+                logger.warning("serving the last known good %s@%s from slot %s", info.release.model,
+                               info.release.version, slot)  # fmt: skip
+            return model
+        return None
+
+    def _load(self, slot: str, info: SlotInfo) -> ActiveModel:
+        directory = self.device.slots / slot
+        if _sha256(directory / MODEL) != info.sha256:
+            raise ValueError("the model file's sha256 is not the one installed")
+        manifest = EdgeManifest.from_json((directory / MANIFEST).read_text())
+        return ActiveModel(slot, info, ModelRunner(directory / MODEL, manifest))
 
 
 def _self_test_failed(label: str, result: SelfTest) -> str:

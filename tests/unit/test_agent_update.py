@@ -343,3 +343,15 @@ def test_a_running_device_switches_to_a_new_release_between_frames_and_closes_it
     status = json.loads(agent.device.status.read_text())
     assert status["active"] == f"{MODEL}@2" and status["update"]["state"] == UP_TO_DATE
     assert status["window"]["inferences"] == 1  # the window the last cycle closed: one frame
+
+
+def test_a_damaged_active_slot_falls_back_to_the_last_known_good(
+    agent: Agent, repo: ReleaseRepository, edge_v2: EdgeFiles
+) -> None:
+    repo.release(FLEET, 2, edge_v2)
+    agent.update()
+    (agent.device.slots / "b" / "model.onnx").write_bytes(b"bit rot")  # v2's slot, damaged on disk
+    restarted = Agent(agent.device, fetcher=MemoryFetcher(repo))
+    assert restarted.active == f"{MODEL}@1"  # slot a, not the fallback
+    assert restarted.update().state == UPDATED  # v2 reinstalled into the damaged slot
+    assert restarted.active == f"{MODEL}@2" and restarted.slots.state().slots["a"].release.version == 1
