@@ -168,8 +168,8 @@ def run(
             f"not {device_id} in {fleet}: provision it again with --replace to move it"
         )
     pause = _pause_hook(device.path, pause_at)
-    telemetry = producer(cfg.kafka.bootstrap_servers, device.spool, **_kafka_security(cfg))
-    with stdout_for_json(as_json):
+    with device.lock(), stdout_for_json(as_json):
+        telemetry = producer(cfg.kafka.bootstrap_servers, device.spool, **_kafka_security(cfg))
         try:
             agent_ = Agent(device, telemetry=telemetry, pause=pause)
             source = simulated_frames(provisioned.task, provisioned.rate_hz)

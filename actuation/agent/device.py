@@ -10,6 +10,7 @@
     slots/a, slots/b the two model slots (A/B); ``state.json`` names the active one
     state.json       which slot is active, what each holds, refused versions (atomic: old or new)
     status.json      the last cycle's and window's figures, for `fieldloop agent status`
+    agent.lock       held by the running agent (one per device)
     spool/           the edge SDK's telemetry spool
 """
 
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +116,27 @@ class DeviceDir:
 
     def trusted_root(self) -> bytes:
         return self.root.read_bytes()
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Held while an agent runs the device: two agents would race on its slots and state."""
+        import fcntl
+
+        path = self.path / "agent.lock"
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "unknown"
+                raise DeviceError(
+                    f"another agent runs the device in {self.path} (pid {holder}); stop it before starting another"
+                ) from None
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+            yield
 
 
 def provision(path: Path, config: DeviceConfig, root: bytes, *, replace: bool = False) -> DeviceDir:

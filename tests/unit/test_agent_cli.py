@@ -87,3 +87,12 @@ def test_run_refuses_a_device_never_provisioned_or_provisioned_for_another_fleet
     agent(tmp_path, "provision", "--device", "car-1", "--fleet", "public-cars", "--root", str(root))
     other = agent(tmp_path, "run", "--device", "car-1", "--fleet", "acme-vans", "--once")
     assert "provisioned as car-1 in fleet public-cars" in one_error_line(other)
+
+
+def test_a_second_agent_on_a_running_device_is_refused(tmp_path: Path, root: Path) -> None:
+    from actuation.agent import DeviceDir
+
+    agent(tmp_path, "provision", "--device", "car-1", "--fleet", "public-cars", "--root", str(root))
+    with DeviceDir(tmp_path / "home" / "devices" / "car-1").lock():
+        second = agent(tmp_path, "run", "--device", "car-1", "--fleet", "public-cars", "--once")
+    assert f"another agent runs the device in {tmp_path / 'home' / 'devices' / 'car-1'} (pid" in one_error_line(second)
