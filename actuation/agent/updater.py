@@ -234,6 +234,15 @@ def verify_release(
             f"the manifest describes {manifest.model} ({manifest.task}); this device runs {config.task} "
             f"and the pointer names {release.model}",
         )
+    limited = [o.name for o in release.limits.outputs] + (
+        [release.limits.ood_output] if release.limits.ood_output else []
+    )
+    if missing := [name for name in limited if name not in manifest.outputs]:
+        raise UpdateRefusedError(
+            "manifest",
+            f"the release's runtime limits name outputs {missing} the model does not have ({manifest.outputs}): "
+            "the safety monitor could not guard it; publish it with its task's limits",
+        )
     return VerifiedRelease(pointer, model_file, manifest_file, manifest, verdict)
 
 

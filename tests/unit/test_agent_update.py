@@ -355,3 +355,15 @@ def test_a_damaged_active_slot_falls_back_to_the_last_known_good(
     assert restarted.active == f"{MODEL}@1"  # slot a, not the fallback
     assert restarted.update().state == UPDATED  # v2 reinstalled into the damaged slot
     assert restarted.active == f"{MODEL}@2" and restarted.slots.state().slots["a"].release.version == 1
+
+
+def test_limits_the_monitor_cannot_apply_to_the_model_are_refused_before_activation(
+    agent: Agent, repo: ReleaseRepository, edge_v2: EdgeFiles
+) -> None:
+    from actuation.contract import OutputLimit, RuntimeLimits
+
+    limits = RuntimeLimits(outputs=[OutputLimit(name="steering_deg", min=-10, max=10, fallback=0.0)])
+    repo.release(FLEET, 2, edge_v2, limits=limits)
+    agent.update()
+    assert_kept_v1(agent, "manifest")
+    assert "['steering_deg']" in agent.last_update.detail
