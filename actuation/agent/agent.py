@@ -37,7 +37,7 @@ from fieldloop.datasets import layout
 logger = logging.getLogger(__name__)
 
 # update states, as the device reports them
-UP_TO_DATE, UPDATED, OFFLINE, REFUSED, NO_RELEASE = "up-to-date", "updated", "offline", "refused", "no-release"
+UP_TO_DATE, UPDATED, OFFLINE, REFUSED, ERROR = "up-to-date", "updated", "offline", "refused", "error"
 
 
 @dataclass(frozen=True)
@@ -121,8 +121,16 @@ class Agent:
         except UpdateRefusedError as e:
             state, detail, reason = REFUSED, str(e), e.reason
             self.stats.error(f"refused:{e.reason}")
+        except Exception as e:  # a full disk, a bug: the device keeps serving, the cycle says why
+            logger.exception("update cycle failed")
+            state, detail, reason = (
+                ERROR,
+                f"the update cycle failed ({type(e).__name__}: {e}); keeping the active model",
+                None,
+            )
+            self.stats.error("update")
         result = UpdateResult(state, detail, reason, self.active, time.perf_counter() - start)
-        if state in (OFFLINE, REFUSED):
+        if state in (OFFLINE, REFUSED):  # ERROR was logged with its traceback
             logger.warning("update %s", result.line)
         self.last_update = result
         return result
@@ -132,7 +140,7 @@ class Agent:
         pointer = channel.check()
         release = pointer.active
         label = f"{release.model}@{release.version}"
-        if self._active and self._active.info.sha256 == release.model_file.sha256 and self.active == label:
+        if self._active and self._active.release == release:  # model, files and limits: a new limit is an update
             return UP_TO_DATE, f"running {label}, the fleet's release", None
         refused = self.slots.refused(release)
         if refused:

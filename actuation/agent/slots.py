@@ -60,7 +60,7 @@ class SlotState(BaseModel):
     active: str | None = None
     slots: dict[str, SlotInfo] = Field(default_factory=dict)
     refused: dict[str, str] = Field(
-        default_factory=dict, description="<model>@<version>#<sha256> -> why; not downloaded again"
+        default_factory=dict, description="<model>@<version>#<digest of the release> -> why; not downloaded again"
     )
 
     @property
@@ -86,7 +86,9 @@ class ActiveModel:
 
 
 def release_key(release: Release) -> str:
-    return f"{release.model}@{release.version}#{release.model_file.sha256}"
+    """A release as published: a republished one (a new attestation, other limits) is another key."""
+    digest = hashlib.sha256(release.model_dump_json().encode()).hexdigest()[:16]
+    return f"{release.model}@{release.version}#{digest}"
 
 
 class Slots:

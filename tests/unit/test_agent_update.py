@@ -367,3 +367,37 @@ def test_limits_the_monitor_cannot_apply_to_the_model_are_refused_before_activat
     agent.update()
     assert_kept_v1(agent, "manifest")
     assert "['steering_deg']" in agent.last_update.detail
+
+
+def test_new_limits_for_the_running_model_are_an_update(agent: Agent, repo: ReleaseRepository, edge: EdgeFiles) -> None:
+    from actuation.contract import OutputLimit, RuntimeLimits
+
+    tighter = RuntimeLimits(outputs=[OutputLimit(name="accel_mps2", min=-3.0, max=1.5, fallback=-1.0)])
+    repo.release(FLEET, 1, edge, limits=tighter)  # the same model and version, republished with other limits
+    assert agent.update().state == UPDATED
+    assert agent.command({**frames(1)[0]}).reason == "warm-up"
+    for frame in frames(10):
+        decision = agent.command({**frame, "accel_mps2": 2.0})
+    assert decision.reason == "envelope"  # 2.0 is inside the old envelope, outside the new one
+
+
+def test_a_release_republished_with_a_passing_attestation_is_taken_after_a_refusal(
+    agent: Agent, repo: ReleaseRepository, edge_v2: EdgeFiles
+) -> None:
+    repo.release(FLEET, 2, edge_v2, verdict=verdict_for(MODEL, 2, [FLEET], passed=False))
+    assert agent.update().reason == "attestation"
+    repo.release(FLEET, 2, edge_v2)  # judged again, passed
+    assert agent.update().state == UPDATED and agent.active == f"{MODEL}@2"
+
+
+def test_an_unexpected_failure_in_an_update_keeps_the_device_running(
+    agent: Agent, repo: ReleaseRepository, edge_v2: EdgeFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(agent.slots, "install", disk_full)
+    repo.release(FLEET, 2, edge_v2)
+    result = agent.update()
+    assert result.state == "error" and "No space left on device" in result.detail
+    assert agent.active == f"{MODEL}@1" and agent.infer(frames(1)[0]) is not None
