@@ -168,24 +168,31 @@ class Agent:
         """What to command for ``frame`` (the actuation path): the feature window, the model, the
         monitor; its telemetry is :meth:`infer`'s, after the command is out."""
         start = time.perf_counter()
-        vector = self.window.push(frame)
-        if self._active is None or vector is None:
-            decision = self._monitor.fallback_only() if self._active is None else self._warming_up()
+        try:
+            vector = self.window.push(frame)
+        except (KeyError, TypeError, ValueError) as e:  # a frame without a signal the task needs
+            logger.debug("frame refused (%r): commanding the fallback", e)
+            self.stats.error("frame")
+            decision = self._fallback("bad-frame")
         else:
-            try:
-                decision = self._monitor.decide(self._active.runner.predict(vector))
-            except Exception as e:  # an ONNX Runtime failure must not stop the fallback
-                logger.error("inference failed (%s): commanding the fallback", e)
-                self.stats.error("inference")
+            if self._active is None:
                 decision = self._monitor.fallback_only()
+            elif vector is None:  # fewer frames than the window: the model has no input yet
+                decision = self._fallback("warm-up")
+            else:
+                try:
+                    decision = self._monitor.decide(self._active.runner.predict(vector))
+                except Exception as e:  # an ONNX Runtime failure must not stop the fallback
+                    logger.error("inference failed (%s): commanding the fallback", e)
+                    self.stats.error("inference")
+                    decision = self._monitor.fallback_only()
         self._last_latency_ms = latency_ms = (time.perf_counter() - start) * 1e3
         self.stats.record(latency_ms, decision.ood_score, decision.reason)
         return decision
 
-    def _warming_up(self) -> Decision:
-        # fewer frames than the window: the model has no input yet; the fallback commands
+    def _fallback(self, reason: str) -> Decision:
         decision = self._monitor.fallback_only()
-        return Decision(decision.commanded, decision.proposed, 0.0, "warm-up")
+        return Decision(decision.commanded, decision.proposed, 0.0, reason)
 
     def _report(self, decision: Decision, latency_ms: float) -> None:
         name, version = (self._active.release.model, str(self._active.release.version)) if self._active else NO_MODEL

@@ -34,11 +34,14 @@ class FeatureWindow:
 
     def push(self, frame: Mapping[str, Any]) -> np.ndarray | None:
         """Add a frame; the feature vector, or None while fewer than ``window`` frames were seen."""
+        # read the whole frame first: one without a signal raises before the window moves
+        signals = [_field(frame, path) for path in self._signals]
+        extras = [_field(frame, path) for path in self._extras]
         v, end, n = self._vector, self._end, len(self._signals)
         v[: end - n] = v[n:end]  # oldest frame out (numpy copies overlapping slices correctly)
-        v[end - n : end] = [_field(frame, path) for path in self._signals]
-        if self._extras:
-            v[end:] = [_field(frame, path) for path in self._extras]
+        v[end - n : end] = signals
+        if extras:
+            v[end:] = extras
         self._seen += 1
         return v if self._seen >= self.layout.window else None
 

@@ -94,3 +94,18 @@ def test_the_agent_enforces_the_limits_signed_in_the_release_not_a_local_file(tm
     records = [r[2] for r in agent.telemetry.records]
     assert [r["intervention"] for r in records[-3:]] == [True, True, True]
     assert records[-1]["disagreement"] == pytest.approx(1.1, abs=0.15)
+
+
+def test_a_frame_missing_a_signal_is_a_fallback_and_an_error_not_a_crash(tmp_path: Path) -> None:
+    repo = ReleaseRepository(tmp_path / "cloud")
+    repo.release("public-cars", 1, tiny_model())
+    config = DeviceConfig(device_id="car-9", fleet="public-cars", repo_url=BASE_URL, task="vehicle-longitudinal")
+    agent = Agent(provision(tmp_path / "dev", config, repo.root_bytes), fetcher=MemoryFetcher(repo))
+    agent.update()
+    good = [agent.infer(frame(k)) for k in range(10)]
+    assert good[-1].reason is None
+    broken = {k: v for k, v in frame(10).items() if k != "brake"}
+    assert agent.infer(broken).reason == "bad-frame" and agent.infer(broken).commanded == (-1.0,)
+    after = agent.infer(frame(10))  # the window did not move on the broken frames
+    assert after.reason is None
+    assert agent.summary()["window"]["errors"] == {"frame": 2}
