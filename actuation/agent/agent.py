@@ -30,7 +30,7 @@ from actuation.agent.features import FeatureWindow
 from actuation.agent.monitor import Decision, SafetyMonitor
 from actuation.agent.slots import ActiveModel, Slots
 from actuation.agent.telemetry import CONTRACT, NO_MODEL, MemorySink, TelemetrySink, TelemetryWindow
-from actuation.agent.updater import ReleaseChannel
+from actuation.agent.updater import ReleaseChannel, http_fetcher
 from actuation.contract import load_runtime_limits
 from fieldloop.datasets import layout
 
@@ -87,7 +87,7 @@ class Agent:
         self.device = device
         self.config: DeviceConfig = device.config()
         self.telemetry = telemetry if telemetry is not None else MemorySink()
-        self.fetcher, self._pause, self._clock = fetcher, pause, clock
+        self.fetcher, self._pause, self._clock = fetcher or http_fetcher(), pause, clock
         self.slots = Slots(device, pause)
         self.window = FeatureWindow(layout(self.config.task))
         self.stats = TelemetryWindow()

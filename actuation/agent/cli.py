@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -168,6 +169,8 @@ def run(
             f"not {device_id} in {fleet}: provision it again with --replace to move it"
         )
     pause = _pause_hook(device.path, pause_at)
+    # a service manager stops the agent with SIGTERM: end like Ctrl-C (flush, status, summary)
+    signal.signal(signal.SIGTERM, _interrupt)
     with device.lock(), stdout_for_json(as_json):
         telemetry = producer(cfg.kafka.bootstrap_servers, device.spool, **_kafka_security(cfg))
         try:
@@ -253,6 +256,10 @@ def _kafka_security(cfg: FieldloopConfig) -> dict[str, Any]:
         "sasl_password": k.sasl_password,
         "ssl_cafile": k.ssl_cafile,
     }
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _pause_hook(directory: Path, step: str | None):

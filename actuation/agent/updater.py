@@ -82,6 +82,16 @@ def updater_config() -> Any:
     )
 
 
+SOCKET_TIMEOUT_S = 10  # a repository that stalls longer is offline for this cycle
+
+
+def http_fetcher() -> Any:
+    """python-tuf's urllib3 fetcher, made once per agent so its connections are kept between cycles."""
+    from tuf.ngclient.urllib3_fetcher import Urllib3Fetcher
+
+    return Urllib3Fetcher(socket_timeout=SOCKET_TIMEOUT_S, app_user_agent="fieldloop-agent/1")
+
+
 class ReleaseChannel:
     """One device's view of the release repository (see the module docstring).
 

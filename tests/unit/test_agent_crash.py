@@ -126,3 +126,25 @@ def test_killed_mid_download_and_mid_activation_the_device_recovers(
     summary = run_once(home)
     assert summary["active"] == f"{MODEL}@3" and active_in_state(device) == f"{MODEL}@3"
     assert summary["last_known_good"] == [f"{MODEL}@2 (slot b)", f"{MODEL}@3 (slot a)"]
+
+
+def test_sigterm_ends_a_running_agent_with_its_summary(
+    served: tuple[ReleaseRepository, Path, str], tmp_path: Path
+) -> None:
+    repo, _, url = served
+    home = tmp_path / "home"
+    device = home / "devices" / "car-1"
+    config = DeviceConfig(device_id="car-1", fleet="public-cars", repo_url=url, task="vehicle-longitudinal")
+    provision(device, config, repo.root_bytes)
+    cmd, env = agent_cmd(home, "run", "--device", "car-1", "--fleet", "public-cars", "--seconds", "120",
+                         "--update-every", "1", "--flush-seconds", "0.5", "--json")  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (device / "status.json").exists():  # written when the first periodic cycle closes a window
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err[-3000:]
+    summary = json.loads(out)
+    assert summary["active"] == f"{MODEL}@1" and summary["window"]["inferences"] > 0

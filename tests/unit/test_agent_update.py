@@ -401,3 +401,9 @@ def test_an_unexpected_failure_in_an_update_keeps_the_device_running(
     result = agent.update()
     assert result.state == "error" and "No space left on device" in result.detail
     assert agent.active == f"{MODEL}@1" and agent.infer(frames(1)[0]) is not None
+
+
+def test_a_tenants_device_runs_a_base_model_too(tmp_path: Path, repo: ReleaseRepository, edge: EdgeFiles) -> None:
+    repo.release("acme-vans", 1, edge, fleet_tenant="acme-mobility", verdict=verdict_for(MODEL, 1, ["acme-vans"]))
+    agent = Agent(make_device(tmp_path, repo, "acme-vans", "acme-mobility"), fetcher=MemoryFetcher(repo))
+    assert agent.update().state == UPDATED and agent.active == f"{MODEL}@1"
