@@ -37,7 +37,8 @@ from fieldloop.datasets import layout
 logger = logging.getLogger(__name__)
 
 # update states, as the device reports them
-UP_TO_DATE, UPDATED, OFFLINE, REFUSED, ERROR = "up-to-date", "updated", "offline", "refused", "error"
+UP_TO_DATE, UPDATED, NO_RELEASE = "up-to-date", "updated", "no-release"
+OFFLINE, REFUSED, ERROR = "offline", "refused", "error"
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,8 @@ class Agent:
     def _update(self) -> tuple[str, str, str | None]:
         channel = ReleaseChannel(self.device, self.config, self.fetcher, self._pause)
         pointer = channel.check()
+        if pointer is None:
+            return NO_RELEASE, f"the repository has no release for fleet {self.config.fleet} yet", None
         release = pointer.active
         label = f"{release.model}@{release.version}"
         if self._active and self._active.release == release:  # model, files and limits: a new limit is an update

@@ -114,8 +114,9 @@ class ReleaseChannel:
         self._updater: Any = None
 
     # -- one cycle -------------------------------------------------------------------
-    def check(self) -> ReleasePointer:
-        """Refresh the metadata (a new Updater) and read the fleet's release pointer."""
+    def check(self) -> ReleasePointer | None:
+        """Refresh the metadata (a new Updater) and read the fleet's release pointer (None: the
+        repository signs none for this fleet yet)."""
         from tuf.ngclient import Updater
 
         self.device.metadata.mkdir(parents=True, exist_ok=True)
@@ -130,6 +131,9 @@ class ReleaseChannel:
                 bootstrap=self.device.trusted_root(),
             )
             self._updater.refresh()
+        with _tuf_errors("metadata"):
+            if self._updater.get_targetinfo(release_pointer_path(self.config.fleet)) is None:
+                return None
         data = self._download(release_pointer_path(self.config.fleet))
         try:
             pointer = ReleasePointer.model_validate_json(data)

@@ -407,3 +407,11 @@ def test_a_tenants_device_runs_a_base_model_too(tmp_path: Path, repo: ReleaseRep
     repo.release("acme-vans", 1, edge, fleet_tenant="acme-mobility", verdict=verdict_for(MODEL, 1, ["acme-vans"]))
     agent = Agent(make_device(tmp_path, repo, "acme-vans", "acme-mobility"), fetcher=MemoryFetcher(repo))
     assert agent.update().state == UPDATED and agent.active == f"{MODEL}@1"
+
+
+def test_a_fleet_without_a_release_yet_runs_the_fallback_and_says_so(tmp_path: Path, repo: ReleaseRepository) -> None:
+    agent = Agent(make_device(tmp_path, repo, "acme-vans", "acme-mobility"), fetcher=MemoryFetcher(repo))
+    result = agent.update()
+    assert (result.state, result.active) == ("no-release", None)
+    assert "no release for fleet acme-vans" in result.detail
+    assert agent.infer(frames(1)[0]).reason == "no-model"
