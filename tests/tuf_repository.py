@@ -267,6 +267,12 @@ class ReleaseRepository:
             self.publish()
         return release
 
+    def point(self, pointer: ReleasePointer) -> None:
+        """Publish ``pointer`` as its fleet's release pointer, as it is (attacks: a pointer made up)."""
+        role = self.delegated[fleet_role(pointer.fleet)]
+        self._add_target(role, release_pointer_path(pointer.fleet), pointer.model_dump_json().encode())
+        self.publish()
+
     # -- metadata ------------------------------------------------------------------------
     def _sign(self, md: Metadata, role: str, signer: Any = None) -> bytes:
         md.signatures.clear()

@@ -212,6 +212,12 @@ def verify_release(
     """Decide whether this device may run the release, with what was verified; refuse naming why."""
     release = pointer.active
     subjects = {MODEL_FILE: _sha256(model_file), MANIFEST_FILE: _sha256(manifest_file)}
+    if (subjects[MODEL_FILE], subjects[MANIFEST_FILE]) != (release.model_file.sha256, release.manifest.sha256):
+        raise UpdateRefusedError(
+            "pointer",
+            f"the release pointer's digests for {release.model}@{release.version} are not those of the files the "
+            "repository signs under its paths: the repository is inconsistent; tell its operator",
+        )
     try:
         verdict = verify_pass(attestation, keys, subjects)
     except AttestationError as e:

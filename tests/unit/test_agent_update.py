@@ -415,3 +415,15 @@ def test_a_fleet_without_a_release_yet_runs_the_fallback_and_says_so(tmp_path: P
     assert (result.state, result.active) == ("no-release", None)
     assert "no release for fleet acme-vans" in result.detail
     assert agent.infer(frames(1)[0]).reason == "no-model"
+
+
+def test_a_pointer_whose_digests_are_not_the_signed_files_is_refused(
+    agent: Agent, repo: ReleaseRepository, edge_v2: EdgeFiles
+) -> None:
+    from actuation.contract import ReleasePointer
+
+    release = repo.release(FLEET, 2, edge_v2, publish=False)
+    lying = release.model_copy(update={"model_file": release.model_file.model_copy(update={"sha256": "ab" * 32})})
+    repo.point(ReleasePointer(fleet=FLEET, tenant=None, issued_at=datetime.now(UTC), active=lying))
+    agent.update()
+    assert_kept_v1(agent, "pointer")
