@@ -254,9 +254,7 @@ class Agent:
             "fleet": self.config.fleet,
             "active": self.active,
             "slot": state.active,
-            "last_known_good": sorted(
-                f"{s.release.model}@{s.release.version} (slot {k})" for k, s in state.slots.items()
-            ),
+            "slots": {k: f"{s.release.model}@{s.release.version}" for k, s in sorted(state.slots.items())},
             "update": self.last_update.as_dict() if self.last_update else None,
             "update_state": self.last_update.line if self.last_update else ("no model" if not self._active else None),
             "window": {"started": self._window_started.isoformat(), **self.stats.summary()},

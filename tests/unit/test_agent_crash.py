@@ -125,7 +125,7 @@ def test_killed_mid_download_and_mid_activation_the_device_recovers(
     assert status["state"]["active"] == "b"
     summary = run_once(home)
     assert summary["active"] == f"{MODEL}@3" and active_in_state(device) == f"{MODEL}@3"
-    assert summary["last_known_good"] == [f"{MODEL}@2 (slot b)", f"{MODEL}@3 (slot a)"]
+    assert summary["slots"] == {"a": f"{MODEL}@3", "b": f"{MODEL}@2"}  # v2 kept as the last known good
 
 
 def test_sigterm_ends_a_running_agent_with_its_summary(
