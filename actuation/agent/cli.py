@@ -49,7 +49,14 @@ def agent() -> None:
 )
 @click.option("--tenant", default=None, help="Its owner (default: the fleet's tenant).")
 @click.option("--repo", "repo_url", default=None, help="Release repository URL (default: the config's release URL).")
-@click.option("--rate", "rate_hz", type=float, default=5.0, show_default=True, help="Inference rate (Hz).")
+@click.option(
+    "--rate",
+    "rate_hz",
+    type=click.FloatRange(min=0, max=1000, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Inference rate (Hz).",
+)
 @click.option(
     "--dir",
     "directory",
@@ -121,11 +128,26 @@ def provision(
     help="Device directory (default: $FIELDLOOP_HOME/devices/<id>).",
 )
 @click.option("--once", is_flag=True, help="One update cycle, a short inference burst, a telemetry flush.")
-@click.option("--seconds", type=float, default=None, help="Run this long (default: until interrupted).")
-@click.option("--frames", type=int, default=50, show_default=True, help="Frames of the --once burst.")
-@click.option("--update-every", type=float, default=60.0, show_default=True, help="Seconds between update cycles.")
 @click.option(
-    "--flush-seconds", type=float, default=10.0, show_default=True, help="How long to wait for telemetry delivery."
+    "--seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Run this long (default: until interrupted).",
+)
+@click.option("--frames", type=click.IntRange(min=1), default=50, show_default=True, help="Frames of the --once burst.")
+@click.option(
+    "--update-every",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    help="Seconds between update cycles.",
+)
+@click.option(
+    "--flush-seconds",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="How long to wait for telemetry delivery.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option(
