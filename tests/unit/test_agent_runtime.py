@@ -109,3 +109,27 @@ def test_a_frame_missing_a_signal_is_a_fallback_and_an_error_not_a_crash(tmp_pat
     after = agent.infer(frame(10))  # the window did not move on the broken frames
     assert after.reason is None
     assert agent.summary()["window"]["errors"] == {"frame": 2}
+
+
+def test_a_plant_sensors_window_is_z_scored_over_what_the_device_has_seen() -> None:
+    window = FeatureWindow(layout("plant-anomaly"))
+    values = [100.0, 102.0, 98.0, 101.0, 99.0, 103.0, 97.0, 100.0, 104.0, 96.0, 150.0]
+    got = [window.push({"value": v}) for v in values]
+    assert got[8] is None and got[9] is not None
+    # each reading z-scored with the population mean and std of the readings up to it, as gold does per sensor
+    expected = [(v - np.mean(values[: i + 1])) / max(np.std(values[: i + 1]), 1e-9) for i, v in enumerate(values)]
+    assert got[-1] == pytest.approx(np.array(expected[-10:], dtype=np.float32), rel=1e-5, abs=1e-6)
+    assert got[-1][-1] > 2.5  # the spike stands out
+
+
+def test_a_plant_device_without_a_model_reports_the_reading_as_anomalous(tmp_path: Path) -> None:
+    from actuation.agent.sources import simulated_frames
+
+    repo = ReleaseRepository(tmp_path / "cloud", fleets=("acme-plant",))
+    config = DeviceConfig(
+        device_id="BF1-TI-101", fleet="acme-plant", tenant="acme-steel", repo_url=BASE_URL, task="plant-anomaly"
+    )
+    agent = Agent(provision(tmp_path / "dev", config, repo.root_bytes), fetcher=MemoryFetcher(repo))
+    frames = simulated_frames("plant-anomaly", 1.0)
+    decisions = [agent.infer(next(frames)) for _ in range(12)]
+    assert {d.commanded for d in decisions} == {(1.0,)}  # the plant policy's fail-safe fallback
