@@ -427,3 +427,16 @@ def test_a_pointer_whose_digests_are_not_the_signed_files_is_refused(
     repo.point(ReleasePointer(fleet=FLEET, tenant=None, issued_at=datetime.now(UTC), active=lying))
     agent.update()
     assert_kept_v1(agent, "pointer")
+
+
+def test_no_private_key_reaches_the_device_or_its_output(
+    agent: Agent, repo: ReleaseRepository, caplog: pytest.LogCaptureFixture
+) -> None:
+    private = [p.read_bytes() for p in (repo.keystore.dir).glob("*.pem")]
+    assert private and all(b"PRIVATE KEY" in p for p in private)
+    secrets = [line for p in private for line in p.splitlines() if b"-----" not in line]
+    stored = b"".join(p.read_bytes() for p in agent.device.path.rglob("*") if p.is_file())
+    said = (json.dumps(agent.summary()) + caplog.text).encode()
+    for blob in (stored, said):
+        assert b"PRIVATE KEY" not in blob and not any(s in blob for s in secrets)
+    assert repo.keystore.entry("guardrail").public["keyval"]["public"].encode() in stored  # the public half is there
