@@ -96,6 +96,7 @@ class Agent:
         self._active: ActiveModel | None = self.slots.active()
         self._monitor = self._make_monitor()
         self._last_latency_ms = 0.0
+        self._update_code: str | None = None  # telemetry.v2's update_state: null before the first cycle
         self._window_started = datetime.now(UTC)
 
     # -- what runs ---------------------------------------------------------------------
@@ -134,6 +135,7 @@ class Agent:
         if state in (OFFLINE, REFUSED):  # ERROR was logged with its traceback
             logger.warning("update %s", result.line)
         self.last_update = result
+        self._update_code = f"{state}:{reason}" if reason else state
         return result
 
     def _update(self) -> tuple[str, str, str | None]:
@@ -208,6 +210,7 @@ class Agent:
             "ood_score": min(max(decision.ood_score, 0.0), 1.0),
             "disagreement": decision.disagreement,
             "intervention": decision.intervened,
+            "update_state": self._update_code,
         }
         try:
             self.telemetry.send(CONTRACT, self.config.device_id, record)

@@ -1,15 +1,17 @@
 """What a device reports: one telemetry record per inference, and a window's summary.
 
-Each inference becomes a ``fleet-telemetry`` record (``telemetry.v1``: device, model and
+Each inference becomes a ``fleet-telemetry`` record (``telemetry.v2``: device, model and
 version, time, latency, OOD score, disagreement between the model and what was commanded,
-whether the monitor took over), sent through the edge SDK's spool
-(:class:`ingestion.EdgeProducer`), so an outage loses nothing. With no model the record
-names the model ``fallback`` (version ``none``): the fleet sees devices running blind.
+whether the monitor took over, and the agent's update state: ``up-to-date``, ``updated``,
+``no-release``, ``offline``, ``refused:<reason>``, ``error``), sent through the edge SDK's
+spool (:class:`ingestion.EdgeProducer`), so an outage loses nothing. With no model the
+record names the model ``fallback`` (version ``none``): the fleet sees devices running blind.
 
-:class:`TelemetryWindow` keeps the figures of the current window: inferences, latency
-p50/p99, OOD rate, interventions by reason, errors, and the update state. The summary is
-written to the device's ``status.json`` and printed by ``fieldloop agent run``; the v1
-schema has no fields for it (see the issue note: a v2 with optional summary fields).
+Per-inference records, not window summaries, go to Kafka: gold's hourly table aggregates them
+(latency percentiles, OOD and intervention rates) as it does every device's, and a summary
+record would be counted there as an inference. :class:`TelemetryWindow` keeps the window's
+figures on the device (inferences, latency p50/p99, OOD rate, interventions by reason,
+errors) for ``status.json`` and ``fieldloop agent run``.
 """
 
 from __future__ import annotations

@@ -218,4 +218,4 @@ def test_the_edge_install_runs_the_agent_from_update_to_telemetry(
     records = [
         decode(r.value, default_registry()) for r in read_all(kafka_bootstrap, topic) if r.key == device.encode()
     ]
-    assert len(records) == 20 and {r["model_version"] for r in records} == {"1"}
+    assert len(records) == 20 and {(r["model_version"], r["update_state"]) for r in records} == {("1", "updated")}

@@ -83,6 +83,7 @@ def assert_kept_v1(agent: Agent, reason: str) -> None:
         agent.infer(frame)
     last = agent.telemetry.records[-1][2]
     assert (last["model_name"], last["model_version"], last["intervention"]) == (MODEL, "1", False)
+    assert last["update_state"] == f"refused:{reason}"  # said in telemetry, as the fleet sees it
     summary = agent.summary()
     assert summary["update_state"].startswith(f"refused: {reason}: ")
     assert summary["window"]["errors"] == {f"refused:{reason}": 1}
@@ -118,6 +119,7 @@ def test_without_a_model_the_device_commands_the_fallback_and_says_so(tmp_path: 
     assert decision.commanded == (-1.0,) and decision.reason == "no-model"
     record = agent.telemetry.records[-1][2]
     assert (record["model_name"], record["model_version"], record["intervention"]) == ("fallback", "none", True)
+    assert record["update_state"] is None  # no update cycle yet
 
 
 def test_offline_the_device_keeps_serving_its_model_and_says_so(agent: Agent) -> None:
@@ -126,7 +128,8 @@ def test_offline_the_device_keeps_serving_its_model_and_says_so(agent: Agent) ->
     assert result.state == OFFLINE and "unreachable" in result.detail
     assert agent.active == f"{MODEL}@1"
     agent.infer(frames(1)[0])
-    assert agent.telemetry.records[-1][2]["model_version"] == "1"
+    record = agent.telemetry.records[-1][2]
+    assert (record["model_version"], record["update_state"]) == ("1", "offline")
     assert agent.summary()["update_state"].startswith("offline: ")
 
 
@@ -440,3 +443,15 @@ def test_no_private_key_reaches_the_device_or_its_output(
     for blob in (stored, said):
         assert b"PRIVATE KEY" not in blob and not any(s in blob for s in secrets)
     assert repo.keystore.entry("guardrail").public["keyval"]["public"].encode() in stored  # the public half is there
+
+
+def test_telemetry_records_encode_with_the_v2_schema_and_a_v1_reader_still_reads_them(agent: Agent) -> None:
+    from fieldloop.wire import decode, default_registry, encode
+
+    registry = default_registry()
+    agent.infer(frames(1)[0])
+    record = agent.telemetry.records[-1][2]
+    payload = encode(record, registry.get("telemetry"))
+    assert registry.get("telemetry").version == 2 and decode(payload, registry)["update_state"] == "updated"
+    old = decode(payload, registry, reader=registry.get("telemetry", 1))  # a consumer that knows only v1
+    assert "update_state" not in old and old["model_version"] == "1"
