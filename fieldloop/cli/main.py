@@ -133,6 +133,7 @@ def tables(ctx: click.Context, as_json: bool) -> None:
 
 
 def _register_commands() -> None:
+    from actuation.agent.cli import agent
     from actuation.guardrails.cli import guardrail
     from actuation.release.cli import release
     from fieldloop.cli.demo import demo
@@ -141,7 +142,7 @@ def _register_commands() -> None:
     from refinement.cli import refine
     from training_jobs.cli import train
 
-    for command in (setup, stack, topics, fleet, ingest, refine, train, guardrail, release, demo):
+    for command in (setup, stack, topics, fleet, ingest, refine, train, guardrail, release, agent, demo):
         main.add_command(command)
 
 

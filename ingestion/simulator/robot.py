@@ -150,6 +150,7 @@ class RobotArm(Device):
                         "ood_score": round(ood, 4),
                         "disagreement": round(abs(rng.normal(0, 0.01 + 0.2 * ood)), 4),  # gripper width, 0..1
                         "intervention": bool(self.intervened),
+                        "update_state": None,  # telemetry.v2: a simulated robot runs no edge agent
                     },
                     t_ms,
                     self.unit,

@@ -248,6 +248,7 @@ class Vehicle(Device):
             "ood_score": round(ood, 4),
             "disagreement": round(abs(rng.normal(0, 0.05 + 0.8 * ood)), 4),  # m/s^2, model vs fallback
             "intervention": self.since_telemetry["intervention"],
+            "update_state": None,  # telemetry.v2: a simulated car runs no edge agent
         }
         self.since_telemetry = {"intervention": False, "emergency": False}
         return record

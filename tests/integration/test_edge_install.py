@@ -1,8 +1,11 @@
-"""A device's install: ``pip install fieldloop[edge]``, pinned by the lock, runs the SDK against a real broker.
+"""A device's install: ``pip install fieldloop[edge]``, pinned by the lock, runs the SDK and the
+edge agent against a real broker.
 
 The venv is built from this checkout with the lock as constraints, so it holds exactly
 the versions the full install holds, minus everything the cloud side needs. The SDK in it
-sends to the session's broker; a plain consumer in the test reads the records back.
+sends to the session's broker; a plain consumer in the test reads the records back. The
+agent in it updates from the test's release repository behind a real HTTP server, runs its
+model and sends its telemetry to the broker.
 """
 
 from __future__ import annotations
@@ -12,7 +15,11 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import uuid
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -21,10 +28,14 @@ from kafka.admin import NewTopic
 
 from fieldloop.contracts import packaged_contracts_dir
 from fieldloop.layout import PROJECT_ROOT
+from fieldloop.wire import decode, default_registry
 from tests.kafka_topics import read_all
+from tests.tuf_repository import ReleaseRepository, tiny_model
 
 LOCK = PROJECT_ROOT / "infra" / "requirements.lock"
-CLOUD = ("pyspark", "delta-spark", "deltalake", "torch", "mlflow", "apache-airflow", "numpy", "pandas", "pyarrow")
+# numpy and onnxruntime are the edge agent's (inference), tuf and securesystemslib its updates'
+CLOUD = ("pyspark", "delta-spark", "deltalake", "torch", "mlflow", "apache-airflow", "pandas", "pyarrow", "onnx")
+AGENT = ("numpy", "onnxruntime", "tuf", "securesystemslib")
 RECORDS = 20
 
 DEVICE = r"""
@@ -82,7 +93,8 @@ def test_the_edge_install_brings_the_sdk_and_nothing_of_the_cloud_side(edge_venv
     assert not set(CLOUD) & set(installed), sorted(set(CLOUD) & set(installed))
     pinned = dict(line.split("==", 1) for line in LOCK.read_text().splitlines() if "==" in line)
     pinned = {k.lower(): v for k, v in pinned.items()}
-    for name in ("kafka-python", "fastavro", "pydantic"):
+    assert set(AGENT) <= set(installed), sorted(set(AGENT) - set(installed))
+    for name in ("kafka-python", "fastavro", "pydantic", *AGENT):
         assert installed[name] == pinned[name], name  # the lock's versions, not the newest
 
     full = Path(sys.prefix)
@@ -138,3 +150,72 @@ def test_the_edge_install_says_which_commands_need_the_cloud_install(edge_venv: 
     assert proc.returncode == 1
     assert "which this install lacks" in proc.stderr and "fieldloop[cloud]" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+AGENT_IMPORTS = r"""
+import json, sys
+import actuation.agent
+from actuation.agent import Agent
+heavy = sorted(m for m in ("pyspark", "torch", "mlflow", "airflow", "deltalake", "pandas", "pyarrow", "onnx")
+               if m in sys.modules)
+print(json.dumps({"heavy": heavy}))
+"""
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture()
+def release_site(tmp_path: Path) -> Iterator[tuple[ReleaseRepository, str]]:
+    """The test's release repository (version 1 for public-cars) behind a real HTTP server."""
+    repo = ReleaseRepository(tmp_path / "cloud")
+    repo.release("public-cars", 1, tiny_model())
+    repo.write(tmp_path / "site")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(tmp_path / "site")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield repo, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_edge_install_runs_the_agent_from_update_to_telemetry(
+    edge_venv: Path, kafka_bootstrap: str, release_site: tuple[ReleaseRepository, str], tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env.update({"FIELDLOOP_HOME": str(tmp_path / "home"), "FIELDLOOP_KAFKA_BOOTSTRAP": kafka_bootstrap})
+    python, fieldloop = str(edge_venv / "bin" / "python"), str(edge_venv / "bin" / "fieldloop")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+
+    imported = run(python, "-c", AGENT_IMPORTS)
+    assert imported.returncode == 0, imported.stderr[-3000:]
+    assert json.loads(imported.stdout)["heavy"] == []
+    assert run(fieldloop, "agent", "--help").returncode == 0
+
+    repo, url = release_site
+    (tmp_path / "root.json").write_bytes(repo.root_bytes)
+    device = f"edge-agent-{uuid.uuid4().hex[:8]}"
+    provisioned = run(fieldloop, "agent", "provision", "--device", device, "--fleet", "public-cars",
+                      "--root", "root.json", "--repo", url, "--json")  # fmt: skip
+    assert provisioned.returncode == 0, provisioned.stderr[-3000:]
+    topic = "fieldloop.fleet.telemetry.v1"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        if topic not in admin.list_topics():
+            admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        admin.close()
+    ran = run(fieldloop, "agent", "run", "--device", device, "--fleet", "public-cars", "--once", "--frames", "20",
+              "--flush-seconds", "30", "--json")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    summary = json.loads(ran.stdout)
+    assert summary["active"] == "fieldloop.vehicle-longitudinal@1" and summary["telemetry_delivered"] is True
+    records = [
+        decode(r.value, default_registry()) for r in read_all(kafka_bootstrap, topic) if r.key == device.encode()
+    ]
+    assert len(records) == 20 and {(r["model_version"], r["update_state"]) for r in records} == {("1", "updated")}

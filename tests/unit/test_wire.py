@@ -69,7 +69,7 @@ def test_every_stream_has_a_schema() -> None:
 
 
 def test_bytes_match_java_avro() -> None:
-    schema = default_registry().get("telemetry")
+    schema = default_registry().get("telemetry", 1)
     assert encode(TELEMETRY, schema) == JAVA_BYTES
     assert decode(JAVA_BYTES, default_registry()) == as_read(TELEMETRY)
 

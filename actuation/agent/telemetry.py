@@ -1,0 +1,101 @@
+"""What a device reports: one telemetry record per inference, and a window's summary.
+
+Each inference becomes a ``fleet-telemetry`` record (``telemetry.v2``: device, model and
+version, time, latency, OOD score, disagreement between the model and what was commanded,
+whether the monitor took over, and the agent's update state: ``up-to-date``, ``updated``,
+``no-release``, ``offline``, ``refused:<reason>``, ``error``), sent through the edge SDK's
+spool (:class:`ingestion.EdgeProducer`), so an outage loses nothing. With no model the
+record names the model ``fallback`` (version ``none``): the fleet sees devices running blind.
+
+Per-inference records, not window summaries, go to Kafka: gold's hourly table aggregates them
+(latency percentiles, OOD and intervention rates) as it does every device's, and a summary
+record would be counted there as an inference. :class:`TelemetryWindow` keeps the window's
+figures on the device (inferences, latency p50/p99, OOD rate, interventions by reason,
+errors) for ``status.json`` and ``fieldloop agent run``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+CONTRACT = "fleet-telemetry"
+NO_MODEL = ("fallback", "none")  # model_name, model_version of a device without a model
+
+
+class TelemetrySink(Protocol):
+    """Where telemetry records go: the edge SDK, or a list in tests."""
+
+    def send(self, contract_id: str, device_id: str, record: Mapping[str, Any]) -> int: ...
+
+    def flush(self, timeout_s: float = 30.0) -> bool: ...
+
+    def close(self, timeout_s: float = 10.0) -> None: ...
+
+
+@dataclass
+class TelemetryWindow:
+    """Figures since the window started (see the module docstring)."""
+
+    latencies_ms: list[float] = field(default_factory=list)
+    ood_scores: list[float] = field(default_factory=list)
+    interventions: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    ood_threshold: float = 1.0
+
+    def record(self, latency_ms: float, ood_score: float, reason: str | None) -> None:
+        self.latencies_ms.append(latency_ms)
+        self.ood_scores.append(ood_score)
+        if reason:
+            self.interventions[reason] += 1
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] += 1
+
+    def summary(self) -> dict[str, Any]:
+        n = len(self.latencies_ms)
+        lat = np.asarray(self.latencies_ms) if n else None
+        return {
+            "inferences": n,
+            "latency_p50_ms": float(np.percentile(lat, 50)) if lat is not None else None,
+            "latency_p99_ms": float(np.percentile(lat, 99)) if lat is not None else None,
+            "ood_rate": (sum(s >= self.ood_threshold for s in self.ood_scores) / n) if n else None,
+            "interventions": sum(self.interventions.values()),
+            "interventions_by_reason": dict(self.interventions),
+            "errors": dict(self.errors),
+        }
+
+
+def producer(bootstrap: str, spool: Path, **kafka: Any) -> TelemetrySink:
+    """The edge SDK's producer for this device's telemetry, spooling under ``spool``."""
+    from fieldloop.contracts import load_contracts
+    from ingestion import EdgeProducer, EdgeProducerConfig
+
+    config = EdgeProducerConfig(bootstrap_servers=bootstrap, spool_dir=spool, client_id="fieldloop-agent", **kafka)
+    contracts = {k: v for k, v in load_contracts().items() if k == CONTRACT}
+    return EdgeProducer(config, contracts)
+
+
+class MemorySink:
+    """Telemetry kept in a list (tests, and ``--no-telemetry`` runs)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, str, dict[str, Any]]] = []
+
+    def send(self, contract_id: str, device_id: str, record: Mapping[str, Any]) -> int:
+        self.records.append((contract_id, device_id, dict(record)))
+        return len(self.records)
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        return True
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        pass
