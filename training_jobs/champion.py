@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 CHECKPOINT = "checkpoint/weights.pt"  # under the version's run: both networks' weights and buffers
 # 2: the longitudinal nets predict a correction to persistence; format 1 weights meant the command itself
-CHECKPOINT_FORMAT = 2
+# 3: their road-user and brake features enter through a never-raising linear term, not the MLP
+CHECKPOINT_FORMAT = 3
 
 
 @dataclass(frozen=True)

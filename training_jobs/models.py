@@ -63,14 +63,34 @@ class LongitudinalNet(Calibrated):
     (feature ``persistence_index``) plus what the MLP adds. Untrained it does what a
     driver's foot already does, and each step of learning is judged against that, so a
     small fleet's few rows cannot leave it worse than doing nothing by much.
+
+    The ``decreasing`` features (more road users in view, harder braking now) never raise
+    the command, by construction rather than by hope: they bypass the MLP and enter through
+    a linear term whose weights are ``-softplus(w)`` (never positive), on inputs normalized
+    by a positive std. The command saturates at ``command_range``, the actuator's. Learned
+    freely, the student did raise its command by 0.12 m/s² for more road users, and the
+    guardrails' property check refused it.
     """
 
     outputs = ("accel_mps2", "ood_score")
 
-    def __init__(self, dim: int, hidden: tuple[int, ...], persistence_index: int) -> None:
+    def __init__(
+        self,
+        dim: int,
+        hidden: tuple[int, ...],
+        persistence_index: int,
+        decreasing: tuple[int, ...] = (),
+        command_range: tuple[float, float] = (-float("inf"), float("inf")),
+    ) -> None:
         super().__init__(dim)
         self.persistence_index = persistence_index
-        self.body = mlp([dim, *hidden, 1])
+        self.command_range = command_range
+        free = [i for i in range(dim) if i not in set(decreasing)]
+        self.register_buffer("free_index", torch.tensor(free, dtype=torch.long))
+        self.register_buffer("decreasing_index", torch.tensor(sorted(decreasing), dtype=torch.long))
+        self.body = mlp([len(free), *hidden, 1])
+        # softplus(-5) = 0.007: untrained, the term is next to nothing (persistence, as above)
+        self.decreasing_weight = nn.Parameter(torch.full((len(decreasing),), -5.0))
         self.register_buffer("precision", torch.eye(dim))
 
     def distance(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,7 +100,15 @@ class LongitudinalNet(Calibrated):
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         current = x[:, self.persistence_index : self.persistence_index + 1]
-        return current + self.body(self.normalize(x))
+        z = self.normalize(x)
+        out = current + self.body(z.index_select(1, self.free_index))
+        if self.decreasing_index.numel():
+            slope = nn.functional.softplus(self.decreasing_weight)
+            out = out - (z.index_select(1, self.decreasing_index) * slope).sum(-1, keepdim=True)
+        # the actuator cannot do more: a command past its range is one the network saturates,
+        # not one a safety monitor has to catch (persistence at the range's edge plus a
+        # correction left it 1/3 of the guardrails' boundary scenarios)
+        return out.clamp(*self.command_range)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.predict(x), self.squash(self.distance(x))], dim=-1)

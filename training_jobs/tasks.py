@@ -82,14 +82,21 @@ class VehicleLongitudinal(Task):
     teacher_hidden = (128, 128)
     student_hidden = (32,)
     distill_weight = 0.5  # share of the student's loss that is matching the teacher
+    # features that must never raise the command (the guardrail policy's properties): more
+    # road users in view, harder braking in the newest frame
+    never_raise = ("perception.vehicles", "perception.pedestrians", "perception.cyclists", "brake")
+    # the actuator's range (m/s²), as the vehicles have it; the guardrail policy's envelope is
+    # the same (a unit test holds them equal)
+    command_range = (-6.0, 3.0)
 
     def build(self, dim: int) -> tuple[nn.Module, nn.Module]:
         from training_jobs.models import LongitudinalNet
 
         current = self.layout.index(self.layout.target_signal)  # the newest frame's acceleration
+        decreasing = tuple(self.layout.index(name) for name in self.never_raise)
         return (
-            LongitudinalNet(dim, self.teacher_hidden, current),
-            LongitudinalNet(dim, self.student_hidden, current),
+            LongitudinalNet(dim, self.teacher_hidden, current, decreasing, self.command_range),
+            LongitudinalNet(dim, self.student_hidden, current, decreasing, self.command_range),
         )
 
     def calibrate(self, teacher: nn.Module, student: nn.Module, x: torch.Tensor, normalization: bool) -> None:

@@ -166,3 +166,38 @@ def test_gold_changes_pick_the_models_that_learn_from_them() -> None:
     assert names(None, None, "acme-mobility") == ["fieldloop.vehicle-longitudinal.acme-mobility"]
     with pytest.raises(Exception, match="known tasks: plant-anomaly, vehicle-longitudinal"):
         models_for(contracts, None, "nope")
+
+
+def test_more_road_users_or_harder_braking_never_raise_the_command_whatever_the_weights() -> None:
+    """By construction: random weights, random rows, each never-raise feature moved up."""
+    import torch
+
+    task = get_task("vehicle-longitudinal")
+    torch.manual_seed(3)
+    teacher, student = task.build(task.layout.width)
+    x = torch.randn(512, task.layout.width) * 3
+    for net in (teacher, student):
+        for p in net.parameters():  # far from the zero init, as training could leave them
+            p.data.normal_(0, 1)
+        net.std.uniform_(0.5, 2.0)
+        for name in task.never_raise:
+            moved = x.clone()
+            moved[:, task.layout.index(name)] += torch.rand(512) * 4
+            with torch.no_grad():
+                assert (net.predict(moved) <= net.predict(x) + 1e-5).all(), name
+
+
+def test_the_vehicle_command_saturates_at_the_actuator_range_the_guardrails_enforce() -> None:
+    import torch
+
+    from actuation.contract import load_runtime_limits
+
+    task = get_task("vehicle-longitudinal")
+    (limit,) = load_runtime_limits("vehicle-longitudinal").outputs
+    assert task.command_range == (limit.min, limit.max)
+    _, student = task.build(task.layout.width)
+    for p in student.parameters():
+        p.data.normal_(0, 5)
+    with torch.no_grad():
+        out = student(torch.randn(256, task.layout.width) * 10)[:, 0]
+    assert out.min() >= limit.min and out.max() <= limit.max
