@@ -14,6 +14,8 @@ from rich.table import Table
 from fieldloop.console import config_of, console, stdout_for_json
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from actuation.guardrails.report import Report
 
 
@@ -53,15 +55,16 @@ def guardrail(ctx: click.Context, model: str, version: int | None, fleets: tuple
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2, default=str))
     else:
-        _print(report)
+        print_report(console, report)
     if not report.passed:
         ctx.exit(1)
 
 
-def _print(report: Report) -> None:
+def print_report(out: Console, report: Report) -> None:
+    """The verdict, every check with its value and limit, what failed and why, readiness."""
     v, r = report.verdict, report.readiness
     colour = "green" if report.passed else "red"
-    console.print(
+    out.print(
         f"[bold]{v.model}[/] v{v.version}: [bold {colour}]{v.verdict.upper()}[/] under "
         f"{v.policy.name}@{v.policy.version} for {', '.join(v.fleets)}"
     )
@@ -71,17 +74,15 @@ def _print(report: Report) -> None:
     for c in sorted(v.checks, key=lambda c: c.passed):
         value = "unmeasurable" if c.value is None else f"{c.value:.4g}"
         table.add_row(c.name, value, f"{c.op} {c.limit:g}", c.unit, "ok" if c.passed else "[red]FAILED[/]")
-    console.print(table)
+    out.print(table)
     for c in v.failed:  # what was wrong, measured, and how: the detail names the scenario, row or fleet
         value = "unmeasurable" if c.value is None else f"{c.value:.6g}"
-        console.print(f"  [red]failed[/] {c.name}: {value} {c.unit} against {c.op} {c.limit:g}: {c.detail}")
-    console.print(
+        out.print(f"  [red]failed[/] {c.name}: {value} {c.unit} against {c.op} {c.limit:g}: {c.detail}")
+    out.print(
         f"  readiness: {r['passed']}/{r['checks']} checks passed, {r['failed']} failed, {r['incidents']} incidents"
     )
     if report.passed:
-        console.print(f"  @approved -> v{v.version}")
+        out.print(f"  @approved -> v{v.version}")
     else:
-        console.print("  not approved: fix what the failed checks name, retrain, and judge the new candidate")
-    console.print(
-        f"  attestation {report.attestation} (guardrail key {report.keyid[:12]}); report and plots in guardrail/"
-    )
+        out.print("  not approved: fix what the failed checks name, retrain, and judge the new candidate")
+    out.print(f"  attestation {report.attestation} (guardrail key {report.keyid[:12]}); report and plots in guardrail/")

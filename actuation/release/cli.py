@@ -35,7 +35,8 @@ def release() -> None:
     """The signed release repository (TUF): publish approved models to fleets, rotate keys."""
 
 
-def _repo(cfg: Any) -> Any:
+def open_repository(cfg: Any) -> Any:
+    """The site's release repository (``cfg.release_dir``), its location checked by the residency guard."""
     from actuation.contract import load_fleets
     from actuation.release.repository import Repository
     from actuation.signing import KeyStore
@@ -77,7 +78,7 @@ def _say(lines: list[str], mirrored: dict[str, Any] | None, as_json: bool, data:
 def init(ctx: click.Context, s3_uri: str | None, as_json: bool) -> None:
     """Create the signing keys and the repository's first metadata (idempotent: adds new fleets)."""
     cfg = config_of(ctx)
-    repo = _repo(cfg)
+    repo = open_repository(cfg)
     done = repo.init() or [f"the repository in {repo.dir} is up to date; nothing to do"]
     _say(done, _mirror(cfg, s3_uri), as_json, {"repository": str(repo.dir), "root_version": repo.root_version()})
 
@@ -104,7 +105,7 @@ def publish_cmd(ctx: click.Context, model: str, version: int, fleet: str, s3_uri
         the_fleet = load_fleets().get(fleet)
     except KeyError as e:
         raise ReleaseError(str(e.args[0])) from e
-    repo = _repo(cfg)
+    repo = open_repository(cfg)
     if not repo.exists():
         raise ReleaseError(f"no release repository in {repo.dir}; create it with `fieldloop release init`")
     with stdout_for_json(as_json):
@@ -147,7 +148,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     from actuation.errors import ReleaseError
 
     cfg = config_of(ctx)
-    repo = _repo(cfg)
+    repo = open_repository(cfg)
     if not repo.exists():
         raise ReleaseError(f"no release repository in {repo.dir}; create it with `fieldloop release init`")
     now = datetime.now(UTC)
@@ -206,7 +207,7 @@ def root(ctx: click.Context, out: Path | None, version: int | None, as_json: boo
     """Print the trusted root a device is provisioned with (its bootstrap), or write it to --out."""
     import hashlib
 
-    repo = _repo(config_of(ctx))
+    repo = open_repository(config_of(ctx))
     body = repo.root_bytes(version)
     if out is None and not as_json:
         click.echo(body.decode())
@@ -239,7 +240,7 @@ def rotate(ctx: click.Context, role: str, s3_uri: str | None, as_json: bool) -> 
     root: a new root version with two new offline keys, signed by the old and the new ones.
     """
     cfg = config_of(ctx)
-    repo = _repo(cfg)
+    repo = open_repository(cfg)
     done = repo.rotate(role)
     _say(done, _mirror(cfg, s3_uri), as_json, {"role": role, "root_version": repo.root_version()})
 
@@ -255,7 +256,7 @@ def refresh(ctx: click.Context, with_root: bool, s3_uri: str | None, as_json: bo
     The root (within 60 d) only with --root: the scheduled refresh runs with the online keys alone.
     """
     cfg = config_of(ctx)
-    repo = _repo(cfg)
+    repo = open_repository(cfg)
     renewed = repo.refresh(with_root)
     mirrored = _mirror(cfg, s3_uri) if renewed else None
     root = next(r for r in repo.roles() if r.name == "root")

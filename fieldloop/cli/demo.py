@@ -12,7 +12,12 @@
    distils its edge student, registers the candidate and prints its ``models:/`` URI and
    lineage; then what runs where.
 
-Each later stage (guardrails, rollout) adds its step here. ``--json`` prints a summary of
+8. then actuation (:mod:`fieldloop.cli.demo_actuation`): the guardrails judge the candidate
+   and refuse a broken copy, the approved version is signed into the TUF repository,
+   agents on simulated cars update, verify, activate and run it, and their telemetry lands
+   in bronze.
+
+Each later stage (rollout) adds its step here. ``--json`` prints a summary of
 every step (counts, reconciliations, reports, the registered model) on stdout.
 """
 
@@ -261,8 +266,49 @@ def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], N
         "[bold]6. training: fine-tune from gold, distil the edge student, register the candidate in MLflow[/]"
     )
     summary["train"] = _train(cfg, console, progress)
+    summary.update(_actuate(cfg, contracts, summary["train"].get("version"), console, progress))
     summary["stack"] = _where(cfg, stack, lake, once, console)
     return summary
+
+
+def _actuate(
+    cfg: FieldloopConfig,
+    contracts: dict[str, Any],
+    version: str | None,
+    console: Console,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    """Guardrails, the signed release, agents on simulated devices, their telemetry in bronze."""
+    from fieldloop.cli import demo_actuation as act
+
+    console.print("[bold]7. guardrails: judge the candidate's int8 build (envelope, properties, OOD, budgets)[/]")
+    verdicts = act.judge_candidate(cfg, version, console)
+    console.print("[bold]8. release: sign the approved version into the fleet's TUF role, served over HTTP[/]")
+    release = act.publish_approved(cfg, verdicts.get("approved"), console)
+    console.print(f"[bold]9. edge agents on {act.DEMO_AGENTS} simulated cars: update, verify, activate, report[/]")
+    agents = act.run_agents(cfg, console, progress)
+    console.print("[bold]10. the devices' telemetry lands in bronze like every stream[/]")
+    return {
+        "guardrails": verdicts,
+        "release": release,
+        "agents": agents,
+        "telemetry": _telemetry(cfg, contracts, console),
+    }
+
+
+def _telemetry(cfg: FieldloopConfig, contracts: dict[str, Any], console: Console) -> dict[str, Any]:
+    from ingestion.cloud.bronze import table_name
+
+    with console.status("Spark: Kafka -> bronze (the agents' telemetry) ..."):
+        job, spark, _, seconds = _ingest(cfg, contracts)
+    try:
+        name = table_name(contracts["fleet-telemetry"])
+        landed = sum(r.inserted.get(name, 0) for r in job.reports)
+        quarantined = sum(r.quarantined.get(name, 0) for r in job.reports)
+    finally:
+        spark.stop()
+    console.print(f"  bronze/{name}: {landed} new telemetry records, {quarantined} quarantined ({seconds:.0f}s)")
+    return {"table": name, "new": landed, "quarantined": quarantined}
 
 
 def _stack_up(cfg: FieldloopConfig, progress: Callable[[str], None]) -> tuple[Any, list[str]]:
@@ -330,8 +376,6 @@ def _bronze(
     progress(f"{consumed} records consumed in {seconds:.0f}s (Spark start included)")
     for contract_id, why in job.refused.items():
         console.print(f"  [yellow]{contract_id}: left in Kafka, not landed in this lake[/]: {why}")
-    for contract_id, why in job.refused.items():
-        console.print(f"  [yellow]{contract_id}: left in Kafka, not landed in this lake[/]: {why}")
     totals = {t.name: t.rows for t in list_tables(cfg) if t.layer == "bronze"}
     per_stream = Table(title="bronze, per stream (this run / table total)")
     for col in ("contract", "topic", "new rows", "duplicates dropped", "quarantined", "rows in table", "Kafka lag"):
@@ -395,7 +439,8 @@ def _where(cfg: FieldloopConfig, stack: Any, lake: Any, once: list[str], console
 )
 @click.pass_context
 def demo(ctx: click.Context, as_json: bool) -> None:
-    """Run the loop as far as it is built, on embedded defaults: stack, fleet, bronze, refine, train."""
+    """Run the loop as far as it is built, on embedded defaults: stack, fleet, bronze, refine, train,
+    guardrails, signed release, edge agents."""
     cfg = terminal.config_of(ctx)
     if not as_json:
         run_demo(cfg, terminal.console, terminal.progress)

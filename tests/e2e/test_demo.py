@@ -78,8 +78,29 @@ def test_demo_runs_the_loop_and_every_count_reconciles(airflow: object, cfg: Fie
     assert train["beats_persistence"], metrics
     from mlflow import MlflowClient
 
-    version = MlflowClient(cfg.mlflow.uri).get_model_version_by_alias("fieldloop.vehicle-longitudinal", "candidate")
+    client = MlflowClient(cfg.mlflow.uri)
+    version = client.get_model_version_by_alias("fieldloop.vehicle-longitudinal", "approved")
     assert version.version == train["version"]
     assert version.tags["fieldloop.lineage.classes"] == "public"
 
-    assert {s["name"]: s["healthy"] for s in summary["stack"]} == {"kafka": True, "mlflow": True, "airflow": True}
+    # actuation: the candidate passed the guardrails, the broken drill copy did not (and is
+    # the newest candidate, not approved), the approved version reached every agent through
+    # the signed repository, and their telemetry landed in bronze
+    guardrails = summary["guardrails"]
+    assert guardrails["approved"] == int(train["version"]), guardrails["failed"]
+    broken = guardrails["broken"]
+    assert broken["verdict"] == "fail" and any(f.startswith("envelope.") for f in broken["failed"]), broken
+    drill = client.get_model_version_by_alias("fieldloop.vehicle-longitudinal", "candidate")
+    assert drill.version == str(broken["version"]) and drill.tags["fieldloop.guardrail.verdict"] == "fail"
+    assert summary["release"] == {"published": int(train["version"]), "fleet": "public-cars", "changed": True}
+    devices = summary["agents"]["devices"]
+    assert len(devices) == 3
+    for device, s in devices.items():
+        assert s["active"] == f"fieldloop.vehicle-longitudinal@{train['version']}", (device, s)
+        assert s["window"]["inferences"] > 0 and s["telemetry_delivered"] is True, (device, s)
+    telemetry = summary["telemetry"]
+    assert telemetry["new"] >= sum(s["window"]["inferences"] for s in devices.values()), telemetry
+    assert telemetry["quarantined"] == 0
+
+    healthy = {s["name"]: s["healthy"] for s in summary["stack"]}
+    assert healthy == {"kafka": True, "mlflow": True, "airflow": True, "release": True}
