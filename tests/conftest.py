@@ -64,6 +64,13 @@ def airflow(cfg: FieldloopConfig, kafka_bootstrap: str, mlflow_uri: str) -> Iter
 
 
 @pytest.fixture(scope="session")
+def release_server(cfg: FieldloopConfig) -> Iterator[str]:
+    """The release repository's static server (nginx), stopped after the session if started here."""
+    with running(cfg, "release"):
+        yield cfg.release.base_url
+
+
+@pytest.fixture(scope="session")
 def spark(cfg: FieldloopConfig):
     """A session-scoped local SparkSession with Delta, built by the kernel's factory."""
     from fieldloop.spark import spark_session

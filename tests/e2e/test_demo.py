@@ -2,7 +2,9 @@
 
 A simulated fleet streams through the edge SDK into Kafka (with malformed records and
 resends injected); Spark lands it in bronze; refinement writes silver and gold; training
-registers a candidate. The test reads the demo's ``--json`` summary and checks every count
+registers a candidate; the guardrails approve it and refuse a broken copy; it is signed into
+the release repository and three agents run it; their telemetry lands in bronze. The test
+reads the demo's ``--json`` summary and checks every count
 against the lake and the registry, not against the demo's own words.
 """
 
@@ -19,7 +21,9 @@ from fieldloop.config import FieldloopConfig
 FIELDLOOP = str(Path(sys.executable).parent / "fieldloop")
 
 
-def test_demo_runs_the_loop_and_every_count_reconciles(airflow: object, cfg: FieldloopConfig) -> None:
+def test_demo_runs_the_loop_and_every_count_reconciles(
+    airflow: object, release_server: str, cfg: FieldloopConfig
+) -> None:
     before = {t.name: t.rows for t in list_tables(cfg) if t.layer == "bronze"}
     proc = subprocess.run([FIELDLOOP, "demo", "--json"], capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -48,7 +52,9 @@ def test_demo_runs_the_loop_and_every_count_reconciles(airflow: object, cfg: Fie
     why = bronze["refused"]["robot-joints-kansai-robotics"]
     assert "contract robot-joints-kansai-robotics allows only ap-northeast-3" in why
     after = {t.name: t.rows for t in list_tables(cfg) if t.layer == "bronze"}
-    assert sum(after.values()) - sum(before.get(k, 0) for k in after) == bronze["new"]
+    # the fleet's records (step 4) and, later, the demo agents' telemetry (step 10)
+    landed = bronze["new"] + summary["telemetry"]["new"]
+    assert sum(after.values()) - sum(before.get(k, 0) for k in after) == landed
     for name in ("vehicle_frames_public", "plant_sensors_acme_steel"):
         assert after.get(name, 0) > before.get(name, 0), name
     assert "worker_audio_acme_steel" not in after  # secret data has no bronze table
@@ -78,6 +84,8 @@ def test_demo_runs_the_loop_and_every_count_reconciles(airflow: object, cfg: Fie
     assert train["beats_persistence"], metrics
     from mlflow import MlflowClient
 
+    guardrails = summary["guardrails"]
+    assert guardrails["approved"] == int(train["version"]), guardrails["failed"]
     client = MlflowClient(cfg.mlflow.uri)
     version = client.get_model_version_by_alias("fieldloop.vehicle-longitudinal", "approved")
     assert version.version == train["version"]
@@ -86,8 +94,6 @@ def test_demo_runs_the_loop_and_every_count_reconciles(airflow: object, cfg: Fie
     # actuation: the candidate passed the guardrails, the broken drill copy did not (and is
     # the newest candidate, not approved), the approved version reached every agent through
     # the signed repository, and their telemetry landed in bronze
-    guardrails = summary["guardrails"]
-    assert guardrails["approved"] == int(train["version"]), guardrails["failed"]
     broken = guardrails["broken"]
     assert broken["verdict"] == "fail" and any(f.startswith("envelope.") for f in broken["failed"]), broken
     drill = client.get_model_version_by_alias("fieldloop.vehicle-longitudinal", "candidate")
