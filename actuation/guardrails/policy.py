@@ -52,6 +52,11 @@ class EnvelopePolicy(_Strict):
         description="scenarios where a row the device's monitor replaces (non-finite output, OOD score at or "
         "above the runtime threshold) is not counted: the device falls back on it",
     )
+    step_reference: dict[str, str] = Field(
+        default_factory=dict,
+        description="output -> the input signal it follows (a FeatureLayout name, e.g. accel_mps2): its step "
+        "limit judges the change the model adds beyond that signal's own change between the same frames",
+    )
 
 
 class PropertyPolicy(_Strict):

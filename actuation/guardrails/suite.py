@@ -144,8 +144,11 @@ def _envelope(
     for limit in runtime.outputs:
         if limit.max_step is not None:
             k = columns.index(limit.name)
+            follows = rules.envelope.step_reference.get(limit.name)
+            ref_clean = subject.x[:, subject.layout.index(follows)] if follows else None
+            ref_noisy = noisy[:, subject.layout.index(follows)] if follows else None
             steps[limit.name] = max(
-                envelope.largest_step(subject.model(subject.x), runs, k),
-                envelope.largest_step(subject.model(noisy), runs, k),
+                envelope.largest_step(subject.model(subject.x), runs, k, ref_clean),
+                envelope.largest_step(subject.model(noisy), runs, k, ref_noisy),
             )
     return outcomes, steps

@@ -399,3 +399,17 @@ def test_residency_is_judged_on_the_servers_artifact_store_and_refused_when_unkn
     abroad = Version("m", 1, "r", None, "plant-anomaly", "acme-steel", {}, str(tmp_path / "artifacts"))
     elsewhere = load_config({"FIELDLOOP_HOME": str(tmp_path), "FIELDLOOP_SITE_REGION": "eu-west-1"})
     assert "outside the allowed regions" in governance_facts(elsewhere, abroad).residency_problem
+
+
+def test_the_step_limit_judges_the_jerk_the_model_adds_beyond_the_signal_it_follows() -> None:
+    import numpy as np
+
+    from actuation.guardrails.checks.envelope import largest_step
+
+    measured = np.array([0.0, 0.1, -4.6, -4.5], dtype=np.float32)  # a driver's own hard brake in the data
+    follows = np.stack([measured + 0.2, np.zeros(4)], axis=1)  # the command tracks it
+    adds = np.stack([np.array([0.0, 3.0, 0.0, 3.0]), np.zeros(4)], axis=1)  # jerks on its own
+    runs = [np.arange(4)]
+    assert largest_step(follows, runs, 0) == pytest.approx(4.7, abs=1e-5)  # plain: the data's jump
+    assert largest_step(follows, runs, 0, measured) == pytest.approx(0.0, abs=1e-5)
+    assert largest_step(adds, runs, 0, measured) > 2.0
