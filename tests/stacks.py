@@ -85,3 +85,38 @@ def started_private_mlflow(
         yield values
     finally:
         stack.down()
+
+
+@contextmanager
+def started_moto(log_dir: Path) -> Iterator[str]:
+    """moto's S3 server on a free loopback port (its log in ``log_dir``); yields its URL, stopped on exit."""
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+    import requests
+
+    port = free_port()
+    log = log_dir / "moto.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(url, timeout=1)
+                break
+            except requests.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"moto server did not start: {log.read_text()[-2000:]}")
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

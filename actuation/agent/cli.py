@@ -31,6 +31,15 @@ def device_dir(cfg: FieldloopConfig, device: str, directory: Path | None) -> Dev
     return DeviceDir(directory or cfg.home / "devices" / device)
 
 
+_DIR = click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Device directory (default: $FIELDLOOP_HOME/devices/<id>).",
+)
+
+
 @click.group(cls=ErrorReportingGroup)
 def agent() -> None:
     """The edge agent: verified model updates (TUF, attestations, A/B slots), inference behind a
@@ -57,13 +66,7 @@ def agent() -> None:
     show_default=True,
     help="Inference rate (Hz).",
 )
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Device directory (default: $FIELDLOOP_HOME/devices/<id>).",
-)
+@_DIR
 @click.option("--replace", is_flag=True, help="Provision again a device provisioned otherwise.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
@@ -120,13 +123,7 @@ def provision(
 @agent.command()
 @click.option("--device", "device_id", required=True, help="The device's id.")
 @click.option("--fleet", required=True, help="The fleet it was provisioned for (checked).")
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Device directory (default: $FIELDLOOP_HOME/devices/<id>).",
-)
+@_DIR
 @click.option("--once", is_flag=True, help="One update cycle, a short inference burst, a telemetry flush.")
 @click.option(
     "--seconds",
@@ -219,13 +216,7 @@ def run(
 
 @agent.command()
 @click.option("--device", "device_id", required=True, help="The device's id.")
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Device directory (default: $FIELDLOOP_HOME/devices/<id>).",
-)
+@_DIR
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
 def status(ctx: click.Context, device_id: str, directory: Path | None, as_json: bool) -> None:

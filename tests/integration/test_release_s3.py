@@ -7,14 +7,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-import requests
 
 from actuation.contract import load_fleets
 from actuation.release.repository import Repository
@@ -24,7 +22,7 @@ from fieldloop.config import FieldloopConfig, load_config
 from fieldloop.errors import ResidencyError
 from fieldloop.residency import ResidencyGuard
 from tests.release_fixtures import pointer_of, publish_tiny
-from tests.stacks import free_port, private_home_env
+from tests.stacks import private_home_env, started_moto
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "fieldloop-test",
@@ -36,25 +34,7 @@ FIELDLOOP = str(Path(sys.executable).parent / "fieldloop")
 
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(url, timeout=1)
-                break
-            except requests.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"moto server did not start: {log.read_text()[-2000:]}")
-                time.sleep(0.3)
+    with started_moto(tmp_path_factory.mktemp("moto")) as url:
         os.environ.update(CREDENTIALS)
         for bucket, region in (("release-tokyo", "ap-northeast-1"), ("release-oregon", "us-west-2")):
             s3 = boto3.client("s3", endpoint_url=url, region_name=region)
@@ -73,9 +53,6 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             }
             s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 class Recording:

@@ -7,20 +7,16 @@ One bucket is created in Tokyo, one in Oregon and one with no location constrain
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
-import requests
 
 from fieldloop.config import load_config
 from fieldloop.errors import ResidencyError
 from fieldloop.residency import ResidencyGuard
+from tests.stacks import free_port, started_moto
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "fieldloop-test",
@@ -29,34 +25,10 @@ CREDENTIALS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    server = Path(sys.executable).parent / "moto_server"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(url, timeout=1)
-                break
-            except requests.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"moto server did not start: {log.read_text()[-2000:]}")
-                time.sleep(0.3)
+    with started_moto(tmp_path_factory.mktemp("moto")) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +68,7 @@ def test_missing_bucket_is_refused(guard: ResidencyGuard) -> None:
 
 
 def test_unreachable_s3_is_refused_not_assumed() -> None:
-    cfg = load_config({"FIELDLOOP_S3_ENDPOINT_URL": f"http://127.0.0.1:{_free_port()}"})
+    cfg = load_config({"FIELDLOOP_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"})
     os.environ.update(CREDENTIALS)
     with pytest.raises(ResidencyError, match="cannot reach S3"):
         ResidencyGuard.from_config(cfg).check("s3a://lake-tokyo/x")
@@ -127,7 +99,7 @@ def test_training_refuses_an_mlflow_artifact_store_outside_the_allowed_regions_b
             "FIELDLOOP_LAKE_URI": lake,
             "FIELDLOOP_S3_ENDPOINT_URL": s3_endpoint,
             # a tracking server nobody listens on: the refusal must come before the registry is asked anything
-            "FIELDLOOP_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_free_port()}",
+            "FIELDLOOP_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
             "FIELDLOOP_MLFLOW_ARTIFACT_ROOT": "s3://lake-oregon/mlflow",
         }
     )
@@ -140,7 +112,7 @@ def test_training_refuses_an_mlflow_artifact_store_outside_the_allowed_regions_b
         {
             "FIELDLOOP_HOME": str(tmp_path / "home"),
             "FIELDLOOP_LAKE_URI": lake,
-            "FIELDLOOP_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_free_port()}",
+            "FIELDLOOP_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
         }
     )
     with pytest.raises(ResidencyError, match="FIELDLOOP_MLFLOW_ARTIFACT_ROOT"):
