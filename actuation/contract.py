@@ -22,6 +22,7 @@ a device runs (the ONNX file and the manifest), its predicate a :class:`Verdict`
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime
 from pathlib import Path
@@ -188,17 +189,68 @@ class Release(_Strict):
     limits: RuntimeLimits = Field(description="what the device's safety monitor enforces")
 
 
+SHADOW, ACTIVE = "shadow", "active"
+
+
+def cohort_position(rollout_id: str, device_id: str) -> float:
+    """Where a device falls in a rollout's cohorts, in [0, 1): a stable hash of the two.
+
+    A device is in a stage of share *s* when its position is below *s*, so a rollout's
+    cohorts nest (the 5 % canary is inside the 25 % stage) and the controller knows every
+    device's cohort from its id alone. The rollout id salts the hash: each rollout's canary is
+    another slice of the fleet, so no device is always the first to run what is new.
+    """
+    digest = hashlib.sha256(f"{rollout_id}\0{device_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+class Stage(_Strict):
+    """A rollout's current stage, as a fleet's pointer tells its devices.
+
+    In an ``active`` stage the devices of the cohort run the candidate and the others the
+    pointer's ``active`` release (the champion); in a ``shadow`` stage the cohort runs the
+    candidate beside the champion on the same inputs, never acting on its output, and reports
+    how far the two disagree.
+    """
+
+    rollout_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="salts the cohort hash")
+    name: str = Field(description="the policy's stage name, e.g. shadow, canary, half, all")
+    index: int = Field(ge=0, description="the stage's place in the rollout policy")
+    mode: Literal["shadow", "active"]
+    share: float = Field(gt=0, le=1, description="the cohort: devices whose cohort_position is below it")
+    candidate: Release
+
+    def includes(self, device_id: str) -> bool:
+        return cohort_position(self.rollout_id, device_id) < self.share
+
+
 class ReleasePointer(_Strict):
     """What a fleet runs: the content of :func:`release_pointer_path`.
 
-    A rollback is a newer pointer naming an older release (TUF never goes backwards).
+    ``active`` is the fleet's release (its champion), ``stage`` a rollout in progress, if any:
+    which cohort runs (or shadows) which candidate. A rollback is a newer pointer without the
+    stage (TUF never goes backwards); a completed rollout a newer one whose ``active`` is the
+    candidate. Format 1 pointers (no ``stage``) are read as before.
     """
 
-    format: Literal[1] = 1
+    format: Literal[1, 2] = 2
     fleet: str
     tenant: str | None = Field(description="the fleet's tenant; None: a fleet that runs base models only")
     issued_at: datetime
     active: Release
+    stage: Stage | None = None
+
+    def release_for(self, device_id: str) -> Release:
+        """The release ``device_id`` actuates: the candidate in an active stage's cohort, else ``active``."""
+        if self.stage is not None and self.stage.mode == ACTIVE and self.stage.includes(device_id):
+            return self.stage.candidate
+        return self.active
+
+    def shadow_for(self, device_id: str) -> Release | None:
+        """The release ``device_id`` runs in shadow (never actuated), if any."""
+        if self.stage is not None and self.stage.mode == SHADOW and self.stage.includes(device_id):
+            return self.stage.candidate
+        return None
 
 
 class Fleet(_Strict):

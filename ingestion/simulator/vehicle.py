@@ -248,7 +248,12 @@ class Vehicle(Device):
             "ood_score": round(ood, 4),
             "disagreement": round(abs(rng.normal(0, 0.05 + 0.8 * ood)), 4),  # m/s^2, model vs fallback
             "intervention": self.since_telemetry["intervention"],
-            "update_state": None,  # telemetry.v2: a simulated car runs no edge agent
+            "update_state": None,  # a simulated car runs no edge agent: no fleet, no shadow (telemetry.v2, v3)
+            "fleet": None,
+            "shadow_version": None,
+            "shadow_disagreement": None,
+            "shadow_ood_score": None,
+            "error": None,
         }
         self.since_telemetry = {"intervention": False, "emergency": False}
         return record

@@ -445,13 +445,13 @@ def test_no_private_key_reaches_the_device_or_its_output(
     assert repo.keystore.entry("guardrail").public["keyval"]["public"].encode() in stored  # the public half is there
 
 
-def test_telemetry_records_encode_with_the_v2_schema_and_a_v1_reader_still_reads_them(agent: Agent) -> None:
+def test_telemetry_records_encode_with_the_latest_schema_and_a_v1_reader_still_reads_them(agent: Agent) -> None:
     from fieldloop.wire import decode, default_registry, encode
 
     registry = default_registry()
     agent.infer(frames(1)[0])
     record = agent.telemetry.records[-1][2]
     payload = encode(record, registry.get("telemetry"))
-    assert registry.get("telemetry").version == 2 and decode(payload, registry)["update_state"] == "updated"
+    assert registry.get("telemetry").version == 3 and decode(payload, registry)["update_state"] == "updated"
     old = decode(payload, registry, reader=registry.get("telemetry", 1))  # a consumer that knows only v1
     assert "update_state" not in old and old["model_version"] == "1"
