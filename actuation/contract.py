@@ -240,6 +240,17 @@ class ReleasePointer(_Strict):
     active: Release
     stage: Stage | None = None
 
+    def routes_like(self, other: ReleasePointer) -> bool:
+        """Whether ``other`` sends every device to the same versions, in the same stage (its time,
+        limits or attestation may differ)."""
+
+        def where(p: ReleasePointer) -> tuple[object, ...]:
+            s = p.stage
+            stage = (s.rollout_id, s.index, s.mode, s.share, s.candidate.model, s.candidate.version) if s else None
+            return p.active.model, p.active.version, stage
+
+        return where(self) == where(other)
+
     def release_for(self, device_id: str) -> Release:
         """The release ``device_id`` actuates: the candidate in an active stage's cohort, else ``active``."""
         if self.stage is not None and self.stage.mode == ACTIVE and self.stage.includes(device_id):

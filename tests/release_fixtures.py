@@ -268,3 +268,17 @@ def private_key_strings(keys: KeyStore) -> list[bytes]:
         raw = load_pem_private_key(text, None).private_bytes_raw()
         found += [raw, raw.hex().encode(), base64.b64encode(raw).rstrip(b"=")]
     return found
+
+
+def approved_tiny(
+    repo: Repository, fleet: str = "public-cars", version: int = 2, model: str = "fieldloop.vehicle-longitudinal"
+) -> Any:
+    """A tiny version as :func:`actuation.release.publish.check` returns it, not published (for a rollout)."""
+    from actuation.contract import ATTESTATION_FILE
+    from actuation.release.publish import Approved
+
+    the_fleet = load_fleets().get(fleet)
+    edge = tiny_edge_build(the_fleet.task, model, ["accel_mps2"], seed=version)
+    judged = verdict(model, version, the_fleet.task, the_fleet.tenant, [fleet])
+    files = {**edge, ATTESTATION_FILE: attest_files(repo.keys, judged, edge)}
+    return Approved(model, version, the_fleet, judged, "run", files)

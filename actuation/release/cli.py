@@ -46,7 +46,7 @@ def open_repository(cfg: Any) -> Any:
     return Repository(cfg.release_dir, KeyStore(cfg.home), load_fleets(), check_location=guard.check)
 
 
-def _mirror(cfg: Any, s3_uri: str | None) -> dict[str, Any] | None:
+def mirror_release(cfg: Any, s3_uri: str | None = None) -> dict[str, Any] | None:
     uri = s3_uri or cfg.release.s3
     if not uri:
         return None
@@ -80,7 +80,7 @@ def init(ctx: click.Context, s3_uri: str | None, as_json: bool) -> None:
     cfg = config_of(ctx)
     repo = open_repository(cfg)
     done = repo.init() or [f"the repository in {repo.dir} is up to date; nothing to do"]
-    _say(done, _mirror(cfg, s3_uri), as_json, {"repository": str(repo.dir), "root_version": repo.root_version()})
+    _say(done, mirror_release(cfg, s3_uri), as_json, {"repository": str(repo.dir), "root_version": repo.root_version()})
 
 
 @release.command("publish")
@@ -111,7 +111,7 @@ def publish_cmd(ctx: click.Context, model: str, version: int, fleet: str, s3_uri
     with stdout_for_json(as_json):
         approved = check(MlflowClient(cfg.mlflow.uri), repo, model, version, the_fleet)
         done = publish(repo, approved)
-        mirrored = _mirror(cfg, s3_uri) if done.changed else None
+        mirrored = mirror_release(cfg, s3_uri) if done.changed else None
     if done.changed:
         role = _role(fleet)
         lines = [
@@ -242,7 +242,7 @@ def rotate(ctx: click.Context, role: str, s3_uri: str | None, as_json: bool) -> 
     cfg = config_of(ctx)
     repo = open_repository(cfg)
     done = repo.rotate(role)
-    _say(done, _mirror(cfg, s3_uri), as_json, {"role": role, "root_version": repo.root_version()})
+    _say(done, mirror_release(cfg, s3_uri), as_json, {"role": role, "root_version": repo.root_version()})
 
 
 @release.command("refresh")
@@ -258,7 +258,7 @@ def refresh(ctx: click.Context, with_root: bool, s3_uri: str | None, as_json: bo
     cfg = config_of(ctx)
     repo = open_repository(cfg)
     renewed = repo.refresh(with_root)
-    mirrored = _mirror(cfg, s3_uri) if renewed else None
+    mirrored = mirror_release(cfg, s3_uri) if renewed else None
     root = next(r for r in repo.roles() if r.name == "root")
     root_due = root in repo.due()
     if as_json:

@@ -407,7 +407,7 @@ class Repository:
             role = fleet_role(fleet)
             md = self.targets(role)
             current = self.pointer(fleet)
-            if current is not None and _same_release(current, pointer):
+            if current is not None and current.routes_like(pointer):
                 return None
             edit = _Edit(roles={role: md})
             for path, data in files.items():
@@ -507,17 +507,6 @@ class Repository:
                 for r in self.roles()
                 if r.name in due or (r.name in ("snapshot", "timestamp") and edit.roles)
             ]
-
-
-def _same_release(a: ReleasePointer, b: ReleasePointer) -> bool:
-    """Whether two pointers send every device to the same model versions, in the same stage."""
-
-    def where(p: ReleasePointer) -> tuple[object, ...]:
-        s = p.stage
-        stage = (s.rollout_id, s.index, s.mode, s.share, s.candidate.model, s.candidate.version) if s else None
-        return p.active.model, p.active.version, stage
-
-    return where(a) == where(b)
 
 
 def _fresh(kind: Any) -> Any:
