@@ -136,13 +136,14 @@ def _register_commands() -> None:
     from actuation.agent.cli import agent
     from actuation.guardrails.cli import guardrail
     from actuation.release.cli import release
+    from actuation.rollout.cli import rollout
     from fieldloop.cli.demo import demo
     from fieldloop.cli.stack import setup, stack
     from ingestion.cli import fleet, ingest, topics
     from refinement.cli import refine
     from training_jobs.cli import train
 
-    for command in (setup, stack, topics, fleet, ingest, refine, train, guardrail, release, agent, demo):
+    for command in (setup, stack, topics, fleet, ingest, refine, train, guardrail, release, rollout, agent, demo):
         main.add_command(command)
 
 
