@@ -87,11 +87,23 @@ def init(ctx: click.Context, s3_uri: str | None, as_json: bool) -> None:
 @click.option("--model", required=True, help="Registered model name, e.g. fieldloop.vehicle-longitudinal.")
 @click.option("--version", "version", required=True, type=click.IntRange(min=1), help="Model version (approved).")
 @click.option("--fleet", required=True, help="Fleet to publish to (actuation/fleets.toml).")
+@click.option(
+    "--direct",
+    is_flag=True,
+    help="Replace what the fleet runs at once, without a staged rollout (an emergency fix).",
+)
 @_S3
 @_JSON
 @click.pass_context
-def publish_cmd(ctx: click.Context, model: str, version: int, fleet: str, s3_uri: str | None, as_json: bool) -> None:
-    """Check an approved version (alias, attestation, policy, tenant) and sign it into a fleet's role."""
+def publish_cmd(
+    ctx: click.Context, model: str, version: int, fleet: str, direct: bool, s3_uri: str | None, as_json: bool
+) -> None:
+    """Check an approved version (alias, attestation, policy, tenant) and sign it into a fleet's role.
+
+    This is how a fleet gets its first release, which becomes its champion (MLflow's
+    `champion` alias, when the model has none). A fleet that runs a release already gets new
+    versions through `fieldloop rollout start`, stage by stage; `--direct` replaces it at once.
+    """
     from mlflow import MlflowClient
 
     from actuation.contract import load_fleets
@@ -108,9 +120,14 @@ def publish_cmd(ctx: click.Context, model: str, version: int, fleet: str, s3_uri
     repo = open_repository(cfg)
     if not repo.exists():
         raise ReleaseError(f"no release repository in {repo.dir}; create it with `fieldloop release init`")
+    running = repo.pointer(fleet)
+    _refuse_over_a_champion(cfg, fleet, running, model, version, direct)
+    client = MlflowClient(cfg.mlflow.uri)
     with stdout_for_json(as_json):
-        approved = check(MlflowClient(cfg.mlflow.uri), repo, model, version, the_fleet)
+        approved = check(client, repo, model, version, the_fleet)
         done = publish(repo, approved)
+        if done.changed and running is None:
+            _first_champion(client, model, version, fleet)
         mirrored = mirror_release(cfg, s3_uri) if done.changed else None
     if done.changed:
         role = _role(fleet)
@@ -129,6 +146,39 @@ def publish_cmd(ctx: click.Context, model: str, version: int, fleet: str, s3_uri
         "written": done.written,
     }
     _say(lines, mirrored, as_json, data)
+
+
+def _refuse_over_a_champion(cfg: Any, fleet: str, running: Any, model: str, version: int, direct: bool) -> None:
+    from actuation.errors import ReleaseError
+    from actuation.rollout.audit import RolloutLog
+
+    if running is None or ((running.active.model, running.active.version) == (model, version) and not running.stage):
+        return
+    rollout = RolloutLog.for_config(cfg).current(fleet)
+    if rollout is not None and not rollout.done:
+        raise ReleaseError(
+            f"fleet {fleet} is rolling out {rollout.last.model} v{rollout.last.version} (rollout {rollout.id}, stage "
+            f"{rollout.last.stage}): end it first (`fieldloop rollout rollback --fleet {fleet}`)"
+        )
+    if not direct:
+        raise ReleaseError(
+            f"fleet {fleet} runs {running.active.model} v{running.active.version}: a new version reaches it stage by "
+            f"stage, judged by the fleet's telemetry: `fieldloop rollout start --model {model} --version {version} "
+            f"--fleet {fleet}`. To replace it at once (an emergency fix), add --direct"
+        )
+
+
+def _first_champion(client: Any, model: str, version: int, fleet: str) -> None:
+    """A fleet's first release is what it runs: its champion, when the model has none yet."""
+    from mlflow.exceptions import MlflowException
+
+    from fieldloop.registry import CHAMPION
+
+    try:
+        client.get_model_version_by_alias(model, CHAMPION)
+    except MlflowException:
+        client.set_registered_model_alias(model, CHAMPION, str(version))
+        client.set_model_version_tag(model, str(version), "fieldloop.rollout.champion", f"{fleet} first release")
 
 
 def _role(fleet: str) -> str:

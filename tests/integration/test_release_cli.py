@@ -91,3 +91,27 @@ def test_publishing_to_an_unknown_fleet_names_the_fleets(env: dict[str, str]) ->
     assert _cli(env, "release", "init").returncode == 0
     proc = _cli(env, "release", "publish", "--model", "m", "--version", "1", "--fleet", "no-such")
     assert proc.returncode == 1 and "public-cars" in proc.stderr and "fleets.toml" in proc.stderr
+
+
+def test_a_fleets_first_release_is_its_champion_and_a_new_version_goes_through_a_rollout(
+    env: dict[str, str], mlflow_uri: str
+) -> None:
+    home = Path(env["FIELDLOOP_HOME"])
+    assert _cli(env, "release", "init").returncode == 0
+    client = MlflowClient(mlflow_uri)
+    model, v1 = approved_version(client, KeyStore(home))
+    publish = ("release", "publish", "--model", model, "--fleet", "public-cars", "--version")
+    assert _cli(env, *publish, str(v1)).returncode == 0
+    assert client.get_model_version_by_alias(model, "champion").version == str(v1)  # what the fleet runs
+
+    _, v2 = approved_version(client, KeyStore(home), model=model, seed=1)
+    refused = _cli(env, *publish, str(v2))
+    assert refused.returncode == 1
+    assert f"runs {model} v{v1}" in refused.stderr and "fieldloop rollout start" in refused.stderr
+    assert "--direct" in refused.stderr
+    status = json.loads(_cli(env, "release", "status", "--json").stdout)
+    assert {f["fleet"]: f["runs"] for f in status["fleets"]}["public-cars"]["version"] == v1  # nothing written
+
+    direct = _cli(env, *publish, str(v2), "--direct")
+    assert direct.returncode == 0, direct.stderr
+    assert client.get_model_version_by_alias(model, "champion").version == str(v1)  # a rollout moves it, not this
