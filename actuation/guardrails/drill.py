@@ -1,4 +1,7 @@
-"""A drill: a deliberately broken candidate, to show the guardrails refuse it and say why.
+"""Drills: deliberately faulty candidates, to show what stops each one.
+
+:func:`register_broken` makes one the guardrails refuse; :func:`register_miscalibrated` one they
+pass and the field does not (a staged rollout's canary halts it).
 
 :func:`register_broken` copies a registered version with its int8 ONNX graph edited so the
 actuated outputs are multiplied by ``scale`` (a ``Mul`` after the graph's output), which
@@ -61,6 +64,24 @@ def _consistent(manifest: EdgeManifest, path: Path) -> EdgeManifest:
     return manifest.model_copy(update={"builds": {**manifest.builds, EDGE_VARIANT: build}})
 
 
+def raise_outputs(src: Path, dest: Path, exponents: list[float]) -> Path:
+    """``src`` with each output column raised to its exponent (``x ** e``; 1.0 leaves a column as it was)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    out = graph.output[0].name
+    raw = out + "_before_drill"
+    for node in graph.node:
+        node.output[:] = [raw if o == out else o for o in node.output]
+    graph.initializer.append(numpy_helper.from_array(np.array(exponents, dtype=np.float32), "drill_exponent"))
+    graph.node.append(helper.make_node("Pow", [raw, "drill_exponent"], [out], name="drill_raise_outputs"))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dest))
+    return dest
+
+
 def register_copy(
     cfg: FieldloopConfig, model: str, version: int | None, edit: Callable[[Path, Path], None], what: str
 ) -> int:
@@ -120,3 +141,35 @@ def register_broken(cfg: FieldloopConfig, model: str, version: int | None = None
         scale_outputs(src, dest, factors)
 
     return register_copy(cfg, model, v.version, edit, f"actuated outputs ({', '.join(actuated)}) scaled by {scale}")
+
+
+def register_miscalibrated(cfg: FieldloopConfig, model: str, version: int | None = None, exponent: float = 0.25) -> int:
+    """Register a copy of ``model`` whose OOD score is miscalibrated: raised to ``exponent`` (< 1), so
+    ordinary inputs score near the runtime threshold; returns the new version (``@candidate``).
+
+    Its commands are the original's and the map is monotonic, so every offline check passes:
+    the regression and envelope checks see the same commands, and the OOD checks judge how the
+    score *ranks* shifted inputs against the holdout (AUROC, FPR at 95 % TPR), which a monotonic
+    map leaves as it was. On a device the safety monitor compares the score with the release's
+    threshold, so the copy falls back on inputs the original acts on: what a staged rollout's
+    canary, compared with the champion's cohort, exists to catch.
+    """
+    import mlflow
+
+    source.check_server(cfg.mlflow.uri)
+    client = mlflow.MlflowClient(cfg.mlflow.uri)
+    v = source.resolve(client, model, version)
+    limits = load_runtime_limits(v.task)
+    if not limits.ood_output:
+        raise ValueError(f"task {v.task} has no OOD output to miscalibrate")
+    with tempfile.TemporaryDirectory() as tmp:
+        outputs = source.download_edge(client, v.run_id, Path(tmp)).manifest.outputs
+    exponents = [exponent if name == limits.ood_output else 1.0 for name in outputs]
+
+    def edit(src: Path, dest: Path) -> None:
+        raise_outputs(src, dest, exponents)
+
+    what = (
+        f"OOD score ({limits.ood_output}) raised to the power {exponent}: same ranking, more inputs over the threshold"
+    )
+    return register_copy(cfg, model, v.version, edit, what)

@@ -108,7 +108,7 @@ def publish_cmd(
 
     from actuation.contract import load_fleets
     from actuation.errors import ReleaseError
-    from actuation.release.publish import check, publish
+    from actuation.release.publish import check, first_champion, publish
 
     # MLflow draws a progress bar per artifact on stderr; three small files need none
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -127,7 +127,7 @@ def publish_cmd(
         approved = check(client, repo, model, version, the_fleet)
         done = publish(repo, approved)
         if done.changed and running is None:
-            _first_champion(client, model, version, fleet)
+            first_champion(client, model, version, fleet)
         mirrored = mirror_release(cfg, s3_uri) if done.changed else None
     if done.changed:
         role = _role(fleet)
@@ -166,19 +166,6 @@ def _refuse_over_a_champion(cfg: Any, fleet: str, running: Any, model: str, vers
             f"stage, judged by the fleet's telemetry: `fieldloop rollout start --model {model} --version {version} "
             f"--fleet {fleet}`. To replace it at once (an emergency fix), add --direct"
         )
-
-
-def _first_champion(client: Any, model: str, version: int, fleet: str) -> None:
-    """A fleet's first release is what it runs: its champion, when the model has none yet."""
-    from mlflow.exceptions import MlflowException
-
-    from fieldloop.registry import CHAMPION
-
-    try:
-        client.get_model_version_by_alias(model, CHAMPION)
-    except MlflowException:
-        client.set_registered_model_alias(model, CHAMPION, str(version))
-        client.set_model_version_tag(model, str(version), "fieldloop.rollout.champion", f"{fleet} first release")
 
 
 def _role(fleet: str) -> str:

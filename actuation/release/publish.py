@@ -256,3 +256,17 @@ def publish(repo: Repository, approved: Approved, now: datetime | None = None) -
         current = repo.pointer(fleet.name)
         return Published(approved.model, approved.version, fleet.name, False, current or pointer, [])
     return Published(approved.model, approved.version, fleet.name, True, pointer, [str(p) for p in written])
+
+
+def first_champion(client: Any, model: str, version: int, fleet: str) -> None:
+    """A fleet's first release is what it runs: the model's ``champion``, when it has none yet
+    (later champions are made by rollouts, :mod:`actuation.rollout`)."""
+    from mlflow.exceptions import MlflowException
+
+    from fieldloop.registry import CHAMPION
+
+    try:
+        client.get_model_version_by_alias(model, CHAMPION)
+    except MlflowException:
+        client.set_registered_model_alias(model, CHAMPION, str(version))
+        client.set_model_version_tag(model, str(version), "fieldloop.rollout.champion", f"{fleet} first release")

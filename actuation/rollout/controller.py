@@ -372,6 +372,19 @@ class Controller:
         strays = [r for r in results if r.gate == "cohort"]
         waiting = None if strays else reporting(window, stage, baseline)
         if waiting:
+            waited = (_now() - rollout.window_start).total_seconds()
+            if waited > stage.max_wait_s:
+                return _row(
+                    rollout,
+                    PAUSE,
+                    PAUSED,
+                    "controller",
+                    f"paused at {stage.name}: still {waiting.removeprefix('waiting for ')} after "
+                    f"{waited:.0f} s (max_wait_s {stage.max_wait_s:g}); the cohort may be too small for "
+                    "the policy: resume to wait longer, or roll back",
+                    figures=figures,
+                    gates=gates,
+                )
             return _hold(rollout, waiting, figures)
         breached = [r for r in results if not r.passed]
         if breached:

@@ -58,6 +58,9 @@ class StagePolicy(_Strict):
     min_inferences: int = Field(default=50, ge=1, description="inferences in each compared cohort before it is judged")
     soak_s: float = Field(ge=0, description="seconds the stage runs with every gate holding before the next")
     approval: bool = Field(default=False, description="a person resumes the rollout before the next stage")
+    max_wait_s: float = Field(
+        default=600, gt=0, description="too few devices reporting for this long pauses the rollout for a person"
+    )
 
 
 class Gate(_Strict):

@@ -66,7 +66,7 @@ def publish_approved(cfg: FieldloopConfig, approved: int | None, console: Consol
 
     from actuation.contract import load_fleets
     from actuation.release.cli import open_repository
-    from actuation.release.publish import check, publish
+    from actuation.release.publish import check, first_champion, publish
 
     repo = open_repository(cfg)
     for line in repo.init():
@@ -76,7 +76,11 @@ def publish_approved(cfg: FieldloopConfig, approved: int | None, console: Consol
         return {"published": None}
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     fleet = load_fleets().get(DEMO_RELEASE_FLEET)
-    done = publish(repo, check(MlflowClient(cfg.mlflow.uri), repo, DEMO_MODEL, approved, fleet))
+    client = MlflowClient(cfg.mlflow.uri)
+    first = repo.pointer(fleet.name) is None
+    done = publish(repo, check(client, repo, DEMO_MODEL, approved, fleet))
+    if done.changed and first:
+        first_champion(client, DEMO_MODEL, approved, fleet.name)
     verb = "published" if done.changed else "already published"
     console.print(
         f"  {verb} {DEMO_MODEL} v{approved} to fleet {fleet.name}, signed (TUF) and served at "

@@ -299,3 +299,14 @@ def test_a_rollout_of_the_version_the_fleet_already_runs_is_refused(site: ctl.Si
     with pytest.raises(ReleaseError, match=r"already runs \S+ version 1 \(its champion\)"):
         ctl.begin(site, approved_tiny(site.repo, FLEET, 1), "test")
     assert site.log.rows(FLEET) == []
+
+
+def test_a_stage_that_never_gets_enough_devices_pauses_for_a_person_instead_of_waiting_forever(site: ctl.Site) -> None:
+    site.policy = policy(max_wait_s=0.01)
+    feed = Feed()
+    ctl.begin(site, approved_tiny(site.repo, FLEET, 2), "test")
+    controller = ctl.Controller(site, feed=feed, every_s=0)
+    report(site, feed, devices=DEVICES[:1])
+    decision = controller.step()
+    assert decision.action == PAUSE and "max_wait_s" in decision.reason and "of 2 devices" in decision.reason
+    assert site.repo.pointer(FLEET).stage.name == "shadow"  # the fleet holds where it is
