@@ -207,8 +207,16 @@ def status(ctx: click.Context, as_json: bool) -> None:
         pointer = repo.pointer(f.name) if fleet_role(f.name) in {r["role"] for r in roles} else None
         runs = None
         if pointer is not None:
-            active = pointer.active
+            active, stage = pointer.active, pointer.stage
             runs = {"model": active.model, "version": active.version, "issued_at": str(pointer.issued_at)}
+            if stage is not None:
+                runs["stage"] = {
+                    "rollout": stage.rollout_id,
+                    "name": stage.name,
+                    "mode": stage.mode,
+                    "share": stage.share,
+                    "candidate": stage.candidate.version,
+                }
         fleets.append({"fleet": f.name, "task": f.task, "tenant": f.tenant, "runs": runs})
     guardrail = sorted(repo.guardrail_keys())
     data = {
@@ -232,6 +240,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
     console.print(f"  guardrail key devices verify attestations with: {', '.join(k[:12] for k in guardrail) or 'none'}")
     for f in fleets:
         runs = f"{f['runs']['model']} v{f['runs']['version']}" if f["runs"] else "nothing published yet"
+        if f["runs"] and f["runs"].get("stage"):
+            s = f["runs"]["stage"]
+            runs += f"; rollout {s['rollout']}: v{s['candidate']} in stage {s['name']} ({s['mode']}, {s['share']:.0%})"
         console.print(f"  fleet {f['fleet']} ({f['task']}, tenant {f['tenant'] or '-'}): {runs}")
 
 
