@@ -103,7 +103,7 @@ def test_only_the_active_stages_cohort_runs_the_candidate_and_no_other_device_fe
     tmp_path: Path, repo: ReleaseRepository, releases: tuple[Release, Release]
 ) -> None:
     champion, candidate = releases
-    inside, outside = device_ids(0.3, True, 5), device_ids(0.3, False, 7)
+    inside, outside = device_ids(0.3, True, 8), device_ids(0.3, False, 12)
     agents = {d: running_champion(tmp_path, repo, d) for d in inside + outside}
     repo.stage(FLEET, champion, candidate, mode="active", share=0.3, rollout_id=ROLLOUT, name="canary", index=1)
     for device_id, agent in agents.items():
