@@ -374,7 +374,8 @@ class Agent:
             self._error = self._error or SHADOW
             return ShadowResult(version, None, None, None)
         actuated = decision.proposed[0]
-        disagreement = abs(first - actuated) if math.isfinite(actuated) else None
+        comparable = math.isfinite(actuated) and limits.outputs[0].name == self._monitor.limits.outputs[0].name
+        disagreement = abs(first - actuated) if comparable else None
         if ood is not None:
             ood = min(max(ood, 0.0), 1.0)
         if disagreement is not None:

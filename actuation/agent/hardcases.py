@@ -43,12 +43,12 @@ class HardCase:
     kind: str  # disagreement | intervention | shadow-ood
     ts: int  # milliseconds since the epoch, as the telemetry record's
     model_version: str
-    features: list[float]
-    outputs: list[float]  # the actuated model's raw outputs (manifest order)
+    features: list[float | None]  # None: not finite (JSON has no NaN)
+    outputs: list[float | None]  # the actuated model's raw outputs (manifest order)
     reason: str | None  # the monitor's, if it took over
     ood_score: float
     shadow_version: str | None = None
-    shadow_outputs: list[float] | None = None
+    shadow_outputs: list[float | None] | None = None
     shadow_disagreement: float | None = None
     shadow_ood_score: float | None = None
     frames: list[dict[str, Any]] | None = None  # the raw frames of the feature window, oldest first
@@ -108,9 +108,9 @@ class HardCases:
         return len(lines)
 
 
-def floats(values: Sequence[float]) -> list[float]:
+def floats(values: Sequence[float]) -> list[float | None]:
     """Plain floats, a non-finite one as None (JSON has no NaN)."""
-    return [float(v) if math.isfinite(v) else None for v in values]  # type: ignore[misc]
+    return [float(v) if math.isfinite(v) else None for v in values]
 
 
 def _plain(value: Any) -> Any:

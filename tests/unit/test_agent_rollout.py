@@ -188,7 +188,9 @@ def test_a_shadow_device_commands_exactly_what_the_champion_commands_and_reports
     repo.stage(FLEET, champion, candidate, mode="shadow", share=0.25, rollout_id=ROLLOUT, name="shadow")
     result = shadowing.update()
     assert (result.state, result.shadow) == (UP_TO_DATE, f"installed {MODEL}@2")
+    fetcher = fresh_fetcher(reference)
     assert reference.update().shadow is None and reference.shadow is None
+    assert fetcher.target_downloads == []  # outside the cohort: the candidate is never fetched
     assert (shadowing.device.slots / "shadow" / "model.onnx").exists()
     assert set(shadowing.slots.state().slots) == {"a"}  # never in the A/B state
     assert shadowing.fetcher.target_downloads  # it did download the candidate
