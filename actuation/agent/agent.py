@@ -143,7 +143,7 @@ class Agent:
         self.slots = Slots(device, pause)
         self.window = FeatureWindow(layout(self.config.task))
         self.stats = TelemetryWindow(disagreement_threshold=disagreement_threshold)
-        self.hard_cases = HardCases(hard_cases)
+        self.hard_cases = HardCases.load(device.hardcases, hard_cases)
         self.last_update: UpdateResult | None = None
         self.pointer: ReleasePointer | None = None
         self.shadow: ShadowModel | None = None

@@ -13,7 +13,8 @@ keeps, in memory and bounded:
 
 Each case holds the feature vector, the raw frames of the window, both models' raw outputs,
 the time and the versions. :meth:`HardCases.write` replaces ``hardcases.jsonl`` in the device
-directory atomically, at most :data:`MAX_BYTES`; the next issue sends the file home.
+directory atomically, at most :data:`MAX_BYTES`; :meth:`HardCases.load` reads it back when the
+agent restarts, so a restart loses none. The next issue sends the file home.
 """
 
 from __future__ import annotations
@@ -93,6 +94,22 @@ class HardCases:
         """Largest disagreement first, then the monitor's and the shadow's OOD cases, newest first."""
         largest = [case for _, _, case in sorted(self._largest, key=lambda item: (-item[0], item[1]))]
         return largest + [case for kind in (INTERVENTION, SHADOW_OOD) for case in reversed(self._recent[kind])]
+
+    @classmethod
+    def load(cls, path: Path, k: int = DEFAULT_K, max_bytes: int = MAX_BYTES) -> HardCases:
+        """The store as :meth:`write` left it (empty if there is no file; unreadable lines are skipped)."""
+        store = cls(k, max_bytes)
+        if not path.exists():
+            return store
+        cases = []
+        for line in path.read_text().splitlines():
+            try:
+                cases.append(HardCase(**json.loads(line)))
+            except (ValueError, TypeError):  # a file of an older agent: what it holds is only a hint
+                continue
+        for case in reversed(cases):  # oldest first, as they were offered
+            store.offer(case.kind, lambda case=case: case, case.shadow_disagreement)
+        return store
 
     def write(self, path: Path) -> int:
         """Replace ``path`` with the cases as JSON lines (atomic), cut to ``max_bytes``; cases written."""

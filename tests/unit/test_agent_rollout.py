@@ -387,6 +387,8 @@ def test_the_hard_cases_are_the_largest_disagreements_and_the_interventions_boun
     step = next(c for c in cases if c["kind"] == "intervention")
     assert step["reason"] == "step" and step["frames"][-1]["accel_mps2"] == -1.5
     assert agent.summary()["hard_cases"] == len(cases)
+    restarted = Agent(agent.device, fetcher=MemoryFetcher(repo), hard_cases=3)
+    assert restarted.hard_cases.cases() == agent.hard_cases.cases()  # a restart loses none
 
 
 def test_the_hard_case_store_keeps_k_of_each_kind_and_its_file_under_its_byte_bound(tmp_path: Path) -> None:
