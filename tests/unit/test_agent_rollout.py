@@ -336,6 +336,36 @@ def test_a_candidate_attested_for_another_fleet_or_tenant_is_refused_in_either_m
     assert not any("@3." in r for r in fetcher.target_downloads)
 
 
+@pytest.mark.parametrize("fault", ["pointer", "target", "attestation"])
+def test_a_canary_whose_candidate_fails_verification_keeps_the_champion(
+    tmp_path: Path, repo: ReleaseRepository, releases: tuple[Release, Release], candidate_edge: EdgeFiles, fault: str
+) -> None:
+    from actuation.contract import model_target_path
+    from actuation.signing import GUARDRAIL, KeyStore
+    from tests.tuf_repository import MODEL_FILE
+
+    champion, _ = releases
+    signer = None
+    if fault == "attestation":
+        stranger = KeyStore(tmp_path / "stranger")
+        stranger.generate(GUARDRAIL)
+        signer = stranger.signer(GUARDRAIL)
+    candidate = repo.release(FLEET, 3, candidate_edge, signer=signer, publish=False)
+    if fault == "pointer":  # the stage names digests that are not those of the files the fleet role signs
+        candidate = candidate.model_copy(
+            update={"model_file": candidate.model_file.model_copy(update={"sha256": "ab" * 32})}
+        )
+    (device_id,) = device_ids(1.0, True, 1)
+    agent = running_champion(tmp_path, repo, device_id)
+    repo.stage(FLEET, champion, candidate, mode="active", share=1.0, rollout_id=ROLLOUT)
+    if fault == "target":
+        url = repo.target_url(model_target_path(FLEET, MODEL, 3, MODEL_FILE))
+        repo.files[url] = repo.files[url][:-1] + bytes([repo.files[url][-1] ^ 0xFF])
+    result = agent.update()
+    assert (result.state, result.reason, agent.active) == (REFUSED, fault, f"{MODEL}@1")
+    assert agent.slots.state().active == "a" and agent.infer(frames(1)[0]) is not None
+
+
 def test_a_device_without_a_model_whose_candidate_is_refused_takes_the_champion(
     tmp_path: Path, repo: ReleaseRepository, releases: tuple[Release, Release], candidate_edge: EdgeFiles
 ) -> None:
