@@ -5,8 +5,9 @@ with python-tuf's Metadata API, so the agent is tested against the contract, not
 another helper's code: consistent snapshots on (``<version>.<role>.json``, targets as
 ``<sha256>.<name>``), the top-level ``targets`` role signs the guardrail keys target and
 delegates ``<fleet>/*`` to ``fleet-<fleet>``, which signs the release pointer and the three
-files of each release. Attestations are made with :func:`actuation.signing.attest` and a
-:class:`~actuation.signing.KeyStore`'s ``guardrail`` key.
+files of each release; :meth:`ReleaseRepository.stage` publishes a format-2 pointer naming a
+rollout stage and :meth:`ReleaseRepository.rollback` one without. Attestations are made with
+:func:`actuation.signing.attest` and a :class:`~actuation.signing.KeyStore`'s ``guardrail`` key.
 
 :class:`MemoryFetcher` serves the files to ``tuf.ngclient`` without HTTP (python-tuf's own
 ``RepositorySimulator`` pattern), counting bytes; tests tamper with ``repo.files`` to attack.
@@ -45,12 +46,14 @@ from actuation.contract import (
     ATTESTATION_FILE,
     GUARDRAIL_KEYS_TARGET,
     MANIFEST_FILE,
+    POINTER_FILE,
     Check,
     PolicyRef,
     Release,
     ReleaseFile,
     ReleasePointer,
     RuntimeLimits,
+    Stage,
     Verdict,
     fleet_paths,
     fleet_role,
@@ -273,6 +276,35 @@ class ReleaseRepository:
         self._add_target(role, release_pointer_path(pointer.fleet), pointer.model_dump_json().encode())
         self.publish()
 
+    def stage(
+        self,
+        fleet: str,
+        active: Release,
+        candidate: Release,
+        *,
+        mode: str,
+        share: float,
+        rollout_id: str = "rollout-1",
+        name: str | None = None,
+        index: int = 0,
+        fleet_tenant: str | None = None,
+    ) -> ReleasePointer:
+        """Publish a format-2 pointer: ``active`` is the champion, ``candidate`` runs in a stage
+        (publish the candidate's files first with ``release(..., publish=False)``)."""
+        stage = Stage(
+            rollout_id=rollout_id, name=name or mode, index=index, mode=mode, share=share, candidate=candidate
+        )
+        pointer = ReleasePointer(fleet=fleet, tenant=fleet_tenant, issued_at=datetime.now(UTC), active=active,
+                                 stage=stage)  # fmt: skip
+        self.point(pointer)
+        return pointer
+
+    def rollback(self, fleet: str, active: Release, fleet_tenant: str | None = None) -> ReleasePointer:
+        """Publish a newer pointer naming ``active`` and no stage, as a halted rollout does."""
+        pointer = ReleasePointer(fleet=fleet, tenant=fleet_tenant, issued_at=datetime.now(UTC), active=active)
+        self.point(pointer)
+        return pointer
+
     # -- metadata ------------------------------------------------------------------------
     def _sign(self, md: Metadata, role: str, signer: Any = None) -> bytes:
         md.signatures.clear()
@@ -350,7 +382,8 @@ class ReleaseRepository:
 
 
 class MemoryFetcher(FetcherInterface):
-    """Serves ``repo.files`` to ngclient; counts requests and bytes; ``offline`` fails every fetch."""
+    """Serves ``repo.files`` to ngclient; counts requests and bytes; ``offline`` fails every fetch.
+    :attr:`target_downloads` are the requests for a release's files (not metadata, not a pointer)."""
 
     def __init__(self, repo: ReleaseRepository) -> None:
         self.repo = repo
@@ -368,3 +401,7 @@ class MemoryFetcher(FetcherInterface):
         data = self.repo.files[path]
         self.bytes += len(data)
         return iter([data[i : i + 65536] for i in range(0, len(data), 65536)] or [b""])
+
+    @property
+    def target_downloads(self) -> list[str]:
+        return [r for r in self.requests if r.startswith("targets/") and not r.endswith("." + POINTER_FILE)]

@@ -10,10 +10,14 @@ running (``fieldloop agent run``)::
     agent.update()               # one update cycle: verify, install in the other slot, self-test, switch
     decision = agent.infer(frame)  # the model behind the runtime safety monitor; one telemetry record
 
+In a staged rollout the fleet's pointer decides per device (by a stable hash of its id) whether
+it actuates the candidate, runs it in shadow beside the champion, or runs the champion alone;
+a rollback returns it to the champion kept in its other slot without a download.
+
 Modules: ``device`` (the directory and its config), ``updater`` (TUF and the attestation),
-``slots`` (A/B on disk), ``runner`` (ONNX Runtime and the self-test), ``monitor`` (the safety
-monitor), ``features`` (the task's feature layout), ``telemetry``, ``sources`` (simulated
-frames), ``cli``.
+``slots`` (A/B on disk, and the shadow's), ``runner`` (ONNX Runtime and the self-test),
+``monitor`` (the safety monitor), ``features`` (the task's feature layout), ``telemetry``,
+``hardcases`` (the inputs worth learning from), ``sources`` (simulated frames), ``cli``.
 """
 
 from actuation.agent.agent import Agent, UpdateResult

@@ -146,6 +146,13 @@ def provision(
     show_default=True,
     help="How long to wait for telemetry delivery.",
 )
+@click.option(
+    "--disagreement-threshold",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="|shadow - actuated| above which a shadowed inference disagrees (the fleet's rollout policy's), "
+    "for the status's shadow disagreement rate.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option(
     "--pause-at",
@@ -165,6 +172,7 @@ def run(
     frames: int,
     update_every: float,
     flush_seconds: float,
+    disagreement_threshold: float | None,
     as_json: bool,
     pause_at: str | None,
 ) -> None:
@@ -193,7 +201,7 @@ def run(
     with device.lock(), stdout_for_json(as_json):
         telemetry = producer(cfg.kafka.bootstrap_servers, device.spool, **_kafka_security(cfg))
         try:
-            agent_ = Agent(device, telemetry=telemetry, pause=pause)
+            agent_ = Agent(device, telemetry=telemetry, pause=pause, disagreement_threshold=disagreement_threshold)
             source = simulated_frames(provisioned.task, provisioned.rate_hz)
             agent_.update()
             try:
@@ -248,11 +256,26 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"device {summary['device']} ({summary['fleet']}): active {summary['active'] or 'none (fallback only)'}"
     )
     console.print(f"  update: {summary['update_state']}")
+    if stage := summary.get("stage"):
+        cohort = "in its cohort" if stage["in_cohort"] else "outside its cohort"
+        console.print(
+            f"  rollout {stage['rollout_id']}: stage {stage['name']} ({stage['mode']}, "
+            f"{stage['share']:.0%} of the fleet), candidate {stage['candidate']}, {cohort}"
+        )
+        if stage["shadow_state"]:
+            console.print(f"  shadow: {stage['shadow_state']}")
     if w["inferences"]:
         console.print(
             f"  {w['inferences']} inferences, latency p50 {w['latency_p50_ms']:.3f} ms, "
             f"p99 {w['latency_p99_ms']:.3f} ms, "
             f"OOD rate {w['ood_rate']:.1%}, interventions {w['interventions']} {w['interventions_by_reason'] or ''}"
+        )
+    if shadow := w.get("shadow"):
+        rate = shadow["disagreement_rate"]
+        said = f"rate {rate:.1%} above {shadow['disagreement_threshold']:g}, " if rate is not None else ""
+        console.print(
+            f"  shadow {summary['shadow'] or '(dropped)'} on {shadow['inferences']} inferences: disagreement "
+            f"{said}p95 {shadow['disagreement_p95']:.3g}, max {shadow['disagreement_max']:.3g}"
         )
     if w["errors"]:
         console.print(f"  errors: {w['errors']}")

@@ -8,8 +8,10 @@
     metadata/        python-tuf's metadata cache (the newest verified timestamp, snapshot, targets)
     downloads/       targets being fetched; nothing here is ever loaded
     slots/a, slots/b the two model slots (A/B); ``state.json`` names the active one
+    slots/shadow     a rollout's candidate run beside the active model, never acted on (not in state.json)
     state.json       which slot is active, what each holds, refused versions (atomic: old or new)
     status.json      the last cycle's and window's figures, for `fieldloop agent status`
+    hardcases.jsonl  the inputs worth learning from (largest shadow disagreement, interventions), bounded
     agent.lock       held by the running agent (one per device)
     spool/           the edge SDK's telemetry spool
 """
@@ -97,6 +99,10 @@ class DeviceDir:
     @property
     def status(self) -> Path:
         return self.path / "status.json"
+
+    @property
+    def hardcases(self) -> Path:
+        return self.path / "hardcases.jsonl"
 
     @property
     def spool(self) -> Path:

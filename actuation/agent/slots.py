@@ -10,6 +10,14 @@ it, the new. The previous active slot is kept as it was: the last known good.
 :meth:`Slots.active` reloads the active slot and checks its model file's sha256 against the
 state before it runs anything; a slot damaged on disk is dropped and the other one, the last
 known good, becomes active.
+
+:meth:`Slots.revert` is Mender's revert: when the release to actuate is the one the inactive
+slot holds (a rollout rolled back, or the device left the cohort), it checks that slot's model
+file against the state's sha256, loads it and commits the switch; nothing is downloaded.
+
+:meth:`Slots.install_shadow` puts a verified rollout candidate in a third directory,
+``slots/shadow/``, and self-tests it there: it runs beside the active model, never acted on,
+and is not in ``state.json``, so nothing makes it active but an install into an A/B slot.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from fieldloop.registry import EdgeManifest
 logger = logging.getLogger(__name__)
 
 SLOTS = ("a", "b")
+SHADOW_SLOT = "shadow"
 MODEL = "model.onnx"
 MANIFEST = "manifest.json"
 RELEASE = "release.json"
@@ -138,15 +147,8 @@ class Slots:
         directory = self.device.slots / slot
         shutil.rmtree(directory, ignore_errors=True)  # a half-written earlier attempt, or the older release
         directory.mkdir(parents=True)
-        release = verified.pointer.active
-        _copy_durable(verified.model_file, directory / MODEL)
-        _copy_durable(verified.manifest_file, directory / MANIFEST)
-        write_atomic(directory / RELEASE, release.model_dump_json(indent=2).encode())
-        fsync_dir(directory)
-        runner = ModelRunner(directory / MODEL, verified.manifest)
-        result = runner.self_test()
-        if not result.passed:
-            raise UpdateRefusedError("self-test", _self_test_failed(verified.label, result))
+        release = verified.release
+        runner, result = _write_and_test(verified, directory)
         info = SlotInfo(
             release=release,
             sha256=release.model_file.sha256,
@@ -156,6 +158,44 @@ class Slots:
         self._commit(state.model_copy(update={"active": slot, "slots": {**state.slots, slot: info}}))
         logger.info("activated %s in slot %s (self-test max |Δ| %.2e)", verified.label, slot, result.max_abs_diff)
         return ActiveModel(slot, info, runner)
+
+    def revert(self, release: Release) -> ActiveModel | None:
+        """Make the inactive slot active if it holds ``release`` and its model file is intact;
+        None (nothing changed) when it holds another release or is damaged (then install again)."""
+        state = self.state()
+        slot = state.inactive
+        info = state.slots.get(slot)
+        if info is None or info.release != release:
+            return None
+        try:
+            model = self._load(slot, info)
+        except (OSError, ValueError, UpdateRefusedError) as e:
+            logger.error("slot %s (%s@%s) is damaged, installing it again: %s", slot, release.model,
+                         release.version, e)  # fmt: skip
+            return None
+        self._commit(state.model_copy(update={"active": slot}))
+        logger.info("returned to %s@%s in slot %s (kept on disk)", release.model, release.version, slot)
+        return model
+
+    def install_shadow(self, verified: VerifiedRelease) -> ShadowModel:
+        """Write, load and self-test ``verified`` in ``slots/shadow/`` (never in the A/B state).
+
+        Raises:
+            UpdateRefusedError: the self-test failed (reason ``self-test``); no shadow runs.
+        """
+        directory = self.device.slots / SHADOW_SLOT
+        self.drop_shadow()
+        directory.mkdir(parents=True)
+        try:
+            runner, result = _write_and_test(verified, directory)
+        except UpdateRefusedError:
+            self.drop_shadow()
+            raise
+        logger.info("shadowing %s (self-test max |Δ| %.2e)", verified.label, result.max_abs_diff)
+        return ShadowModel(verified.release, runner, result.max_abs_diff)
+
+    def drop_shadow(self) -> None:
+        shutil.rmtree(self.device.slots / SHADOW_SLOT, ignore_errors=True)
 
     def active(self) -> ActiveModel | None:
         """The active slot loaded and checked; if its files are damaged, the other slot (the last
@@ -187,6 +227,32 @@ class Slots:
             raise ValueError("the model file's sha256 is not the one installed")
         manifest = EdgeManifest.from_json((directory / MANIFEST).read_text())
         return ActiveModel(slot, info, ModelRunner(directory / MODEL, manifest))
+
+
+@dataclass(frozen=True)
+class ShadowModel:
+    """A rollout candidate loaded in ``slots/shadow/``: run beside the active model, never acted on."""
+
+    release: Release
+    runner: ModelRunner
+    self_test_max_abs_diff: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.release.model}@{self.release.version}"
+
+
+def _write_and_test(verified: VerifiedRelease, directory: Path) -> tuple[ModelRunner, SelfTest]:
+    """Write ``verified``'s files durably into ``directory``, load the model and self-test it there."""
+    _copy_durable(verified.model_file, directory / MODEL)
+    _copy_durable(verified.manifest_file, directory / MANIFEST)
+    write_atomic(directory / RELEASE, verified.release.model_dump_json(indent=2).encode())
+    fsync_dir(directory)
+    runner = ModelRunner(directory / MODEL, verified.manifest)
+    result = runner.self_test()
+    if not result.passed:
+        raise UpdateRefusedError("self-test", _self_test_failed(verified.label, result))
+    return runner, result
 
 
 def _self_test_failed(label: str, result: SelfTest) -> str:

@@ -1,5 +1,5 @@
 """The update channel: one TUF refresh per cycle, then the release pointer and, when it names a
-version the device does not run, the release's files, each verified before anything reads it.
+release the device does not have, that release's files, each verified before anything reads it.
 
 :meth:`ReleaseChannel.check` is one cycle's look at the repository:
 
@@ -9,10 +9,12 @@ version the device does not run, the release's files, each verified before anyth
 2. the fleet's :class:`~actuation.contract.ReleasePointer`, a target signed by the fleet's
    delegated role.
 
-:meth:`ReleaseChannel.fetch` downloads a pointer's model, manifest and attestation (TUF checks
-each one's length and sha256 against the signed metadata) and the guardrail keys (a target of
-the top-level role), then :func:`verify_release` decides with what it verified: the
-attestation's signature and subjects, its verdict, the fleet and the tenant, the manifest.
+:meth:`ReleaseChannel.fetch` downloads one release the pointer names (the fleet's ``active``
+release or its rollout stage's candidate, to actuate or to run in shadow): its model,
+manifest and attestation (TUF checks each one's length and sha256 against the signed
+metadata) and the guardrail keys (a target of the top-level role), then :func:`verify_release`
+decides with what it verified: the attestation's signature and subjects, its verdict, the
+fleet and the tenant, the manifest. A candidate gets exactly the checks a champion gets.
 Nothing here loads a model: that is the slots' job, after this.
 """
 
@@ -36,6 +38,7 @@ from actuation.contract import (
     EDGE_VARIANT,
     GUARDRAIL_KEYS_TARGET,
     MANIFEST_FILE,
+    Release,
     ReleasePointer,
     Verdict,
     release_pointer_path,
@@ -57,9 +60,11 @@ MAX_TARGETS_BYTES = 1024 * 1024
 
 @dataclass(frozen=True)
 class VerifiedRelease:
-    """A release whose every file passed TUF's and the attestation's checks (in ``downloads/``)."""
+    """A release whose every file passed TUF's and the attestation's checks (in ``downloads/``):
+    ``release`` is the one verified, the pointer's ``active`` or its stage's ``candidate``."""
 
     pointer: ReleasePointer
+    release: Release
     model_file: Path
     manifest_file: Path
     manifest: EdgeManifest
@@ -67,7 +72,7 @@ class VerifiedRelease:
 
     @property
     def label(self) -> str:
-        return f"{self.pointer.active.model}@{self.pointer.active.version}"
+        return f"{self.release.model}@{self.release.version}"
 
 
 def updater_config() -> Any:
@@ -147,14 +152,24 @@ class ReleaseChannel:
             )
         return pointer
 
-    def fetch(self, pointer: ReleasePointer) -> VerifiedRelease:
-        """Download and verify the files of ``pointer``'s release (after :meth:`check`)."""
-        release = pointer.active
+    def fetch(self, pointer: ReleasePointer, release: Release | None = None) -> VerifiedRelease:
+        """Download and verify the files of ``release`` (default: the one this device actuates,
+        :meth:`~actuation.contract.ReleasePointer.release_for`), after :meth:`check`.
+
+        Raises:
+            UpdateRefusedError: ``release`` is not one the pointer names (reason ``pointer``), or
+                a check of :func:`verify_release` failed.
+        """
+        release = release or pointer.release_for(self.config.device_id)
+        if release not in _named(pointer):
+            raise UpdateRefusedError(
+                "pointer", f"{release.model}@{release.version} is not a release the fleet's pointer names"
+            )
         model_file = self._download_file(release.model_file.path, "download")
         manifest_file = self._download_file(release.manifest.path)
         attestation = self._download(release.attestation.path)
         keys = self._guardrail_keys()
-        return verify_release(pointer, self.config, model_file, manifest_file, attestation, keys)
+        return verify_release(pointer, self.config, model_file, manifest_file, attestation, keys, release)
 
     # -- downloads -------------------------------------------------------------------
     def _targetinfo(self, path: str) -> Any:
@@ -208,9 +223,12 @@ def verify_release(
     manifest_file: Path,
     attestation: bytes,
     keys: list[Any],
+    release: Release | None = None,
 ) -> VerifiedRelease:
-    """Decide whether this device may run the release, with what was verified; refuse naming why."""
-    release = pointer.active
+    """Decide whether this device may run ``release`` (default: the one it actuates), with what was
+    verified; refuse naming why. The digests are checked against ``release`` as the signed
+    pointer names it, so a candidate is held to its own files, not the champion's."""
+    release = release or pointer.release_for(config.device_id)
     subjects = {MODEL_FILE: _sha256(model_file), MANIFEST_FILE: _sha256(manifest_file)}
     if (subjects[MODEL_FILE], subjects[MANIFEST_FILE]) != (release.model_file.sha256, release.manifest.sha256):
         raise UpdateRefusedError(
@@ -263,7 +281,12 @@ def verify_release(
             f"the release's runtime limits name outputs {missing} the model does not have ({manifest.outputs}): "
             "the safety monitor could not guard it; publish it with its task's limits",
         )
-    return VerifiedRelease(pointer, model_file, manifest_file, manifest, verdict)
+    return VerifiedRelease(pointer, release, model_file, manifest_file, manifest, verdict)
+
+
+def _named(pointer: ReleasePointer) -> list[Release]:
+    """The releases a pointer names: its ``active`` one and its stage's candidate, if any."""
+    return [pointer.active] + ([pointer.stage.candidate] if pointer.stage else [])
 
 
 def _check_tenant(model: str, judged: str | None, published: str | None, config: DeviceConfig) -> None:

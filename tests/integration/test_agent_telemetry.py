@@ -3,7 +3,7 @@
 A device updated from the test's repository runs frames through its model and the safety
 monitor; a plain KafkaConsumer reads ``fieldloop.fleet.telemetry.v1`` back and decodes each
 record with the project's wire format (Avro single-object, the writer schema by fingerprint:
-``telemetry.v2``, with the agent's update state).
+``telemetry.v3``, with the agent's update state and fleet).
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def test_the_agents_telemetry_is_read_back_from_the_topic(kafka_bootstrap: str, 
     assert [int(dict(r.headers)["fieldloop.seq"]) for r in ours] == list(range(1, FRAMES + 1))
     assert {(r["device_id"], r["model_name"], r["model_version"]) for r in records} == {(device_id, MODEL, "1")}
     assert {r["update_state"] for r in records} == {"updated"}  # telemetry.v2, written by the agent
+    assert {(r["fleet"], r["shadow_version"], r["error"]) for r in records} == {("public-cars", None, None)}  # v3
     # the first 9 frames fill the feature window: the monitor commands the fallback
     assert [r["intervention"] for r in records[:9]] == [True] * 9
     assert all(0 <= r["ood_score"] < 0.8 and r["latency_ms"] > 0 for r in records)
