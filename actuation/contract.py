@@ -219,6 +219,9 @@ class Stage(_Strict):
     mode: Literal["shadow", "active"]
     share: float = Field(gt=0, le=1, description="the cohort: devices whose cohort_position is below it")
     candidate: Release
+    disagreement_threshold: float | None = Field(
+        default=None, gt=0, description="|shadow - actuated| above which a shadowed inference disagrees (the policy's)"
+    )
 
     def includes(self, device_id: str) -> bool:
         return cohort_position(self.rollout_id, device_id) < self.share

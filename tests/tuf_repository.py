@@ -288,11 +288,18 @@ class ReleaseRepository:
         name: str | None = None,
         index: int = 0,
         fleet_tenant: str | None = None,
+        disagreement_threshold: float | None = None,
     ) -> ReleasePointer:
         """Publish a format-2 pointer: ``active`` is the champion, ``candidate`` runs in a stage
         (publish the candidate's files first with ``release(..., publish=False)``)."""
         stage = Stage(
-            rollout_id=rollout_id, name=name or mode, index=index, mode=mode, share=share, candidate=candidate
+            rollout_id=rollout_id,
+            name=name or mode,
+            index=index,
+            mode=mode,
+            share=share,
+            candidate=candidate,
+            disagreement_threshold=disagreement_threshold,
         )
         pointer = ReleasePointer(fleet=fleet, tenant=fleet_tenant, issued_at=datetime.now(UTC), active=active,
                                  stage=stage)  # fmt: skip

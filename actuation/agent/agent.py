@@ -215,6 +215,8 @@ class Agent:
     def _update(self) -> tuple[str, str, str | None]:
         channel = ReleaseChannel(self.device, self.config, self.fetcher, self._pause)
         self.pointer = pointer = channel.check()
+        if pointer is not None and pointer.stage is not None and pointer.stage.disagreement_threshold:
+            self.stats.disagreement_threshold = pointer.stage.disagreement_threshold  # the rollout policy's
         if pointer is None:
             self._drop_shadow()
             return NO_RELEASE, f"the repository has no release for fleet {self.config.fleet} yet", None

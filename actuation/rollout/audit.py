@@ -178,7 +178,9 @@ class Rollout:
     def champion(self) -> Release:
         return Release.model_validate_json(self.first.champion_release)
 
-    def pointer(self, issued_at: datetime, tenant: str | None) -> ReleasePointer:
+    def pointer(
+        self, issued_at: datetime, tenant: str | None, disagreement_threshold: float | None = None
+    ) -> ReleasePointer:
         """The fleet's pointer this state calls for (what a reconciling controller publishes)."""
         row = self.last
         if row.state == COMPLETED:
@@ -192,6 +194,7 @@ class Rollout:
             mode=row.mode,  # type: ignore[arg-type]
             share=row.share,
             candidate=self.candidate,
+            disagreement_threshold=disagreement_threshold,
         )
         return ReleasePointer(fleet=row.fleet, tenant=tenant, issued_at=issued_at, active=self.champion, stage=stage)
 

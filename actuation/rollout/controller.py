@@ -491,7 +491,7 @@ def _reconcile(site: Site, rollout: Rollout) -> None:
 
 
 def _publish(site: Site, rollout: Rollout, files: dict[str, bytes] | None = None) -> None:
-    pointer: ReleasePointer = rollout.pointer(_now(), site.fleet.tenant)
+    pointer: ReleasePointer = rollout.pointer(_now(), site.fleet.tenant, site.policy.disagreement_threshold)
     if files is None and not _has_files(site, rollout):
         files = _files_from_mlflow(site, rollout)
     last = rollout.last

@@ -150,7 +150,7 @@ class RobotArm(Device):
                         "ood_score": round(ood, 4),
                         "disagreement": round(abs(rng.normal(0, 0.01 + 0.2 * ood)), 4),  # gripper width, 0..1
                         "intervention": bool(self.intervened),
-                        "update_state": None,  # a simulated robot runs no edge agent: no fleet, no shadow (telemetry.v2, v3)
+                        "update_state": None,  # a simulated robot runs no edge agent (telemetry.v2, v3)
                         "fleet": None,
                         "shadow_version": None,
                         "shadow_disagreement": None,

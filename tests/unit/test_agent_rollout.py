@@ -470,3 +470,17 @@ def test_status_shows_the_stage_and_the_shadows_figures(
     text = " ".join(out.output.split())
     assert f"rollout {ROLLOUT}: stage shadow (shadow, 25% of the fleet), candidate {MODEL}@2, in its cohort" in text
     assert f"shadow {MODEL}@2 on 21 inferences: disagreement rate" in text and "p95" in text
+
+
+def test_a_shadow_device_counts_disagreements_by_the_threshold_the_rollout_signed(
+    tmp_path: Path, repo: ReleaseRepository, releases: tuple[Release, Release]
+) -> None:
+    champion, candidate = releases
+    (device_id,) = device_ids(0.25, True, 1)
+    agent = running_champion(tmp_path, repo, device_id)  # no threshold of its own
+    repo.stage(FLEET, champion, candidate, mode="shadow", share=0.25, rollout_id=ROLLOUT, disagreement_threshold=0.3)
+    agent.update()
+    for frame in frames(30):
+        agent.infer(frame)
+    window = agent.summary()["window"]["shadow"]
+    assert window["disagreement_threshold"] == 0.3 and window["disagreement_rate"] is not None
