@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pendulum
 from airflow.sdk import AssetAny, BaseOperator, Param, TaskGroup, chain, dag, task
@@ -82,51 +82,59 @@ class RolloutStage(BaseOperator):
         self.log.info("waiting while rollout %s on %s is in stage %s", started["rollout"], self.fleet, self.stage)
         self._wait(started["rollout"], "running")
 
-    def _wait(self, rollout_id: str, waiting_in: str) -> None:
-        from actuation.rollout.trigger import StageTrigger
-
-        trigger = StageTrigger(self.fleet, rollout_id, self.stage_index, waiting_in, POLL_S)
-        self.defer(trigger=trigger, method_name="moved")
-
     def moved(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """The trigger fired: the rollout left the stage and state this task waited in."""
-        from actuation.rollout.audit import AWAITING, COMPLETED, PAUSED, ROLLED_BACK, RUNNING
+        from actuation.rollout.audit import COMPLETED, ROLLED_BACK
+
+        where = self._ours(context, event or {})
+        last = where["last"]
+        said = f"{last['action']} at {where['stage']} by {last['requested_by']}: {last['reason']}"
+        self.log.info("rollout %s on %s: %s (%s)", where["rollout"], self.fleet, where["state"], said)
+        context["ti"].xcom_push(key="where", value=where)  # the stage's latest news, in the UI's XCom tab
+        if where["state"] == ROLLED_BACK:
+            raise AirflowFailException(f"rollout {where['rollout']} on {self.fleet} was rolled back: {said}")
+        if where["state"] == COMPLETED or where["stage_index"] > self.stage_index:
+            return where
+        self._tell(where)
+        self._wait(where["rollout"], where["state"])
+
+    def _ours(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        """The event, once it is news of this run's rollout (an error or another rollout fails the task)."""
         from actuation.rollout.trigger import ERROR
 
-        event = event or {}
         if event.get("status") == ERROR:
             raise RuntimeError(f"the controller of {self.fleet} could not look at rollout {event.get('rollout')}: "
                                f"{event.get('error')}")  # fmt: skip
-        started = context["ti"].xcom_pull(task_ids=self.publish_task) or {}
-        ours, last = started.get("rollout"), event.get("last") or {}
+        ours = (context["ti"].xcom_pull(task_ids=self.publish_task) or {}).get("rollout")
         if event.get("rollout") != ours:
             raise AirflowFailException(
                 f"the rollout on {self.fleet} is no longer {ours} but {event.get('rollout')}: see "
                 f"`fieldloop rollout status --fleet {self.fleet}`"
             )
-        said = f"{last.get('action')} at {event.get('stage')} by {last.get('requested_by')}: {last.get('reason')}"
-        self.log.info("rollout %s on %s: %s (%s)", ours, self.fleet, event.get("state"), said)
-        state, index = event.get("state"), event.get("stage_index")
-        if state == ROLLED_BACK:
-            raise AirflowFailException(f"rollout {ours} on {self.fleet} was rolled back: {said}")
-        if state == COMPLETED or index > self.stage_index:
-            return event
-        if state == PAUSED:
-            self.log.warning(
-                "rollout %s on %s is PAUSED in stage %s; the fleet stays where it is. "
-                "`fieldloop rollout resume --fleet %s` resumes it, `fieldloop rollout rollback --fleet %s` ends it",
-                ours, self.fleet, self.stage, self.fleet, self.fleet,
-            )  # fmt: skip
-        elif state == AWAITING:
-            self.log.warning(
-                "stage %s of rollout %s on %s passed and the policy asks a person to approve the next: "
-                "`fieldloop rollout resume --fleet %s` approves it, `fieldloop rollout rollback --fleet %s` ends it",
-                self.stage, ours, self.fleet, self.fleet, self.fleet,
-            )  # fmt: skip
-        elif state == RUNNING:
-            self.log.info("rollout %s on %s runs stage %s again", ours, self.fleet, self.stage)
-        self._wait(ours, state)
-        raise AssertionError("unreachable: defer raises")
+        return event
+
+    def _tell(self, where: dict[str, Any]) -> None:
+        """Say in the task's log why it waits again, and what a person does about it."""
+        from actuation.rollout.audit import AWAITING, PAUSED
+
+        rollout, fleet = where["rollout"], self.fleet
+        then = f"`fieldloop rollout rollback --fleet {fleet}` ends it"
+        if where["state"] == PAUSED:
+            self.log.warning("rollout %s on %s is PAUSED in stage %s; the fleet stays where it is. "
+                             "`fieldloop rollout resume --fleet %s` resumes it, %s", rollout, fleet, self.stage, fleet,
+                             then)  # fmt: skip
+        elif where["state"] == AWAITING:
+            self.log.warning("stage %s of rollout %s on %s passed; the policy asks a person to approve the next: "
+                             "`fieldloop rollout resume --fleet %s` approves it, %s", self.stage, rollout, fleet, fleet,
+                             then)  # fmt: skip
+        else:
+            self.log.info("rollout %s on %s runs stage %s again; its figures start afresh", rollout, fleet, self.stage)
+
+    def _wait(self, rollout_id: str, waiting_in: str) -> NoReturn:
+        from actuation.rollout.trigger import StageTrigger
+
+        trigger = StageTrigger(self.fleet, rollout_id, self.stage_index, waiting_in, POLL_S)
+        self.defer(trigger=trigger, method_name="moved")
 
 
 @dag(

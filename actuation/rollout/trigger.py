@@ -154,7 +154,7 @@ class StageTrigger(BaseTrigger):
                 await asyncio.sleep(self.poll_s)
         finally:
             if controller is not None:
-                await loop.run_in_executor(thread, controller.close)
+                thread.submit(controller.close)  # on its own thread, after any look still under way
             thread.shutdown(wait=False)
 
     @staticmethod

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -136,7 +137,7 @@ def test_the_release_dag_has_a_deferred_task_per_stage_of_each_fleets_rollout_po
     for fleet in load_fleets().fleet:
         stages = [f"{fleet.name}.{s.name}" for s in load_policy(fleet.name).stage]
         chain = [f"{fleet.name}.publish", *stages, f"{fleet.name}.champion"]
-        for before, after in zip(chain, chain[1:], strict=False):
+        for before, after in pairwise(chain):
             assert tasks[after]["upstream"] == [before], (after, tasks[after])
         assert tasks[f"{fleet.name}.publish"]["upstream"] == ["guardrail"]
         assert {tasks[s]["type"] for s in stages} == {"RolloutStage"}  # defers to the rollout trigger

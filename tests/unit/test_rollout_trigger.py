@@ -184,8 +184,13 @@ def test_a_controller_that_cannot_look_ends_the_wait_with_an_error_event(site: c
 
 # -- the release DAG's stage task ---------------------------------------------------------------
 class TI:
+    """A task instance's XCom, as the stage task uses it."""
+
     def __init__(self, started: dict[str, Any] | None) -> None:
-        self.started = started
+        self.started, self.pushed = started, {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
 
     def xcom_pull(self, task_ids: str) -> dict[str, Any] | None:
         assert task_ids == f"{FLEET}.publish"
@@ -233,6 +238,7 @@ def test_the_stage_task_succeeds_fails_or_waits_again_by_where_the_rollout_went(
         with pytest.raises(TaskDeferred) as deferred:
             stage.moved(context, event(state, 1, "pause"))
         assert deferred.value.trigger.waiting_in == state  # waits for a person, no worker slot held
+        assert context["ti"].pushed["where"]["state"] == state  # where it stands, in the UI's XCom tab
     with pytest.raises(AirflowFailException, match="no longer v2-a"):
         stage.moved(context, event(RUNNING, 1, "start", rollout="v3-b"))
     with pytest.raises(RuntimeError, match="could not look"):
