@@ -171,8 +171,12 @@ def fieldloop_release() -> None:
         params = params or {}
         if params.get("model"):
             return [{"model": params["model"], "version": params.get("version")}]
+        from mlflow import MlflowClient
+
+        from fieldloop.config import load_config
+
         tasks = sorted({a.name.removeprefix("fieldloop.models.") for a in triggering_asset_events or []})
-        releases = _unjudged_candidates(tasks)
+        releases = unjudged_candidates(MlflowClient(load_config().mlflow.uri), tasks)
         print("to judge: " + (", ".join(f"{r['model']} v{r['version']}" for r in releases) or "nothing"))
         return releases
 
@@ -215,14 +219,10 @@ def fieldloop_release() -> None:
             chain(publish, *stages, champion)
 
 
-def _unjudged_candidates(tasks: list[str]) -> list[dict[str, Any]]:
+def unjudged_candidates(client: Any, tasks: list[str]) -> list[dict[str, Any]]:
     """Each model of ``tasks`` whose ``candidate`` alias points at a version no guardrail has judged."""
-    from mlflow import MlflowClient
-
-    from fieldloop.config import load_config
     from fieldloop.registry import CANDIDATE, GUARDRAIL_TAG_PREFIX, TASK_TAG
 
-    client = MlflowClient(load_config().mlflow.uri)
     out = []
     for name in tasks:
         for model in client.search_registered_models(filter_string=f"tags.`{TASK_TAG}` = '{name}'"):

@@ -182,7 +182,7 @@ def test_a_controller_that_cannot_look_ends_the_wait_with_an_error_event(site: c
     assert event == {"status": ERROR, "rollout": "v2-x", "error": "the lake is unreachable"}
 
 
-# -- the release DAG's stage task ---------------------------------------------------------------
+# -- the release DAG's tasks: the stage task on each event, the plan of what to judge -------------
 class TI:
     """A task instance's XCom, as the stage task uses it."""
 
@@ -245,3 +245,33 @@ def test_the_stage_task_succeeds_fails_or_waits_again_by_where_the_rollout_went(
         stage.moved(context, {"status": ERROR, "rollout": "v2-a", "error": "boom"})
     with pytest.raises(AirflowSkipException):
         stage.execute({"ti": TI({"rollout": None, "first_release": True})})
+
+
+def test_the_release_dag_judges_each_new_candidate_of_the_tasks_once(release_dag: Any, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from fieldloop.registry import APPROVED, CANDIDATE, GUARDRAIL_TAG_PREFIX, TASK_TAG, TENANT_TAG
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    base, tenant, plant = (
+        "fieldloop.vehicle-longitudinal",
+        "fieldloop.vehicle-longitudinal.acme-mobility",
+        "fieldloop.plant-anomaly",
+    )
+    for name, task in ((base, "vehicle-longitudinal"), (tenant, "vehicle-longitudinal"), (plant, "plant-anomaly")):
+        client.create_registered_model(
+            name, tags={TASK_TAG: task} | ({TENANT_TAG: "acme-mobility"} if name == tenant else {})
+        )
+        for _ in range(2):
+            client.create_model_version(name, source=str(tmp_path))
+    client.set_registered_model_alias(base, CANDIDATE, "2")  # new: not judged yet
+    client.set_registered_model_alias(tenant, CANDIDATE, "2")  # judged already (a fail)
+    client.set_model_version_tag(tenant, "2", GUARDRAIL_TAG_PREFIX + "verdict", "fail")
+    client.set_registered_model_alias(plant, CANDIDATE, "1")  # another task's
+    client.set_registered_model_alias(base, APPROVED, "1")
+
+    assert release_dag.unjudged_candidates(client, ["vehicle-longitudinal"]) == [{"model": base, "version": 2}]
+    assert release_dag.unjudged_candidates(client, ["plant-anomaly", "vehicle-longitudinal"]) == [
+        {"model": plant, "version": 1},
+        {"model": base, "version": 2},
+    ]
