@@ -275,3 +275,39 @@ def test_the_release_dag_judges_each_new_candidate_of_the_tasks_once(release_dag
         {"model": plant, "version": 1},
         {"model": base, "version": 2},
     ]
+
+
+def test_publish_ships_a_first_release_starts_a_rollout_or_follows_the_one_it_started(
+    release_dag: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from actuation.release.cli import open_repository
+    from fieldloop.config import load_config
+
+    monkeypatch.setenv("FIELDLOOP_HOME", str(tmp_path / "home"))
+    commands: list[list[str]] = []
+
+    def run_stage(argv: list[str]) -> dict[str, Any]:  # the CLI, as far as _ship needs it
+        commands.append(argv)
+        return {"changed": True} if argv[0] == "release" else {"rollout_id": "v2-cli", "reason": "policy"}
+
+    monkeypatch.setattr(release_dag, "run_stage", run_stage)
+    model = "fieldloop.vehicle-longitudinal"
+    repo = open_repository(load_config())
+    repo.init()
+
+    shipped = release_dag._ship(FLEET, model, 1)  # the fleet runs nothing: its first release, no stages
+    assert shipped["first_release"] and shipped["rollout"] is None
+    assert commands.pop() == ["release", "publish", "--model", model, "--version", "1", "--fleet", FLEET]
+
+    publish_tiny(repo, FLEET, 1)
+    with pytest.raises(AirflowSkipException, match="already runs"):
+        release_dag._ship(FLEET, model, 1)
+    assert release_dag._ship(FLEET, model, 2)["rollout"] == "v2-cli"  # a champion runs: a staged rollout
+    assert commands.pop() == ["rollout", "start", "--model", model, "--version", "2", "--fleet", FLEET, "--no-follow"]
+
+    site = ctl.Site.open(load_config(), FLEET)
+    started = ctl.begin(site, approved_tiny(repo, FLEET, 2), "a first try of this task")
+    assert release_dag._ship(FLEET, model, 2)["rollout"] == started.rollout_id  # a retry follows it
+    assert commands == []
