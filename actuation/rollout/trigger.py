@@ -101,6 +101,7 @@ class StageTrigger(BaseTrigger):
         super().__init__()
         self.fleet, self.rollout_id, self.stage_index = fleet, rollout_id, stage_index
         self.waiting_in, self.poll_s, self.max_failures = waiting_in, poll_s, max_failures
+        self._controller: Any = None  # made on the first look, on the trigger's thread
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -125,41 +126,38 @@ class StageTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         # one thread for the controller's whole life: its Kafka reader is not shared across threads
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rollout-{self.fleet}")
-        loop = asyncio.get_running_loop()
-        controller, failures = None, 0
+        failures = 0
         try:
             while True:
                 try:
-                    if controller is None:
-                        controller = await loop.run_in_executor(thread, self.controller)
-                    rollout = await loop.run_in_executor(thread, self._look, controller)
-                    failures = 0
+                    rollout = await asyncio.get_running_loop().run_in_executor(thread, self._look)
                 except Exception as e:  # a trigger that raised would end the wait with a traceback only
                     failures += 1
-                    logger.warning(
-                        "rollout %s on %s: look %d of %d failed: %s",
-                        self.rollout_id,
-                        self.fleet,
-                        failures,
-                        self.max_failures,
-                        e,
-                    )
+                    logger.warning("rollout %s on %s: look %d of %d failed: %s", self.rollout_id, self.fleet,
+                                   failures, self.max_failures, e)  # fmt: skip
                     if failures >= self.max_failures:
                         yield TriggerEvent({"status": ERROR, "rollout": self.rollout_id, "error": str(e)})
                         return
                 else:
+                    failures = 0
                     if left(rollout, self.rollout_id, self.stage_index, self.waiting_in):
                         yield TriggerEvent(where(rollout))
                         return
                 await asyncio.sleep(self.poll_s)
         finally:
-            if controller is not None:
-                thread.submit(controller.close)  # on its own thread, after any look still under way
+            thread.submit(self._close)  # on its own thread, after any look still under way
             thread.shutdown(wait=False)
 
-    @staticmethod
-    def _look(controller: Any) -> Any:
+    def _close(self) -> None:
+        if self._controller is not None:
+            self._controller.close()
+            self._controller = None
+
+    def _look(self) -> Any:
         """One step of the controller, then the fleet's rollout as the audit table has it."""
+        if self._controller is None:
+            self._controller = self.controller()
+        controller = self._controller
         decision = controller.step()
         if decision is not None:
             logger.info("rollout %s on %s: %s at %s: %s", decision.rollout_id, decision.fleet, decision.action,

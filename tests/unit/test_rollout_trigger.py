@@ -10,6 +10,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,16 @@ class Trigger(StageTrigger):
         return ctl.Controller(self.site, feed=self.feed, every_s=0)
 
 
+class Readers(Feed):
+    """The test's telemetry, and whether each reader the controller opened was closed."""
+
+    def __call__(self, since: Any) -> Any:
+        reader = super().__call__(since)
+        reader.closed = False
+        reader.close = lambda: setattr(reader, "closed", True)
+        return reader
+
+
 def trigger_on(site: ctl.Site, feed: Feed, stage_index: int, waiting_in: str = RUNNING) -> Trigger:
     rollout = site.log.current(FLEET)
     assert rollout is not None
@@ -105,7 +116,7 @@ def test_importing_the_trigger_loads_no_controller_lake_or_kafka_client() -> Non
 
 
 def test_it_waits_while_the_stage_soaks_and_fires_when_the_controller_advances(site: ctl.Site) -> None:
-    feed = Feed()
+    feed = Readers()
     ctl.begin(site, approved_tiny(site.repo, FLEET, 2), "test")
     event = asyncio.run(quiet_then(trigger_on(site, feed, 0), lambda: report(site, feed)))
     assert event["status"] == MOVED and event["state"] == RUNNING
@@ -113,6 +124,10 @@ def test_it_waits_while_the_stage_soaks_and_fires_when_the_controller_advances(s
     assert event["last"]["action"] == ADVANCE and "shadow passed" in event["last"]["reason"]
     assert site.repo.pointer(FLEET).stage.name == "canary"  # the trigger's controller published it
     assert Trigger.opened == 1  # one controller for the whole wait
+    deadline = time.monotonic() + 5
+    while not all(r.closed for r in feed.readers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert feed.readers and all(r.closed for r in feed.readers)  # no Kafka reader left open after the wait
 
 
 def test_a_rollback_in_its_stage_fires_with_the_decisions_reason(site: ctl.Site) -> None:
