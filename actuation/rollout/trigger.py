@@ -6,7 +6,8 @@ state it waits in (``running`` while the stage soaks; ``paused`` or ``awaiting-a
 while a person decides). :meth:`StageTrigger.run` then looks every ``poll_s`` seconds:
 
 1. one :meth:`Controller.step` in the trigger's own thread (the controller reads Delta and
-   Kafka synchronously; the triggerer's event loop must never block on it), which decides
+   Kafka synchronously; the triggerer's event loop must never block on it), with the
+   trigger's context variables so what it logs lands in the task's log; it decides
    hold/pause/rollback/advance/await-approval/complete and publishes what it decided;
 2. the fleet's rollout as the audit table now has it: while it is still the same rollout, in
    the same stage and state, the trigger waits; otherwise it fires once with where the
@@ -27,6 +28,7 @@ Kafka client are imported when the trigger runs.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -130,7 +132,10 @@ class StageTrigger(BaseTrigger):
         try:
             while True:
                 try:
-                    rollout = await asyncio.get_running_loop().run_in_executor(thread, self._look)
+                    # with the trigger's context, as asyncio.to_thread: the triggerer routes logs to the
+                    # task's log by context variables, so the controller's decisions show there
+                    look = contextvars.copy_context().run
+                    rollout = await asyncio.get_running_loop().run_in_executor(thread, look, self._look)
                 except Exception as e:  # a trigger that raised would end the wait with a traceback only
                     failures += 1
                     logger.warning("rollout %s on %s: look %d of %d failed: %s", self.rollout_id, self.fleet,

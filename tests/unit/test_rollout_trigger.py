@@ -130,6 +130,31 @@ def test_it_waits_while_the_stage_soaks_and_fires_when_the_controller_advances(s
     assert feed.readers and all(r.closed for r in feed.readers)  # no Kafka reader left open after the wait
 
 
+def test_the_controller_looks_with_the_triggers_context_so_its_decisions_reach_the_task_log(
+    site: ctl.Site,
+) -> None:
+    import structlog
+
+    seen: list[dict[str, Any]] = []
+
+    class Seeing(Trigger):
+        def controller(self) -> ctl.Controller:
+            seen.append(structlog.contextvars.get_contextvars())
+            return super().controller()
+
+    ctl.begin(site, approved_tiny(site.repo, FLEET, 2), "test")
+    feed = Feed()
+    report(site, feed)
+    trigger = trigger_on(site, feed, 0)
+
+    async def as_the_triggerer_runs_it() -> dict[str, Any]:
+        structlog.contextvars.bind_contextvars(trigger_id=7, task_id="public-cars.shadow")  # what routes the logs
+        return await first_event(Seeing(**trigger.serialize()[1]))
+
+    asyncio.run(as_the_triggerer_runs_it())
+    assert seen == [{"trigger_id": 7, "task_id": "public-cars.shadow"}]
+
+
 def test_a_rollback_in_its_stage_fires_with_the_decisions_reason(site: ctl.Site) -> None:
     feed = Feed()
     ctl.begin(site, approved_tiny(site.repo, FLEET, 2), "test")
