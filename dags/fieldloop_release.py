@@ -302,31 +302,39 @@ def _champion_task(fleet: Any) -> Any:
         """Confirm MLflow's `champion` alias is the version the fleet now runs; announce the fleet's rollout asset."""
         from mlflow import MlflowClient
 
+        from actuation.rollout.controller import Controller, Site
         from fieldloop.config import load_config
-        from fieldloop.registry import CHAMPION
 
         shipped = ti.xcom_pull(task_ids=f"{fleet.name}.publish")
         if not shipped:
             raise AirflowSkipException(f"nothing was shipped to {fleet.name} in this run")
-        model, version = shipped["model"], shipped["version"]
-        client = MlflowClient(load_config().mlflow.uri)
-        try:
-            crowned = int(client.get_model_version_by_alias(model, CHAMPION).version)
-        except Exception:  # no champion alias on the model
-            crowned = None
+        cfg, model, version = load_config(), shipped["model"], shipped["version"]
+        client = MlflowClient(cfg.mlflow.uri)
+        crowned = _champion_of(client, model)
         if shipped["first_release"]:
-            print(f"{fleet.name} runs {model} v{version}, its first release; MLflow's champion of {model}: "
-                  f"{crowned if crowned is not None else 'none'}")  # fmt: skip
-        elif crowned != version:
+            print(f"{fleet.name} runs {model} v{version}, its first release; MLflow's champion of {model}: {crowned}")
+            return {**shipped, "champion": crowned}
+        if crowned != version:  # the completion's MLflow step did not finish: one look of the controller does
+            Controller(Site.open(cfg, fleet.name)).step()
+            crowned = _champion_of(client, model)
+        if crowned != version:
             raise RuntimeError(
-                f"rollout {shipped['rollout']} on {fleet.name} completed but {model}@{CHAMPION} is {crowned}, "
+                f"rollout {shipped['rollout']} on {fleet.name} completed but {model}@champion is {crowned}, "
                 f"not {version}: `fieldloop rollout status --fleet {fleet.name}`"
             )
-        else:
-            print(f"{model} v{version} is the champion of {fleet.name} (rollout {shipped['rollout']})")
+        print(f"{model} v{version} is the champion of {fleet.name} (rollout {shipped['rollout']})")
         return {**shipped, "champion": crowned}
 
     return champion
+
+
+def _champion_of(client: Any, model: str) -> int | None:
+    from fieldloop.registry import CHAMPION
+
+    try:
+        return int(client.get_model_version_by_alias(model, CHAMPION).version)
+    except Exception:  # no champion alias on the model yet
+        return None
 
 
 fieldloop_release()

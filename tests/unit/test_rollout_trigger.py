@@ -351,3 +351,40 @@ def test_publish_ships_a_first_release_starts_a_rollout_or_follows_the_one_it_st
     started = ctl.begin(site, approved_tiny(repo, FLEET, 2), "a first try of this task")
     assert release_dag._ship(FLEET, model, 2)["rollout"] == started.rollout_id  # a retry follows it
     assert commands == []
+
+
+def test_champion_finishes_a_completion_whose_mlflow_step_was_lost_and_confirms_the_alias(
+    release_dag: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    from actuation.release.cli import open_repository
+    from fieldloop.config import load_config
+    from fieldloop.registry import CHAMPION
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("FIELDLOOP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FIELDLOOP_MLFLOW_TRACKING_URI", uri)
+    model, client = "fieldloop.vehicle-longitudinal", MlflowClient(uri)
+    client.create_registered_model(model)
+    for _ in range(2):
+        client.create_model_version(model, source=str(tmp_path))
+    cfg = load_config()
+    repo = open_repository(cfg)
+    repo.init()
+    publish_tiny(repo, FLEET, 1)
+    # the rollout completes under a controller whose MLflow calls are lost (a stand-in that keeps them)
+    site = ctl.Site(cfg, load_fleets().get(FLEET), repo, RolloutLog.for_config(cfg), policy(), Aliases())
+    ctl.begin(site, approved_tiny(repo, FLEET, 2), "test")
+    feed = Feed()
+    controller = ctl.Controller(site, feed=feed, every_s=0)
+    while not site.log.current(FLEET).done:
+        report(site, feed)
+        controller.step()
+    assert site.log.current(FLEET).state == "complete"
+
+    shipped = {"fleet": FLEET, "model": model, "version": 2, "rollout": site.log.current(FLEET).id}
+    champion = release_dag._champion_task(load_fleets().get(FLEET)).function
+    done = champion(ti=type("TI", (), {"xcom_pull": lambda self, task_ids: shipped | {"first_release": False}})())
+    assert done["champion"] == 2
+    assert int(client.get_model_version_by_alias(model, CHAMPION).version) == 2
