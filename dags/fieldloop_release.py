@@ -18,7 +18,8 @@ was judged for:
   fleet's rollout asset.
 
 **Where a rollout stands**: the deferred stage task of its fleet's group is the stage it is
-in; `fieldloop rollout status --fleet F` shows every decision with its figures.
+in; its log has each decision and its XCom `where` the latest (state, stage, who, why);
+`fieldloop rollout status --fleet F` shows every decision with its figures.
 
 **Pause** a rollout with `fieldloop rollout pause --fleet F`: the fleet stays where it is,
 and the stage task keeps waiting (its log says so) until `fieldloop rollout resume --fleet F`,
@@ -34,8 +35,6 @@ one model, `fleet` to ship it to one fleet only.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any, NoReturn
 
 import pendulum
@@ -47,7 +46,6 @@ from actuation.rollout.policy import load_policy
 from fieldloop.assets import approved_alias, approved_asset, model_asset, rollout_asset, run_judged, run_stage
 from fieldloop.datasets import TASK_LAYOUTS
 
-FIELDLOOP = Path(sys.executable).parent / "fieldloop"
 TASKS = sorted(TASK_LAYOUTS)
 FLEETS = load_fleets().fleet  # files only: no network at parse time
 POLICIES = {f.name: load_policy(f.name) for f in FLEETS}
