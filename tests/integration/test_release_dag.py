@@ -1,4 +1,11 @@
-"""The release DAG's stage tasks under Airflow itself (`dag.test()`, which runs deferred tasks'
+"""The rollout trigger on the real Kafka broker, and the release DAG's stage tasks under Airflow
+itself.
+
+The trigger as the triggerer builds it (the deployment's config, the controller's Kafka feed
+of the fleet's telemetry) waits while the shadow soaks and fires when the devices' reports
+have carried it to the canary.
+
+The stage tasks run under Airflow (`dag.test()`, which runs deferred tasks'
 triggers in-process): each defers to the rollout trigger, whose controller opens the site
 from the deployment's config (a private home: release repository, keys and the delta-rs
 audit table), and acts on the event Airflow hands back.
@@ -24,14 +31,60 @@ import pytest
 from actuation.release.cli import open_repository
 from actuation.rollout import controller as ctl
 from actuation.rollout.audit import ROLLED_BACK
+from actuation.rollout.feed import TELEMETRY_TOPIC
+from actuation.rollout.trigger import StageTrigger
 from fieldloop.config import FieldloopConfig, load_config
 from fieldloop.layout import DAGS_DIR
+from fieldloop.wire import default_registry, encode
 from tests.release_fixtures import approved_tiny, publish_tiny
 from tests.unit.test_rollout_controller import Feed, report
+from tests.unit.test_rollout_trigger import first_event
 
 pytestmark = pytest.mark.integration
 
 FLEET = "public-cars"
+
+
+def test_the_trigger_follows_the_fleets_telemetry_on_kafka_and_fires_on_the_advance(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from kafka import KafkaProducer
+
+    monkeypatch.setenv("FIELDLOOP_HOME", str(tmp_path / "home"))  # the broker stays the session's
+    cfg = load_config()
+    fieldloop = str(Path(sys.executable).parent / "fieldloop")
+    subprocess.run([fieldloop, "topics", "apply"], env=dict(os.environ), capture_output=True, check=True, timeout=120)
+    repo = open_repository(cfg)
+    repo.init()
+    publish_tiny(repo, FLEET, 1)  # the champion
+    site = ctl.Site.open(cfg, FLEET)  # the packaged policy: the shadow soaks 20 s
+    first = ctl.begin(site, approved_tiny(repo, FLEET, 2), "test")
+    trigger = StageTrigger(FLEET, first.rollout_id, 0, poll_s=1.0)
+
+    def devices_report() -> None:
+        """Each device reports what the fleet's pointer gives it, on the telemetry topic."""
+        reports, schema = Feed(), default_registry().get("telemetry", 3)
+        report(site, reports)
+        producer = KafkaProducer(**cfg.kafka.client_options())
+        for record in reports.pending:
+            producer.send(TELEMETRY_TOPIC, encode(record, schema))
+        producer.flush()
+        producer.close()
+
+    async def scenario() -> dict:
+        waiting = asyncio.ensure_future(first_event(trigger, timeout=120))
+        await asyncio.sleep(5)
+        assert not waiting.done(), "fired before any device reported"
+        devices_report()
+        return await waiting
+
+    event = asyncio.run(scenario())
+    assert (event["state"], event["stage"], event["last"]["action"]) == ("running", "canary", "advance")
+    assert "shadow passed: every gate held" in event["last"]["reason"]
+    assert repo.pointer(FLEET).stage.name == "canary"
+
 
 # The probe DAG: the release DAG's stage operator for each stage of the fleet's policy, after a
 # publish that names the rollout. Run as a script, it has a person roll the fleet back after
