@@ -10,6 +10,10 @@ nothing triggers nothing downstream: it runs its stage command with ``--json``
 (:func:`run_stage`), whose output lists ``changed_tables`` (``<layer>/<name>``, the
 contract every stage command's ``--json`` keeps), and adds an event for each through an
 ``AssetAlias`` (:func:`announce`); consumers schedule on the tables' assets themselves.
+
+Models and fleets follow the same pattern: ``x-fieldloop://models/<task>`` when training
+registered a candidate, ``x-fieldloop://models/<task>/approved`` when one passed its
+guardrails, ``x-fieldloop://fleet/rollouts/<fleet>`` when a rollout made one a fleet's champion.
 """
 
 from __future__ import annotations
@@ -57,6 +61,29 @@ def model_asset(task: str) -> Asset:
     return Asset(name=f"fieldloop.models.{task}", uri=f"x-fieldloop://models/{task}", group="fieldloop")
 
 
+def approved_asset(task: str) -> Asset:
+    """The approved models of a task: updated when a version passed its guardrails (``approved`` alias)."""
+    from airflow.sdk import Asset
+
+    return Asset(
+        name=f"fieldloop.models.{task}.approved", uri=f"x-fieldloop://models/{task}/approved", group="fieldloop"
+    )
+
+
+def approved_alias() -> AssetAlias:
+    """The alias the release DAG announces each approved model's task through (known once judged)."""
+    from airflow.sdk import AssetAlias
+
+    return AssetAlias(name="fieldloop.approved", group="fieldloop")
+
+
+def rollout_asset(fleet: str) -> Asset:
+    """A fleet's rollouts: updated when a version completed its rollout there and became the champion."""
+    from airflow.sdk import Asset
+
+    return Asset(name=f"fieldloop.rollouts.{fleet}", uri=f"x-fieldloop://fleet/rollouts/{fleet}", group="fieldloop")
+
+
 CHANGED_TABLES = "changed_tables"  # key of a stage command's --json output: "<layer>/<name>" of new versions
 
 
@@ -78,6 +105,17 @@ def run_stage(argv: Sequence[str]) -> dict[str, Any]:
     if proc.returncode != 0:
         raise RuntimeError(f"`{' '.join(command[1:])}` failed (exit {proc.returncode}); its error is above")
     return json.loads(proc.stdout)
+
+
+def run_judged(argv: Sequence[str]) -> tuple[int, dict[str, Any] | None]:
+    """Run ``fieldloop <argv> --json`` for a command whose non-zero exit may be a verdict (a failed
+    guardrail prints its report and exits 1): its exit code and its JSON, None if it printed none."""
+    command = [str(Path(sys.executable).parent / "fieldloop"), *argv, "--json"]
+    proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=None, text=True)
+    try:
+        return proc.returncode, json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        return proc.returncode, None
 
 
 def announce(outlet_events: Any, stage: str, summary: Mapping[str, Any]) -> list[str]:

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,17 @@ for path in sys.argv[1:]:
             "outlets": outlets,
             "aliases": aliases,
             "schedule_assets": schedule,
+            "doc": dag.doc_md or "",
+            "tasks": {
+                t.task_id: {
+                    "type": type(t).__name__ if not hasattr(t, "partial_kwargs") else "mapped",
+                    "upstream": sorted(t.upstream_task_ids),
+                    "documented": bool(t.doc_md or t.doc or getattr(t, "partial_kwargs", {}).get("doc_md")),
+                    "outlets": sorted(o.uri for o in getattr(t, "outlets", []) if hasattr(o, "uri")),
+                    "trigger_rule": str(t.trigger_rule),
+                }
+                for t in dag.tasks
+            },
         }
     out[path] = {"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": dags, "heavy": heavy}
 print(json.dumps(out))
@@ -114,3 +126,36 @@ def test_stage_tasks_announce_what_changed_through_an_alias_not_every_table(repo
         dag = reports[f"fieldloop_{stage}"]["dags"][f"fieldloop_{stage}"]
         assert dag["aliases"] == [f"fieldloop.changed.{stage}"]
         assert dag["outlets"] == []  # no table announced unless the run changed it
+
+
+def test_the_release_dag_has_a_deferred_task_per_stage_of_each_fleets_rollout_policy(reports: dict[str, dict]) -> None:
+    from actuation.contract import load_fleets
+    from actuation.rollout.policy import load_policy
+
+    dag = reports["fieldloop_release"]["dags"]["fieldloop_release"]
+    tasks = dag["tasks"]
+    for fleet in load_fleets().fleet:
+        stages = [f"{fleet.name}.{s.name}" for s in load_policy(fleet.name).stage]
+        chain = [f"{fleet.name}.publish", *stages, f"{fleet.name}.champion"]
+        for before, after in pairwise(chain):
+            assert tasks[after]["upstream"] == [before], (after, tasks[after])
+        assert tasks[f"{fleet.name}.publish"]["upstream"] == ["guardrail"]
+        assert {tasks[s]["type"] for s in stages} == {"RolloutStage"}  # defers to the rollout trigger
+        assert tasks[f"{fleet.name}.champion"]["outlets"] == [f"x-fieldloop://fleet/rollouts/{fleet.name}"]
+    stage_tasks = {t for t, v in tasks.items() if v["type"] == "RolloutStage"}
+    assert len(stage_tasks) == sum(len(load_policy(f.name).stage) for f in load_fleets().fleet)
+
+
+def test_the_release_dag_runs_on_new_candidates_and_says_how_to_pause_and_roll_back(
+    reports: dict[str, dict],
+) -> None:
+    from fieldloop.datasets import TASK_LAYOUTS
+
+    dag = reports["fieldloop_release"]["dags"]["fieldloop_release"]
+    assert dag["schedule_assets"] == sorted(f"x-fieldloop://models/{t}" for t in TASK_LAYOUTS)
+    assert dag["aliases"] == ["fieldloop.approved"]  # the approved model's task is known once judged
+    assert dag["tasks"]["guardrail"]["upstream"] == ["plan"]
+    undocumented = [t for t, v in dag["tasks"].items() if not v["documented"]]
+    assert undocumented == [], "every task of the release DAG says what it does"
+    for command in ("rollout pause --fleet", "rollout rollback --fleet", "rollout resume --fleet", "approval = true"):
+        assert command in dag["doc"], command
