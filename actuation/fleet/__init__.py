@@ -19,7 +19,7 @@ Modules: ``run`` (the harness), ``faults`` (fault specs and which devices they h
 """
 
 from actuation.fleet.errors import FaultSpecError, FleetError
-from actuation.fleet.faults import Fault, FaultPlan, field_condition, parse_faults
+from actuation.fleet.faults import Fault, FaultPlan, FieldCondition, parse_faults
 from actuation.fleet.run import Activation, FleetRun, FleetSettings, device_ids
 
 __all__ = [
@@ -27,10 +27,10 @@ __all__ = [
     "Fault",
     "FaultPlan",
     "FaultSpecError",
+    "FieldCondition",
     "FleetError",
     "FleetRun",
     "FleetSettings",
     "device_ids",
-    "field_condition",
     "parse_faults",
 ]

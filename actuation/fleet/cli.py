@@ -59,7 +59,7 @@ def _parse_faults(ctx: click.Context, param: click.Parameter, values: tuple[str,
     help="Inject a fault (repeatable; times in seconds from the start): offline:SHARE@START+DURATION "
     "(that share of devices loses its network: no update, telemetry spooled), outage@START+DURATION "
     "(the release repository is unreachable), condition:SHARE@START+DURATION (an untrained field "
-    "condition: motorway speeds in dense traffic).",
+    "condition: a snowstorm motorway, chattering sensors in dense traffic, out of distribution).",
 )
 @click.option("--threads", type=click.IntRange(1, 64), default=2, show_default=True, help="Worker threads.")
 @click.option(

@@ -49,7 +49,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from actuation.fleet.errors import FleetError
-from actuation.fleet.faults import OFFLINE, Fault, FaultPlan, field_condition
+from actuation.fleet.faults import OFFLINE, Fault, FaultPlan, FieldCondition
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +194,7 @@ class FleetRun:
         self._progress: Callable[[dict[str, Any]], None] | None = None
         self._fleet_lock: Any = None
         self._delivered: bool | None = None
+        self._conditions: dict[int, FieldCondition] = {}  # written by the device's own worker only
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self, progress: Callable[[dict[str, Any]], None] | None = None) -> None:
@@ -462,7 +463,7 @@ class FleetRun:
         assert d.frames is not None
         frame = next(d.frames)
         if self.plan.condition(d.index, self.elapsed()):
-            frame = field_condition(frame)
+            frame = self._conditions.setdefault(d.index, FieldCondition())(frame)
         decision = d.agent.infer(frame)
         version = d.agent.active or NO_MODEL
         stats.inferences[version] += 1
