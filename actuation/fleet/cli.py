@@ -61,6 +61,12 @@ def _parse_faults(ctx: click.Context, param: click.Parameter, values: tuple[str,
     "(the release repository is unreachable), condition:SHARE@START+DURATION (an untrained field "
     "condition: a snowstorm motorway, chattering sensors in dense traffic, out of distribution).",
 )
+@click.option(
+    "--id-prefix",
+    default=None,
+    help="Device ids are PREFIX-0001... (default: the fleet's name). A device is its directory: "
+    "use another prefix with another --dir, or their telemetry's sequence numbers start again.",
+)
 @click.option("--threads", type=click.IntRange(1, 64), default=2, show_default=True, help="Worker threads.")
 @click.option(
     "--dir",
@@ -88,6 +94,7 @@ def agents(
     rate_hz: float,
     poll_s: float,
     faults: list[Any],
+    id_prefix: str | None,
     threads: int,
     directory: Path | None,
     root_file: Path | None,
@@ -114,6 +121,7 @@ def agents(
             devices=devices,
             poll_s=poll_s,
             rate_hz=rate_hz,
+            id_prefix=id_prefix,
             threads=threads,
             telemetry=not no_telemetry,
             faults=tuple(faults),

@@ -64,6 +64,11 @@ class FleetSettings(BaseModel):
 
     fleet: str = Field(description="the fleet the devices belong to (actuation/fleets.toml)")
     devices: int = Field(ge=1, le=100_000, description="how many agents (count)")
+    id_prefix: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$",
+        description="device ids are <id_prefix>-0001...; default the fleet",
+    )
     poll_s: float = Field(10.0, gt=0, description="time between a device's update cycles (seconds)")
     rate_hz: float = Field(1.0, ge=0, le=100, description="inferences per device per second (0: none)")
     threads: int = Field(2, ge=1, le=64, description="worker threads that tick all agents (count)")
@@ -175,7 +180,7 @@ class FleetRun:
         if settings.telemetry and agents is None and not bootstrap:
             raise FleetError("telemetry needs the Kafka bootstrap servers (or run without telemetry)")
         self.settings = settings
-        self.device_ids = device_ids(settings.fleet, settings.devices)
+        self.device_ids = device_ids(settings.id_prefix or settings.fleet, settings.devices)
         self.plan = FaultPlan(settings.faults, self.device_ids)
         self._root, self._repo_url, self._directory = root, repo_url, directory
         self._bootstrap, self._kafka = bootstrap, dict(kafka or {})
@@ -203,7 +208,12 @@ class FleetRun:
         if self._started is not None:
             raise FleetError("this fleet run was started already; make a new FleetRun")
         self._progress = progress
-        self.devices = self._build_devices()
+        try:
+            self.devices = self._build_devices()
+        except BaseException:
+            if self._fleet_lock is not None:
+                self._fleet_lock.close()
+            raise
         self._versions = {d.device_id: d.agent.active for d in self.devices}
         self._started = self._clock()
         for w in range(self.settings.threads):
@@ -345,17 +355,19 @@ class FleetRun:
         if self._shared_fetcher is None:
             self._shared_fetcher, self._owns_fetcher = PooledFetcher(self.settings.threads), True
         task = self._provision_all()
-        devices = []
-        for i, device_id in enumerate(self.device_ids):
-            dev = DeviceDir(self._directory / device_id)
-            fetcher = DeviceFetcher(self._shared_fetcher, self._reachability(i))
-            telemetry = self._producer(dev) if self.settings.telemetry else _Discard()
-            agent = Agent(dev, telemetry=telemetry, fetcher=fetcher)
-            devices.append(
-                Device(
-                    i, device_id, agent, fetcher, telemetry if self.settings.telemetry else None, self._frames(i, task)
-                )
-            )
+        devices: list[Device] = []
+        try:
+            for i, device_id in enumerate(self.device_ids):
+                dev = DeviceDir(self._directory / device_id)
+                fetcher = DeviceFetcher(self._shared_fetcher, self._reachability(i))
+                producer = self._producer(dev) if self.settings.telemetry else None
+                agent = Agent(dev, telemetry=producer or _Discard(), fetcher=fetcher)
+                devices.append(Device(i, device_id, agent, fetcher, producer, self._frames(i, task)))
+        except BaseException:  # a spool that will not open: release what the others opened
+            for d in devices:
+                if d.telemetry is not None:
+                    d.telemetry.close(0.0)
+            raise
         return devices
 
     def _provision_all(self) -> str:
@@ -530,10 +542,12 @@ class FleetRun:
         return out
 
 
-def device_ids(fleet: str, count: int) -> list[str]:
-    """The fleet's simulated devices: ``<fleet>-0001`` ... (at least four digits)."""
+def device_ids(prefix: str, count: int) -> list[str]:
+    """The run's devices: ``<prefix>-0001`` ... (at least four digits); the prefix is the fleet's
+    name unless the run names another (a device is its directory: two directories of the same
+    ids would restart their telemetry's sequence numbers)."""
     width = max(4, len(str(count)))
-    return [f"{fleet}-{i:0{width}d}" for i in range(1, count + 1)]
+    return [f"{prefix}-{i:0{width}d}" for i in range(1, count + 1)]
 
 
 def phase(device_id: str, salt: str = "poll") -> float:
