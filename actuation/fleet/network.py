@@ -40,7 +40,7 @@ class PooledFetcher(FetcherInterface):
         import urllib3
 
         try:
-            response = self._pool.request("GET", url, preload_content=False, timeout=self._timeout, retries=False)
+            response = self._pool.request("GET", url, preload_content=False, timeout=self._timeout)
         except urllib3.exceptions.TimeoutError as e:
             raise exceptions.SlowRetrievalError from e
         if response.status >= 400:
