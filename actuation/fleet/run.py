@@ -137,6 +137,7 @@ class _WorkerStats:
     poll_bytes: dict[str, list[int]] = field(default_factory=dict)  # state -> [polls, metadata bytes, target bytes]
     max_poll_lag_s: float = 0.0
     max_infer_lag_s: float = 0.0
+    failures: Counter[str] = field(default_factory=Counter)  # poll or infer calls that raised
 
 
 class FleetRun:
@@ -336,6 +337,7 @@ class FleetRun:
             "interventions_by_version": dict(merged.interventions),
             "activations": [asdict(a) for a in self.activations],
             "telemetry": self._telemetry_stats(),
+            "failures": dict(merged.failures),
         }
 
     # -- provisioning ----------------------------------------------------------------
@@ -443,14 +445,17 @@ class FleetRun:
                 continue
             _, _, kind, d = heapq.heappop(heap)
             lag = now - due
-            if kind == "poll":
-                stats.max_poll_lag_s = max(stats.max_poll_lag_s, lag)
-                self._poll(d, stats)
-                period = s.poll_s
-            else:
-                stats.max_infer_lag_s = max(stats.max_infer_lag_s, lag)
-                self._infer(d, stats)
-                period = 1.0 / s.rate_hz
+            try:
+                if kind == "poll":
+                    stats.max_poll_lag_s = max(stats.max_poll_lag_s, lag)
+                    self._poll(d, stats)
+                else:
+                    stats.max_infer_lag_s = max(stats.max_infer_lag_s, lag)
+                    self._infer(d, stats)
+            except Exception:  # the agent never raises by design; if one does, its device goes on, counted
+                logger.exception("%s of %s failed", kind, d.device_id)
+                stats.failures[kind] += 1
+            period = s.poll_s if kind == "poll" else 1.0 / s.rate_hz
             # a worker that fell behind skips the missed ticks rather than bursting through them
             heapq.heappush(heap, (max(due + period, self._clock()), next(seq), kind, d))
 
@@ -529,10 +534,12 @@ class FleetRun:
     def _merged(self) -> _WorkerStats:
         out = _WorkerStats()
         for s in self._stats:
+            # dict() copies in one step under the GIL: a worker may add a key meanwhile
             out.polls += s.polls
-            out.states.update(s.states)
-            out.inferences.update(s.inferences)
-            out.interventions.update(s.interventions)
+            out.states.update(dict(s.states))
+            out.inferences.update(dict(s.inferences))
+            out.interventions.update(dict(s.interventions))
+            out.failures.update(dict(s.failures))
             for state, figures in list(s.poll_bytes.items()):
                 mine = out.poll_bytes.setdefault(state, [0, 0, 0])
                 for k in range(3):

@@ -224,3 +224,24 @@ def test_an_unknown_fleet_is_refused_naming_the_known_ones() -> None:
     run, _ = fake_fleet(2, Pointer(None), fleet="no-such-fleet")
     with pytest.raises(FleetError, match="no fleet 'no-such-fleet'; the fleets are: public-cars"):
         run.start()
+
+
+def test_an_agent_that_raises_is_counted_and_its_device_keeps_being_polled() -> None:
+    class Flaky(FakeAgent):
+        def update(self) -> Result:
+            if len(self.polls) == 1:
+                self.polls.append(self.clock())
+                raise RuntimeError("a bug in an agent")
+            return super().update()
+
+    made: list[Flaky] = []
+
+    def make(index: int, device_id: str, fetcher: Any, telemetry: Any) -> Flaky:
+        made.append(Flaky(Pointer("m@1")))
+        return made[-1]
+
+    run = FleetRun(FleetSettings(fleet="public-cars", devices=3, poll_s=0.1, rate_hz=0, telemetry=False), agents=make)
+    summary = run.run(0.6)
+    assert summary["failures"] == {"poll": 3}
+    assert all(len(agent.polls) >= 4 for agent in made)
+    assert summary["versions"] == {"m@1": 3}
