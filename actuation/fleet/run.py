@@ -41,7 +41,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -272,6 +272,21 @@ class FleetRun:
         """Every change of a device's actuated model so far, in time order."""
         with self._lock:
             return sorted(self._activations, key=lambda a: a.at_s)
+
+    def activations_to(self, version: str | None) -> list[Activation]:
+        """The activations of ``version`` (``<model>@<version>``; None: back to no model), in time order."""
+        return [a for a in self.activations if a.active == version]
+
+    def converged_at(self, version: str | None, devices: Iterable[str] | None = None) -> float | None:
+        """When the last of ``devices`` (default: all) switched to ``version``, in seconds from the
+        start, if every one of them runs it now; None otherwise. A device that ran it from the
+        start (no activation) counts at 0."""
+        names = set(self.device_ids if devices is None else devices)
+        running = self.versions()
+        if any(running.get(d) != version for d in names):
+            return None
+        last = {a.device: a.at_s for a in self.activations_to(version) if a.device in names}
+        return max(last.values(), default=0.0)
 
     def versions(self) -> dict[str, str | None]:
         """Device id -> the model it actuates now (``<model>@<version>``; None: no model)."""

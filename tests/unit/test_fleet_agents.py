@@ -177,6 +177,10 @@ def test_every_change_of_a_devices_model_is_logged_once_with_its_time() -> None:
     assert {a.device for a in log} == set(agents)
     assert all(a.at_s >= switched_at for a in log if a.active == "m@2")
     assert [a.at_s for a in log] == sorted(a.at_s for a in log)
+    assert run.activations_to("m@2") == [a for a in log if a.active == "m@2"]
+    canary = sorted(agents)[:3]
+    assert run.converged_at("m@2", canary) == max(a.at_s for a in log if a.active == "m@2" and a.device in canary)
+    assert run.converged_at("m@1") is None  # nobody runs it any more
     summary = run.summary()
     assert summary["versions"] == {"m@2": 10}
     assert summary["update_states"]["updated"] == 20
