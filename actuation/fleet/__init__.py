@@ -11,8 +11,12 @@ of a device's actuated model::
                                  faults=(Fault.parse("offline:0.25@5+10"),)),
                    root=root, repo_url=url, directory=tmp)
     run.start()
-    ...                      # publish; run.versions(), run.activations
+    ...                      # publish pointers meanwhile
+    run.wait_for(lambda r: r.running() == {"fieldloop.vehicle-longitudinal@2": 20}, timeout_s=60)
+    run.activations_to("fieldloop.vehicle-longitudinal@2")   # who switched, when (s from the start)
+    run.converged_at("fieldloop.vehicle-longitudinal@1", canary_ids)  # all back on it by then, or None
     run.stop()
+    run.summary()            # versions, update states, bytes per check, inferences, every activation
 
 Modules: ``run`` (the harness), ``faults`` (fault specs and which devices they hit),
 ``network`` (the shared connection pool and each device's failing, counting view), ``cli``.
