@@ -134,6 +134,7 @@ def tables(ctx: click.Context, as_json: bool) -> None:
 
 def _register_commands() -> None:
     from actuation.agent.cli import agent
+    from actuation.fleet.cli import agents
     from actuation.guardrails.cli import guardrail
     from actuation.release.cli import release
     from actuation.rollout.cli import rollout
@@ -145,6 +146,7 @@ def _register_commands() -> None:
 
     for command in (setup, stack, topics, fleet, ingest, refine, train, guardrail, release, rollout, agent, demo):
         main.add_command(command)
+    fleet.add_command(agents)  # ingestion's group: ingestion may not import actuation
 
 
 _register_commands()
