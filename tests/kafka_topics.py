@@ -26,3 +26,19 @@ def read_all(bootstrap: str, topic: str) -> list[Any]:
         return out
     finally:
         consumer.close()
+
+
+def ensure_topic(bootstrap: str, topic: str, partitions: int = 1) -> str:
+    """``topic``, created if the broker does not have it yet."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, partitions, 1)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        admin.close()
+    return topic

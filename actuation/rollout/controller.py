@@ -182,15 +182,16 @@ def _startable(site: Site, model: str, version: int) -> ReleasePointer:
     return pointer
 
 
-def begin(site: Site, approved: Approved, requested_by: str) -> Decision:
-    """:func:`start` for a version that passed :func:`actuation.release.publish.check`."""
+def begin(site: Site, approved: Approved, requested_by: str, rollout_id: str | None = None) -> Decision:
+    """:func:`start` for a version that passed :func:`actuation.release.publish.check` (``rollout_id``:
+    a test's, to know the cohorts in advance; default a new one)."""
     from actuation.release.publish import release_of
 
     fleet, model, version = site.fleet.name, approved.model, approved.version
     champion = _startable(site, model, version).active
     candidate = release_of(approved)
     first = site.policy.stage[0]
-    rollout_id = f"v{version}-{uuid.uuid4().hex[:8]}"
+    rollout_id = rollout_id or f"v{version}-{uuid.uuid4().hex[:8]}"
     plan = " → ".join(f"{s.name} ({s.mode} {s.share:.0%})" for s in site.policy.stage)
 
     def decide(rows: list[Decision]) -> Decision | None:
