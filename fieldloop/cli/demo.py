@@ -178,7 +178,9 @@ def _refine(cfg: FieldloopConfig, spark: Any, console: Console, progress: Callab
     }
 
 
-def _train(cfg: FieldloopConfig, console: Console, progress: Callable[[str], None]) -> dict[str, Any]:
+def _train(
+    cfg: FieldloopConfig, console: Console, progress: Callable[[str], None], seed: int | None = None
+) -> dict[str, Any]:
     from training_jobs.cli import print_result
     from training_jobs.errors import HoldoutMovedError
     from training_jobs.request import TrainRequest
@@ -190,7 +192,7 @@ def _train(cfg: FieldloopConfig, console: Console, progress: Callable[[str], Non
         def run(reset: bool) -> Any:
             return train(
                 cfg,
-                TrainRequest("vehicle-longitudinal", reset_holdout=reset),
+                TrainRequest("vehicle-longitudinal", reset_holdout=reset, seed=seed),
                 echo=lambda line: status.update(line.strip()),
             )
 
@@ -280,6 +282,7 @@ def _actuate(
 ) -> dict[str, Any]:
     """Guardrails, the signed release, agents on simulated devices, their telemetry in bronze."""
     from fieldloop.cli import demo_actuation as act
+    from fieldloop.cli import demo_rollout as rollout
 
     console.print("[bold]7. guardrails: judge the candidate's int8 build (envelope, properties, OOD, budgets)[/]")
     verdicts = act.judge_candidate(cfg, version, console)
@@ -287,12 +290,60 @@ def _actuate(
     release = act.publish_approved(cfg, verdicts.get("approved"), console)
     console.print(f"[bold]9. edge agents on {act.DEMO_AGENTS} simulated cars: update, verify, activate, report[/]")
     agents = act.run_agents(cfg, console, progress)
-    console.print("[bold]10. the devices' telemetry lands in bronze like every stream[/]")
+    console.print("[bold]10. a next version: fine-tuned from the champion, judged by the guardrails[/]")
+    candidate = _next_version(cfg, verdicts.get("approved"), release, console, progress)
+    console.print(
+        "[bold]11. staged rollout to a fleet of cars: shadow, canary, half, all, judged against the champion[/]"
+    )
+    rolled = rollout.rollouts(cfg, candidate.get("approved"), console, progress, lambda v: _judge(cfg, v))
+    console.print("[bold]13. the devices' telemetry lands in bronze like every stream[/]")
     return {
         "guardrails": verdicts,
         "release": release,
         "agents": agents,
+        "next": candidate,
+        "rollouts": rolled,
         "telemetry": _telemetry(cfg, contracts, console),
+    }
+
+
+def _judge(cfg: FieldloopConfig, version: int) -> Any:
+    from actuation.guardrails.judge import judge
+
+    return judge(cfg, "fieldloop.vehicle-longitudinal", version)
+
+
+def _next_version(
+    cfg: FieldloopConfig,
+    approved: int | None,
+    release: dict[str, Any],
+    console: Console,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    """The version to roll out: the approved one when the fleet runs another (a demo run again
+    on the same home), else a next fine-tune from the champion, if the guardrails approve it."""
+    from actuation.guardrails.cli import print_report
+
+    if approved is None:
+        console.print("  [yellow]nothing approved: no next version[/]")
+        return {"approved": None}
+    if release.get("published") != approved:  # the fleet has a champion already: this one is the next
+        console.print(f"  the fleet runs its champion; the approved v{approved} is the next version")
+        return {"approved": approved, "trained": False}
+    result = _train(cfg, console, progress, seed=cfg.train.seed + 1)
+    if not result.get("version"):
+        return {"approved": None, "trained": True}
+    t0 = time.monotonic()
+    with console.status(f"guardrails: judging v{result['version']} ..."):
+        report = _judge(cfg, int(result["version"]))
+    progress(f"judged in {time.monotonic() - t0:.0f}s")
+    print_report(console, report)
+    return {
+        "approved": int(result["version"]) if report.passed else None,
+        "trained": True,
+        "version": int(result["version"]),
+        "verdict": report.verdict.verdict,
+        "failed": report.as_dict()["failed"],
     }
 
 

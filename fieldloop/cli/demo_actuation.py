@@ -77,9 +77,15 @@ def publish_approved(cfg: FieldloopConfig, approved: int | None, console: Consol
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     fleet = load_fleets().get(DEMO_RELEASE_FLEET)
     client = MlflowClient(cfg.mlflow.uri)
-    first = repo.pointer(fleet.name) is None
+    running = repo.pointer(fleet.name)
+    if running is not None and running.active.version != approved:
+        console.print(
+            f"  fleet {fleet.name} runs its champion v{running.active.version}: v{approved} reaches it by a staged "
+            "rollout (step 11), not by a direct publish"
+        )
+        return {"published": None, "fleet": fleet.name, "champion": running.active.version}
     done = publish(repo, check(client, repo, DEMO_MODEL, approved, fleet))
-    if done.changed and first:
+    if done.changed:
         first_champion(client, DEMO_MODEL, approved, fleet.name)
     verb = "published" if done.changed else "already published"
     console.print(
