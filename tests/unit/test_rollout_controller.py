@@ -310,3 +310,29 @@ def test_a_stage_that_never_gets_enough_devices_pauses_for_a_person_instead_of_w
     decision = controller.step()
     assert decision.action == PAUSE and "max_wait_s" in decision.reason and "of 2 devices" in decision.reason
     assert site.repo.pointer(FLEET).stage.name == "shadow"  # the fleet holds where it is
+
+
+@pytest.mark.parametrize("where", ["shadow", "canary", "all", "paused", "awaiting-approval"])
+def test_a_person_rolls_back_from_any_stage_and_state(site: ctl.Site, where: str) -> None:
+    site.policy = policy(approval=where == "awaiting-approval")
+    feed = Feed()
+    controller = ctl.Controller(site, feed=feed, every_s=0)
+    ctl.begin(site, approved_tiny(site.repo, FLEET, 2), "test")
+    for _ in range({"shadow": 0, "canary": 1, "all": 2, "paused": 0, "awaiting-approval": 1}[where]):
+        report(site, feed)
+        controller.step()
+    if where == "paused":
+        ctl.request(site, PAUSE, "cli:ops")
+    state = site.log.current(FLEET)
+    assert (state.last.stage, state.state) == {
+        "shadow": ("shadow", RUNNING),
+        "canary": ("canary", RUNNING),
+        "all": ("all", RUNNING),
+        "paused": ("shadow", PAUSED),
+        "awaiting-approval": ("shadow", "awaiting-approval"),
+    }[where]
+    decision = ctl.request(site, ROLLBACK, "cli:ops", "changed my mind")
+    assert decision.state == ROLLED_BACK and decision.requested_by == "cli:ops"
+    pointer = site.repo.pointer(FLEET)
+    assert pointer.stage is None and pointer.active.version == 1
+    assert all(pointer.release_for(d).version == 1 and pointer.shadow_for(d) is None for d in DEVICES)
