@@ -106,7 +106,7 @@ def agents(
     repository, inference on simulated frames, telemetry through each device's spool, faults."""
     from pydantic import ValidationError
 
-    from actuation.agent.cli import _kafka_security
+    from actuation.agent.cli import kafka_security
     from actuation.fleet.errors import FleetError
     from actuation.fleet.run import FleetRun, FleetSettings
 
@@ -135,7 +135,7 @@ def agents(
         repo_url=repo_url or cfg.release.base_url,
         directory=directory or cfg.home / "fleets" / fleet,
         bootstrap=cfg.kafka.bootstrap_servers,
-        kafka=_kafka_security(cfg),
+        kafka=kafka_security(cfg),
     )
     with stdout_for_json(as_json):
         err_console.print(

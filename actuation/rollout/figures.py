@@ -178,8 +178,8 @@ def reporting(window: StageWindow, policy: StagePolicy, baseline: dict[str, Any]
     for name, devices, inferences in cohorts:
         if len(devices) < policy.min_devices or inferences < policy.min_inferences:
             return (
-                f"waiting for the {name} cohort: {len(devices)} of {policy.min_devices} devices, "
-                f"{inferences} of {policy.min_inferences} inferences reported"
+                f"waiting for the {name} cohort: {len(devices)} devices reporting ({policy.min_devices} needed), "
+                f"{inferences} inferences ({policy.min_inferences} needed)"
             )
     return None
 

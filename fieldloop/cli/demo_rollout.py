@@ -33,6 +33,7 @@ DEMO_RATE_HZ = 5.0
 
 def fleet_run(cfg: FieldloopConfig) -> Any:
     """The demo's cars, provisioned afresh under ``$FIELDLOOP_HOME/devices/demo-fleet``."""
+    from actuation.agent.cli import kafka_security
     from actuation.fleet import FleetRun, FleetSettings
     from actuation.release.cli import open_repository
 
@@ -52,7 +53,7 @@ def fleet_run(cfg: FieldloopConfig) -> Any:
         repo_url=cfg.release.base_url,
         directory=directory,
         bootstrap=cfg.kafka.bootstrap_servers,
-        kafka=cfg.kafka.client_options(),
+        kafka=kafka_security(cfg),
     )
 
 
@@ -112,6 +113,47 @@ def rollouts(
         why = "nothing was released" if pointer is None else "no approved version other than the champion"
         console.print(f"  [yellow]{why}: no rollout[/]")
         return {"good": None, "drill": None}
+    good = _with_fleet(
+        cfg, site, console, progress, lambda run: roll_out(site, candidate, run, console, "a better version")
+    )
+    console.print("[bold]12. a drill: a copy whose OOD score is miscalibrated passes the guardrails ...[/]")
+    # judged while no car runs: the guardrails time the model's p99 on this machine, which the
+    # agents in this process would otherwise share
+    with console.status("registering a miscalibrated copy of the new champion and judging it ..."):
+        drill_version = register_miscalibrated(cfg, DEMO_MODEL, candidate)
+        verdict = judge(drill_version)
+    failed = ", ".join(c.name for c in verdict.verdict.failed) or "none"
+    console.print(
+        f"  drill v{drill_version} (its OOD score raised to a power: same commands, same ranking): "
+        f"{verdict.verdict.verdict}, {len(verdict.verdict.checks)} checks, failed: {failed}"
+    )
+    if not verdict.passed:
+        console.print("  [yellow]the guardrails refused the drill: no rollout for it[/]")
+        return {"good": good, "drill": {"version": drill_version, "verdict": "fail", "failed": failed}}
+    console.print("[bold]   ... and meets the field: its canary falls back where the champion's cohort does not[/]")
+
+    def drill(run: Any) -> dict[str, Any]:
+        champion = f"{DEMO_MODEL}@{site.repo.pointer(DEMO_FLEET).active.version}"
+        bad = roll_out(site, drill_version, run, console, "the drill")
+        label = f"{DEMO_MODEL}@{drill_version}"
+        share = _canary_share(site)
+        stray = [a.device for a in run.activations_to(label) if cohort_position(bad["rollout"], a.device) >= share]
+        back = _back_on(run, champion, label)
+        if back is not None:
+            console.print(
+                f"  every car that ran the drill was back on the champion {back:.1f} s after the drill's first "
+                f"activation; cars outside its canary that ever ran it: {len(stray)}"
+            )
+        return bad | {"stray_activations": len(stray), "back_after_s": back}
+
+    return {"good": good, "drill": _with_fleet(cfg, site, console, progress, drill)}
+
+
+def _with_fleet(
+    cfg: FieldloopConfig, site: Any, console: Console, progress: Callable[[str], None], body: Callable[[Any], Any]
+) -> dict[str, Any]:
+    """``body(run)`` with the demo's cars running the fleet's champion, then their summary."""
+    pointer = site.repo.pointer(DEMO_FLEET)
     champion = f"{DEMO_MODEL}@{pointer.active.version}"
     run = fleet_run(cfg)
     run.start()
@@ -121,48 +163,15 @@ def rollouts(
         progress(f"{DEMO_DEVICES} cars run the champion {champion} ({run.elapsed():.0f}s)")
         if not converged:
             console.print(f"  [yellow]not every car took the champion: {dict(run.running())}[/]")
-        good = roll_out(site, candidate, run, console, "a better version")
-        _ends(console, good, run)
-        console.print("[bold]12. a drill: a copy whose OOD score is miscalibrated passes the guardrails ...[/]")
-        with console.status("registering the drill copy and judging it ..."):
-            drill_version = register_miscalibrated(cfg, DEMO_MODEL, candidate)
-            verdict = judge(drill_version)
-        failed = ", ".join(c.name for c in verdict.verdict.failed) or "none"
-        console.print(
-            f"  drill v{drill_version}: {verdict.verdict.verdict}, "
-            f"{len(verdict.verdict.checks)} checks, failed: {failed}"
-        )
-        if not verdict.passed:
-            console.print("  [yellow]the guardrails refused the drill: no rollout for it[/]")
-            return {"good": good, "drill": {"version": drill_version, "verdict": "fail"}}
-        console.print("[bold]   ... and meets the field: its canary falls back where the champion's cohort does not[/]")
-        bad = roll_out(site, drill_version, run, console, "the drill")
-        _ends(console, bad, run)
-        bad_label = f"{DEMO_MODEL}@{drill_version}"
-        stray = [
-            a.device
-            for a in run.activations_to(bad_label)
-            if cohort_position(bad["rollout"], a.device) >= _canary_share(site)
-        ]
-        back = _back_on(run, champion_after(site), bad_label)
-        bad.update(stray_activations=len(stray), back_after_s=back)
-        if back is not None:
-            console.print(
-                f"  every car that ran the drill was back on the champion {back:.1f} s after its first "
-                f"activation; cars outside its canary that ever ran it: {len(stray)}"
-            )
-        return {"good": good, "drill": bad, "fleet": run.summary() | {"activations": None}}
+        result = body(run)
+        _ends(console, result, run)
+        return result
     finally:
         run.stop()
 
 
 def _canary_share(site: Any) -> float:
     return next(s.share for s in site.policy.stage if s.mode == "active")
-
-
-def champion_after(site: Any) -> str:
-    pointer = site.repo.pointer(site.fleet.name)
-    return f"{pointer.active.model}@{pointer.active.version}"
 
 
 def _back_on(run: Any, champion: str, bad: str) -> float | None:

@@ -208,7 +208,7 @@ def test_a_stage_with_too_few_reporting_devices_is_never_judged(site: ctl.Site) 
         controller.step()
     rows = site.log.rows(FLEET)
     assert [r.action for r in rows] == [START, HOLD]
-    assert rows[-1].state == RUNNING and "1 of 2 devices" in rows[-1].reason
+    assert rows[-1].state == RUNNING and "1 devices reporting (2 needed)" in rows[-1].reason
     assert site.repo.pointer(FLEET).stage.name == "shadow"
 
 
@@ -308,7 +308,7 @@ def test_a_stage_that_never_gets_enough_devices_pauses_for_a_person_instead_of_w
     controller = ctl.Controller(site, feed=feed, every_s=0)
     report(site, feed, devices=DEVICES[:1])
     decision = controller.step()
-    assert decision.action == PAUSE and "max_wait_s" in decision.reason and "of 2 devices" in decision.reason
+    assert decision.action == PAUSE and "max_wait_s" in decision.reason and "(2 needed)" in decision.reason
     assert site.repo.pointer(FLEET).stage.name == "shadow"  # the fleet holds where it is
 
 
