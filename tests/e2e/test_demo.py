@@ -108,5 +108,26 @@ def test_demo_runs_the_loop_and_every_count_reconciles(
     assert telemetry["new"] >= sum(s["window"]["inferences"] for s in devices.values()), telemetry
     assert telemetry["quarantined"] == 0
 
+    # staged rollout: a next fine-tune from the champion passed the guardrails, went through every
+    # stage on the simulated cars and became champion; the miscalibrated drill passed the
+    # guardrails and was halted at its canary, which no car outside ever ran, and rolled back
+    following = summary["next"]
+    assert following["trained"] and following["approved"] == following["version"], following
+    rollouts = summary["rollouts"]
+    good, drill = rollouts["good"], rollouts["drill"]
+    assert good["state"] == "complete" and good["devices_activated"] == 40, good
+    assert [d["action"] for d in good["decisions"] if d["action"] in ("advance", "complete")] == [
+        "advance",
+        "advance",
+        "advance",
+        "complete",
+    ]
+    champion = client.get_model_version_by_alias("fieldloop.vehicle-longitudinal", "champion")
+    assert champion.version == str(following["version"])
+    assert drill["state"] == "rolled-back" and drill["stage"] == "canary", drill
+    assert drill["stray_activations"] == 0 and 0 < drill["devices_activated"] < 40
+    assert drill["back_after_s"] is not None
+    assert "fallbacks" in drill["reason"]
+
     healthy = {s["name"]: s["healthy"] for s in summary["stack"]}
     assert healthy == {"kafka": True, "mlflow": True, "airflow": True, "release": True}
