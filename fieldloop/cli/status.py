@@ -353,7 +353,7 @@ def fleets_section(
     rows_of = {f.name: [d for d in rows if d.fleet == f.name] for f in fleets}
     out = []
     for f in fleets:
-        pointer = release.pointer(f.name) if release is not None and release.exists() else None
+        pointer = _pointer(release, f.name, missing)
         expired = None if roles is None else [r.name for r in roles if r.expired and r.name in _verified_by(f.name)]
         out.append(
             FleetRow(
@@ -385,8 +385,19 @@ def _roles(release: Release | None, now: datetime, missing: list[str]) -> list[R
     roles = [RoleRow(r.name, r.version, r.expires, r.expires <= now, r.name in due) for r in release.roles()]
     late = [r.name for r in roles if r.due]
     if late:
-        missing.append(f"roles {', '.join(late)} expire soon or have: `fieldloop release refresh` renews them")
+        fix = "`fieldloop release refresh --root`" if "root" in late else "`fieldloop release refresh`"
+        missing.append(f"roles {', '.join(late)} expired or expire within their renewal window: {fix} renews them")
     return roles
+
+
+def _pointer(release: Release | None, fleet: str, missing: list[str]) -> Any:
+    if release is None or not release.exists():
+        return None
+    try:
+        return release.pointer(fleet)
+    except Exception as e:  # one fleet's role unreadable (e.g. added after `release init`): the others still show
+        missing.append(f"{fleet}: its release pointer could not be read ({type(e).__name__}: {str(e)[:200]})")
+        return None
 
 
 def _decisions(decisions: Decisions | None) -> list[Any]:
@@ -439,10 +450,14 @@ def incidents_section(
         for d in decisions
         if d.action in (ROLLBACK, PAUSE) and d.at >= since
     ]
-    missing = []
+    missing: list[str] = []
     if lake is not None:
-        found += _quarantined(since, lake_tables, lake)
-        telemetry = lake.interventions(since)
+        found += _guarded(
+            "the quarantine tables", lambda: _quarantined(since, lake_tables, lake), lambda m: missing.extend(m) or []
+        )
+        telemetry = _guarded(
+            "the hourly telemetry", lambda: lake.interventions(since), lambda m: missing.extend(m) or []
+        )
         if telemetry is None:
             missing.append("no hourly telemetry table in gold, interventions not counted: `fieldloop refine` builds it")
         found += [
@@ -537,8 +552,7 @@ def loop_closure_kpi(decisions: list[Any], models: Models | None, lake: Lake | N
     return Kpi(
         seconds,
         "s",
-        f"{what}: {table} committed {at:%Y-%m-%d %H:%M} UTC, "
-        f"rollout {done.rollout_id} completed {done.at:%Y-%m-%d %H:%M} UTC",
+        f"{what}: {table} committed {at:%m-%d %H:%M}, rollout {done.rollout_id} completed {done.at:%m-%d %H:%M} UTC",
     )
 
 
@@ -573,9 +587,9 @@ def _guarded(what: str, build: Callable[[], T], empty: Callable[[list[str]], T])
 def gather(src: Sources, now: datetime) -> Status:
     """Every section, then the KPIs from them."""
     since, uri = now - WINDOW, src.lake_uri
-    stack = _guarded("the stack", lambda: stack_section(src.statuses()), lambda m: StackSection([], m))
     lake = _guarded("the lake", lambda: lake_section(uri, src.lake, now), lambda m: LakeSection(uri, [], m))
-    tables: list[Any] = _guarded("the lake", lambda: list(src.lake.tables()), lambda m: [])
+    unread: list[str] = []  # what the incidents could not count
+    tables: list[Any] = _guarded("the lake's tables", lambda: list(src.lake.tables()), lambda m: unread.extend(m) or [])
     models = ModelsSection(src.mlflow_uri, [], [])
     if src.models is not None:
         models = _guarded(
@@ -586,15 +600,21 @@ def gather(src: Sources, now: datetime) -> Status:
         lambda: fleets_section(src.fleets, src.release, src.decisions, src.models, now),
         lambda m: FleetsSection("", [], [], m),
     )
-    decisions = _guarded("the rollout decisions", lambda: _decisions(src.decisions), lambda m: [])
-    incidents = _guarded(
-        "incidents",
-        lambda: incidents_section(since, decisions, tables, src.lake),
-        lambda m: IncidentsSection(since, [], m),
+    if src.decisions is None:
+        unread.append("the rollout log could not be opened: rollbacks and pauses not counted")
+    decisions = _guarded("the rollout decisions", lambda: _decisions(src.decisions), lambda m: unread.extend(m) or [])
+    incidents = _with(
+        _guarded(
+            "incidents",
+            lambda: incidents_section(since, decisions, tables, src.lake),
+            lambda m: IncidentsSection(since, [], m),
+        ),
+        unread,
     )
     closure = _guarded(
         "loop closure", lambda: loop_closure_kpi(decisions, src.models, src.lake), lambda m: Kpi(None, "s", m[0])
     )
+    stack = _guarded("the stack", lambda: stack_section(src.statuses()), lambda m: StackSection([], m))  # last: slow
     m = src.missing
     return Status(
         now,
@@ -603,7 +623,7 @@ def gather(src: Sources, now: datetime) -> Status:
         _with(models, m.get("models")),
         _with(fleets, m.get("fleets")),
         campaigns_section(),
-        _with(incidents, m.get("incidents")),
+        incidents,
         KpisSection(readiness_kpi(fleets), incidents_kpi(incidents), closure),
     )
 
@@ -709,9 +729,18 @@ def _mlflow_answers(uri: str) -> str | None:
 
 
 def open_sources(cfg: Any) -> Sources:
-    """Open every source; one that cannot be opened is None, with why."""
+    """Open every source; one that cannot be opened is None, with why.
+
+    The stack's health checks wait on the network: they run in a thread of their own
+    meanwhile (the caller asks for them last, through ``statuses``).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from fieldloop.stack import Stack
 
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="status-stack")
+    health = pool.submit(lambda: Stack(cfg).status())
+    pool.shutdown(wait=False)  # the check runs on; its result is awaited in `statuses`
     missing: dict[str, list[str]] = {}
 
     def opened(section: str, what: str, open_: Callable[[], T]) -> T | None:
@@ -739,7 +768,7 @@ def open_sources(cfg: Any) -> Sources:
     else:
         models = opened("models", "MLflow", lambda: MlflowModels(cfg.mlflow.uri))
     return Sources(
-        statuses=lambda: Stack(cfg).status(),
+        statuses=health.result,
         lake_uri=cfg.lake,
         lake=DeltaLake(cfg),
         mlflow_uri=cfg.mlflow.uri,
@@ -793,24 +822,26 @@ def show(s: Status) -> None:
         console.print(f"  {m.name}  latest v{m.latest_version}: {aliases}")
     _heading("fleets & rollouts", s.fleets.missing)
     for f in s.fleets.fleets:
-        console.print("  " + _fleet_line(f, now))
+        console.print("  " + _fleet_line(f, now), soft_wrap=True)
     _heading("campaigns", [])
     console.print("  " + ("none (not built yet)" if not s.campaigns.built else f"{len(s.campaigns.campaigns)}"))
     _heading(f"incidents (24 h): {len(s.incidents.incidents)}", s.incidents.missing)
     for i in s.incidents.incidents[:10]:
-        console.print(f"  {i.at:%m-%d %H:%M} [red]{i.kind:<13}[/] {i.where}: {i.detail}")
+        console.print(f"  {i.at:%m-%d %H:%M} [red]{i.kind:<13}[/] {i.where}: {i.detail}", soft_wrap=True)
     if len(s.incidents.incidents) > 10:
         console.print(f"  ... {len(s.incidents.incidents) - 10} more in --json")
     _heading("KPIs", [])
     k = s.kpis
     ready = "n/a" if k.readiness.value is None else f"{k.readiness.value:.0%}"
-    console.print(f"  safety-pipeline readiness  [bold]{ready}[/]  {k.readiness.detail}")
+    console.print(f"  safety-pipeline readiness  [bold]{ready}[/]  {k.readiness.detail}", soft_wrap=True)
     for name, why in k.readiness.parts.items():
         if why != "ready":
-            console.print(f"    {name}: {why}")
-    console.print(f"  incidents (24 h)           [bold]{k.incidents_24h.value:.0f}[/]  {k.incidents_24h.detail}")
+            console.print(f"    {name}: {why}", soft_wrap=True)
+    console.print(
+        f"  incidents (24 h)           [bold]{k.incidents_24h.value:.0f}[/]  {k.incidents_24h.detail}", soft_wrap=True
+    )
     closure = "n/a" if k.loop_closure.value is None else _ago(k.loop_closure.value)
-    console.print(f"  loop closure time          [bold]{closure}[/]  {k.loop_closure.detail}")
+    console.print(f"  loop closure time          [bold]{closure}[/]  {k.loop_closure.detail}", soft_wrap=True)
 
 
 def _heading(title: str, missing: list[str]) -> None:

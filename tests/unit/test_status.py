@@ -290,6 +290,21 @@ def test_no_release_repository_says_how_to_create_it() -> None:
     assert readiness_kpi(section).value == 0.0
 
 
+def test_a_fleet_whose_pointer_cannot_be_read_does_not_hide_the_others() -> None:
+    class OneRoleMissing(FakeRelease):
+        def pointer(self, fleet: str) -> Any:
+            if fleet == "acme-plant":
+                raise LookupError(
+                    "the repository has no role 'fleet-acme-plant'; run `fieldloop release init` to add it"
+                )
+            return super().pointer(fleet)
+
+    release = OneRoleMissing({"public-cars": pointer(1)}, valid_roles("public-cars", "acme-vans"))
+    section = fleets_section(FLEETS, release, FakeDecisions(), FakeModels(), NOW)
+    assert [f.champion is not None for f in section.fleets] == [True, False, False]
+    assert any(m.startswith("acme-plant:") and "`fieldloop release init`" in m for m in section.missing)
+
+
 # incidents --------------------------------------------------------------------------------------
 def test_incidents_are_rollbacks_pauses_quarantined_rows_and_interventions_of_the_last_day() -> None:
     since = NOW - timedelta(hours=24)
@@ -323,6 +338,17 @@ def test_incidents_are_rollbacks_pauses_quarantined_rows_and_interventions_of_th
         ("pause", "acme-vans", 1),
     ]
     assert section.missing == []
+
+
+def test_a_telemetry_table_that_cannot_be_read_still_leaves_the_rollbacks_counted() -> None:
+    class BadTelemetry(FakeLake):
+        def interventions(self, since: datetime) -> list[Interventions] | None:
+            raise OSError("gold/fleet_telemetry_hourly: corrupt checkpoint")
+
+    rollback = decision("rollback", NOW - timedelta(hours=1))
+    section = incidents_section(NOW - timedelta(hours=24), [rollback], [], BadTelemetry())
+    assert [i.kind for i in section.incidents] == ["rollback"]
+    assert "corrupt checkpoint" in section.missing[0]
 
 
 def test_without_hourly_telemetry_the_incidents_say_interventions_were_not_counted() -> None:
