@@ -55,6 +55,7 @@ WINDOW = timedelta(hours=24)  # incidents are counted over this window
 HISTORY = 50  # commits read for a table's freshness
 TOP_ROLES = ("root", "targets", "snapshot", "timestamp")  # every device verifies with these
 ROLLBACK, PAUSE, COMPLETE = "rollback", "pause", "complete"  # actuation.rollout.audit's actions
+NOT_JUDGED = "not judged"  # a version without a guardrail verdict tag
 CAMPAIGNS_NOT_BUILT = "campaigns are not built yet (issue 20, point 1)"
 
 
@@ -161,7 +162,7 @@ class LakeSection:
 class AliasRow:
     alias: str
     version: int
-    verdict: str | None  # fieldloop.guardrail.verdict; None: never judged
+    verdict: str  # fieldloop.guardrail.verdict: pass | fail, or NOT_JUDGED
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,7 @@ class RoleRow:
 class Champion:
     model: str
     version: int
-    verdict: str | None  # None: not judged, or MLflow not readable (see the models section)
+    verdict: str | None  # pass | fail | NOT_JUDGED; None: unknown, MLflow could not be read
 
 
 @dataclass(frozen=True)
@@ -337,10 +338,10 @@ def models_section(uri: str, models: Models) -> ModelsSection:
     return ModelsSection(uri, rows, missing)
 
 
-def _verdict(models: Models, name: str, version: int) -> str | None:
+def _verdict(models: Models, name: str, version: int) -> str:
     from fieldloop.registry import GUARDRAIL_TAG_PREFIX
 
-    return models.tags(name, version).get(GUARDRAIL_TAG_PREFIX + "verdict")
+    return models.tags(name, version).get(GUARDRAIL_TAG_PREFIX + "verdict", NOT_JUDGED)
 
 
 def fleets_section(
@@ -876,7 +877,7 @@ def _fleet_line(f: FleetRow, now: datetime) -> str:
 
 
 def _verdict_mark(verdict: str | None) -> str:
-    return {"pass": "[green]pass[/]", "fail": "[red]fail[/]", None: "not judged"}.get(verdict, verdict or "")
+    return {"pass": "[green]pass[/]", "fail": "[red]fail[/]", None: "verdict unknown"}.get(verdict, str(verdict))
 
 
 def _ago(seconds: float | None) -> str:

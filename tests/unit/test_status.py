@@ -255,6 +255,14 @@ def test_an_expired_role_a_fleet_verifies_with_makes_it_not_ready_and_asks_for_a
     assert readiness_kpi(section).value == 0.0
 
 
+def test_a_champion_never_judged_is_not_ready_rather_than_unknown() -> None:
+    release = FakeRelease({"public-cars": pointer(1)}, valid_roles("public-cars"))
+    section = fleets_section(FLEETS[:1], release, FakeDecisions(), FakeModels(), NOW)
+    assert section.fleets[0].champion.verdict == "not judged"
+    kpi = readiness_kpi(section)
+    assert (kpi.value, kpi.parts["public-cars"]) == (0.0, f"champion {MODEL} v1: verdict not judged")
+
+
 def test_readiness_is_unknown_not_zero_when_the_verdicts_cannot_be_read() -> None:
     release = FakeRelease({"public-cars": pointer(1)}, valid_roles("public-cars"))
     kpi = readiness_kpi(fleets_section(FLEETS[:1], release, FakeDecisions(), None, NOW))
