@@ -4,18 +4,22 @@ served by nginx, a gold Delta table and the Delta rollout audit table."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 from deltalake import DeltaTable, write_deltalake
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from actuation.rollout.audit import COMPLETE, COMPLETED, ROLLBACK, ROLLED_BACK, START, Decision, RolloutLog
 from fieldloop.config import FieldloopConfig
@@ -48,8 +52,18 @@ def decision(model: str, version: int, fleet: str, action: str, state: str) -> D
     )
 
 
+@pytest.fixture()
+def model(mlflow_uri: str) -> Iterator[str]:
+    """A registered model name of the fieldloop.* family, deleted afterwards: it would show on
+    every later `fieldloop status` of this server."""
+    name = f"fieldloop.status-test-{uuid.uuid4().hex[:8]}"
+    yield name
+    with contextlib.suppress(MlflowException):
+        MlflowClient(mlflow_uri).delete_registered_model(name)
+
+
 def test_status_json_reads_the_real_stack(
-    tmp_path: Path, cfg: FieldloopConfig, mlflow_uri: str, release_server: str
+    tmp_path: Path, cfg: FieldloopConfig, mlflow_uri: str, release_server: str, model: str
 ) -> None:
     with served_release(tmp_path / "home", cfg) as served:
         private = served.cfg
@@ -59,7 +73,6 @@ def test_status_json_reads_the_real_stack(
 
         # a version trained on that table, judged, champion of public-cars
         client = MlflowClient(mlflow_uri)
-        model = f"fieldloop.status-test-{uuid.uuid4().hex[:8]}"
         version, _ = register_version(client, model, {"edge/readme.txt": b"status test"}, approve=False)
         gov = TableGovernance("public", "vehicle-frames-public", "ap-northeast-1")  # type: ignore[arg-type]
         lineage = ModelLineage([TableLineage.of(f"gold/{GOLD}", gold, 0, gov)])
