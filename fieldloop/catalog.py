@@ -71,12 +71,16 @@ def last_data_version(cfg: FieldloopConfig, uri: str) -> int:
     """
     table = open_table(cfg, uri)
     for commit in table.history(50):
-        if commit.get("operation") not in _UPKEEP_OPERATIONS and _changed_rows(commit):
+        if changed_rows(commit):
             return int(commit["version"])
     return 0
 
 
-def _changed_rows(commit: dict[str, Any]) -> bool:
+def changed_rows(commit: dict[str, Any]) -> bool:
+    """Whether one entry of a table's Delta history changed its rows: not upkeep (compaction,
+    VACUUM, properties), nor a write that added and removed nothing."""
+    if commit.get("operation") in _UPKEEP_OPERATIONS:
+        return False
     metrics = commit.get("operationMetrics") or {}
     counted = [k for k in ("numOutputRows", "numDeletedRows", "numRemovedFiles", "numCopiedRows") if k in metrics]
     return not counted or any(int(metrics[k] or 0) for k in counted)

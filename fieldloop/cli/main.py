@@ -140,11 +140,26 @@ def _register_commands() -> None:
     from actuation.rollout.cli import rollout
     from fieldloop.cli.demo import demo
     from fieldloop.cli.stack import setup, stack
+    from fieldloop.cli.status import status
     from ingestion.cli import fleet, ingest, topics
     from refinement.cli import refine
     from training_jobs.cli import train
 
-    for command in (setup, stack, topics, fleet, ingest, refine, train, guardrail, release, rollout, agent, demo):
+    for command in (
+        setup,
+        stack,
+        topics,
+        fleet,
+        ingest,
+        refine,
+        train,
+        guardrail,
+        release,
+        rollout,
+        agent,
+        demo,
+        status,
+    ):
         main.add_command(command)
     fleet.add_command(agents)  # ingestion's group: ingestion may not import actuation
 
