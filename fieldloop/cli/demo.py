@@ -307,6 +307,9 @@ def _actuate(
     }
 
 
+NEXT_VERSION_TRIES = 2  # fine-tunes the demo judges before it goes on without a next version
+
+
 def _judge(cfg: FieldloopConfig, version: int) -> Any:
     from actuation.guardrails.judge import judge
 
@@ -330,21 +333,25 @@ def _next_version(
     if release.get("published") != approved:  # the fleet has a champion already: this one is the next
         console.print(f"  the fleet runs its champion; the approved v{approved} is the next version")
         return {"approved": approved, "trained": False}
-    result = _train(cfg, console, progress, seed=cfg.train.seed + 1)
-    if not result.get("version"):
-        return {"approved": None, "trained": True}
-    t0 = time.monotonic()
-    with console.status(f"guardrails: judging v{result['version']} ..."):
-        report = _judge(cfg, int(result["version"]))
-    progress(f"judged in {time.monotonic() - t0:.0f}s")
-    print_report(console, report)
-    return {
-        "approved": int(result["version"]) if report.passed else None,
-        "trained": True,
-        "version": int(result["version"]),
-        "verdict": report.verdict.verdict,
-        "failed": report.as_dict()["failed"],
-    }
+    tries: list[dict[str, Any]] = []
+    for attempt in range(1, NEXT_VERSION_TRIES + 1):  # as an ML engineer would: another seed, judged the same way
+        result = _train(cfg, console, progress, seed=cfg.train.seed + attempt)
+        if not result.get("version"):
+            break
+        t0 = time.monotonic()
+        with console.status(f"guardrails: judging v{result['version']} ..."):
+            report = _judge(cfg, int(result["version"]))
+        progress(f"judged in {time.monotonic() - t0:.0f}s")
+        print_report(console, report)
+        failed = report.as_dict()["failed"]
+        tries.append({"version": int(result["version"]), "verdict": report.verdict.verdict, "failed": failed})
+        if report.passed:
+            return {"approved": int(result["version"]), "trained": True, **tries[-1], "tries": tries}
+        if attempt < NEXT_VERSION_TRIES:
+            console.print(
+                f"  v{result['version']} was not approved ({', '.join(failed)}); fine-tuning again with another seed"
+            )
+    return {"approved": None, "trained": True, "tries": tries, **(tries[-1] if tries else {})}
 
 
 def _telemetry(cfg: FieldloopConfig, contracts: dict[str, Any], console: Console) -> dict[str, Any]:

@@ -72,7 +72,9 @@ def publish_approved(cfg: FieldloopConfig, approved: int | None, console: Consol
     for line in repo.init():
         console.print(f"  {line}")
     if approved is None:
-        console.print("  [yellow]nothing approved: no release; the devices keep their fallback[/]")
+        running = repo.pointer(DEMO_RELEASE_FLEET)
+        keeps = f"its champion v{running.active.version}" if running else "their fallback"
+        console.print(f"  [yellow]nothing approved: no release; the devices keep {keeps}[/]")
         return {"published": None}
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     fleet = load_fleets().get(DEMO_RELEASE_FLEET)
