@@ -270,7 +270,17 @@ def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], N
     summary["train"] = _train(cfg, console, progress)
     summary.update(_actuate(cfg, contracts, summary["train"].get("version"), console, progress))
     summary["stack"] = _where(cfg, stack, lake, once, console)
+    console.print("[bold]14. where the loop stands (`fieldloop status`)[/]")
+    summary["status"] = _status(cfg)
     return summary
+
+
+def _status(cfg: FieldloopConfig) -> dict[str, Any]:
+    from fieldloop.cli.status import gather, open_sources, show
+
+    found = gather(open_sources(cfg), datetime.now(UTC))
+    show(found)
+    return found.as_dict()
 
 
 def _actuate(

@@ -129,5 +129,12 @@ def test_demo_runs_the_loop_and_every_count_reconciles(
     assert drill["back_after_s"] is not None
     assert "fallbacks" in drill["reason"]
 
+    # the demo ends with the status screen: the fleet's champion is the rolled-out version, the
+    # drill's rollback is an incident of the last day
+    status = summary["status"]
+    fleets = {f["name"]: f for f in status["fleets"]["fleets"]}
+    assert fleets["public-cars"]["champion"]["version"] == following["version"]
+    assert any(i["kind"] == "rollback" for i in status["incidents"]["incidents"]), status["incidents"]
+
     healthy = {s["name"]: s["healthy"] for s in summary["stack"]}
     assert healthy == {"kafka": True, "mlflow": True, "airflow": True, "release": True}
