@@ -179,7 +179,11 @@ def _refine(cfg: FieldloopConfig, spark: Any, console: Console, progress: Callab
 
 
 def _train(
-    cfg: FieldloopConfig, console: Console, progress: Callable[[str], None], seed: int | None = None
+    cfg: FieldloopConfig,
+    console: Console,
+    progress: Callable[[str], None],
+    seed: int | None = None,
+    epochs: int | None = None,
 ) -> dict[str, Any]:
     from training_jobs.cli import print_result
     from training_jobs.errors import HoldoutMovedError
@@ -192,7 +196,7 @@ def _train(
         def run(reset: bool) -> Any:
             return train(
                 cfg,
-                TrainRequest("vehicle-longitudinal", reset_holdout=reset, seed=seed),
+                TrainRequest("vehicle-longitudinal", reset_holdout=reset, seed=seed, epochs=epochs),
                 echo=lambda line: status.update(line.strip()),
             )
 
@@ -318,6 +322,10 @@ def _actuate(
 
 
 NEXT_VERSION_TRIES = 2  # fine-tunes the demo judges before it goes on without a next version
+# A short fine-tune from the champion: a small step from weights the fleet already runs. Twelve
+# more epochs (the default) on the same rows moved the commands enough to fail envelope.step
+# (2.15-2.27 m/s² against 2) or the regression check in 2 of 3 tries; 3 epochs passed at 1.84.
+NEXT_VERSION_EPOCHS = 3
 
 
 def _judge(cfg: FieldloopConfig, version: int) -> Any:
@@ -345,7 +353,7 @@ def _next_version(
         return {"approved": approved, "trained": False}
     tries: list[dict[str, Any]] = []
     for attempt in range(1, NEXT_VERSION_TRIES + 1):  # as an ML engineer would: another seed, judged the same way
-        result = _train(cfg, console, progress, seed=cfg.train.seed + attempt)
+        result = _train(cfg, console, progress, seed=cfg.train.seed + attempt, epochs=NEXT_VERSION_EPOCHS)
         if not result.get("version"):
             break
         t0 = time.monotonic()
