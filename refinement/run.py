@@ -114,10 +114,10 @@ def _refine_and_build(
     session of its own (one SparkContext, a SQL conf each), so a write's commit metadata,
     which Delta takes from the session's conf, is its own. ``result`` gets reports, gold and
     upkeep in the order a sequential run would give them; its phase times are the threads'
-    time in each, summed. A stream that fails builds no gold; the first failure is raised
-    once the work already started has finished.
+    time in each, summed. A stream that fails builds no gold; its failure is raised once
+    every other stream and the gold queued behind them are done.
     """
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures import Future, ThreadPoolExecutor, wait
 
     local = threading.local()
     lock = threading.Lock()
@@ -156,10 +156,12 @@ def _refine_and_build(
 
     with ThreadPoolExecutor(max_workers=STREAMS_AT_ONCE, thread_name_prefix="refine") as pool:
         started = {cid: pool.submit(stream, cid) for cid in sorted(chosen, key=lambda c: -_work(job, cfg, c))}
-        done = {cid: f.result() for cid, f in started.items()}
+        wait(started.values())  # every stream that succeeded has queued its gold by now
         with lock:
             queued = list(builds)
-        built = {t.name: f.result() for t, f in queued}
+        wait([f for _, f in queued])
+    done = {cid: f.result() for cid, f in started.items()}  # a stream's failure is raised here
+    built = {t.name: f.result() for t, f in queued}
     for cid in chosen:
         result.reports += done[cid].reports
         result.upkeep += done[cid].upkeep
