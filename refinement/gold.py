@@ -92,6 +92,10 @@ class GoldJob:
     def tables(self) -> list[GoldTable]:
         return gold_tables(self.contracts)
 
+    def in_session(self, spark: SparkSession) -> GoldJob:
+        """This job, running its Spark work in ``spark`` (another session of the same context)."""
+        return GoldJob(self.cfg, spark, self.contracts, self.guard, self.clock)
+
     def path(self, name: str) -> str:
         return f"{self.lake}/gold/{name}"
 
@@ -109,7 +113,7 @@ class GoldJob:
 
         def build(table: GoldTable) -> GoldReport | None:
             if not hasattr(local, "job"):
-                local.job = GoldJob(self.cfg, self.spark.newSession(), self.contracts, self.guard, self.clock)
+                local.job = self.in_session(self.spark.newSession())
             return local.job.build(table)
 
         tables = [t for t in self.tables() if only(t)]

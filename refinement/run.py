@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -33,16 +34,19 @@ class RefineResult:
     gold: list[Any] = field(default_factory=list)  # refinement.gold.GoldReport
     upkeep: list[Any] = field(default_factory=list)  # refinement.maintenance.Upkeep
     refused: dict[str, str] = field(default_factory=dict)  # contract id -> why nothing of it was written
-    seconds: dict[str, float] = field(default_factory=dict)  # wall time by phase: silver, upkeep, gold
+    # time by phase (silver, upkeep, gold), summed over the threads that ran it: phases overlap
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("silver", "upkeep", "gold"), 0.0))
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:
-        """Add the block's wall time to ``seconds[phase]``."""
+        """Add the block's wall time to ``seconds[phase]`` (from any thread)."""
         started = time.monotonic()
         try:
             yield
         finally:
-            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.monotonic() - started
+            with self._lock:
+                self.seconds[phase] = self.seconds.get(phase, 0.0) + time.monotonic() - started
 
     @property
     def rows_out(self) -> int:
@@ -65,34 +69,106 @@ class RefineResult:
 STREAMS_AT_ONCE = 2
 
 
-def _refine_streams(
+@dataclass
+class _StreamDone:
+    """What one stream's chain handed back: its reports and its tables' upkeep."""
+
+    reports: list[PrivacyReport]
+    upkeep: list[Any]
+
+
+def _work(job: Any, cfg: FieldloopConfig, cid: str) -> int:
+    """How much a stream's run is likely to cost, to start the costliest first: bronze bytes x outputs.
+
+    Read from the Delta log (``deltalake``), no Spark job. Runs over a small increment are
+    dominated by the stream with the most rows and outputs (the public vehicle frames: two
+    tables, trips walked): started last, it ran alone for its last seconds while the other
+    thread had nothing left to do.
+    """
+    from fieldloop.catalog import find_table
+
+    table = find_table(cfg, job.bronze_path(job.contracts[cid]))
+    if table is None:
+        return 0
+    sizes = table.get_add_actions(flatten=True).column("size_bytes").to_pylist()
+    return sum(s or 0 for s in sizes) * len(job.outputs(cid))
+
+
+def _refine_and_build(
+    cfg: FieldloopConfig,
     job: Any,
+    gold: Any,
     chosen: list[str],
     since: int | None,
     now: datetime,
     on_table: Callable[[PrivacyReport], None] | None,
-) -> list[PrivacyReport]:
-    """Each chosen stream's silver run, ``STREAMS_AT_ONCE`` at a time; reports in ``chosen`` order.
+    result: RefineResult,
+) -> None:
+    """Each chosen stream's silver run, its tables' upkeep, then the gold tables built from them.
 
-    Each thread runs its streams in a Spark session of its own (one SparkContext, a SQL conf
-    each), so a write's commit metadata, which Delta takes from the session's conf, is its own.
+    One pool of ``STREAMS_AT_ONCE`` threads does all of a run's Spark work: a stream's gold
+    tables are queued as soon as its silver is written, behind the streams not started yet,
+    so a thread that has no stream left builds gold while the other finishes the last stream
+    (with a barrier between silver and gold, one core idled through the longest stream's
+    tail). The costliest streams start first (:func:`_work`). Each thread runs in a Spark
+    session of its own (one SparkContext, a SQL conf each), so a write's commit metadata,
+    which Delta takes from the session's conf, is its own. ``result`` gets reports, gold and
+    upkeep in the order a sequential run would give them; its phase times are the threads'
+    time in each, summed. A stream that fails builds no gold; its failure is raised once
+    every other stream and the gold queued behind them are done.
     """
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import Future, ThreadPoolExecutor, wait
 
     local = threading.local()
+    lock = threading.Lock()
+    by_source: dict[str, list[Any]] = {}
+    for table in gold.tables():
+        by_source.setdefault(table.source, []).append(table)
+    builds: list[tuple[Any, Future]] = []
 
-    def run(cid: str) -> list[PrivacyReport]:
-        if not hasattr(local, "job"):
-            local.job = job.in_session(job.spark.newSession())
-        reports = local.job.run(cid, since=since, now=now)
+    def session() -> Any:
+        if not hasattr(local, "spark"):
+            local.spark = job.spark.newSession()
+            local.silver = job.in_session(local.spark)
+            local.gold = gold.in_session(local.spark)
+        return local
+
+    def build(table: Any) -> tuple[Any, list[Any]]:
+        with result.timed("gold"):
+            report = session().gold.build(table)
+        if report is None:  # no silver source yet
+            return None, []
+        with result.timed("upkeep"):
+            return report, gold_upkeep(local.spark, cfg, local.gold, [report], now)
+
+    def stream(cid: str) -> _StreamDone:
+        with result.timed("silver"):
+            reports = session().silver.run(cid, since=since, now=now)
         for report in reports:
             if on_table:
                 on_table(report)
-        return reports
+        with result.timed("upkeep"):
+            upkeep = stream_upkeep(local.spark, cfg, local.silver, job.contracts[cid], now)
+        with lock:
+            for report in reports:
+                builds.extend((t, pool.submit(build, t)) for t in by_source.get(report.table, []))
+        return _StreamDone(reports, upkeep)
 
     with ThreadPoolExecutor(max_workers=STREAMS_AT_ONCE, thread_name_prefix="refine") as pool:
-        return [report for reports in pool.map(run, chosen) for report in reports]
+        started = {cid: pool.submit(stream, cid) for cid in sorted(chosen, key=lambda c: -_work(job, cfg, c))}
+        wait(started.values())  # every stream that succeeded has queued its gold by now
+        with lock:
+            queued = list(builds)
+        wait([f for _, f in queued])
+    done = {cid: f.result() for cid, f in started.items()}  # a stream's failure is raised here
+    built = {t.name: f.result() for t, f in queued}
+    for cid in chosen:
+        result.reports += done[cid].reports
+        result.upkeep += done[cid].upkeep
+    order = [t.name for t in gold.tables() if t.name in built and built[t.name][0] is not None]
+    result.gold = [built[name][0] for name in order]
+    for name in order:
+        result.upkeep += built[name][1]
 
 
 def _placeable(
@@ -203,17 +279,7 @@ def refine(
     now = clock()  # one now for the run: what it writes, retention never deletes in the same run
     result = RefineResult()
     chosen = _placeable(chosen, job, guard, contracts, named=bool(streams), refused=result.refused)
-    with result.timed("silver"):
-        result.reports = _refine_streams(job, chosen, since, now, on_table)
-    with result.timed("upkeep"):
-        for cid in chosen:
-            result.upkeep += stream_upkeep(spark, cfg, job, contracts[cid], now)
-    refined = {r.table for r in result.reports}
-    gold = GoldJob(cfg, spark, contracts, guard, clock)
-    with result.timed("gold"):
-        result.gold = gold.run(only=lambda table: table.source in refined)
-    with result.timed("upkeep"):
-        result.upkeep += gold_upkeep(spark, cfg, gold, result.gold, now)
+    _refine_and_build(cfg, job, GoldJob(cfg, spark, contracts, guard, clock), chosen, since, now, on_table, result)
     return result
 
 

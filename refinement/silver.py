@@ -116,6 +116,20 @@ def within_retention(column: str, oldest: datetime) -> Column:
     return (F.col(column) >= F.lit(oldest)) | F.col(column).isNull()
 
 
+# What Delta says when a change feed was not recorded for versions a run reads.
+MISSING_CHANGE_FEED = frozenset({"DELTA_MISSING_CHANGE_DATA", "DELTA_CHANGE_DATA_FEED_NOT_ENABLED"})
+
+
+def missing_change_feed(bronze: str, a: int, b: int, e: Exception) -> RefinementError:
+    """The error for a bronze table whose change feed does not cover versions ``a+1 .. b``."""
+    condition = getattr(e, "getCondition", lambda: None)()
+    return RefinementError(
+        f"{bronze} has no change data feed for versions {a + 1}..{b} ({condition}); it was created "
+        "before fieldloop enabled it. Re-ingest into a new bronze table, or ALTER it with "
+        "delta.enableChangeDataFeed=true and refine from a later version"
+    )
+
+
 def versions_window(a: int, b: int) -> str:
     """The rows of bronze versions ``a+1 .. b``: what one run reads, writes and replaces."""
     return f"{VERSION_COLUMN} > {a} AND {VERSION_COLUMN} <= {b}"
@@ -330,6 +344,8 @@ class SilverJob:
             QualityError: too many rows fail quality rules (nothing written).
             KeyRingError: the tenant has no active pseudonym key (nothing written).
         """
+        from pyspark.errors import AnalysisException
+
         contract, policy = self.contracts[contract_id], self.policies[contract_id]
         outputs = self.outputs(contract_id)
         bronze, quarantine = self.bronze_path(contract), self.quarantine_path(contract)
@@ -372,7 +388,14 @@ class SilverJob:
 
         oldest = cutoff(contract, now) if time_column else None
         rows = self._read_new(bronze, a, b)
-        first = self._first_pass(rows, policy, outputs, expired=(time_column, oldest) if oldest else None)
+        try:
+            first = self._first_pass(rows, policy, outputs, expired=(time_column, oldest) if oldest else None)
+        except AnalysisException as e:
+            # The change feed's versions are resolved by the pass's first action, not by a
+            # probe of their own (a Spark job per stream and run).
+            if e.getCondition() in MISSING_CHANGE_FEED:
+                raise missing_change_feed(bronze, a, b, e) from e
+            raise
         if oldest is not None:
             rows = rows.where(within_retention(time_column, oldest))  # the write's read: only what the pass judged
         try:
@@ -575,13 +598,8 @@ class SilverJob:
                 .option("endingVersion", b)
                 .load(bronze)
             )
-            changes.limit(0).count()  # resolves the versions now, so a missing change feed fails here, with our message
         except AnalysisException as e:
-            raise RefinementError(
-                f"{bronze} has no change data feed for versions {a + 1}..{b} ({e.getCondition()}); it was created "
-                "before fieldloop enabled it. Re-ingest into a new bronze table, or ALTER it with "
-                "delta.enableChangeDataFeed=true and refine from a later version"
-            ) from e
+            raise missing_change_feed(bronze, a, b, e) from e
         present = set(changes.columns)
         return (
             changes.where("_change_type = 'insert'")

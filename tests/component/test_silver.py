@@ -18,7 +18,7 @@ from fieldloop.errors import ResidencyError
 from fieldloop.keys import load_key_ring
 from fieldloop.residency import ResidencyGuard
 from ingestion.simulator import FleetSpec
-from refinement.errors import QualityError
+from refinement.errors import QualityError, RefinementError
 from refinement.policy import default_policies
 from refinement.silver import SilverJob
 from tests.fleet_rows import simulate
@@ -402,3 +402,21 @@ def test_first_pass_walks_trips_and_gathers_cells_as_a_pass_over_the_passing_row
         assert got.agg(F.sum("_rows")).first()[0] == kept.count()
     finally:
         first.side.unpersist()
+
+
+def test_bronze_versions_without_a_change_feed_fail_the_run_saying_so_and_write_nothing(
+    spark, lake_cfg: FieldloopConfig, write_bronze
+) -> None:
+    """Versions whose change data Delta did not record (the feed turned off, or a table from
+    before fieldloop enabled it) fail the run with what to do, when the pass reads them."""
+    sent = plant_records(10)
+    write_bronze(sent[: len(sent) // 2], 0)
+    job = silver_job(spark, lake_cfg)
+    [first] = job.run(PLANT)
+    bronze = job.bronze_path(job.contracts[PLANT])
+    spark.sql(f"ALTER TABLE delta.`{bronze}` SET TBLPROPERTIES (delta.enableChangeDataFeed = false)")
+    write_bronze(sent[len(sent) // 2 :], 1)
+    before, commits = table_rows(spark, first.path), history_len(spark, first.path)
+    with pytest.raises(RefinementError, match="has no change data feed for versions"):
+        job.run(PLANT)
+    assert table_rows(spark, first.path) == before and history_len(spark, first.path) == commits
