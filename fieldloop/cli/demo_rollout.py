@@ -59,6 +59,7 @@ def fleet_run(cfg: FieldloopConfig) -> Any:
 
 def roll_out(site: Any, version: int, run: Any, console: Console, label: str) -> dict[str, Any]:
     """Start a rollout of ``version`` and run its controller to the end, printing each decision."""
+    from actuation.rollout.audit import AWAITING, PAUSED
     from actuation.rollout.cli import decision_line
     from actuation.rollout.controller import Controller, start
 
@@ -72,7 +73,11 @@ def roll_out(site: Any, version: int, run: Any, console: Console, label: str) ->
         timeline.append(decision)
         console.print("    " + decision_line(decision))
 
-    rollout = Controller(site, on_decision=said, every_s=0.5).run()
+    def waits_for_a_person() -> bool:
+        current = site.log.current(site.fleet.name)
+        return current is not None and current.state in (PAUSED, AWAITING)
+
+    rollout = Controller(site, on_decision=said, every_s=0.5).run(stop=waits_for_a_person)
     assert rollout is not None
     last = rollout.last
     if not rollout.done:  # paused (a gate or too few devices): the demo does not wait for a person
