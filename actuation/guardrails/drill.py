@@ -143,7 +143,7 @@ def register_broken(cfg: FieldloopConfig, model: str, version: int | None = None
     return register_copy(cfg, model, v.version, edit, f"actuated outputs ({', '.join(actuated)}) scaled by {scale}")
 
 
-def register_miscalibrated(cfg: FieldloopConfig, model: str, version: int | None = None, exponent: float = 0.25) -> int:
+def register_miscalibrated(cfg: FieldloopConfig, model: str, version: int | None = None, exponent: float = 0.1) -> int:
     """Register a copy of ``model`` whose OOD score is miscalibrated: raised to ``exponent`` (< 1), so
     ordinary inputs score near the runtime threshold; returns the new version (``@candidate``).
 
@@ -152,7 +152,9 @@ def register_miscalibrated(cfg: FieldloopConfig, model: str, version: int | None
     score *ranks* shifted inputs against the holdout (AUROC, FPR at 95 % TPR), which a monotonic
     map leaves as it was. On a device the safety monitor compares the score with the release's
     threshold, so the copy falls back on inputs the original acts on: what a staged rollout's
-    canary, compared with the champion's cohort, exists to catch.
+    canary, compared with the champion's cohort, exists to catch. The default 0.1 takes the
+    vehicle student's typical score (a holdout mean of 0.14) over the 0.8 threshold; 0.25 left
+    most of the demo's frames under it (6 % fell back, and the canary did not see it).
     """
     import mlflow
 
