@@ -143,6 +143,8 @@ def rollouts(
         label = f"{DEMO_MODEL}@{drill_version}"
         share = _canary_share(site)
         stray = [a.device for a in run.activations_to(label) if cohort_position(bad["rollout"], a.device) >= share]
+        ran = {a.device for a in run.activations_to(label)}
+        run.wait_for(lambda r: all(r.versions().get(d) == champion for d in ran), 4 * DEMO_POLL_S + 30)
         back = _back_on(run, champion, label)
         if back is not None:
             console.print(
