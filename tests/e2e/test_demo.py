@@ -87,17 +87,17 @@ def test_demo_runs_the_loop_and_every_count_reconciles(
     guardrails = summary["guardrails"]
     assert guardrails["approved"] == int(train["version"]), guardrails["failed"]
     client = MlflowClient(cfg.mlflow.uri)
-    version = client.get_model_version_by_alias("fieldloop.vehicle-longitudinal", "approved")
-    assert version.version == train["version"]
+    version = client.get_model_version("fieldloop.vehicle-longitudinal", train["version"])
+    assert version.tags["fieldloop.guardrail.verdict"] == "pass"
     assert version.tags["fieldloop.lineage.classes"] == "public"
 
-    # actuation: the candidate passed the guardrails, the broken drill copy did not (and is
-    # the newest candidate, not approved), the approved version reached every agent through
-    # the signed repository, and their telemetry landed in bronze
+    # actuation: the candidate passed the guardrails, the broken drill copy did not, the
+    # approved version reached every agent through the signed repository, and their telemetry
+    # landed in bronze
     broken = guardrails["broken"]
     assert broken["verdict"] == "fail" and any(f.startswith("envelope.") for f in broken["failed"]), broken
-    drill = client.get_model_version_by_alias("fieldloop.vehicle-longitudinal", "candidate")
-    assert drill.version == str(broken["version"]) and drill.tags["fieldloop.guardrail.verdict"] == "fail"
+    refused = client.get_model_version("fieldloop.vehicle-longitudinal", str(broken["version"]))
+    assert refused.tags["fieldloop.guardrail.verdict"] == "fail"
     assert summary["release"] == {"published": int(train["version"]), "fleet": "public-cars", "changed": True}
     devices = summary["agents"]["devices"]
     assert len(devices) == 3
@@ -128,6 +128,10 @@ def test_demo_runs_the_loop_and_every_count_reconciles(
     assert drill["stray_activations"] == 0 and 0 < drill["devices_activated"] < 40
     assert drill["back_after_s"] is not None
     assert "fallbacks" in drill["reason"]
+    # the drill passed the guardrails (it is @approved, the newest version they passed) and the
+    # field refused it: @champion stayed the version that completed its rollout
+    approved = client.get_model_version_by_alias("fieldloop.vehicle-longitudinal", "approved")
+    assert approved.tags["fieldloop.drill"].startswith(f"copy of v{following['version']}: OOD score")
 
     # the demo ends with the status screen: the fleet's champion is the rolled-out version, the
     # drill's rollback is an incident of the last day
