@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 DRILL_TAG = "fieldloop.drill"
 
 
-def scale_outputs(src: Path, dest: Path, factors: list[float]) -> Path:
-    """``src`` with its output multiplied column-wise by ``factors``, written to ``dest``."""
+def _after_output(src: Path, dest: Path, op: str, values: list[float]) -> Path:
+    """``src`` with ``op`` (an ONNX binary operator) applied column-wise to its output with
+    ``values``, written to ``dest``."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -44,11 +45,21 @@ def scale_outputs(src: Path, dest: Path, factors: list[float]) -> Path:
     raw = out + "_before_drill"
     for node in graph.node:
         node.output[:] = [raw if o == out else o for o in node.output]
-    graph.initializer.append(numpy_helper.from_array(np.array(factors, dtype=np.float32), "drill_scale"))
-    graph.node.append(helper.make_node("Mul", [raw, "drill_scale"], [out], name="drill_scale_outputs"))
+    graph.initializer.append(numpy_helper.from_array(np.array(values, dtype=np.float32), f"drill_{op.lower()}"))
+    graph.node.append(helper.make_node(op, [raw, f"drill_{op.lower()}"], [out], name=f"drill_{op.lower()}_outputs"))
     onnx.checker.check_model(model)
     onnx.save(model, str(dest))
     return dest
+
+
+def scale_outputs(src: Path, dest: Path, factors: list[float]) -> Path:
+    """``src`` with its output multiplied column-wise by ``factors``, written to ``dest``."""
+    return _after_output(src, dest, "Mul", factors)
+
+
+def raise_outputs(src: Path, dest: Path, exponents: list[float]) -> Path:
+    """``src`` with each output column raised to its exponent (``x ** e``; 1.0 leaves a column as it was)."""
+    return _after_output(src, dest, "Pow", exponents)
 
 
 def _consistent(manifest: EdgeManifest, path: Path) -> EdgeManifest:
@@ -62,24 +73,6 @@ def _consistent(manifest: EdgeManifest, path: Path) -> EdgeManifest:
         update={"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "self_test_outputs": outputs.tolist()}
     )
     return manifest.model_copy(update={"builds": {**manifest.builds, EDGE_VARIANT: build}})
-
-
-def raise_outputs(src: Path, dest: Path, exponents: list[float]) -> Path:
-    """``src`` with each output column raised to its exponent (``x ** e``; 1.0 leaves a column as it was)."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    model = onnx.load(str(src))
-    graph = model.graph
-    out = graph.output[0].name
-    raw = out + "_before_drill"
-    for node in graph.node:
-        node.output[:] = [raw if o == out else o for o in node.output]
-    graph.initializer.append(numpy_helper.from_array(np.array(exponents, dtype=np.float32), "drill_exponent"))
-    graph.node.append(helper.make_node("Pow", [raw, "drill_exponent"], [out], name="drill_raise_outputs"))
-    onnx.checker.check_model(model)
-    onnx.save(model, str(dest))
-    return dest
 
 
 def register_copy(

@@ -33,7 +33,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -114,25 +114,12 @@ def _now() -> datetime:
 
 
 def _row(rollout: Rollout, action: str, state: str, by: str, reason: str, **changes: Any) -> Decision:
-    """A decision about ``rollout``, like its last row but for what changes."""
-    last = rollout.last
-    values = {
-        k: getattr(last, k)
-        for k in (
-            "rollout_id",
-            "fleet",
-            "model",
-            "version",
-            "champion_model",
-            "champion_version",
-            "stage",
-            "stage_index",
-            "mode",
-            "share",
-        )
-    }
-    values.update(changes)
-    return Decision(seq=0, at=_now(), action=action, state=state, requested_by=by, reason=reason, **values)
+    """A decision about ``rollout``, like its last row but for what changes (the releases stay on
+    the START row, figures and gates belong to the decision that measured them)."""
+    fresh = {"figures": {}, "gates": [], "candidate_release": "", "champion_release": ""}
+    return replace(
+        rollout.last, seq=0, at=_now(), action=action, state=state, requested_by=by, reason=reason, **(fresh | changes)
+    )
 
 
 def _enter(rollout: Rollout, policy: RolloutPolicy, index: int, by: str, reason: str, **extra: Any) -> Decision:
