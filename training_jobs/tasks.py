@@ -88,6 +88,10 @@ class VehicleLongitudinal(Task):
     # the actuator's range (m/s²), as the vehicles have it; the guardrail policy's envelope is
     # the same (a unit test holds them equal)
     command_range = (-6.0, 3.0)
+    # how far the command may depart from the current acceleration (m/s²): twice this is
+    # the most the model adds to a frame-to-frame step, inside the runtime monitor's
+    # max_step of 2 m/s² with room for int8 rounding (a unit test holds it there)
+    max_correction = 0.9
 
     def build(self, dim: int) -> tuple[nn.Module, nn.Module]:
         from training_jobs.models import LongitudinalNet
@@ -95,8 +99,8 @@ class VehicleLongitudinal(Task):
         current = self.layout.index(self.layout.target_signal)  # the newest frame's acceleration
         decreasing = tuple(self.layout.index(name) for name in self.never_raise)
         return (
-            LongitudinalNet(dim, self.teacher_hidden, current, decreasing, self.command_range),
-            LongitudinalNet(dim, self.student_hidden, current, decreasing, self.command_range),
+            LongitudinalNet(dim, self.teacher_hidden, current, decreasing, self.command_range, self.max_correction),
+            LongitudinalNet(dim, self.student_hidden, current, decreasing, self.command_range, self.max_correction),
         )
 
     def calibrate(self, teacher: nn.Module, student: nn.Module, x: torch.Tensor, normalization: bool) -> None:

@@ -201,3 +201,28 @@ def test_the_vehicle_command_saturates_at_the_actuator_range_the_guardrails_enfo
     with torch.no_grad():
         out = student(torch.randn(256, task.layout.width) * 10)[:, 0]
     assert out.min() >= limit.min and out.max() <= limit.max
+
+
+def test_the_vehicle_command_adds_at_most_the_runtime_step_to_the_vehicles_own() -> None:
+    """Whatever the weights, between two frames the command moves at most 2 x max_correction
+    beyond the measured acceleration's own move, and that is inside the monitor's max_step."""
+    import numpy as np
+    import torch
+
+    from actuation.contract import load_runtime_limits
+    from actuation.guardrails.checks.envelope import largest_step
+
+    task = get_task("vehicle-longitudinal")
+    (limit,) = load_runtime_limits("vehicle-longitudinal").outputs
+    assert limit.max_step is not None and 2 * task.max_correction < limit.max_step
+    _, student = task.build(task.layout.width)
+    torch.manual_seed(3)
+    for p in student.parameters():
+        p.data.normal_(0, 5)
+    x = torch.randn(512, task.layout.width) * 10  # every frame unlike the one before
+    with torch.no_grad():
+        out = student(x).numpy()
+    current = x[:, task.layout.index(task.layout.target_signal)].numpy()
+    assert np.abs(out[:, 0] - np.clip(current, *task.command_range)).max() <= task.max_correction + 1e-5
+    step = largest_step(out, [np.arange(512)], 0, current)
+    assert 1.0 < step <= 2 * task.max_correction + 1e-5  # the bound is reached, not avoided
