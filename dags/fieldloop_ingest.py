@@ -1,4 +1,5 @@
-"""Ingest: land what the fleets sent to Kafka in bronze Delta, every 15 minutes.
+"""Ingest: land what the fleets sent to Kafka in bronze Delta, every 15 minutes, and at once
+when a device reports a safety event.
 
 Runs `fieldloop ingest` (available-now: drain Kafka, then stop) as its own Spark driver
 process, so the worker only waits for it. Valid records land exactly once in
@@ -7,6 +8,14 @@ only the bronze tables that got new rows (through the `fieldloop.changed.ingest`
 so the refinement DAG, scheduled on the bronze assets, runs only when there is something
 to refine. Check the task log for the per-batch counts (consumed, new, duplicates,
 quarantined by reason).
+
+Besides the clock, the asset `fieldloop.fleet.safety_events` starts a run: a watcher in the
+triggerer reads the fleet telemetry topic and raises it the moment a device says its monitor
+or a person overrode the model, or an inference failed (the event's extra names the fleet,
+the model version and the reason). That run lands the hard-case windows the devices'
+campaigns sent with it, so they reach gold and the next fine-tune without waiting for the
+clock. To stop reacting to the field, pause this DAG: its watcher stops with it and the
+telemetry waits in Kafka for the next run.
 """
 
 from __future__ import annotations
@@ -14,16 +23,25 @@ from __future__ import annotations
 from typing import Any
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
-from fieldloop.assets import changed_alias
+from fieldloop.assets import changed_alias, safety_events_asset
+from fieldloop.config import load_config
+from fieldloop.contracts import load_contracts
 
+CFG = load_config()  # files and environment only: no network at parse time
+CONTRACTS = load_contracts(CFG.contracts_dir, CFG.allowed_regions)
+TELEMETRY = [c.topic for c in CONTRACTS.values() if c.stream == "telemetry"]
 STAGE = "ingest"
+EVERY_15_MIN = CronTriggerTimetable("*/15 * * * *", timezone="UTC")
 
 
 @dag(
     dag_id="fieldloop_ingest",
-    schedule="*/15 * * * *",
+    # a deployment without a telemetry stream has no safety events to react to
+    schedule=AssetOrTimeSchedule(timetable=EVERY_15_MIN, assets=safety_events_asset(TELEMETRY))
+    if TELEMETRY
+    else EVERY_15_MIN,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,  # one Spark driver at a time; runs share the checkpoint

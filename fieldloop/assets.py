@@ -14,6 +14,12 @@ contract every stage command's ``--json`` keeps), and adds an event for each thr
 Models and fleets follow the same pattern: ``x-fieldloop://models/<task>`` when training
 registered a candidate, ``x-fieldloop://models/<task>/approved`` when one passed its
 guardrails, ``x-fieldloop://fleet/rollouts/<fleet>`` when a rollout made one a fleet's champion.
+
+One asset comes from the field rather than from a task: ``x-fieldloop://fleet/safety-events``
+(:func:`safety_events_asset`) is raised by an ``AssetWatcher`` on the fleet telemetry topic
+the moment a device reports that its monitor or a person overrode the model, or that an
+inference failed (:func:`safety_event`), so what the field found hard starts its way home
+without waiting for the next scheduled ingest.
 """
 
 from __future__ import annotations
@@ -82,6 +88,76 @@ def rollout_asset(fleet: str) -> Asset:
     from airflow.sdk import Asset
 
     return Asset(name=f"fieldloop.rollouts.{fleet}", uri=f"x-fieldloop://fleet/rollouts/{fleet}", group="fieldloop")
+
+
+SAFETY_EVENTS_CONNECTION = "fieldloop_kafka"  # the Airflow connection the watcher's consumer uses
+SAFETY_EVENTS_GROUP = "fieldloop-airflow-safety-events"
+
+
+def safety_events_consumer(bootstrap: str) -> dict[str, Any]:
+    """The watcher's Kafka consumer settings (the extra of its Airflow connection).
+
+    ``latest``: a watcher starting for the first time reacts to what happens from then on;
+    what came before reaches bronze through the scheduled ingest anyway.
+    """
+    return {"bootstrap.servers": bootstrap, "group.id": SAFETY_EVENTS_GROUP, "auto.offset.reset": "latest"}
+
+
+def safety_events_asset(topics: Sequence[str]) -> Asset:
+    """Safety events in fleet telemetry (``topics``), raised as they arrive by an ``AssetWatcher``.
+
+    The Kafka ``MessageQueueTrigger`` of the common-messaging provider runs in the triggerer
+    while a DAG that schedules on this asset is unpaused; each telemetry record
+    :func:`safety_event` accepts becomes one asset event whose extra says which fleet and
+    model version met it, and why (never the device id: asset events are shown to every
+    Airflow user).
+    """
+    from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
+    from airflow.sdk import Asset, AssetWatcher
+
+    trigger = MessageQueueTrigger(
+        scheme="kafka",
+        topics=list(topics),
+        apply_function=f"{__name__}.safety_event",
+        kafka_config_id=SAFETY_EVENTS_CONNECTION,
+        poll_interval=0,  # after a record that is no safety event, read the next one at once
+    )
+    return Asset(
+        name="fieldloop.fleet.safety_events",
+        uri="x-fieldloop://fleet/safety-events",
+        group="fieldloop",
+        extra={"description": "interventions and failed inferences the fleets report", "data_class": "public"},
+        watchers=[AssetWatcher(name="fleet-telemetry-safety-events", trigger=trigger)],
+    )
+
+
+def safety_event(message: Any) -> dict[str, Any] | None:
+    """The asset event of one telemetry record (a Kafka message), or None when it is no safety event.
+
+    A safety event is a record whose ``intervention`` is set (the device's monitor or a person
+    overrode the model) or that names an ``error``. A payload that does not decode is no
+    event here: bronze quarantines it with its reason.
+    """
+    from fieldloop.wire import WireError, decode, default_registry
+
+    payload = message.value()
+    if not payload:
+        return None
+    try:
+        record = decode(payload, default_registry())
+    except WireError:
+        return None
+    reason = "error" if record.get("error") else "intervention" if record.get("intervention") else None
+    if reason is None:
+        return None
+    return {
+        "reason": reason,
+        "error": record.get("error"),
+        "fleet": record.get("fleet"),
+        "model_name": record["model_name"],
+        "model_version": record["model_version"],
+        "ts_ms": int(record["ts"].timestamp() * 1000) if hasattr(record["ts"], "timestamp") else record["ts"],
+    }
 
 
 CHANGED_TABLES = "changed_tables"  # key of a stage command's --json output: "<layer>/<name>" of new versions

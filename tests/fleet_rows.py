@@ -58,3 +58,23 @@ def subscribed(
     keeps it out of the lake (e.g. Osaka-only data and a Tokyo lake) stays in Kafka."""
     wanted = set(topics)
     return [s for s in sent if contracts[s.contract_id].topic in wanted]
+
+
+def telemetry_record(device: str, ts: datetime, **changes: object) -> dict[str, object]:
+    """One telemetry.v3 record of a car running a model, with ``changes`` applied."""
+    return {
+        "device_id": device,
+        "model_name": "fieldloop.vehicle-longitudinal",
+        "model_version": "3",
+        "ts": ts,
+        "latency_ms": 1.2,
+        "ood_score": 0.1,
+        "disagreement": 0.0,
+        "intervention": False,
+        "update_state": "up-to-date",
+        "fleet": "public-cars",
+        "shadow_version": None,
+        "shadow_disagreement": None,
+        "shadow_ood_score": None,
+        "error": None,
+    } | changes

@@ -29,6 +29,7 @@ from pathlib import Path
 import requests
 
 from fieldloop import jvm
+from fieldloop.assets import SAFETY_EVENTS_CONNECTION, safety_events_consumer
 from fieldloop.config import FieldloopConfig
 from fieldloop.errors import StackError
 from fieldloop.layout import DAGS_DIR, INFRA_DIR
@@ -373,6 +374,10 @@ class AirflowComponent(Component):
                 "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
                 "PYSPARK_PYTHON": sys.executable,
                 "NO_PROXY": "*",
+                # the broker the safety-events watcher reads fleet telemetry from (fieldloop.assets)
+                f"AIRFLOW_CONN_{SAFETY_EVENTS_CONNECTION.upper()}": json.dumps(
+                    {"conn_type": "kafka", "extra": safety_events_consumer(self.cfg.kafka.bootstrap_servers)}
+                ),
             }
         )
         # Task processes read the fieldloop config the operator gave the stack.

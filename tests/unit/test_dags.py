@@ -34,8 +34,17 @@ for path in sys.argv[1:]:
         declared = [o for t in dag.tasks for o in getattr(t, "outlets", [])]
         outlets = sorted({o.uri for o in declared if hasattr(o, "uri")})
         aliases = sorted({o.name for o in declared if type(o).__name__ == "AssetAlias"})
-        condition = getattr(dag.timetable, "asset_condition", None)  # AssetAny of the schedule's assets
-        schedule = sorted(a.uri for a in getattr(condition, "objects", ()))
+        condition = getattr(dag.timetable, "asset_condition", None)  # AssetAny of the schedule's assets, or one
+        assets = list(getattr(condition, "objects", ())) or ([condition] if hasattr(condition, "uri") else [])
+        schedule = sorted(a.uri for a in assets)
+        watchers = {
+            a.uri: [
+                {"name": w.name, "trigger": type(w.trigger).__name__, "kwargs": getattr(w.trigger, "kwargs", {})}
+                for w in a.watchers
+            ]
+            for a in assets
+            if getattr(a, "watchers", None)
+        }
         dags[dag_id] = {
             "tags": sorted(dag.tags),
             "catchup": dag.catchup,
@@ -45,6 +54,8 @@ for path in sys.argv[1:]:
             "outlets": outlets,
             "aliases": aliases,
             "schedule_assets": schedule,
+            "watchers": watchers,
+            "timetable": type(dag.timetable).__name__,
             "doc": dag.doc_md or "",
             "tasks": {
                 t.task_id: {
@@ -159,3 +170,19 @@ def test_the_release_dag_runs_on_new_candidates_and_says_how_to_pause_and_roll_b
     assert undocumented == [], "every task of the release DAG says what it does"
     for command in ("rollout pause --fleet", "rollout rollback --fleet", "rollout resume --fleet", "approval = true"):
         assert command in dag["doc"], command
+
+
+def test_a_safety_event_in_fleet_telemetry_starts_an_ingest_run_through_a_kafka_watcher(
+    reports: dict[str, dict],
+) -> None:
+    from fieldloop.contracts import load_contracts
+
+    dag = reports["fieldloop_ingest"]["dags"]["fieldloop_ingest"]
+    assert dag["timetable"] == "AssetOrTimeSchedule"  # the clock, or the field, whichever comes first
+    assert dag["schedule_assets"] == ["x-fieldloop://fleet/safety-events"]
+    (watcher,) = dag["watchers"]["x-fieldloop://fleet/safety-events"]
+    assert watcher["trigger"] == "MessageQueueTrigger"
+    assert watcher["kwargs"]["topics"] == [load_contracts()["fleet-telemetry"].topic]
+    assert watcher["kwargs"]["apply_function"] == "fieldloop.assets.safety_event"
+    assert watcher["kwargs"]["kafka_config_id"] == "fieldloop_kafka"
+    assert "pause this DAG" in dag["doc"]
