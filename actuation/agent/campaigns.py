@@ -14,7 +14,7 @@ The fleet's role signs its campaigns (:class:`~actuation.contract.Campaigns`, at
 
 A frame carries only the task's feature signals (its layout's), so no identifier or position
 leaves the device with it. The budget counters (windows per UTC hour, bytes per UTC day, per
-campaign) are kept in ``campaigns.json`` in the device directory, so a restart does not reset
+campaign) are kept in ``campaign-budget.json`` in the device directory, so a restart does not reset
 them. The bytes charged are the record's compact JSON, at least its Avro encoding's.
 """
 
@@ -98,6 +98,10 @@ class Ledger:
         b = campaign.budget
         return s["count"] < b.max_per_hour and s["bytes"] + max(size, 1) <= b.max_bytes_per_day
 
+    def keep_only(self, campaign_ids: set[str]) -> None:
+        """Forget the counters of campaigns no longer signed (the file stays small)."""
+        self.spent = {k: v for k, v in self.spent.items() if k in campaign_ids}
+
     def charge(self, campaign: Campaign, now: datetime, size: int) -> None:
         s = self._current(campaign.id, now)
         s["count"] += 1
@@ -147,6 +151,8 @@ class Collector:
         ids = {c.id for c in mine if not c.stopped}
         self._open = [w for w in self._open if w.campaign.id in ids]  # a stopped campaign's window is dropped
         self.campaigns = mine
+        if campaigns is not None:  # None after a refusal too: keep the counters for when it verifies again
+            self.ledger.keep_only({c.id for c in mine})
 
     def active(self) -> list[Campaign]:
         now = self._now()

@@ -107,7 +107,7 @@ class DeviceDir:
     @property
     def campaign_budget(self) -> Path:
         """What each collection campaign's budget has spent on this device (survives a restart)."""
-        return self.path / "campaigns.json"
+        return self.path / "campaign-budget.json"
 
     @property
     def spool(self) -> Path:

@@ -152,6 +152,8 @@ def test_the_budget_allows_n_windows_per_hour_and_resets_the_next_hour_and_survi
     for _ in range(3):
         restarted.observe([30.0, 0.0, 0.0], inference())
     assert len(restarted.sink.records) == 2
+    restarted.follow(Campaigns(fleet="public-cars", issued_at=T0, campaigns=[]))  # no longer signed
+    assert restarted.ledger.spent == {}
 
 
 def test_the_bytes_per_day_budget_stops_sending_until_the_next_utc_day(tmp_path: Path) -> None:
