@@ -6,6 +6,6 @@ version beside the release pointer, which stays as it is; the device side is
 :mod:`actuation.agent.campaigns`. ``fieldloop campaign create|list|stop`` is :mod:`.cli`.
 """
 
-from actuation.campaigns.book import CampaignBook, parse_duration
+from actuation.campaigns.book import CampaignBook, campaign_row, campaign_state, parse_duration
 
-__all__ = ["CampaignBook", "parse_duration"]
+__all__ = ["CampaignBook", "campaign_row", "campaign_state", "parse_duration"]

@@ -4,7 +4,8 @@
 a trigger over signals its task's frames carry, a positive budget, an expiry ahead) and signs
 the fleet's new list; the same campaign asked again while it runs is not signed twice.
 :meth:`CampaignBook.stop` marks one stopped (kept in the list, so a device that saw it learns
-that it ended); :meth:`CampaignBook.list` reads what is signed.
+that it ended); :meth:`CampaignBook.list` reads what is signed, and :func:`campaign_row` is how
+``fieldloop campaign list`` and ``fieldloop status`` show one.
 """
 
 from __future__ import annotations
@@ -153,6 +154,28 @@ class CampaignBook:
         body = Campaigns(fleet=fleet, issued_at=now, campaigns=campaigns).model_dump_json(indent=1).encode()
         self.repository.sign(fleet, {campaigns_path(fleet): body}, {"kind": "campaigns"})
         logger.info("signed %d campaign(s) for fleet %s", len(campaigns), fleet)
+
+
+def campaign_state(c: Campaign, now: datetime) -> str:
+    """``stopped``, ``expired`` or ``active`` at ``now``."""
+    return "stopped" if c.stopped else ("expired" if c.expires_at <= now else "active")
+
+
+def campaign_row(c: Campaign, now: datetime) -> dict[str, Any]:
+    """One campaign as ``fieldloop campaign list --json`` and ``fieldloop status`` show it."""
+    return {
+        "id": c.id,
+        "fleet": c.fleet,
+        "state": campaign_state(c, now),
+        "trigger": c.trigger.expression,
+        "kind": c.trigger.kind,
+        "max_per_hour": c.budget.max_per_hour,
+        "max_bytes_per_day": c.budget.max_bytes_per_day,
+        "window_before": c.window_before,
+        "window_after": c.window_after,
+        "created_at": c.created_at.isoformat(),
+        "expires_at": c.expires_at.isoformat(),
+    }
 
 
 def _campaign_id(fleet: str, trigger: str, now: datetime) -> str:

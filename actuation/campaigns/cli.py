@@ -23,29 +23,18 @@ def campaign() -> None:
     """Collection campaigns: which hard cases a fleet's devices send home, how many, until when."""
 
 
+def _row(c: Any, now: datetime) -> dict[str, Any]:
+    from actuation.campaigns import campaign_row  # imported when used: `fieldloop --help` stays light
+
+    return campaign_row(c, now)
+
+
 def _book(ctx: click.Context) -> tuple[Any, Any]:
     from actuation.campaigns import CampaignBook
     from actuation.release.cli import open_repository
 
     cfg = config_of(ctx)
     return cfg, CampaignBook(open_repository(cfg))
-
-
-def _row(c: Any, now: datetime) -> dict[str, Any]:
-    state = "stopped" if c.stopped else ("expired" if c.expires_at <= now else "active")
-    return {
-        "id": c.id,
-        "fleet": c.fleet,
-        "state": state,
-        "trigger": c.trigger.expression,
-        "kind": c.trigger.kind,
-        "max_per_hour": c.budget.max_per_hour,
-        "max_bytes_per_day": c.budget.max_bytes_per_day,
-        "window_before": c.window_before,
-        "window_after": c.window_after,
-        "created_at": c.created_at.isoformat(),
-        "expires_at": c.expires_at.isoformat(),
-    }
 
 
 def _mirrored(cfg: Any) -> dict[str, Any] | None:
