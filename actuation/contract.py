@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -333,3 +334,158 @@ def load_runtime_limits(task: str) -> RuntimeLimits:
 
     with policy_path(task).open("rb") as f:
         return RuntimeLimits.model_validate(tomllib.load(f)["runtime"])
+
+
+# -- collection campaigns ---------------------------------------------------------------
+#
+# A campaign asks a fleet's devices to send home the input windows around a trigger, within a
+# budget and until it expires. The fleet's role signs the list as :func:`campaigns_path`
+# (a :class:`Campaigns`), beside its release pointer; a new list is a new targets version.
+
+CAMPAIGNS_FILE = "campaigns.json"
+TRIGGER_KINDS = ("ood", "fallback", "disagreement", "signal")
+_TRIGGER_OPS = ("<=", ">=", "<", ">")
+_SIGNAL = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")
+_NUMBER = re.compile(r"^-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
+_TERM = re.compile(r"^\s*(?P<name>[A-Za-z0-9_.]+)\s*(?P<op><=|>=|<|>)\s*(?P<value>[^<>=\s]+)\s*$")
+
+
+def campaigns_path(fleet: str) -> str:
+    """The target listing ``fleet``'s collection campaigns (a :class:`Campaigns`)."""
+    return f"{check_fleet_name(fleet)}/{CAMPAIGNS_FILE}"
+
+
+class Condition(_Strict):
+    """``<name> <op> <value>``: a frame signal (``speed_mps``, ``perception.vehicles``) or a model
+    figure (``ood``: the OOD score, ``disagreement``: |shadow - actuated|)."""
+
+    name: str
+    op: Literal["<=", ">=", "<", ">"]
+    value: float
+
+    def holds(self, x: float | None) -> bool:
+        return x is not None and x == x and _OPS[self.op](float(x), self.value)
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.op}{self.value:g}"
+
+
+class Trigger(_Strict):
+    """When a campaign fires. ``kind`` is ``ood`` (the actuated model's OOD score), ``fallback``
+    (the safety monitor overruled the model), ``disagreement`` (the shadow's) or ``signal``
+    (frame signals only); ``any_of`` is a disjunction of conjunctions (``a>1 and b<2 or c>3``)."""
+
+    kind: Literal["ood", "fallback", "disagreement", "signal"]
+    expression: str = Field(description="as typed, e.g. 'ood>=0.8' or 'speed_mps>20 and brake>0.5'")
+    any_of: list[list[Condition]] = Field(default_factory=list, description="empty only for kind fallback")
+
+    @classmethod
+    def parse(cls, text: str) -> Trigger:
+        """``fallback``, or ``<name> <op> <number>`` terms joined by ``and``/``or`` (``and`` binds
+        tighter). The kind is the model figure the expression names (at most one), else ``signal``.
+
+        Raises:
+            ValueError: naming the term at fault and what is accepted.
+        """
+        text = text.strip()
+        if text == "fallback":
+            return cls(kind="fallback", expression=text)
+        if not text:
+            raise ValueError("the trigger is empty: give 'fallback' or terms like 'ood>=0.8' joined by and/or")
+        any_of = [[_condition(term) for term in _split(group, "and")] for group in _split(text, "or")]
+        figures = {c.name for group in any_of for c in group} & {"ood", "disagreement"}
+        if len(figures) > 1:
+            raise ValueError(f"trigger {text!r}: name one model figure (ood or disagreement), not both")
+        kind = figures.pop() if figures else "signal"
+        return cls(kind=kind, expression=text, any_of=any_of)
+
+    @property
+    def signals(self) -> list[str]:
+        """The frame signals the expression reads."""
+        return sorted({c.name for g in self.any_of for c in g} - {"ood", "disagreement"})
+
+    def fires(self, values: Mapping[str, float | None], intervened_by_model: bool = False) -> bool:
+        """Whether the trigger holds for one inference (a missing value never holds)."""
+        if self.kind == "fallback":
+            return intervened_by_model
+        return any(all(c.holds(values.get(c.name)) for c in group) for group in self.any_of)
+
+
+def _split(text: str, word: str) -> list[str]:
+    parts = re.split(rf"(?:^|\s+){word}(?:\s+|$)", text.strip(), flags=re.IGNORECASE)
+    if any(not p.strip() for p in parts):
+        raise ValueError(f"trigger {text!r}: '{word}' needs a term on both sides")
+    return parts
+
+
+def _condition(term: str) -> Condition:
+    m = _TERM.match(term)
+    if m is None:
+        raise ValueError(
+            f"trigger term {term.strip()!r}: write '<signal> <op> <number>' with op one of "
+            f"{', '.join(_TRIGGER_OPS)} (e.g. 'ood>=0.8', 'speed_mps>20')"
+        )
+    name, op, value = m["name"], m["op"], m["value"]
+    if not _SIGNAL.match(name):
+        raise ValueError(f"trigger term {term.strip()!r}: {name!r} is not a signal name (a-z, 0-9, _, '.')")
+    if not _NUMBER.match(value):
+        raise ValueError(f"trigger term {term.strip()!r}: {value!r} is not a number")
+    number = float(value)
+    if name == "ood" and not 0 <= number <= 1:
+        raise ValueError(f"trigger term {term.strip()!r}: an OOD score lies in [0, 1]")
+    return Condition(name=name, op=op, value=number)
+
+
+class Budget(_Strict):
+    """What one device may send for one campaign."""
+
+    max_per_hour: int = Field(gt=0, description="windows per device per clock hour (UTC)")
+    max_bytes_per_day: int = Field(gt=0, description="encoded bytes per device per UTC day")
+
+
+class Campaign(_Strict):
+    """A collection campaign: which fleet, when to collect, how much, until when."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    fleet: str
+    trigger: Trigger
+    budget: Budget
+    window_before: int = Field(ge=1, le=100, description="frames up to the trigger's, which is the last of them")
+    window_after: int = Field(ge=0, le=100, description="frames after the trigger")
+    created_at: datetime
+    expires_at: datetime
+    stopped: bool = False
+    stopped_at: datetime | None = None
+
+    @field_validator("fleet")
+    @classmethod
+    def _valid_fleet(cls, fleet: str) -> str:
+        return check_fleet_name(fleet)
+
+    @model_validator(mode="after")
+    def _sane(self) -> Campaign:
+        if self.expires_at <= self.created_at:
+            raise ValueError(f"campaign {self.id}: it expires ({self.expires_at}) before it was created")
+        return self
+
+    def active(self, now: datetime) -> bool:
+        """Not stopped and not expired at ``now``."""
+        return not self.stopped and self.created_at <= now < self.expires_at
+
+
+class Campaigns(_Strict):
+    """The content of :func:`campaigns_path`: every campaign of one fleet, stopped ones too."""
+
+    def get(self, campaign_id: str) -> Campaign | None:
+        return next((c for c in self.campaigns if c.id == campaign_id), None)
+
+    fleet: str
+    issued_at: datetime
+    campaigns: list[Campaign] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_fleet(self) -> Campaigns:
+        ids = [c.id for c in self.campaigns]
+        if len(ids) != len(set(ids)):
+            raise ValueError("a campaign id appears twice")
+        return self  # a campaign naming another fleet is the device's to ignore (and log)

@@ -31,3 +31,11 @@ class ReleaseError(ActuationError):
 
 class AgentError(ActuationError):
     """The edge agent could not update, verify, activate or run a model."""
+
+
+class CampaignError(ActuationError):
+    """A collection campaign cannot be created or stopped as asked; ``field`` names what is wrong."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field

@@ -47,6 +47,7 @@ from actuation.contract import (
     GUARDRAIL_KEYS_TARGET,
     MANIFEST_FILE,
     POINTER_FILE,
+    Campaigns,
     Check,
     PolicyRef,
     Release,
@@ -55,6 +56,7 @@ from actuation.contract import (
     RuntimeLimits,
     Stage,
     Verdict,
+    campaigns_path,
     fleet_paths,
     fleet_role,
     load_runtime_limits,
@@ -305,6 +307,13 @@ class ReleaseRepository:
                                  stage=stage)  # fmt: skip
         self.point(pointer)
         return pointer
+
+    def campaigns(self, campaigns: Campaigns, fleet: str | None = None) -> None:
+        """Publish ``campaigns`` as ``fleet``'s (default: the fleet it names) signed campaigns target."""
+        fleet = fleet or campaigns.fleet
+        role = self.delegated[fleet_role(fleet)]
+        self._add_target(role, campaigns_path(fleet), campaigns.model_dump_json().encode())
+        self.publish()
 
     def rollback(self, fleet: str, active: Release, fleet_tenant: str | None = None) -> ReleasePointer:
         """Publish a newer pointer naming ``active`` and no stage, as a halted rollout does."""

@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from actuation.agent.campaigns import Collector, Inference, Ledger, campaign_signals, frame_signals
 from actuation.agent.device import DeviceConfig, DeviceDir, write_atomic
 from actuation.agent.errors import OfflineError, UpdateRefusedError
 from actuation.agent.features import FeatureWindow
@@ -144,6 +145,15 @@ class Agent:
         self.window = FeatureWindow(layout(self.config.task))
         self.stats = TelemetryWindow(disagreement_threshold=disagreement_threshold)
         self.hard_cases = HardCases.load(device.hardcases, hard_cases)
+        self.collector = Collector(
+            self.config.device_id,
+            self.config.fleet,
+            self.config.tenant,
+            campaign_signals(self.window.layout),
+            self.telemetry,
+            Ledger.load(device.campaign_budget),
+            clock,
+        )
         self.last_update: UpdateResult | None = None
         self.pointer: ReleasePointer | None = None
         self.shadow: ShadowModel | None = None
@@ -215,6 +225,7 @@ class Agent:
     def _update(self) -> tuple[str, str, str | None]:
         channel = ReleaseChannel(self.device, self.config, self.fetcher, self._pause)
         self.pointer = pointer = channel.check()
+        self._follow_campaigns(channel)
         if pointer is not None and pointer.stage is not None and pointer.stage.disagreement_threshold:
             self.stats.disagreement_threshold = pointer.stage.disagreement_threshold  # the rollout policy's
         if pointer is None:
@@ -275,6 +286,19 @@ class Agent:
         except (UpdateRefusedError, OfflineError) as e:  # the cycle reports the candidate's refusal
             logger.error("the fleet's release %s could not be taken either: %s", _label(pointer.active), e)
 
+    def _follow_campaigns(self, channel: ReleaseChannel) -> None:
+        """The fleet's signed campaigns for the collector. A refused list collects nothing (the
+        device sends only what a verified campaign asks for); offline, the last verified list
+        stays, bounded by each campaign's expiry."""
+        try:
+            self.collector.follow(channel.campaigns())
+        except UpdateRefusedError as e:
+            logger.warning("campaigns refused, collecting nothing: %s", e)
+            self.stats.error(f"refused:{e.reason}")
+            self.collector.follow(None)
+        except OfflineError as e:
+            logger.info("campaigns not refreshed (%s): keeping the last verified ones", e)
+
     # -- the shadow ----------------------------------------------------------------------
     def _follow_shadow(self, channel: ReleaseChannel, pointer: ReleasePointer) -> str | None:
         """Install the release the pointer has this device shadow, if it is new; drop one it no
@@ -316,6 +340,8 @@ class Agent:
         shadow = self._run_shadow(decision) if self.shadow is not None else None
         ts = int(self._clock() * 1000)
         self._report(decision, self._last_latency_ms, shadow, ts)
+        if self.collector.campaigns:
+            self._collect(frame, decision, shadow, ts)
         if self._outputs is not None:
             self._keep_hard_cases(decision, shadow, ts)
         return decision
@@ -408,6 +434,28 @@ class Agent:
             logger.warning("telemetry record not spooled: %s", e)
             self.stats.error("telemetry")
 
+    def _collect(self, frame: Mapping[str, Any], decision: Decision, shadow: ShadowResult | None, ts: int) -> None:
+        """Offer this inference to the collection campaigns (:mod:`~actuation.agent.campaigns`)."""
+        active = self._active
+        name, version = (active.release.model, str(active.release.version)) if active else NO_MODEL
+        ran = self._outputs is not None and active is not None
+        inference = Inference(
+            ts=ts,
+            model_name=name,
+            model_version=version,
+            ood_score=decision.ood_score if ran else None,
+            disagreement=shadow.disagreement if shadow else None,
+            intervened_by_model=decision.reason in MODEL_REASONS,
+            reason=decision.reason,
+            output_names=active.runner.manifest.outputs if ran and active else (),
+            outputs=[float(v) for v in self._outputs] if ran and self._outputs is not None else (),
+        )
+        try:
+            self.collector.observe(frame_signals(frame, self.collector.signals), inference)
+        except Exception:  # collecting never stops the device
+            logger.exception("collection campaign failed on this inference")
+            self.stats.error("campaign")
+
     def _keep_hard_cases(self, decision: Decision, shadow: ShadowResult | None, ts: int) -> None:
         """Offer this inference to the hard cases; a case is built only for a kind that keeps it."""
         kinds = [INTERVENTION] if decision.reason in MODEL_REASONS else []
@@ -483,6 +531,7 @@ class Agent:
             "update_state": self.last_update.line if self.last_update else ("no model" if not self._active else None),
             "window": {"started": self._window_started.isoformat(), **self.stats.summary()},
             "hard_cases": len(self.hard_cases),
+            "campaigns": self.collector.summary(),
             "at": datetime.now(UTC).isoformat(),
         }
 

@@ -199,7 +199,7 @@ def run(
     # a service manager stops the agent with SIGTERM: end like Ctrl-C (flush, status, summary)
     signal.signal(signal.SIGTERM, _interrupt)
     with device.lock(), stdout_for_json(as_json):
-        telemetry = producer(cfg.kafka.bootstrap_servers, device.spool, **kafka_security(cfg))
+        telemetry = producer(cfg.kafka.bootstrap_servers, device.spool, provisioned.tenant, **kafka_security(cfg))
         try:
             agent_ = Agent(device, telemetry=telemetry, pause=pause, disagreement_threshold=disagreement_threshold)
             source = simulated_frames(provisioned.task, provisioned.rate_hz)

@@ -105,6 +105,11 @@ class DeviceDir:
         return self.path / "hardcases.jsonl"
 
     @property
+    def campaign_budget(self) -> Path:
+        """What each collection campaign's budget has spent on this device (survives a restart)."""
+        return self.path / "campaign-budget.json"
+
+    @property
     def spool(self) -> Path:
         return self.path / "spool"
 

@@ -19,6 +19,7 @@ REFUSAL_REASONS = (
     "tenant",  # a tenant's model for a device of another tenant
     "manifest",  # the manifest is unreadable or describes another file
     "self-test",  # the model loaded but gave other outputs than its manifest's
+    "campaigns",  # the fleet's signed campaigns list is not a valid one
 )
 
 

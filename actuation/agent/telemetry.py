@@ -114,14 +114,23 @@ class TelemetryWindow:
         }
 
 
-def producer(bootstrap: str, spool: Path, **kafka: Any) -> TelemetrySink:
-    """The edge SDK's producer for this device's telemetry, spooling under ``spool``."""
+def device_contracts(tenant: str | None) -> dict[str, Any]:
+    """The data contracts a device of ``tenant`` may send on: telemetry and its own tenant's hard
+    cases (the public ones without a tenant), so the SDK refuses any other tenant's stream."""
+    from actuation.agent.campaigns import hard_case_contract
     from fieldloop.contracts import load_contracts
+
+    allowed = {CONTRACT, hard_case_contract(tenant)}
+    return {k: v for k, v in load_contracts().items() if k in allowed}
+
+
+def producer(bootstrap: str, spool: Path, tenant: str | None = None, **kafka: Any) -> TelemetrySink:
+    """The edge SDK's producer for a device of ``tenant``, spooling under ``spool``: its
+    telemetry and its tenant's hard cases (:func:`device_contracts`)."""
     from ingestion import EdgeProducer, EdgeProducerConfig
 
     config = EdgeProducerConfig(bootstrap_servers=bootstrap, spool_dir=spool, client_id="fieldloop-agent", **kafka)
-    contracts = {k: v for k, v in load_contracts().items() if k == CONTRACT}
-    return EdgeProducer(config, contracts)
+    return EdgeProducer(config, device_contracts(tenant))
 
 
 class MemorySink:

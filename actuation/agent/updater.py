@@ -38,9 +38,11 @@ from actuation.contract import (
     EDGE_VARIANT,
     GUARDRAIL_KEYS_TARGET,
     MANIFEST_FILE,
+    Campaigns,
     Release,
     ReleasePointer,
     Verdict,
+    campaigns_path,
     release_pointer_path,
 )
 from actuation.errors import AttestationError
@@ -151,6 +153,23 @@ class ReleaseChannel:
                 "the repository is misconfigured; tell its operator",
             )
         return pointer
+
+    def campaigns(self) -> Campaigns | None:
+        """The fleet's collection campaigns, signed by its role like the pointer (None: the role
+        signs no list), after :meth:`check`.
+
+        Raises:
+            UpdateRefusedError: the target fails TUF's checks, or is not a campaigns list.
+        """
+        path = campaigns_path(self.config.fleet)
+        with _tuf_errors("metadata"):
+            if self._updater.get_targetinfo(path) is None:
+                return None
+        data = self._download(path)
+        try:
+            return Campaigns.model_validate_json(data)
+        except ValueError as e:
+            raise UpdateRefusedError("campaigns", f"the fleet's campaigns target is not a campaigns list: {e}") from e
 
     def fetch(self, pointer: ReleasePointer, release: Release | None = None) -> VerifiedRelease:
         """Download and verify the files of ``release`` (default: the one this device actuates,

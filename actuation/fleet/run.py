@@ -419,7 +419,7 @@ class FleetRun:
         from actuation.agent.telemetry import producer
 
         assert self._bootstrap is not None
-        return producer(self._bootstrap, dev.spool, **self._kafka)
+        return producer(self._bootstrap, dev.spool, dev.config().tenant, **self._kafka)
 
     def _frames(self, index: int, task: str | None) -> Iterator[Mapping[str, Any]] | None:
         if not self.settings.rate_hz or task is None:

@@ -39,8 +39,10 @@ from typing import Any
 
 from actuation.contract import (
     GUARDRAIL_KEYS_TARGET,
+    Campaigns,
     Fleets,
     ReleasePointer,
+    campaigns_path,
     fleet_paths,
     fleet_role,
     release_pointer_path,
@@ -418,6 +420,30 @@ class Repository:
             self._add_target(md.signed, path, body, {"kind": "release-pointer", **custom})
             edit.files.append((path, body))
             return self._commit(edit)
+
+    def sign(self, fleet: str, files: dict[str, bytes], custom: dict[str, Any]) -> list[Path] | None:
+        """Sign ``files`` (target path -> content) into the fleet's role as its next version; the
+        release pointer stays as it is. None when every file is signed with this content already."""
+        with self.lock():
+            self._require()
+            role = fleet_role(fleet)
+            md = self.targets(role)
+            edit = _Edit(roles={role: md})
+            for path, data in files.items():
+                info = md.signed.targets.get(path)
+                if info is not None and info.hashes.get("sha256") == hashlib.sha256(data).hexdigest():
+                    continue
+                self._add_target(md.signed, path, data, custom)
+                edit.files.append((path, data))
+            return self._commit(edit) if edit.files else None
+
+    def campaigns(self, fleet: str) -> Campaigns | None:
+        """The fleet's signed collection campaigns (None: none were ever signed)."""
+        md = self.targets(fleet_role(fleet))
+        info = md.signed.targets.get(campaigns_path(fleet))
+        if info is None:
+            return None
+        return Campaigns.model_validate_json(self.target_bytes(info.path, info))
 
     # -- rotation and renewal ---------------------------------------------------------
     def rotate(self, role: str) -> list[str]:

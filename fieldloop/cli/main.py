@@ -134,6 +134,7 @@ def tables(ctx: click.Context, as_json: bool) -> None:
 
 def _register_commands() -> None:
     from actuation.agent.cli import agent
+    from actuation.campaigns.cli import campaign
     from actuation.fleet.cli import agents
     from actuation.guardrails.cli import guardrail
     from actuation.release.cli import release
@@ -156,6 +157,7 @@ def _register_commands() -> None:
         guardrail,
         release,
         rollout,
+        campaign,
         agent,
         demo,
         status,

@@ -10,7 +10,9 @@ Each section is read from what already records it, read-only and without Spark:
 * **fleets**: what each fleet runs (its signed release pointer: the champion and, during a
   rollout, the stage), its latest rollout from ``fleet/rollouts`` with the last decision and
   its figures, and the release roles' expiry;
-* **campaigns**: not built yet (issue 20, point 1): :func:`campaigns_section` says so;
+* **campaigns**: each fleet's signed collection campaigns (``<fleet>/campaigns.json`` in its
+  release role), read as ``fieldloop campaign list`` reads them
+  (:class:`actuation.campaigns.CampaignBook`), each with its state (active, expired, stopped);
 * **incidents (24 h)**, one each: a rollout decision to ``rollback`` or ``pause``; a
   quarantine table (``quarantine/*``: bronze's invalid records, silver's quality failures)
   that received rows; a model version whose devices reported interventions (gold's hourly
@@ -29,9 +31,9 @@ Each section is read from what already records it, read-only and without Spark:
     with why, when no rollout completed or the lineage or those commits cannot be read.
 
 Each source is read through a small port (:class:`Lake`, :class:`Models`, :class:`Release`,
-:class:`Decisions`); one that cannot be read leaves its section empty with a line saying
-what is missing and the command that fixes it, so the screen never fails with the loop half
-down, and the command exits 0 unless the config itself is invalid.
+:class:`Decisions`, :class:`CampaignList`); one that cannot be read leaves its section empty
+with a line saying what is missing and the command that fixes it, so the screen never fails
+with the loop half down, and the command exits 0 unless the config itself is invalid.
 """
 
 from __future__ import annotations
@@ -56,7 +58,6 @@ HISTORY = 50  # commits read for a table's freshness
 TOP_ROLES = ("root", "targets", "snapshot", "timestamp")  # every device verifies with these
 ROLLBACK, PAUSE, COMPLETE = "rollback", "pause", "complete"  # actuation.rollout.audit's actions
 NOT_JUDGED = "not judged"  # a version without a guardrail verdict tag
-CAMPAIGNS_NOT_BUILT = "campaigns are not built yet (issue 20, point 1)"
 
 
 # What the ports hand over -------------------------------------------------------------
@@ -123,6 +124,13 @@ class Decisions(Protocol):
     """What is read of :class:`actuation.rollout.audit.RolloutLog`."""
 
     def rows(self, fleet: str | None = None) -> list[Any]: ...
+
+
+class CampaignList(Protocol):
+    """What is read of :class:`actuation.campaigns.CampaignBook`, as ``fieldloop campaign list`` reads it."""
+
+    def list(self, fleet: str | None = None) -> list[Any]:
+        """The fleet's signed campaigns (:class:`actuation.contract.Campaign`), newest first."""
 
 
 # Sections: the JSON keys are these fields ------------------------------------------------
@@ -247,9 +255,15 @@ class FleetsSection:
 
 
 @dataclass(frozen=True)
+class FleetCampaigns:
+    fleet: str
+    active: int | None  # campaigns active now; None: the fleet's campaigns could not be read
+    campaigns: list[dict[str, Any]] | None  # as `fieldloop campaign list --json` prints them
+
+
+@dataclass(frozen=True)
 class CampaignsSection:
-    built: bool
-    campaigns: list[dict[str, Any]]
+    fleets: list[FleetCampaigns]
     missing: list[str] = field(default_factory=list)
 
 
@@ -436,10 +450,32 @@ def _latest_rollout(rows: list[Any]) -> RolloutRow | None:
     )
 
 
-def campaigns_section() -> CampaignsSection:
-    """The fleets' data campaigns: not built yet (issue 20, point 1); the change that builds
-    them fills this in from their own record."""
-    return CampaignsSection(built=False, campaigns=[], missing=[CAMPAIGNS_NOT_BUILT])
+def campaigns_section(
+    fleets: Sequence[Any], release: Release | None, campaigns: CampaignList | None, now: datetime
+) -> CampaignsSection:
+    """One row per fleet of ``actuation/fleets.toml``: its signed campaigns, newest first, each
+    as ``fieldloop campaign list`` shows it; ``None`` for a source that could not be opened."""
+    from actuation.campaigns import campaign_row, campaign_state
+
+    if release is not None and not release.exists():
+        why = f"no release repository in {release.dir}: `fieldloop release init` creates it"
+        return CampaignsSection([FleetCampaigns(f.name, None, None) for f in fleets], [why])
+    if campaigns is None:
+        return CampaignsSection([FleetCampaigns(f.name, None, None) for f in fleets], [])
+    missing: list[str] = []
+    rows = []
+    for f in fleets:
+        try:
+            signed = campaigns.list(f.name)
+        except Exception as e:  # one fleet's role unreadable: the others still show
+            missing.append(f"{f.name}: its campaigns could not be read ({type(e).__name__}: {str(e)[:200]})")
+            rows.append(FleetCampaigns(f.name, None, None))
+            continue
+        active = sum(campaign_state(c, now) == "active" for c in signed)
+        rows.append(FleetCampaigns(f.name, active, [campaign_row(c, now) for c in signed]))
+    if not any(r.campaigns for r in rows) and not missing:
+        missing.append("no campaign signed yet: `fieldloop campaign create --fleet F --trigger T` starts one")
+    return CampaignsSection(rows, missing)
 
 
 def incidents_section(
@@ -570,11 +606,12 @@ class Sources:
     fleets: Sequence[Any]
     release: Release | None
     decisions: Decisions | None
+    campaigns: CampaignList | None = None
     missing: dict[str, list[str]] = field(default_factory=dict)  # section -> why a source is absent
 
 
 T = TypeVar("T")
-S = TypeVar("S", StackSection, LakeSection, ModelsSection, FleetsSection, IncidentsSection)
+S = TypeVar("S", StackSection, LakeSection, ModelsSection, FleetsSection, CampaignsSection, IncidentsSection)
 
 
 def _guarded(what: str, build: Callable[[], T], empty: Callable[[list[str]], T]) -> T:
@@ -601,6 +638,11 @@ def gather(src: Sources, now: datetime) -> Status:
         lambda: fleets_section(src.fleets, src.release, src.decisions, src.models, now),
         lambda m: FleetsSection("", [], [], m),
     )
+    campaigns = _guarded(
+        "the campaigns",
+        lambda: campaigns_section(src.fleets, src.release, src.campaigns, now),
+        lambda m: CampaignsSection([], m),
+    )
     if src.decisions is None:
         unread.append("the rollout log could not be opened: rollbacks and pauses not counted")
     decisions = _guarded("the rollout decisions", lambda: _decisions(src.decisions), lambda m: unread.extend(m) or [])
@@ -623,7 +665,7 @@ def gather(src: Sources, now: datetime) -> Status:
         _with(lake, m.get("lake")),
         _with(models, m.get("models")),
         _with(fleets, m.get("fleets")),
-        campaigns_section(),
+        _with(campaigns, m.get("campaigns")),
         incidents,
         KpisSection(readiness_kpi(fleets), incidents_kpi(incidents), closure),
     )
@@ -762,12 +804,20 @@ def open_sources(cfg: Any) -> Sources:
 
         return RolloutLog.for_config(cfg)
 
+    def campaigns(repository: Release | None) -> CampaignList | None:
+        from actuation.campaigns import CampaignBook
+
+        return None if repository is None else CampaignBook(repository)
+
     models = None
     why = _mlflow_answers(cfg.mlflow.uri)
     if why:
         missing["models"] = [why]
     else:
         models = opened("models", "MLflow", lambda: MlflowModels(cfg.mlflow.uri))
+    opened_release = opened("fleets", "the release repository", release)
+    if opened_release is None:
+        missing["campaigns"] = ["the release repository could not be opened: campaigns not read"]
     return Sources(
         statuses=health.result,
         lake_uri=cfg.lake,
@@ -775,8 +825,9 @@ def open_sources(cfg: Any) -> Sources:
         mlflow_uri=cfg.mlflow.uri,
         models=models,
         fleets=opened("fleets", "the fleets file", fleets) or [],
-        release=opened("fleets", "the release repository", release),
+        release=opened_release,
         decisions=opened("fleets", "the rollout log", decisions),
+        campaigns=campaigns(opened_release),  # what `fieldloop campaign list` reads, on the same repository
         missing=missing,
     )
 
@@ -824,8 +875,9 @@ def show(s: Status) -> None:
     _heading("fleets & rollouts", s.fleets.missing)
     for f in s.fleets.fleets:
         console.print("  " + _fleet_line(f, now), soft_wrap=True)
-    _heading("campaigns", [])
-    console.print("  " + ("none (not built yet)" if not s.campaigns.built else f"{len(s.campaigns.campaigns)}"))
+    _heading("campaigns", s.campaigns.missing)
+    for fc in s.campaigns.fleets:
+        console.print("  " + _campaigns_line(fc), soft_wrap=True)
     _heading(f"incidents (24 h): {len(s.incidents.incidents)}", s.incidents.missing)
     for i in s.incidents.incidents[:10]:
         console.print(f"  {i.at:%m-%d %H:%M} [red]{i.kind:<13}[/] {i.where}: {i.detail}", soft_wrap=True)
@@ -873,6 +925,23 @@ def _fleet_line(f: FleetRow, now: datetime) -> str:
             f"\n    rollout {r.id} of v{r.version}: {r.state} at {r.stage}; last {d.action} "
             f"{_ago((now - d.at).total_seconds())} ago: {d.reason}"
         )
+    return line
+
+
+def _campaigns_line(fc: FleetCampaigns) -> str:
+    if fc.campaigns is None:
+        return f"[bold]{fc.fleet}[/]: not read"
+    if not fc.campaigns:
+        return f"[bold]{fc.fleet}[/]: none"
+    line = f"[bold]{fc.fleet}[/]: {fc.active} active of {len(fc.campaigns)}"
+    for c in fc.campaigns[:5]:
+        mark = {"active": "[green]active[/]", "stopped": "stopped", "expired": "expired"}[c["state"]]
+        line += (
+            f"\n    {c['id']} {mark} '{c['trigger']}', {c['window_before']}+{c['window_after']} frames, "
+            f"{c['max_per_hour']}/h, until {datetime.fromisoformat(c['expires_at']):%m-%d %H:%M} UTC"
+        )
+    if len(fc.campaigns) > 5:
+        line += f"\n    ... {len(fc.campaigns) - 5} more in --json"
     return line
 
 

@@ -1,6 +1,7 @@
 """``fieldloop status --json`` as a person runs it, against the real stack: a registered version
 in the real MLflow server with its lineage and verdict, a real signed release repository
-served by nginx, a gold Delta table and the Delta rollout audit table."""
+served by nginx (with campaigns signed into it by ``fieldloop campaign create|stop``), a gold
+Delta table and the Delta rollout audit table."""
 
 from __future__ import annotations
 
@@ -104,6 +105,25 @@ def test_status_json_reads_the_real_stack(
             "FIELDLOOP_RELEASE_PORT": str(private.release.port),
         }
         env.pop("FIELDLOOP_KAFKA_BOOTSTRAP", None)
+
+        # campaigns as a person signs them: one running on acme-vans, one stopped on public-cars
+        def fieldloop(*args: str) -> dict:
+            done = subprocess.run(
+                [sys.executable, "-m", "fieldloop.cli.main", *args, "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
+            return json.loads(done.stdout)
+
+        running = fieldloop("campaign", "create", "--fleet", "acme-vans", "--trigger", "ood>=0.8")
+        stopped = fieldloop("campaign", "create", "--fleet", "public-cars", "--trigger", "fallback", "--expires", "7d")
+        fieldloop("campaign", "stop", "--id", stopped["id"])
+        listed = {c["id"]: c for c in fieldloop("campaign", "list")}
+
         t0 = time.monotonic()
         run = subprocess.run(
             [sys.executable, "-m", "fieldloop.cli.main", "status", "--json"],
@@ -139,4 +159,14 @@ def test_status_json_reads_the_real_stack(
     assert kpis["incidents_24h"]["value"] == 1
     assert kpis["loop_closure"]["value"] == (completed - landed).total_seconds()
     assert f"gold/{GOLD}@v0" in kpis["loop_closure"]["detail"]
-    assert status["campaigns"]["built"] is False
+
+    campaigns = {f["fleet"]: f for f in status["campaigns"]["fleets"]}
+    assert set(campaigns) == set(fleets)
+    assert (campaigns["acme-vans"]["active"], campaigns["public-cars"]["active"]) == (1, 0)
+    assert campaigns["acme-plant"] == {"fleet": "acme-plant", "active": 0, "campaigns": []}
+    [van] = campaigns["acme-vans"]["campaigns"]
+    [car] = campaigns["public-cars"]["campaigns"]
+    assert (van["id"], van["state"], van["trigger"]) == (running["id"], "active", "ood>=0.8")
+    assert (car["id"], car["state"], car["trigger"]) == (stopped["id"], "stopped", "fallback")
+    assert van == listed[van["id"]] and car == listed[car["id"]]  # the rows `fieldloop campaign list` prints
+    assert status["campaigns"]["missing"] == []

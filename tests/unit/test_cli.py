@@ -44,7 +44,7 @@ def test_invalid_setting_is_one_error_line_and_exit_1() -> None:
 def test_config_check_validates_contracts_and_residency(tmp_path: Path) -> None:
     ok = CliRunner().invoke(main, ["config", "check"], env={"FIELDLOOP_HOME": str(tmp_path)})
     assert ok.exit_code == 0, ok.output
-    assert "8 data contracts" in ok.output and "allowed" in ok.output
+    assert "11 data contracts" in ok.output and "allowed" in ok.output
     outside = CliRunner().invoke(
         main,
         ["config", "check"],

@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from actuation.release.repository import RoleState
+from actuation.campaigns import CampaignBook
+from actuation.contract import Budget, Campaign, Trigger, load_fleets
+from actuation.release.repository import Repository, RoleState
 from actuation.rollout.audit import Decision
+from actuation.signing import KeyStore
 from fieldloop.catalog import TableInfo
 from fieldloop.cli.main import main
 from fieldloop.cli.status import (
@@ -22,6 +25,7 @@ from fieldloop.cli.status import (
     Interventions,
     RegisteredModel,
     Sources,
+    campaigns_section,
     fleets_section,
     gather,
     incidents_section,
@@ -89,6 +93,14 @@ class FakeRelease:
 
 
 @dataclass
+class FakeCampaigns:
+    signed: dict[str, list[Campaign]] = field(default_factory=dict)  # fleet -> newest first
+
+    def list(self, fleet: str | None = None) -> list[Campaign]:
+        return [c for f, cs in self.signed.items() if fleet in (None, f) for c in cs]
+
+
+@dataclass
 class FakeDecisions:
     decided: list[Decision] = field(default_factory=list)
 
@@ -149,6 +161,21 @@ def decision(action: str, at: datetime, fleet: str = "public-cars", seq: int = 1
         "reason": "gates pass",
     }
     return Decision(**(values | kw))
+
+
+def campaign(fleet: str, trigger: str, created_ago: timedelta, runs: timedelta, **kw: Any) -> Campaign:
+    created = NOW - created_ago
+    return Campaign(
+        id=f"{fleet}-{created:%Y%m%d%H%M}-abc123",
+        fleet=fleet,
+        trigger=Trigger.parse(trigger),
+        budget=Budget(max_per_hour=10, max_bytes_per_day=100_000),
+        window_before=5,
+        window_after=2,
+        created_at=created,
+        expires_at=created + runs,
+        **kw,
+    )
 
 
 def table(layer: str, name: str, version: int = 3, rows: int = 10) -> TableInfo:
@@ -402,13 +429,82 @@ def test_loop_closure_is_na_with_the_reason_when_it_cannot_be_computed() -> None
     assert "MLflow" in loop_closure_kpi(done, None, gone).detail
 
 
+# campaigns --------------------------------------------------------------------------------------
+def test_campaigns_are_listed_per_fleet_with_their_state_as_campaign_list_shows_them() -> None:
+    running = campaign("acme-vans", "ood>=0.8", timedelta(hours=1), timedelta(hours=24))
+    expired = campaign("acme-vans", "fallback", timedelta(days=3), timedelta(days=1))
+    stopped = campaign("public-cars", "speed_mps>20", timedelta(hours=2), timedelta(days=7), stopped=True)
+    book = FakeCampaigns({"acme-vans": [running, expired], "public-cars": [stopped]})
+    section = campaigns_section(FLEETS, FakeRelease(), book, NOW)
+    rows = {f.fleet: f for f in section.fleets}
+    assert [f.fleet for f in section.fleets] == ["public-cars", "acme-vans", "acme-plant"]
+    assert (rows["acme-vans"].active, [c["state"] for c in rows["acme-vans"].campaigns]) == (1, ["active", "expired"])
+    assert rows["acme-vans"].campaigns[0] == {
+        "id": running.id,
+        "fleet": "acme-vans",
+        "state": "active",
+        "trigger": "ood>=0.8",
+        "kind": "ood",
+        "max_per_hour": 10,
+        "max_bytes_per_day": 100_000,
+        "window_before": 5,
+        "window_after": 2,
+        "created_at": (NOW - timedelta(hours=1)).isoformat(),
+        "expires_at": (NOW + timedelta(hours=23)).isoformat(),
+    }
+    assert (rows["public-cars"].active, rows["public-cars"].campaigns[0]["state"]) == (0, "stopped")
+    assert (rows["acme-plant"].active, rows["acme-plant"].campaigns) == (0, [])
+    assert section.missing == []
+
+
+def test_no_campaign_says_which_command_starts_one_and_a_fleet_unreadable_is_named() -> None:
+    empty = campaigns_section(FLEETS, FakeRelease(), FakeCampaigns(), NOW)
+    assert [f.campaigns for f in empty.fleets] == [[], [], []]
+    assert empty.missing == ["no campaign signed yet: `fieldloop campaign create --fleet F --trigger T` starts one"]
+
+    class OneFleetBroken(FakeCampaigns):
+        def list(self, fleet: str | None = None) -> list[Campaign]:
+            if fleet == "acme-plant":
+                raise KeyError("fleet-acme-plant")
+            return super().list(fleet)
+
+    running = campaign("acme-vans", "ood>=0.8", timedelta(hours=1), timedelta(hours=24))
+    section = campaigns_section(FLEETS, FakeRelease(), OneFleetBroken({"acme-vans": [running]}), NOW)
+    assert [(f.fleet, f.active) for f in section.fleets] == [("public-cars", 0), ("acme-vans", 1), ("acme-plant", None)]
+    assert section.missing == ["acme-plant: its campaigns could not be read (KeyError: 'fleet-acme-plant')"]
+
+    absent = campaigns_section(FLEETS, FakeRelease(present=False), FakeCampaigns(), NOW)
+    assert [f.campaigns for f in absent.fleets] == [None, None, None]
+    assert absent.missing == ["no release repository in /srv/release: `fieldloop release init` creates it"]
+
+
+def test_campaigns_are_read_from_a_real_signed_repository_through_the_campaign_book(tmp_path: Any) -> None:
+    """The section over the book `fieldloop campaign create` signed into (what `campaign list` reads)."""
+    repo = Repository(tmp_path / "release", KeyStore(tmp_path / "home"), load_fleets(), clock=lambda: NOW)
+    repo.init()
+    book = CampaignBook(repo, clock=lambda: NOW - timedelta(minutes=5))
+    made = book.create("acme-vans", "ood>=0.8", 10, 100_000, 5, 2, timedelta(hours=24)).campaign
+    fleets = load_fleets().fleet
+    section = campaigns_section(fleets, repo, CampaignBook(repo), NOW)
+    rows = {f.fleet: f for f in section.fleets}
+    assert set(rows) == {f.name for f in fleets}
+    assert rows["acme-vans"].active == 1
+    assert [(c["id"], c["state"], c["trigger"]) for c in rows["acme-vans"].campaigns] == [
+        (made.id, "active", "ood>=0.8")
+    ]
+    assert all(r.campaigns == [] for name, r in rows.items() if name != "acme-vans")
+    book.stop(made.id)
+    after = {f.fleet: f for f in campaigns_section(fleets, repo, CampaignBook(repo), NOW).fleets}
+    assert (after["acme-vans"].active, after["acme-vans"].campaigns[0]["state"]) == (0, "stopped")
+
+
 # the whole screen ---------------------------------------------------------------------------------
 SECTION_KEYS = {
     "stack": {"components", "missing"},
     "lake": {"uri", "tables", "missing"},
     "models": {"uri", "models", "missing"},
     "fleets": {"repository", "roles", "fleets", "missing"},
-    "campaigns": {"built", "campaigns", "missing"},
+    "campaigns": {"fleets", "missing"},
     "incidents": {"since", "incidents", "missing"},
     "kpis": {"readiness", "incidents_24h", "loop_closure"},
 }
@@ -424,16 +520,13 @@ def test_every_section_degrades_to_a_line_when_its_source_fails() -> None:
         fleets=FLEETS,
         release=Broken(),  # type: ignore[arg-type]
         decisions=Broken(),  # type: ignore[arg-type]
+        campaigns=Broken(),  # type: ignore[arg-type]
     )
     status = gather(src, NOW).as_dict()
     assert {k: set(v) for k, v in status.items() if k in SECTION_KEYS} == SECTION_KEYS
-    for name in ("stack", "lake", "models", "fleets", "incidents"):
+    for name in ("stack", "lake", "models", "fleets", "campaigns", "incidents"):
         assert "connection refused" in " ".join(status[name]["missing"]), name
-    assert status["campaigns"] == {
-        "built": False,
-        "campaigns": [],
-        "missing": ["campaigns are not built yet (issue 20, point 1)"],
-    }
+    assert status["campaigns"]["fleets"] == []
     assert status["kpis"]["readiness"]["value"] is None
     assert status["kpis"]["loop_closure"]["value"] is None
 
@@ -450,6 +543,9 @@ def test_json_shape_of_a_healthy_loop() -> None:
         fleets=FLEETS[:1],
         release=FakeRelease({"public-cars": pointer(1)}, valid_roles("public-cars")),
         decisions=FakeDecisions(),
+        campaigns=FakeCampaigns(
+            {"public-cars": [campaign("public-cars", "fallback", timedelta(hours=1), timedelta(hours=24))]}
+        ),
     )
     status = json.loads(json.dumps(gather(src, NOW).as_dict()))
     assert status["generated_at"] == NOW.isoformat()
@@ -475,6 +571,10 @@ def test_json_shape_of_a_healthy_loop() -> None:
         "parts": {"public-cars": "ready"},
     }
     assert status["kpis"]["incidents_24h"]["value"] == 0
+    [fc] = status["campaigns"]["fleets"]
+    assert (set(fc), fc["fleet"], fc["active"]) == ({"fleet", "active", "campaigns"}, "public-cars", 1)
+    assert (fc["campaigns"][0]["trigger"], fc["campaigns"][0]["state"]) == ("fallback", "active")
+    assert status["campaigns"]["missing"] == []
 
 
 def _free_port() -> int:
@@ -499,7 +599,8 @@ def test_the_command_answers_on_an_empty_home_and_exits_0(tmp_path: Any) -> None
     assert screen.exit_code == 0, screen.output
     for heading in ("stack", "lake", "models", "fleets & rollouts", "campaigns", "incidents (24 h)", "KPIs"):
         assert f"\n{heading}" in screen.output
-    assert "none (not built yet)" in screen.output
+    assert any("`fieldloop release init`" in m for m in status["campaigns"]["missing"])
+    assert "public-cars: not read" in screen.output
 
 
 def test_an_invalid_config_is_the_usual_error() -> None:

@@ -59,6 +59,7 @@ def evolving(tmp_path_factory: pytest.TempPathFactory) -> SchemaRegistry:
 def test_every_stream_has_a_schema() -> None:
     assert default_registry().streams == [
         "camera_meta",
+        "hard_cases",
         "plant_sensors",
         "robot_joints",
         "telemetry",

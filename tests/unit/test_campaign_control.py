@@ -1,0 +1,122 @@
+"""`fieldloop campaign create|list|stop` and the campaign book over a real release repository on
+disk: what it signs is a new version of the fleet's role, the pointer untouched; bad requests are
+one line naming what is wrong."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from actuation.campaigns import CampaignBook, parse_duration
+from actuation.contract import campaigns_path, fleet_role, load_fleets
+from actuation.errors import CampaignError
+from actuation.release.repository import Repository
+from actuation.signing import KeyStore
+from fieldloop.cli.main import main
+
+T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def repo(tmp_path: Path, clock: Clock) -> Repository:
+    repo = Repository(tmp_path / "release", KeyStore(tmp_path / "home"), load_fleets(), clock=clock)
+    repo.init()
+    return repo
+
+
+def test_create_signs_a_new_version_of_the_fleets_role_and_only_the_fleets_role(repo: Repository, clock) -> None:
+    book = CampaignBook(repo, clock)
+    before = {r.name: r.version for r in repo.roles()}
+    done = book.create("acme-vans", "ood>=0.8", 10, 100_000, 5, 2, timedelta(hours=24))
+    assert done.signed and done.campaign.fleet == "acme-vans" and done.campaign.trigger.kind == "ood"
+    after = {r.name: r.version for r in repo.roles()}
+    changed = {name for name in after if after[name] != before[name]}
+    assert changed == {fleet_role("acme-vans"), "snapshot", "timestamp"}
+    assert repo.pointer("acme-vans") is None  # no release was touched
+    signed = repo.campaigns("acme-vans")
+    assert [c.id for c in signed.campaigns] == [done.campaign.id]
+    info = repo.targets(fleet_role("acme-vans")).signed.targets[campaigns_path("acme-vans")]
+    assert info.unrecognized_fields["custom"] == {"kind": "campaigns"}
+    again = book.create("acme-vans", "ood>=0.8", 10, 100_000, 5, 2, timedelta(hours=24))
+    assert not again.signed and again.campaign.id == done.campaign.id  # idempotent while it runs
+    assert {r.name: r.version for r in repo.roles()} == after
+
+
+def test_stop_keeps_the_campaign_in_the_list_marked_stopped_and_is_idempotent(repo: Repository, clock) -> None:
+    book = CampaignBook(repo, clock)
+    a = book.create("public-cars", "speed_mps>25", expires_in=timedelta(hours=1)).campaign
+    clock.now += timedelta(minutes=1)
+    b = book.create("public-cars", "fallback").campaign
+    stopped, changed = book.stop(a.id)
+    assert changed and stopped.stopped and stopped.stopped_at == clock.now
+    assert book.stop(a.id) == (stopped, False)
+    listed = book.list("public-cars")
+    assert [(c.id, c.stopped) for c in listed] == [(b.id, False), (a.id, True)]
+    assert [c.id for c in listed if c.active(clock.now)] == [b.id]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "says"),
+    [
+        ({"fleet": "mars-rovers"}, "fleet", "no fleet 'mars-rovers'"),
+        ({"trigger": "ood>=1.5"}, "trigger", "an OOD score lies in [0, 1]"),
+        ({"trigger": "value>3"}, "trigger", "value is not a signal of fleet public-cars's frames"),
+        ({"max_per_hour": 0}, "budget", "must be > 0"),
+        ({"max_bytes_per_day": -1}, "budget", "must be > 0"),
+        ({"expires_in": timedelta(hours=-1)}, "expires", "in the past"),
+        ({"window_before": 0}, "window", "1-100 frames before"),
+    ],
+)
+def test_a_bad_campaign_is_refused_naming_what_is_wrong(repo: Repository, clock, kwargs, field, says) -> None:
+    args = {"fleet": "public-cars", "trigger": "ood>=0.8", **kwargs}
+    with pytest.raises(CampaignError) as e:
+        CampaignBook(repo, clock).create(**args)
+    assert e.value.field == field and says in str(e.value)
+    assert repo.campaigns("public-cars") is None
+
+
+def test_a_plant_fleets_trigger_reads_its_own_signals(repo: Repository, clock) -> None:
+    done = CampaignBook(repo, clock).create("acme-plant", "value>1500")
+    assert done.campaign.trigger.signals == ["value"]
+
+
+def test_durations() -> None:
+    assert parse_duration("24h") == timedelta(hours=24) and parse_duration("7d") == timedelta(days=7)
+    with pytest.raises(CampaignError, match="a number and a unit"):
+        parse_duration("tomorrow")
+
+
+def test_the_cli_creates_lists_and_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FIELDLOOP_HOME", str(tmp_path))
+    monkeypatch.delenv("FIELDLOOP_RELEASE_S3", raising=False)
+    runner = CliRunner()
+    assert runner.invoke(main, ["release", "init"]).exit_code == 0
+    made = runner.invoke(main, ["campaign", "create", "--fleet", "acme-vans", "--trigger", "fallback", "--json"])
+    assert made.exit_code == 0, made.output
+    created = json.loads(made.output)
+    assert created["signed"] and created["state"] == "active" and created["kind"] == "fallback"
+    listed = json.loads(runner.invoke(main, ["campaign", "list", "--fleet", "acme-vans", "--json"]).output)
+    assert [r["id"] for r in listed] == [created["id"]]
+    stopped = runner.invoke(main, ["campaign", "stop", "--id", created["id"], "--json"])
+    assert json.loads(stopped.output)["state"] == "stopped"
+    bad = runner.invoke(main, ["campaign", "create", "--fleet", "acme-vans", "--trigger", "ood>=x"])
+    assert bad.exit_code == 1 and "'x' is not a number" in bad.output
+    missing = runner.invoke(main, ["campaign", "stop", "--id", "nope"])
+    assert missing.exit_code == 1 and "no campaign 'nope'" in missing.output
