@@ -38,6 +38,7 @@ EVERY_15_MIN = CronTriggerTimetable("*/15 * * * *", timezone="UTC")
 
 @dag(
     dag_id="fieldloop_ingest",
+    description="Land the fleets' Kafka records in bronze Delta, every 15 minutes and on a safety event",
     # a deployment without a telemetry stream has no safety events to react to
     schedule=AssetOrTimeSchedule(timetable=EVERY_15_MIN, assets=safety_events_asset(TELEMETRY))
     if TELEMETRY
@@ -47,7 +48,7 @@ EVERY_15_MIN = CronTriggerTimetable("*/15 * * * *", timezone="UTC")
     max_active_runs=1,  # one Spark driver at a time; runs share the checkpoint
     tags=["fieldloop", "ingestion"],
     doc_md=__doc__,
-    default_args={"retries": 3, "retry_delay": pendulum.duration(minutes=1)},
+    default_args={"owner": "data-platform", "retries": 3, "retry_delay": pendulum.duration(minutes=1)},
 )
 def fieldloop_ingest() -> None:
     @task(outlets=[changed_alias(STAGE)])

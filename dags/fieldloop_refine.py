@@ -34,13 +34,14 @@ STAGE = "refine"
 
 @dag(
     dag_id="fieldloop_refine",
+    description="Refine new bronze rows into silver (quality, pseudonyms, anonymization) and gold",
     schedule=AssetAny(*bronze_assets(CONTRACTS)),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,  # runs share each table's bronze watermark
     tags=["fieldloop", "refinement"],
     doc_md=__doc__,
-    default_args={"retries": 2, "retry_delay": pendulum.duration(minutes=2)},
+    default_args={"owner": "data-platform", "retries": 2, "retry_delay": pendulum.duration(minutes=2)},
 )
 def fieldloop_refine() -> None:
     @task(outlets=[changed_alias(STAGE)])

@@ -137,13 +137,14 @@ class RolloutStage(BaseOperator):
 
 @dag(
     dag_id="fieldloop_release",
+    description="Judge new candidates by guardrails, sign them, roll them out stage by stage",
     schedule=AssetAny(*[model_asset(name) for name in TASKS]),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,  # one rollout per fleet at a time: runs would race for the fleets
     tags=["fieldloop", "release"],
     doc_md=__doc__,
-    default_args={"retries": 2, "retry_delay": pendulum.duration(minutes=1)},
+    default_args={"owner": "fleet-operations", "retries": 2, "retry_delay": pendulum.duration(minutes=1)},
     params={
         "model": Param(
             None,

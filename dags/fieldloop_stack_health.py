@@ -14,12 +14,13 @@ from airflow.sdk import dag, task
 
 @dag(
     dag_id="fieldloop_stack_health",
+    description="Check the stack: contracts, lake residency, Kafka topics, MLflow experiments",
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     tags=["fieldloop", "ops"],
     doc_md=__doc__,
-    default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=10)},
+    default_args={"owner": "data-platform", "retries": 2, "retry_delay": pendulum.duration(seconds=10)},
 )
 def fieldloop_stack_health() -> None:
     @task

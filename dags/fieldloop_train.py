@@ -35,13 +35,14 @@ TASKS = sorted(TASK_LAYOUTS)
 
 @dag(
     dag_id="fieldloop_train",
+    description="Fine-tune the models whose gold data changed and register candidates in MLflow",
     schedule=AssetAny(*[a for name in TASKS for a in gold_assets(CONTRACTS, name)]),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,  # runs move the same aliases and frozen holdouts
     tags=["fieldloop", "training"],
     doc_md=__doc__,
-    default_args={"retries": 2, "retry_delay": pendulum.duration(minutes=2)},
+    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": pendulum.duration(minutes=2)},
     params={
         "task": Param(
             None,

@@ -40,16 +40,60 @@ if TYPE_CHECKING:
     from fieldloop.contracts import DataContract
 
 
-def table_asset(layer: str, name: str) -> Asset:
+# Who answers for an asset (its extra's ``owner``; the DAG that writes it has the same owner).
+OWNERS = {
+    "bronze": "data-platform",
+    "silver": "data-platform",
+    "gold": "data-platform",
+    "models": "ml-platform",
+    "fleet": "fleet-operations",
+}
+# A task's models and a fleet's rollouts mix classes version by version: the version says which.
+PER_VERSION = "per version: its fieldloop.lineage.classes tag"
+LAYERS = {
+    "bronze": "as the devices sent it, each valid record once",
+    "silver": "refined: quality-checked, pseudonymized or anonymized",
+    "gold": "built for training or release",
+}
+
+
+def describe(description: str, owner: str, data_class: str, tenant: str | None = None) -> dict[str, Any]:
+    """An asset's extra: what it is, who owns it, which data class it holds (and whose, when restricted)."""
+    return {"description": description, "owner": owner, "data_class": data_class} | (
+        {"tenant": tenant} if tenant else {}
+    )
+
+
+def governing(layer: str, name: str, contracts: Mapping[str, DataContract]) -> DataContract | None:
+    """The contract whose data a lake table holds: its stream's table, or the gold dataset it declares."""
+    if layer == "gold":
+        return next((t.contract for t in gold_tables(contracts) if t.name == name), None)  # type: ignore[misc]
+    # a silver table is its stream's table or one derived from it (e.g. <table>_anon): the longest prefix
+    matches = [c for c in contracts.values() if name == c.table or name.startswith(f"{c.table}_")]
+    return max(matches, key=lambda c: len(c.table), default=None)
+
+
+def table_asset(layer: str, name: str, contracts: Mapping[str, DataContract] | None = None) -> Asset:
+    """The asset of ``<lake>/<layer>/<name>``; described from the contract governing it when ``contracts`` is given."""
     from airflow.sdk import Asset
 
-    return Asset(name=f"fieldloop.{layer}.{name}", uri=f"x-fieldloop://{layer}/{name}", group="fieldloop")
+    extra = None
+    contract = governing(layer, name, contracts) if contracts is not None else None
+    if contract is not None:
+        what = LAYERS.get(layer, layer)
+        extra = describe(
+            f"{contract.description or contract.id} ({layer}: {what})",
+            OWNERS.get(layer, "data-platform"),
+            str(contract.data_class),
+            contract.tenant,
+        )
+    return Asset(name=f"fieldloop.{layer}.{name}", uri=f"x-fieldloop://{layer}/{name}", group="fieldloop", extra=extra)
 
 
 def bronze_assets(contracts: Mapping[str, DataContract]) -> list[Asset]:
     """One asset per bronze table (every contract but the secret ones)."""
     return [
-        table_asset("bronze", c.table)
+        table_asset("bronze", c.table, contracts)
         for c in sorted(contracts.values(), key=lambda c: c.id)
         if c.data_class is not DataClass.SECRET
     ]
@@ -57,14 +101,21 @@ def bronze_assets(contracts: Mapping[str, DataContract]) -> list[Asset]:
 
 def gold_assets(contracts: Mapping[str, DataContract], task: str | None = None) -> list[Asset]:
     """One asset per gold table the contracts declare (only the training datasets of ``task`` when given)."""
-    return [table_asset("gold", t.name) for t in gold_tables(contracts) if task is None or t.task == task]
+    return [table_asset("gold", t.name, contracts) for t in gold_tables(contracts) if task is None or t.task == task]
 
 
 def model_asset(task: str) -> Asset:
     """The models of a task (``fieldloop.<task>`` and its tenants'): updated when a candidate is registered."""
     from airflow.sdk import Asset
 
-    return Asset(name=f"fieldloop.models.{task}", uri=f"x-fieldloop://models/{task}", group="fieldloop")
+    return Asset(
+        name=f"fieldloop.models.{task}",
+        uri=f"x-fieldloop://models/{task}",
+        group="fieldloop",
+        extra=describe(
+            f"{task} candidates registered in MLflow (base and tenant models)", OWNERS["models"], PER_VERSION
+        ),
+    )
 
 
 def approved_asset(task: str) -> Asset:
@@ -72,7 +123,12 @@ def approved_asset(task: str) -> Asset:
     from airflow.sdk import Asset
 
     return Asset(
-        name=f"fieldloop.models.{task}.approved", uri=f"x-fieldloop://models/{task}/approved", group="fieldloop"
+        name=f"fieldloop.models.{task}.approved",
+        uri=f"x-fieldloop://models/{task}/approved",
+        group="fieldloop",
+        extra=describe(
+            f"{task} versions that passed their guardrails, signed verdict attached", OWNERS["models"], PER_VERSION
+        ),
     )
 
 
@@ -87,7 +143,12 @@ def rollout_asset(fleet: str) -> Asset:
     """A fleet's rollouts: updated when a version completed its rollout there and became the champion."""
     from airflow.sdk import Asset
 
-    return Asset(name=f"fieldloop.rollouts.{fleet}", uri=f"x-fieldloop://fleet/rollouts/{fleet}", group="fieldloop")
+    return Asset(
+        name=f"fieldloop.rollouts.{fleet}",
+        uri=f"x-fieldloop://fleet/rollouts/{fleet}",
+        group="fieldloop",
+        extra=describe(f"versions that completed their staged rollout to {fleet}", OWNERS["fleet"], PER_VERSION),
+    )
 
 
 SAFETY_EVENTS_CONNECTION = "fieldloop_kafka"  # the Airflow connection the watcher's consumer uses
@@ -126,7 +187,7 @@ def safety_events_asset(topics: Sequence[str]) -> Asset:
         name="fieldloop.fleet.safety_events",
         uri="x-fieldloop://fleet/safety-events",
         group="fieldloop",
-        extra={"description": "interventions and failed inferences the fleets report", "data_class": "public"},
+        extra=describe("interventions and failed inferences the fleets report", OWNERS["fleet"], "public"),
         watchers=[AssetWatcher(name="fleet-telemetry-safety-events", trigger=trigger)],
     )
 
@@ -196,11 +257,16 @@ def run_judged(argv: Sequence[str]) -> tuple[int, dict[str, Any] | None]:
 
 def announce(outlet_events: Any, stage: str, summary: Mapping[str, Any]) -> list[str]:
     """Add an asset event for each table the stage's summary says got a new version; their URIs."""
+    from fieldloop.config import load_config
+    from fieldloop.contracts import load_contracts
+
+    cfg = load_config()
+    contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)
     alias = changed_alias(stage)
     uris = []
     for table in summary.get(CHANGED_TABLES, []):
         layer, name = table.split("/", 1)
-        asset = table_asset(layer, name)
+        asset = table_asset(layer, name, contracts)  # described as the consumers' schedules declare it
         outlet_events[alias].add(asset)
         uris.append(asset.uri)
     print(f"announced {len(uris)} changed tables: {', '.join(uris) or 'none'}")

@@ -56,6 +56,9 @@ for path in sys.argv[1:]:
             "schedule_assets": schedule,
             "watchers": watchers,
             "timetable": type(dag.timetable).__name__,
+            "owner": dag.owner,
+            "description": dag.description or "",
+            "asset_extras": {a.uri: a.extra for a in [*assets, *declared] if hasattr(a, "uri")},
             "doc": dag.doc_md or "",
             "tasks": {
                 t.task_id: {
@@ -186,3 +189,23 @@ def test_a_safety_event_in_fleet_telemetry_starts_an_ingest_run_through_a_kafka_
     assert watcher["kwargs"]["apply_function"] == "fieldloop.assets.safety_event"
     assert watcher["kwargs"]["kafka_config_id"] == "fieldloop_kafka"
     assert "pause this DAG" in dag["doc"]
+
+
+def test_every_dag_and_asset_says_what_it_is_who_owns_it_and_its_data_class(reports: dict[str, dict]) -> None:
+    from fieldloop.contracts import load_contracts
+
+    dags = {dag_id: dag for report in reports.values() for dag_id, dag in report["dags"].items()}
+    for dag_id, dag in dags.items():
+        assert dag["owner"] not in ("", "airflow"), dag_id
+        assert len(dag["description"]) > 20, dag_id
+    extras = {uri: extra for dag in dags.values() for uri, extra in dag["asset_extras"].items()}
+    assert len(extras) > 10
+    for uri, extra in extras.items():
+        assert {"description", "owner", "data_class"} <= set(extra or {}), uri
+    contracts = load_contracts()
+    assert extras["x-fieldloop://bronze/vehicle_frames_acme_mobility"]["data_class"] == "restricted"
+    assert extras["x-fieldloop://bronze/vehicle_frames_acme_mobility"]["tenant"] == "acme-mobility"
+    assert extras["x-fieldloop://gold/vehicle_longitudinal_public"]["data_class"] == "public"
+    assert extras["x-fieldloop://gold/vehicle_longitudinal_public"]["description"].startswith(
+        contracts["vehicle-frames-public"].description
+    )
