@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fieldloop.classes import DataClass
-from fieldloop.datasets import gold_tables
+from fieldloop.datasets import gold_tables, training_tables
 
 if TYPE_CHECKING:
     from airflow.sdk import Asset, AssetAlias
@@ -100,8 +100,10 @@ def bronze_assets(contracts: Mapping[str, DataContract]) -> list[Asset]:
 
 
 def gold_assets(contracts: Mapping[str, DataContract], task: str | None = None) -> list[Asset]:
-    """One asset per gold table the contracts declare (only the training datasets of ``task`` when given)."""
-    return [table_asset("gold", t.name, contracts) for t in gold_tables(contracts) if task is None or t.task == task]
+    """One asset per gold table the contracts declare (only the training datasets of ``task`` when given:
+    what a change of retrains it; its hard cases do not)."""
+    tables = gold_tables(contracts) if task is None else training_tables(contracts, task)
+    return [table_asset("gold", t.name, contracts) for t in tables]
 
 
 def model_asset(task: str) -> Asset:

@@ -14,11 +14,19 @@ this module and neither imports the other.
       name = "fleet_telemetry_hourly"
       kind = "telemetry-hourly"               # an aggregate, no task
 
+      [[gold]]
+      name = "hard_cases_vehicle_longitudinal_public"
+      kind = "hard-cases"                     # campaign windows laid out as the task's rows
+      task = "vehicle-longitudinal"
+
   Adding a tenant's stream with its training dataset is a new contract file (and its privacy
   policy), never a code change.
 * **Named features.** A task's rows carry ``features``: a window of the last ``window``
   frames of ``signals`` (oldest first, flattened frame by frame), then ``extras`` once.
   :meth:`FeatureLayout.index` finds a feature by name, so no reader does index arithmetic.
+* **Hard cases are no training input by default.** A ``hard-cases`` dataset holds the windows
+  collection campaigns brought home, in its task's layout, but :func:`training_tables` (what
+  a training run reads unless told otherwise) lists only ``training`` datasets.
 """
 
 from __future__ import annotations
@@ -37,11 +45,17 @@ _TABLE = re.compile(r"^[a-z][a-z0-9_]{2,63}$")
 
 
 class GoldKind(StrEnum):
-    """What a gold table is: a task's training windows, or a fleet aggregate."""
+    """What a gold table is: a task's training windows, a task's hard cases, or a fleet aggregate."""
 
     TRAINING = "training"
+    HARD_CASES = "hard-cases"  # campaign windows in the task's layout; no default training input
     TELEMETRY_HOURLY = "telemetry-hourly"
     TELEMETRY_DP_DAILY = "telemetry-dp-daily"
+
+    @property
+    def has_task(self) -> bool:
+        """Whether a table of this kind is laid out as a model task's rows."""
+        return self in (GoldKind.TRAINING, GoldKind.HARD_CASES)
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,25 @@ class FeatureLayout:
         if not -self.window <= frame < self.window:
             raise IndexError(f"frame {frame} outside a window of {self.window}")
         return (frame % self.window) * len(self.signals) + self.signals.index(name)
+
+    @property
+    def frame_names(self) -> tuple[str, ...]:
+        """What one frame of a device's window must carry to be laid out: the signals, then the extras."""
+        return (*self.signals, *self.extras)
+
+    @property
+    def labelled_by_frames(self) -> bool:
+        """Whether a window of frames alone gives the label: it is a later value of a signal."""
+        return self.target_signal is not None and self.target_signal in self.signals
+
+    def window_rows(self, frames: int) -> range:
+        """The rows a window of ``frames`` frames holds, by the index of each row's newest frame.
+
+        A row needs ``window`` frames of history (its newest included) and its label ``horizon``
+        frames after its newest, all inside the window; a window shorter than ``window +
+        horizon`` frames holds none.
+        """
+        return range(self.window - 1, max(self.window - 1, frames - self.horizon))
 
     def names(self) -> list[str]:
         """Every feature's name, in vector order: ``speed_mps@-9`` ... ``speed_mps@0``, then the extras."""
@@ -150,11 +183,17 @@ class GoldDataset(BaseModel):
 
     @model_validator(mode="after")
     def _task_fits_kind(self) -> GoldDataset:
-        if self.kind is GoldKind.TRAINING:
+        if self.kind.has_task:
             if self.task is None:
-                raise ValueError(f"task: training dataset {self.name} needs the model task it feeds")
+                raise ValueError(f"task: {self.kind} dataset {self.name} needs the model task it feeds")
             if self.task not in TASK_LAYOUTS:
                 raise ValueError(f"task: no model task '{self.task}'; known tasks: {', '.join(sorted(TASK_LAYOUTS))}")
+            lay = TASK_LAYOUTS[self.task]
+            if self.kind is GoldKind.HARD_CASES and not lay.labelled_by_frames:
+                raise ValueError(
+                    f"task: hard cases of {self.task} cannot be laid out from a device's window: its label "
+                    f"'{lay.label_column}' is no later value of the frames' signals ({', '.join(lay.signals)})"
+                )
         elif self.task is not None:
             raise ValueError(f"task: a {self.kind} table feeds no task; remove task or use kind = 'training'")
         return self
@@ -206,8 +245,14 @@ def gold_tables(contracts: Mapping[str, Governing]) -> list[GoldTable]:
 
 
 def training_tables(contracts: Mapping[str, Governing], task: str | None = None) -> list[GoldTable]:
-    """The training datasets (of ``task`` when given), sorted by name."""
+    """The training datasets (of ``task`` when given), sorted by name: a training run's default
+    inputs. Hard-case datasets are not among them."""
     return [t for t in gold_tables(contracts) if t.kind is GoldKind.TRAINING and (task is None or t.task == task)]
+
+
+def hard_case_tables(contracts: Mapping[str, Governing], task: str | None = None) -> list[GoldTable]:
+    """The hard-case datasets (of ``task`` when given), sorted by name."""
+    return [t for t in gold_tables(contracts) if t.kind is GoldKind.HARD_CASES and (task is None or t.task == task)]
 
 
 def duplicate_names(declared: Iterable[tuple[str, str]]) -> dict[str, list[str]]:

@@ -85,7 +85,14 @@ def print_gold(out: Console, gold: Sequence[Any]) -> None:
         what = f"{g.rows} rows" if g.rows is not None else "unchanged (sources did not move)"
         dp = f"; {len(g.dp)} DP releases charged to the ledger" if g.dp else ""
         held = f"; days not closed yet: {', '.join(g.dp_held)}" if g.dp_held else ""
-        out.print(f"  gold/{g.table}: {what} from silver {g.sources}{dp}{held}")
+        cases = ""
+        if g.windows:
+            w = g.windows
+            cases = (
+                f"; {w['windows']} hard-case windows: {w['used']} used, {w['too_short']} too short, "
+                f"{w['unfit']} lacking a signal, {w['missing']} missing values"
+            )
+        out.print(f"  gold/{g.table}: {what} from silver {g.sources}{dp}{held}{cases}")
         for skipped in g.dp_skipped:
             out.print(f"    [yellow]skipped {skipped['release_id']}[/]: {skipped['reason']}")
 

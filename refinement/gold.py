@@ -14,6 +14,16 @@ same rows. By kind:
   the consortium's.
 * training datasets of ``plant-anomaly``: per sensor, windows of the last readings as
   ``features`` (z-scored per sensor), ``bad_quality`` as a weak label.
+* ``hard-cases`` datasets of a task: the windows collection campaigns brought home (silver
+  ``hard_cases_*``), laid out as the task's training rows: one row per frame of a window
+  that has the layout's full history and its label ``horizon`` frames later inside the
+  window, with ``features`` and the label exactly as the task's training rows have them (the
+  frames' values are found by the window's own signal names), beside the window's trigger,
+  the model version that met it, its outputs there, and ``frame``: the row's newest frame
+  counted from the trigger's (0: the trigger frame; ``ts`` is the trigger's, the device
+  sends no time per frame). The report counts the windows read, used, too short for any row,
+  lacking a signal of the layout, or holding a missing value in every row, so they
+  reconcile. Not a default training input of the task (:func:`fieldloop.datasets.training_tables`).
 * ``telemetry-hourly``: per model and version and hour: records, devices, latency
   p50/p95, mean OOD score, mean disagreement, intervention rate (internal operations).
 * ``telemetry-dp-daily``: differentially private daily figures over devices
@@ -37,14 +47,14 @@ from zoneinfo import ZoneInfo
 from fieldloop.catalog import find_table, last_commit, last_data_version, storage_options
 from fieldloop.config import FieldloopConfig
 from fieldloop.contracts import DataContract
-from fieldloop.datasets import GoldKind, GoldTable, gold_tables
+from fieldloop.datasets import FeatureLayout, GoldKind, GoldTable, gold_tables
 from fieldloop.lineage import TableGovernance
 from fieldloop.residency import ResidencyGuard
 from fieldloop.retention import file_retention_properties
 from fieldloop.spark import create_table_as
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
     from refinement.ledger import BudgetLedger
 
@@ -73,6 +83,7 @@ class GoldReport:
     notes: list[str] = field(default_factory=list)  # kept in the commit: `fieldloop tables` shows them
     due_at: datetime | None = None  # when what the build held back may be released: rebuilt then
     refused: str | None = None  # why the table may not be written here (residency); nothing was
+    windows: dict[str, int] = field(default_factory=dict)  # hard cases: windows read, and what became of them
 
 
 class GoldJob:
@@ -146,6 +157,8 @@ class GoldJob:
     def _builder(self, table: GoldTable) -> Callable[[DataFrame, GoldTable, GoldReport], DataFrame]:
         if table.kind is GoldKind.TRAINING:
             return {"vehicle-longitudinal": self._vehicle_windows, "plant-anomaly": self._plant_windows}[table.task]
+        if table.kind is GoldKind.HARD_CASES:
+            return self._hard_cases
         return {
             GoldKind.TELEMETRY_HOURLY: self._telemetry_hourly,
             GoldKind.TELEMETRY_DP_DAILY: self._telemetry_dp_daily,
@@ -173,7 +186,7 @@ class GoldJob:
             table.contract.data_class,
             table.contract.id,
             region,
-            appi_level="pseudonymized" if table.kind is GoldKind.TRAINING else "statistical",
+            appi_level="pseudonymized" if table.kind.has_task else "statistical",
             tenant=table.contract.tenant,
             contract_version=table.contract.version,
         )
@@ -187,6 +200,8 @@ class GoldJob:
         }
         if table.task:
             props["fieldloop.task"] = table.task
+        if table.kind is GoldKind.HARD_CASES:
+            props["fieldloop.gold_kind"] = str(table.kind)
         # One commit that replaces the rows and carries the properties and what it was built
         # from, even when it holds no rows (an overwrite of no rows would commit nothing).
         meta = {"sources": report.sources, "notes": report.notes}
@@ -252,6 +267,16 @@ class GoldJob:
             )
         )
 
+    def _hard_cases(self, df: DataFrame, table: GoldTable, report: GoldReport) -> DataFrame:
+        """Each window's rows in the task's layout; the windows counted by what became of them."""
+        lay = table.layout
+        rows = hard_case_rows(df, lay)
+        report.windows, missing_rows = window_fates(rows, lay)
+        report.notes.append(hard_case_note(report.windows, lay, missing_rows))
+        return rows.where("_complete").select(
+            lay.device_column, *HARD_CASE_COLUMNS, "frame", "is_trigger", "features", lay.label_column
+        )
+
     def _telemetry_hourly(self, df: DataFrame, table: GoldTable, report: GoldReport) -> DataFrame:
         from pyspark.sql import functions as F
 
@@ -309,6 +334,110 @@ class GoldJob:
             "ledger_unit STRING, period STRING, release_id STRING"
         )
         return self.spark.createDataFrame(releases.rows, schema)
+
+
+# What becomes of a hard-case window: rows, or why none (they reconcile with the windows read).
+HARD_CASE_FATES = ("used", "too_short", "unfit", "missing")
+# A hard-case row's columns besides its place in the window, its features and its label.
+HARD_CASE_COLUMNS = (
+    "window_seq",  # the window's record number from its device: with the device, names the window
+    "campaign_id",
+    "fleet",
+    "trigger_kind",
+    "trigger",
+    "model_name",
+    "model_version",
+    "output_names",
+    "outputs",  # the model's raw outputs at the trigger
+    "ood_score",
+    "disagreement",
+    "intervention",  # the safety monitor overruled the model at the trigger
+    "reason",
+    "ts",  # the trigger's
+)
+
+
+def hard_case_rows(df: DataFrame, lay: FeatureLayout) -> DataFrame:
+    """Silver hard-case windows -> one row per window and candidate frame, marked.
+
+    Each window gets ``_fate`` (``unfit``: its frames lack a name of ``lay.frame_names``;
+    ``too_short``: :meth:`~fieldloop.datasets.FeatureLayout.window_rows` is empty; else null)
+    and, if null, one row per frame of ``window_rows``, ``_i`` the row's newest frame (other
+    windows keep one row, ``_i`` null). ``features`` are the ``window`` frames up to ``_i``
+    (the layout's signals, flattened oldest first), then frame ``_i``'s extras; the label is
+    the target signal ``horizon`` frames after ``_i``. ``_complete``: a row with no value
+    missing (a device sends a non-finite value as null).
+    """
+    from pyspark.sql import functions as F
+
+    dev = lay.device_column
+    # each name's 1-based place in the window's own signal list (0: not there)
+    at = {n: F.array_position("signals", n).cast("int") for n in lay.frame_names}
+    fate = (
+        F.when(F.exists(F.array(*at.values()), lambda p: p == 0), F.lit("unfit"))
+        .when(F.size("frames") < lay.window + lay.horizon, F.lit("too_short"))
+        .otherwise(F.lit(None).cast("string"))
+    )
+    last = F.size("frames") - 1 - lay.horizon
+    i = F.col("_i")
+
+    def frame(k: Column) -> Column:  # 0-based frame k of the window
+        return F.try_element_at("frames", k + 1)
+
+    signals = [at[s] for s in lay.signals]
+    history = F.slice("frames", i - (lay.window - 2), F.lit(lay.window))
+    features = F.concat(
+        F.flatten(F.transform(history, lambda f: F.array(*[F.try_element_at(f, p) for p in signals]))),
+        F.array(*[F.try_element_at(frame(i), at[e]) for e in lay.extras]),
+    )
+    label = F.try_element_at(frame(i + lay.horizon), at[lay.target_signal])
+    return (
+        df.select(
+            F.col(dev), F.col("_seq").alias("window_seq"), *HARD_CASE_COLUMNS[1:], "signals", "frames", "trigger_index"
+        )
+        .withColumn("_fate", fate)
+        .withColumn("_i", F.explode_outer(F.when(F.col("_fate").isNull(), F.sequence(F.lit(lay.window - 1), last))))
+        .withColumn("features", features)
+        .withColumn(lay.label_column, label)
+        .withColumn("frame", i - F.col("trigger_index"))
+        .withColumn("is_trigger", i == F.col("trigger_index"))
+        .withColumn(
+            "_complete",
+            F.coalesce(
+                i.isNotNull() & ~F.exists("features", lambda x: x.isNull()) & F.col(lay.label_column).isNotNull(),
+                F.lit(False),
+            ),
+        )
+    )
+
+
+def window_fates(rows: DataFrame, lay: FeatureLayout) -> tuple[dict[str, int], int]:
+    """How many windows :func:`hard_case_rows` read, and of each fate (one Spark job); and how
+    many rows were left out for a missing value."""
+    from pyspark.sql import functions as F
+
+    per_window = rows.groupBy(lay.device_column, "window_seq").agg(
+        F.first("_fate").alias("_fate"),
+        F.sum(F.col("_complete").cast("int")).alias("_rows"),
+        F.sum((F.col("_i").isNotNull() & ~F.col("_complete")).cast("int")).alias("_missing"),
+    )
+    fate = F.coalesce(F.col("_fate"), F.when(F.col("_rows") > 0, "used").otherwise("missing"))
+    counted = per_window.groupBy(fate.alias("fate")).agg(
+        F.count(F.lit(1)).alias("windows"), F.sum("_missing").alias("missing")
+    )
+    by_fate = {r["fate"]: r for r in counted.collect()}
+    windows = {k: by_fate[k]["windows"] if k in by_fate else 0 for k in HARD_CASE_FATES}
+    return {"windows": sum(windows.values()), **windows}, sum(r["missing"] or 0 for r in by_fate.values())
+
+
+def hard_case_note(windows: Mapping[str, int], lay: FeatureLayout, missing_rows: int) -> str:
+    """The line ``fieldloop tables`` shows of a hard-case build: what became of the windows it read."""
+    note = (
+        f"{windows['windows']} hard-case windows: {windows['used']} used, {windows['too_short']} too short "
+        f"(fewer than {lay.window + lay.horizon} frames), {windows['unfit']} lacking a signal of the layout, "
+        f"{windows['missing']} with a missing value in every row"
+    )
+    return note + (f"; {missing_rows} rows left out for a missing value" if missing_rows else "")
 
 
 @dataclass

@@ -73,3 +73,48 @@ def test_inputs_default_to_what_the_rule_allows_and_explicit_violations_are_refu
     (public,) = resolve(cfg, task, base, ("vehicle_longitudinal_public@1",), contracts)
     rows = read(cfg, task, public)
     assert rows.device.tolist() == ["a", "a", "b"] and rows.x.shape == (3, 53)  # sorted by device, then time
+
+
+def test_hard_case_tables_are_no_default_input_and_the_rule_refuses_a_tenants_to_the_base_model(
+    spark, tmp_path: Path
+) -> None:
+    cfg = load_config({"FIELDLOOP_HOME": str(tmp_path), "FIELDLOOP_LAKE_URI": str(tmp_path / "lake")})
+    contracts = load_contracts()
+    task = get_task("vehicle-longitudinal")
+    lake = str(tmp_path / "lake")
+    rows = [("a", T0 + timedelta(seconds=i), [float(i)] * 53, 0.5, False) for i in range(2)]
+    write_gold(
+        spark, lake, "vehicle_longitudinal_public", rows, VEHICLE_SCHEMA, DataClass.PUBLIC, "vehicle-frames-public"
+    )
+    write_gold(
+        spark,
+        lake,
+        "hard_cases_vehicle_longitudinal_public",
+        rows,
+        VEHICLE_SCHEMA,
+        DataClass.PUBLIC,
+        "hard-cases-public",
+    )
+    write_gold(
+        spark,
+        lake,
+        "hard_cases_vehicle_longitudinal_acme_mobility",
+        rows,
+        VEHICLE_SCHEMA,
+        DataClass.RESTRICTED,
+        "hard-cases-acme-mobility",
+        "acme-mobility",
+    )
+    base, tenant = ModelTarget(task.name), ModelTarget(task.name, "acme-mobility")
+    # the defaults are what they were: the task's training datasets only, hard cases neither chosen nor listed
+    assert default_inputs(cfg, task, base, contracts) == (["vehicle_longitudinal_public"], [])
+    assert [p.name for p in resolve(cfg, task, tenant, (), contracts)] == ["vehicle_longitudinal_public"]
+    # named with --table: a tenant's hard cases never reach the base model
+    with pytest.raises(
+        ContaminationError,
+        match=r"gold/hard_cases_vehicle_longitudinal_acme_mobility: .*\[rule: restricted-not-in-base\]",
+    ):
+        resolve(cfg, task, base, ("hard_cases_vehicle_longitudinal_acme_mobility",), contracts)
+    # and how hard cases join a training run is not decided yet: not a training dataset
+    with pytest.raises(DatasetError, match="not a vehicle-longitudinal training dataset"):
+        resolve(cfg, task, base, ("hard_cases_vehicle_longitudinal_public",), contracts)

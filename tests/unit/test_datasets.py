@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from fieldloop.classes import ModelTarget, TrainingInput, enforce_training_rule
 from fieldloop.contracts import load_contracts, packaged_contracts_dir, parse_contract
-from fieldloop.datasets import TASK_LAYOUTS, GoldKind, gold_tables, layout, training_tables
-from fieldloop.errors import ContractError
+from fieldloop.datasets import TASK_LAYOUTS, GoldKind, gold_tables, hard_case_tables, layout, training_tables
+from fieldloop.errors import ContaminationError, ContractError
 from tests.unit.test_contracts import VALID
 
 SECRET = (
@@ -53,6 +54,9 @@ def test_a_new_tenant_stream_brings_its_dataset_with_its_contract_file_alone(tmp
         ('name = "plant_x"\nkind = "telemetry-hourly"\ntask = "plant-anomaly"', "feeds no task"),
         ('name = "Plant-X"\ntask = "plant-anomaly"', "snake_case table name"),
         ('name = "plant_x"\ntask = "plant-anomaly"\ncolour = "red"', "unknown field"),
+        ('name = "plant_x"\nkind = "hard-cases"', "hard-cases dataset plant_x needs the model task"),
+        # a window of frames has no quality flag, and z-scores need all of a sensor's readings
+        ('name = "plant_x"\nkind = "hard-cases"\ntask = "plant-anomaly"', "hard cases of plant-anomaly cannot"),
     ],
 )
 def test_a_bad_gold_declaration_names_its_field(gold: str, message: str) -> None:
@@ -88,3 +92,84 @@ def test_features_are_found_by_name_not_by_index_arithmetic() -> None:
     with pytest.raises(KeyError, match="known tasks"):
         layout("no-such-task")
     assert set(TASK_LAYOUTS) == {"vehicle-longitudinal", "plant-anomaly"}
+
+
+# -- hard cases --------------------------------------------------------------------------------
+def test_hard_case_datasets_are_declared_per_task_and_scope_with_their_source_contract() -> None:
+    contracts = load_contracts()
+    tables = {t.name: t for t in hard_case_tables(contracts)}
+    assert set(tables) == {
+        "hard_cases_vehicle_longitudinal_public",
+        "hard_cases_vehicle_longitudinal_acme_mobility",
+    }  # none for acme-steel: plant-anomaly's rows cannot be built from a window
+    public, acme = (
+        tables["hard_cases_vehicle_longitudinal_public"],
+        tables["hard_cases_vehicle_longitudinal_acme_mobility"],
+    )
+    assert (public.kind, public.task, public.source) == (
+        GoldKind.HARD_CASES,
+        "vehicle-longitudinal",
+        "hard_cases_public",
+    )
+    assert (acme.contract.data_class, acme.contract.tenant) == ("restricted", "acme-mobility")
+    assert acme.source == "hard_cases_acme_mobility"
+
+
+def test_hard_cases_leave_the_tasks_default_training_tables_and_triggers_as_they_were() -> None:
+    from fieldloop.assets import gold_assets
+    from training_jobs.schedule import models_for
+
+    contracts = load_contracts()
+    assert [t.name for t in training_tables(contracts, "vehicle-longitudinal")] == [
+        "vehicle_longitudinal_acme_mobility",
+        "vehicle_longitudinal_public",
+    ]
+    assert [t.name for t in training_tables(contracts)] == [
+        "plant_anomaly_acme_steel",
+        "vehicle_longitudinal_acme_mobility",
+        "vehicle_longitudinal_public",
+    ]
+    # the training DAG's schedule: a hard-case table changing retrains nothing
+    assert [a.name for a in gold_assets(contracts, "vehicle-longitudinal")] == [
+        "fieldloop.gold.vehicle_longitudinal_acme_mobility",
+        "fieldloop.gold.vehicle_longitudinal_public",
+    ]
+    assert models_for(contracts, ["hard_cases_vehicle_longitudinal_public"]) == []
+    # the refinement DAG announces every gold table, hard cases included
+    assert "fieldloop.gold.hard_cases_vehicle_longitudinal_public" in {a.name for a in gold_assets(contracts)}
+
+
+def test_the_training_rule_refuses_a_tenants_hard_cases_to_the_base_model() -> None:
+    contracts = load_contracts()
+    [acme] = [t for t in hard_case_tables(contracts) if t.contract.tenant == "acme-mobility"]
+    c = acme.contract
+    hard = TrainingInput(f"gold/{acme.name}", c.data_class, c.tenant, c.id, frozenset(c.allowed_uses))
+    with pytest.raises(ContaminationError, match=rf"gold/{acme.name}: .*\[rule: restricted-not-in-base\]"):
+        enforce_training_rule([hard], ModelTarget("vehicle-longitudinal"))
+    with pytest.raises(ContaminationError, match=r"\[rule: tenant-isolation\]"):
+        enforce_training_rule([hard], ModelTarget("vehicle-longitudinal", "kobe-iron"))
+    enforce_training_rule([hard], ModelTarget("vehicle-longitudinal", "acme-mobility"))  # its own tenant's model
+
+
+@pytest.mark.parametrize(
+    ("frames", "rows"),
+    [
+        (14, []),  # 10 frames of history and 5 to the label: 15 at least
+        (15, [9]),
+        (20, [9, 10, 11, 12, 13, 14]),
+    ],
+)
+def test_a_window_holds_a_row_per_frame_with_full_history_and_its_label_inside(frames: int, rows: list[int]) -> None:
+    vehicle = layout("vehicle-longitudinal")
+    assert list(vehicle.window_rows(frames)) == rows
+    for newest in vehicle.window_rows(frames):
+        assert newest - (vehicle.window - 1) >= 0 and newest + vehicle.horizon < frames
+
+
+def test_a_hard_case_frame_carries_the_layouts_signals_then_its_extras() -> None:
+    from actuation.agent.campaigns import campaign_signals
+
+    vehicle = layout("vehicle-longitudinal")
+    # what the agent sends is what gold lays out
+    assert tuple(campaign_signals(vehicle)) == vehicle.frame_names
+    assert vehicle.labelled_by_frames and not layout("plant-anomaly").labelled_by_frames
