@@ -111,12 +111,17 @@ class FeatureLayout:
         """Whether a window of frames alone gives the label: it is a later value of a signal."""
         return self.target_signal is not None and self.target_signal in self.signals
 
+    @property
+    def shortest_window(self) -> int:
+        """Frames a device's window needs for one row: ``window`` of history, then ``horizon`` to the label."""
+        return self.window + self.horizon
+
     def window_rows(self, frames: int) -> range:
         """The rows a window of ``frames`` frames holds, by the index of each row's newest frame.
 
         A row needs ``window`` frames of history (its newest included) and its label ``horizon``
-        frames after its newest, all inside the window; a window shorter than ``window +
-        horizon`` frames holds none.
+        frames after its newest, all inside the window; a window shorter than
+        :attr:`shortest_window` holds none.
         """
         return range(self.window - 1, max(self.window - 1, frames - self.horizon))
 

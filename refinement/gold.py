@@ -375,10 +375,10 @@ def hard_case_rows(df: DataFrame, lay: FeatureLayout) -> DataFrame:
     at = {n: F.array_position("signals", n).cast("int") for n in lay.frame_names}
     fate = (
         F.when(F.exists(F.array(*at.values()), lambda p: p == 0), F.lit("unfit"))
-        .when(F.size("frames") < lay.window + lay.horizon, F.lit("too_short"))
+        .when(F.size("frames") < lay.shortest_window, F.lit("too_short"))
         .otherwise(F.lit(None).cast("string"))
     )
-    last = F.size("frames") - 1 - lay.horizon
+    last = F.size("frames") - 1 - lay.horizon  # window_rows: the newest frames from window - 1 to here
     i = F.col("_i")
 
     def frame(k: Column) -> Column:  # 0-based frame k of the window
@@ -434,7 +434,7 @@ def hard_case_note(windows: Mapping[str, int], lay: FeatureLayout, missing_rows:
     """The line ``fieldloop tables`` shows of a hard-case build: what became of the windows it read."""
     note = (
         f"{windows['windows']} hard-case windows: {windows['used']} used, {windows['too_short']} too short "
-        f"(fewer than {lay.window + lay.horizon} frames), {windows['unfit']} lacking a signal of the layout, "
+        f"(fewer than {lay.shortest_window} frames), {windows['unfit']} lacking a signal of the layout, "
         f"{windows['missing']} with a missing value in every row"
     )
     return note + (f"; {missing_rows} rows left out for a missing value" if missing_rows else "")

@@ -162,6 +162,7 @@ def test_the_training_rule_refuses_a_tenants_hard_cases_to_the_base_model() -> N
 def test_a_window_holds_a_row_per_frame_with_full_history_and_its_label_inside(frames: int, rows: list[int]) -> None:
     vehicle = layout("vehicle-longitudinal")
     assert list(vehicle.window_rows(frames)) == rows
+    assert bool(rows) == (frames >= vehicle.shortest_window)
     for newest in vehicle.window_rows(frames):
         assert newest - (vehicle.window - 1) >= 0 and newest + vehicle.horizon < frames
 
