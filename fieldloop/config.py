@@ -218,6 +218,17 @@ class TrainConfig(_Section):
         0.2, gt=0, lt=1, description="share of devices frozen as holdout on a model's first run (fraction)"
     )
     threads: int = Field(2, ge=1, description="CPU threads per training process (count)")
+    hard_case_weight: int = Field(
+        4,
+        ge=1,
+        description="times each training hard case counts per epoch, against once for an ordinary row (count)",
+    )
+    hard_case_holdout_fraction: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="share of the devices that met hard cases kept out of training to judge on (fraction)",
+    )
 
 
 class FieldloopConfig(_Section):

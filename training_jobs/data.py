@@ -23,7 +23,8 @@ import numpy as np
 
 from fieldloop.classes import ModelTarget, TrainingInput, enforce_training_rule, training_violations
 from fieldloop.contracts import DataContract
-from fieldloop.datasets import training_tables
+from fieldloop.datasets import GoldKind, training_tables
+from fieldloop.datasets import gold_tables as declared_gold
 from fieldloop.lineage import TableGovernance, TableLineage
 from training_jobs.errors import DatasetError
 
@@ -174,6 +175,31 @@ def _usable_inputs(
             others.append(f"{name} ({', '.join(sorted({v.rule for v in violations}))})")
         else:
             chosen.append(latest)
+    return chosen, others
+
+
+def hard_case_inputs(
+    cfg: FieldloopConfig, task: Task, target: ModelTarget, contracts: Mapping[str, DataContract]
+) -> tuple[list[PinnedInput], list[str]]:
+    """The task's hard-case gold tables the rule lets ``target`` learn from, at their latest
+    versions, and the others with the rule that keeps each out (a tenant's hard cases never
+    reach the base model nor another tenant's).
+
+    Raises:
+        ContaminationError: never in practice; the rule is applied once more to what was chosen.
+    """
+    listed = gold_tables(cfg)
+    chosen, others = [], []
+    for table in declared_gold(contracts):
+        if table.kind is not GoldKind.HARD_CASES or table.task != task.name or table.name not in listed:
+            continue
+        latest = pin(cfg, table.name, None, listed)
+        violations = training_violations(training_inputs([latest], contracts), target)
+        if violations:
+            others.append(f"{table.name} ({', '.join(sorted({v.rule for v in violations}))})")
+        else:
+            chosen.append(latest)
+    enforce_training_rule(training_inputs(chosen, contracts), target)
     return chosen, others
 
 

@@ -58,7 +58,7 @@ def git_commit() -> str:
 
 def lineage(plan: TrainPlan, holdout: Holdout, run_id: str) -> ModelLineage:
     """This run's inputs, plus those behind the champion's weights it started from (inherited)."""
-    inputs = [p.lineage() for p in plan.inputs]
+    inputs = [p.lineage() for p in (*plan.inputs, *plan.hard_cases)]
     seen = {(i.table, i.delta_version) for i in inputs}
     if plan.champion is not None:
         inputs += [i for i in plan.champion.lineage.inputs if (i.table, i.delta_version) not in seen]
@@ -76,6 +76,16 @@ def lineage(plan: TrainPlan, holdout: Holdout, run_id: str) -> ModelLineage:
     }
     if plan.champion is not None:
         extra["parent"] = plan.champion.label
+    if plan.hard_cases:  # which inputs were hard cases, and how they were mixed in and split
+        extra["hard_cases"] = json.dumps(
+            {
+                "tables": [f"{p.table}@v{p.version}" for p in plan.hard_cases],
+                "weight": plan.hard_case_weight,
+                "holdout_salt": plan.hard_case_salt,
+                "holdout_fraction": plan.hard_case_fraction,
+            },
+            sort_keys=True,
+        )
     return ModelLineage(inputs, extra)
 
 

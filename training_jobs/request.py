@@ -32,6 +32,9 @@ class TrainRequest:
         seed: random seed; None: the config's.
         register: register the student as the candidate (False: a trial run, logged only).
         from_champion: start the teacher from the champion's weights when there is one.
+        hard_cases: a fine-tune from the champion also learns from the hard cases its fleets
+            sent (the hard-case gold tables the rule lets this model read) and is judged on
+            those of held-out devices.
         reset_holdout: freeze a new holdout (later metrics then do not compare with earlier ones).
     """
 
@@ -42,6 +45,7 @@ class TrainRequest:
     seed: int | None = None
     register: bool = True
     from_champion: bool = True
+    hard_cases: bool = True
     reset_holdout: bool = False
 
     def __post_init__(self) -> None:
@@ -156,6 +160,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--seed", "seed", "value", "Random seed (FIELDLOOP_TRAIN_SEED).", int, minimum=0),
     Option("--no-register", "register", "off-switch", "Train and log the run, but register no model version."),
     Option("--from-scratch", "from_champion", "off-switch", "Ignore the champion's weights."),
+    Option("--no-hard-cases", "hard_cases", "off-switch", "Learn from the gold training tables only."),
     Option(
         "--reset-holdout",
         "reset_holdout",

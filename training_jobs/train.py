@@ -22,6 +22,7 @@ One entry point for one process (``fieldloop train``) and for many
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import sys
@@ -36,10 +37,10 @@ from fieldloop.classes import ModelTarget, enforce_training_rule
 from fieldloop.errors import FieldloopError
 from fieldloop.registry import CANDIDATE
 from training_jobs.champion import Champion, find_champion
-from training_jobs.data import PinnedInput, Rows, read, resolve, rule_inputs
+from training_jobs.data import PinnedInput, Rows, hard_case_inputs, read, resolve, rule_inputs
 from training_jobs.distributed import Dist, start_distributed, stop_distributed
 from training_jobs.errors import DatasetError
-from training_jobs.holdout import FrozenTables, Holdout, HoldoutCut, frozen_pins, utc_stamp
+from training_jobs.holdout import FrozenTables, Holdout, HoldoutCut, frozen_pins, in_holdout, utc_stamp
 from training_jobs.request import TrainRequest, parser
 from training_jobs.tasks import Task, get_task
 
@@ -67,6 +68,14 @@ class TrainPlan:
     champion: Champion | None  # the weights the teacher starts from; None: from scratch
     cut: HoldoutCut | None  # the task's frozen cut-off; None: this run draws the first
     frozen_at: str | None  # when the model's holdout was frozen; None: this run would freeze it
+    hard_cases: tuple[PinnedInput, ...] = ()  # hard-case tables a fine-tune mixes in (and judges on)
+    hard_case_weight: int = 1  # times a training hard case counts per epoch
+    hard_case_fraction: float = 0.5  # share of the hash space whose devices' hard cases are held out
+
+    @property
+    def hard_case_salt(self) -> str:
+        """Salts the device split of the hard cases (not the frozen holdout's: another cut)."""
+        return f"{self.target.task}:hard-cases"
 
     @property
     def task(self) -> Task:
@@ -84,12 +93,20 @@ class TrainData:
     holdout: Holdout
     training: Mapping[str, Rows]  # per input name, held-out devices removed
     held: Mapping[str, Rows]  # per holdout table (gold/<name>), held-out devices only
-    train_rows: Rows
+    train_rows: Rows  # the hard cases trained on among them, once
     holdout_rows: Rows
+    hard_train: Rows  # hard cases of devices neither held out by the frozen cut nor by the hard-case split
+    hard_held: Rows  # hard cases of held-out devices: the second holdout, never trained on
 
     @property
     def dim(self) -> int:
         return self.train_rows.x.shape[1]
+
+    def fit_rows(self, hard_case_weight: int) -> Rows:
+        """The rows an epoch goes through: each training hard case ``hard_case_weight`` times."""
+        if hard_case_weight <= 1 or len(self.hard_train) == 0:
+            return self.train_rows
+        return Rows.concat([self.train_rows, *[self.hard_train] * (hard_case_weight - 1)])
 
     def counts(self) -> dict[str, int]:
         """Rows and devices on each side."""
@@ -98,6 +115,9 @@ class TrainData:
             "holdout": len(self.holdout_rows),
             "train_devices": len(set(self.train_rows.device)),
             "holdout_devices": len(set(self.holdout_rows.device)),
+            "hard_cases_train": len(self.hard_train),
+            "hard_cases_holdout": len(self.hard_held),
+            "hard_cases_holdout_devices": len(set(self.hard_held.device)),
         }
 
 
@@ -108,6 +128,7 @@ class Networks:
     teacher: nn.Module
     student: nn.Module
     init: str
+    champion: nn.Module | None = None  # the champion's student as it was, judged on the hard cases too
 
 
 @dataclass(frozen=True)
@@ -184,9 +205,12 @@ def _plan(cfg: FieldloopConfig, request: TrainRequest) -> TrainPlan:
     inputs = resolve(cfg, task, target, request.tables, contracts)
     _check_artifact_residency(cfg, inputs, None, contracts)  # before the registry is asked anything
     champion = find_champion(client, target) if request.from_champion else None
+    hard: list[PinnedInput] = []
     if champion is not None:
         enforce_training_rule(rule_inputs(champion.lineage.inputs, contracts), target)
-        _check_artifact_residency(cfg, inputs, champion, contracts)
+        # what the champion's fleets found hard is for the fine-tune that follows it
+        hard = hard_case_inputs(cfg, task, target, contracts)[0] if request.hard_cases else []
+        _check_artifact_residency(cfg, [*inputs, *hard], champion, contracts)
     experiment_id = mlflow.set_experiment(experiment_name(task.name)).experiment_id
     tags = client.get_experiment(experiment_id).tags
     frozen = None if request.reset_holdout else FrozenTables.frozen(tags, target.name)
@@ -201,6 +225,9 @@ def _plan(cfg: FieldloopConfig, request: TrainRequest) -> TrainPlan:
         champion=champion,
         cut=HoldoutCut.frozen(tags),
         frozen_at=frozen.frozen_at if frozen else None,
+        hard_cases=tuple(hard),
+        hard_case_weight=cfg.train.hard_case_weight,
+        hard_case_fraction=cfg.train.hard_case_holdout_fraction,
     )
 
 
@@ -237,7 +264,9 @@ def _read(cfg: FieldloopConfig, plan: TrainPlan, echo: Callable[[str], None]) ->
     for p in plan.held:
         source = rows[p.name] if (p.name, p.version) in current else read(cfg, task, p)
         held[p.table] = source.take(cut.contains(source))
-    train_rows, holdout_rows = Rows.concat(list(training.values())), Rows.concat(list(held.values()))
+    hard_train, hard_held = _hard_cases(cfg, plan, cut)
+    train_rows = Rows.concat([*training.values(), hard_train])
+    holdout_rows = Rows.concat(list(held.values()))
     if len(train_rows) == 0 or len(holdout_rows) == 0 or train_rows.x.shape[1] != holdout_rows.x.shape[1]:
         raise DatasetError(
             f"{plan.target.name}: {len(train_rows)} training rows and {len(holdout_rows)} holdout rows "
@@ -249,7 +278,25 @@ def _read(cfg: FieldloopConfig, plan: TrainPlan, echo: Callable[[str], None]) ->
         f"{len(holdout_rows)} holdout rows from {len(set(holdout_rows.device))} devices "
         f"({', '.join(f'{p.table}@v{p.version}' for p in plan.inputs)})"
     )
-    return TrainData(holdout, training, held, train_rows, holdout_rows)
+    if plan.hard_cases:
+        echo(
+            f"  hard cases: {len(hard_train)} rows trained on (each x{plan.hard_case_weight}), "
+            f"{len(hard_held)} of {len(set(hard_held.device))} held-out devices to judge on "
+            f"({', '.join(f'{p.table}@v{p.version}' for p in plan.hard_cases)})"
+        )
+    return TrainData(holdout, training, held, train_rows, holdout_rows, hard_train, hard_held)
+
+
+def _hard_cases(cfg: FieldloopConfig, plan: TrainPlan, cut: HoldoutCut) -> tuple[Rows, Rows]:
+    """Every rank: the hard cases split by device into what the fine-tune learns from and the
+    second holdout. A device the frozen cut holds out keeps its hard cases out of training too,
+    so the frozen holdout stays unseen; of the others, the hard-case split holds out a share."""
+    rows = Rows.concat([read(cfg, plan.task, p) for p in plan.hard_cases])
+    if len(rows) == 0:
+        return rows, rows
+    split = int(plan.hard_case_fraction * 2**64)
+    held = cut.contains(rows) | in_holdout(rows.device, plan.hard_case_salt, split)
+    return rows.take(~held), rows.take(held)
 
 
 def _networks(cfg: FieldloopConfig, plan: TrainPlan, data: TrainData) -> Networks:
@@ -262,13 +309,14 @@ def _networks(cfg: FieldloopConfig, plan: TrainPlan, data: TrainData) -> Network
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(cfg.train.threads)
     teacher, student = plan.task.build(data.dim)
-    init = "scratch"
+    init, before = "scratch", None
     if plan.champion is not None:
         plan.champion.load_into(teacher, student, data.dim, plan.task.name)
         init = plan.champion.label
+        before = copy.deepcopy(student) if len(data.hard_held) else None
     # Fine-tuning keeps the champion's input normalization: its weights expect it.
     plan.task.calibrate(teacher, student, torch.from_numpy(data.train_rows.x), normalization=plan.champion is None)
-    return Networks(teacher, student, init)
+    return Networks(teacher, student, init, before)
 
 
 @contextmanager
@@ -308,7 +356,8 @@ def _fit_models(
     task, teacher, student = plan.task, nets.teacher, nets.student
     if run:
         mlflow.log_params(_params(cfg, plan, data, nets, dist))
-    x, y = torch.from_numpy(data.train_rows.x), torch.from_numpy(data.train_rows.y)
+    rows = data.fit_rows(plan.hard_case_weight)
+    x, y = torch.from_numpy(rows.x), torch.from_numpy(rows.y)
     curves: dict[str, list[float]] = {}
 
     def phase(metric: str, objective: nn.Module, seed: int) -> None:
@@ -340,6 +389,10 @@ def _params(cfg: FieldloopConfig, plan: TrainPlan, data: TrainData, nets: Networ
         "holdout_fraction": data.holdout.cut.fraction,
         "rows_train": len(data.train_rows),
         "rows_holdout": len(data.holdout_rows),
+        "hard_case_weight": plan.hard_case_weight if plan.hard_cases else 0,
+        "hard_case_holdout_fraction": plan.hard_case_fraction if plan.hard_cases else 0,
+        "rows_hard_cases_train": len(data.hard_train),
+        "rows_hard_cases_holdout": len(data.hard_held),
     }
 
 
@@ -397,8 +450,29 @@ def _evaluate(plan: TrainPlan, data: TrainData, fitted: Fitted) -> dict[str, flo
 
     holdout, nets = data.holdout_rows, fitted.nets
     metrics = plan.task.evaluate(nets.teacher, nets.student, torch.from_numpy(holdout.x), torch.from_numpy(holdout.y))
-    metrics["train_samples_per_s"] = 2 * plan.epochs * len(data.train_rows) / fitted.seconds
+    metrics["train_samples_per_s"] = 2 * plan.epochs * len(data.fit_rows(plan.hard_case_weight)) / fitted.seconds
     metrics["first_epoch_loss"] = fitted.curves["teacher_loss"][0]
+    if len(data.hard_held):
+        metrics |= _hard_case_metrics(plan, data.hard_held, nets)
+    return metrics
+
+
+def _hard_case_metrics(plan: TrainPlan, held: Rows, nets: Networks) -> dict[str, float]:
+    """The task's metrics on the second holdout (``hard_cases_*``), with the champion's beside
+    the new model's: the fine-tune should do better where the field found the champion wanting."""
+    import torch
+
+    x, y = torch.from_numpy(held.x), torch.from_numpy(held.y)
+    found = plan.task.evaluate(nets.teacher, nets.student, x, y)
+    metrics = {k.replace("holdout_", "hard_cases_", 1): v for k, v in found.items() if k.startswith("holdout_")}
+    if nets.champion is not None:
+        before = plan.task.evaluate(nets.champion, nets.champion, x, y)
+        metrics |= {
+            k.replace("holdout_", "hard_cases_", 1).replace("_student", "_champion"): v
+            for k, v in before.items()
+            if k.startswith("holdout_") and k.endswith("_student")
+        }
+    metrics["hard_cases_rows"] = float(len(held))
     return metrics
 
 

@@ -343,3 +343,65 @@ def test_duplicate_inputs_are_refused(tcfg: FieldloopConfig) -> None:
                 "vehicle-longitudinal", tables=("vehicle_longitudinal_public", "vehicle_longitudinal_public@1")
             ),
         )
+
+
+def test_a_fine_tune_learns_from_the_hard_cases_it_may_read_and_is_judged_on_held_out_devices(
+    tcfg: FieldloopConfig, spark
+) -> None:
+    """Last in the module: the hard-case tables it writes would change every fine-tune after it."""
+    from training_jobs.holdout import HoldoutCut, in_holdout
+
+    public, acme = "hard_cases_vehicle_longitudinal_public", "hard_cases_vehicle_longitudinal_acme_mobility"
+    rows = vehicle_rows(8, 60, 11, "p1hard")
+    write_gold(spark, tcfg.lake, public, rows, VEHICLE_SCHEMA, DataClass.PUBLIC, "hard-cases-public")
+    acme_rows = vehicle_rows(3, 60, 12, "p1hacme")
+    write_gold(
+        spark,
+        tcfg.lake,
+        acme,
+        acme_rows,
+        VEHICLE_SCHEMA,
+        DataClass.RESTRICTED,
+        "hard-cases-acme-mobility",
+        "acme-mobility",
+    )
+    seeded = train(tcfg, TrainRequest("vehicle-longitudinal", seed=8, from_champion=False))
+    client(tcfg).set_registered_model_alias(BASE, "champion", seeded.version)
+
+    tuned = train(tcfg, TrainRequest("vehicle-longitudinal", seed=9))
+    lineage = ModelLineage.from_mlflow_tags(client(tcfg).get_model_version(BASE, tuned.version).tags)
+    tables = {i.table for i in lineage.inputs}
+    assert f"gold/{public}" in tables
+    assert f"gold/{acme}" not in tables  # a tenant's hard cases never reach the base model
+    assert lineage.data_classes == ["public"]
+    mixed = json.loads(lineage.extra["hard_cases"])
+    (named,) = mixed["tables"]
+    assert named.startswith(f"gold/{public}@v") and mixed["weight"] == tcfg.train.hard_case_weight
+    # the split as the lineage records it: held-out devices' hard cases were never trained on
+    devices = np.array([r[0] for r in rows], dtype=object)
+    cut = HoldoutCut.frozen(experiment_tags(tcfg, "vehicle-longitudinal"))
+    held = in_holdout(devices, cut.salt, cut.cut) | in_holdout(
+        devices, mixed["holdout_salt"], int(mixed["holdout_fraction"] * 2**64)
+    )
+    assert tuned.rows["hard_cases_holdout"] == held.sum() > 0
+    assert tuned.rows["hard_cases_train"] == (~held).sum() > 0
+    assert tuned.rows["hard_cases_holdout_devices"] == len(set(devices[held]))
+    # judged on them beside the champion that met them, and so recorded in MLflow
+    recorded = client(tcfg).get_run(tuned.run_id).data.metrics
+    for metric in ("hard_cases_rmse_student", "hard_cases_rmse_champion", "hard_cases_rmse_persistence"):
+        assert recorded[metric] == pytest.approx(tuned.metrics[metric]) and recorded[metric] > 0
+
+    # the tenant's fine-tune reads its own hard cases and the public ones
+    tenant = train(tcfg, TrainRequest("vehicle-longitudinal", "acme-mobility", seed=9, reset_holdout=True))
+    tenant_lineage = ModelLineage.from_mlflow_tags(
+        client(tcfg).get_model_version(f"{BASE}.acme-mobility", tenant.version).tags
+    )
+    assert {f"gold/{public}", f"gold/{acme}"} <= {i.table for i in tenant_lineage.inputs}
+
+    # asked not to, or with no champion to fine-tune, a run reads no hard case
+    plain = train(tcfg, TrainRequest("vehicle-longitudinal", seed=9, register=False, hard_cases=False))
+    scratch = train(tcfg, TrainRequest("vehicle-longitudinal", seed=9, register=False, from_champion=False))
+    for result in (plain, scratch):
+        assert result.rows["hard_cases_train"] == result.rows["hard_cases_holdout"] == 0
+        assert not any("hard_cases" in t for t in result.lineage_tags["fieldloop.lineage.tables"].split(","))
+        assert "fieldloop.lineage.hard_cases" not in result.lineage_tags

@@ -23,12 +23,15 @@ UNSET_AND_SET: dict[str, tuple[Any, Any]] = {
     "seed": (None, 0),  # 0 is a seed, not "no seed"
     "register": (True, False),
     "from_champion": (True, False),
+    "hard_cases": (True, False),
     "reset_holdout": (False, True),
 }
 
 
 def every_request() -> list[TrainRequest]:
-    choices = [dict(zip(UNSET_AND_SET, picks, strict=True)) for picks in itertools.product(*[(0, 1)] * 8)]
+    choices = [
+        dict(zip(UNSET_AND_SET, picks, strict=True)) for picks in itertools.product(*[(0, 1)] * len(UNSET_AND_SET))
+    ]
     return [TrainRequest(**{f: UNSET_AND_SET[f][pick] for f, pick in c.items()}) for c in choices]
 
 
@@ -39,7 +42,7 @@ def test_every_field_has_one_flag() -> None:
 
 def test_every_request_round_trips_through_its_argv_and_a_shell() -> None:
     requests = every_request()
-    assert len(set(requests)) == 2**8
+    assert len(set(requests)) == 2 ** len(UNSET_AND_SET)
     for request in requests:
         argv = request.to_argv()
         assert TrainRequest.from_argv(argv) == request, argv
