@@ -118,6 +118,17 @@ def _gather(
         run_id = client.get_model_version(model, str(champ)).run_id
         files = source.download_edge(client, run_id, tmp / "champion")
         champion = OnnxModel(files.model_file, tuple(files.manifest.outputs))
+    hard = source.read_hard_cases(cfg, v)
+    met, met_label = None, ""
+    if hard is not None:
+        met_name, met_version = hard.met_most()
+        met_label = f"{met_name} v{met_version}"
+        try:  # the model the devices ran when they met them; gone from the registry, the check cannot pass
+            run_id = client.get_model_version(met_name, str(met_version)).run_id
+            files = source.download_edge(client, run_id, tmp / "met")
+            met = OnnxModel(files.model_file, tuple(files.manifest.outputs))
+        except Exception as e:  # MlflowException, GuardrailError: judged unmeasurable, and said why
+            logger.warning("the model that met the hard cases, %s, cannot be loaded: %s", met_label, e)
     subject = Subject(
         v.task,
         v.tenant,
@@ -129,6 +140,9 @@ def _gather(
         targets,
         source.governance_facts(cfg, v),
         champion,
+        hard,
+        met,
+        met_label,
     )
     return _Gathered(v, policy, targets, edge, subject)
 

@@ -33,6 +33,11 @@ class RegressionPolicy(_Strict):
         description="relative gain over the baseline the candidate needs (0.05: 5 % better)"
     )
     max_loss_vs_champion: float = Field(ge=0, description="relative loss against the champion allowed (0.02: 2 %)")
+    min_gain_on_hard_cases: float = Field(
+        0.0,
+        description="relative gain over the model that met them needed on the hard cases of held-out devices "
+        "(0: better than it; judged only when the version learned from hard cases)",
+    )
 
 
 class EnvelopePolicy(_Strict):

@@ -74,6 +74,23 @@ class Holdout:
     tables: dict[str, int]  # path -> Delta version
 
 
+@dataclass(frozen=True)
+class HardCases:
+    """The hard cases of held-out devices a version's lineage names, and which model met each."""
+
+    x: np.ndarray
+    y: np.ndarray
+    devices: np.ndarray
+    met: np.ndarray  # per row: "<model name> v<version>" of the model the device ran when it met it
+    tables: dict[str, int]  # path -> Delta version
+
+    def met_most(self) -> tuple[str, int]:
+        """The model (name, version) that met the most of them: the one the candidate must beat."""
+        names, counts = np.unique(self.met, return_counts=True)
+        name, version = str(names[int(np.argmax(counts))]).rsplit(" v", 1)
+        return name, int(version)
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -238,6 +255,55 @@ def read_holdout(cfg: FieldloopConfig, version: Version) -> Holdout:
     if not xs or sum(len(y) for y in ys) == 0:
         raise GuardrailError(f"{version.model} v{version.version}'s frozen holdout holds no rows; retrain it")
     return Holdout(np.concatenate(xs), np.concatenate(ys), np.concatenate(ds), tables)
+
+
+def read_hard_cases(cfg: FieldloopConfig, version: Version) -> HardCases | None:
+    """The second holdout of a version that learned from hard cases (None for one that did not):
+    the hard-case tables at the versions its lineage names, the rows of devices held out by the
+    frozen cut or by the hard-case split the lineage records (rows the version never trained on).
+
+    Raises:
+        GuardrailError: the lineage's hard-case record is malformed, or a table cannot be read.
+    """
+    from fieldloop.catalog import open_table
+    from fieldloop.lineage import LineageError, ModelLineage
+
+    raw = version.lineage_fields.get("hard_cases")
+    if not raw:
+        return None
+    try:
+        spec, cut = json.loads(raw), json.loads(version.lineage_fields["holdout"])
+        paths = {f"{i.table}@v{i.delta_version}": i.path for i in ModelLineage.from_mlflow_tags(version.lineage).inputs}
+        tables = {paths[name]: int(name.rsplit("@v", 1)[1]) for name in spec["tables"]}
+        split = int(float(spec["holdout_fraction"]) * 2**64)
+    except (KeyError, ValueError, TypeError, LineageError) as e:
+        raise GuardrailError(
+            f"{version.model} v{version.version}'s hard-case lineage cannot be read ({e}); re-register it with "
+            "`fieldloop train`"
+        ) from e
+    rows = layout(version.task)
+    columns = list(
+        dict.fromkeys([*rows.order_columns, rows.device_column, "features", rows.label_column, "model_name"])
+    )
+    xs, ys, ds, ms = [], [], [], []
+    for path, delta_version in sorted(tables.items()):
+        try:
+            data = (
+                open_table(cfg, path, delta_version).to_pyarrow_dataset().to_table(columns=[*columns, "model_version"])
+            )
+        except Exception as e:  # deltalake raises its own kinds for a vacuumed version or a moved table
+            raise GuardrailError(f"the hard-case table {path}@v{delta_version} cannot be read ({e})") from e
+        data = data.sort_by([(c, "ascending") for c in rows.order_columns])
+        devices = np.array(data.column(rows.device_column).to_pylist(), dtype=object)
+        held = _in_holdout(devices, spec["holdout_salt"], split) | _in_holdout(devices, cut["salt"], int(cut["cut"]))
+        names, versions = data.column("model_name").to_pylist(), data.column("model_version").to_pylist()
+        met = np.array([f"{n} v{v}" for n, v in zip(names, versions, strict=True)], dtype=object)
+        xs.append(np.array(data.column("features").to_pylist(), dtype=np.float32).reshape(len(devices), -1)[held])
+        ys.append(np.array(data.column(rows.label_column).to_pylist(), dtype=np.float32)[held])
+        ds.append(devices[held]), ms.append(met[held])
+    if sum(len(y) for y in ys) == 0:
+        return None  # every device that met one trained on it: nothing to judge on
+    return HardCases(np.concatenate(xs), np.concatenate(ys), np.concatenate(ds), np.concatenate(ms), tables)
 
 
 def _in_holdout(devices: np.ndarray, salt: str, cut: int) -> np.ndarray:

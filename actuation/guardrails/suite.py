@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from actuation.guardrails.checks import edge, envelope, governance, ood, propert
 from actuation.guardrails.policy import LoadedPolicy
 from actuation.guardrails.runner import Model, OnnxModel
 from fieldloop.datasets import FeatureLayout, layout
+
+if TYPE_CHECKING:
+    from actuation.guardrails.source import HardCases
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,9 @@ class Subject:
     fleets: list[Fleet]
     facts: governance.Facts
     champion: Model | None = None
+    hard_cases: HardCases | None = None  # the second holdout, for a version that learned from hard cases
+    met: Model | None = None  # the model that met most of them (None: it can no longer be loaded)
+    met_label: str = ""  # its "<name> v<version>"
 
     @property
     def layout(self) -> FeatureLayout:
@@ -66,6 +73,10 @@ def run_suite(subject: Subject, policy: LoadedPolicy) -> SuiteResult:
     start = time.perf_counter()
     scores = _scores(subject, policy)
     found += regression.checks(scores, rules.regression)
+    if subject.hard_cases is not None and rules.regression.metric == "rmse":
+        found.append(
+            _hard_case_check(subject, policy, list(subject.model.outputs).index(rules.runtime.outputs[0].name))
+        )
     seconds["regression"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -97,6 +108,27 @@ def run_suite(subject: Subject, policy: LoadedPolicy) -> SuiteResult:
         if not c.passed and c.kind != "property"
     ]
     return SuiteResult(found, scores, outcomes, curve, p99, incidents, seconds)
+
+
+def _hard_case_check(subject: Subject, policy: LoadedPolicy, k: int) -> Check:
+    """The candidate against the model that met the hard cases, on those of held-out devices."""
+    hard = subject.hard_cases
+    assert hard is not None
+    candidate = regression.rmse(subject.model(hard.x)[:, k], hard.y)
+    met = regression.rmse(subject.met(hard.x)[:, k], hard.y) if subject.met is not None else None
+    gain = None if met is None else ((met - candidate) / met if met > 0 else 0.0)
+    against = "unmeasurable (its edge file cannot be loaded)" if met is None else f"{met:.4f}"
+    limit = policy.rules.regression.min_gain_on_hard_cases
+    return Check.measure(
+        "regression.hard_cases.rmse.gain_vs_met",
+        "regression",
+        gain,
+        ">" if limit == 0 else ">=",
+        limit,
+        "relative",
+        f"candidate rmse {candidate:.4f}, {subject.met_label or 'the model that met them'} "
+        f"{against} on {len(hard.y)} hard-case rows of {len(set(hard.devices.tolist()))} held-out devices",
+    )
 
 
 def _value(check: Check) -> str:

@@ -258,3 +258,33 @@ def test_a_base_vehicle_model_is_judged_for_every_fleet_of_its_task(tcfg: Fieldl
     assert report.scores["baseline_name"].startswith("persistence") and report.scores["candidate"] > 0
     tags = client.get_model_version("fieldloop.vehicle-longitudinal", str(version)).tags
     assert tags[GUARDRAIL_TAG_PREFIX + "verdict"] == verdict.verdict
+
+
+def test_a_fine_tune_that_learned_from_hard_cases_is_judged_against_the_model_that_met_them(
+    tcfg: FieldloopConfig, client, spark
+) -> None:
+    """Last in the module: it makes a vehicle champion and a hard-case table every later fine-tune would read."""
+    base = "fieldloop.vehicle-longitudinal"
+    seeded = train(tcfg, TrainRequest("vehicle-longitudinal", seed=8, from_champion=False))
+    client.set_registered_model_alias(base, "champion", seeded.version)
+    met = (base, seeded.version)  # what the cars ran when they met these
+    rows = [(*r, *met) for r in vehicle_rows(8, 60, 13, "p1hard")]
+    schema = f"{VEHICLE_SCHEMA}, model_name STRING, model_version STRING"
+    write_gold(
+        spark, tcfg.lake, "hard_cases_vehicle_longitudinal_public", rows, schema, DataClass.PUBLIC, "hard-cases-public"
+    )
+    tuned = train(tcfg, TrainRequest("vehicle-longitudinal", seed=9))
+    assert tuned.rows["hard_cases_holdout"] > 0
+
+    report = judge(tcfg, base, int(tuned.version))
+    (check,) = [c for c in report.verdict.checks if c.name == "regression.hard_cases.rmse.gain_vs_met"]
+    assert check.value is not None and check.passed == (check.value > 0)
+    assert f"{base} v{seeded.version}" in check.detail
+    assert f"{tuned.rows['hard_cases_holdout']} hard-case rows" in check.detail
+    # the same gain the training run measured against the champion's PyTorch weights, within int8 rounding
+    trained = 1 - tuned.metrics["hard_cases_rmse_student"] / tuned.metrics["hard_cases_rmse_champion"]
+    assert check.value == pytest.approx(trained, abs=0.05)
+
+    # a version that learned from none is not judged on them
+    plain = train(tcfg, TrainRequest("vehicle-longitudinal", seed=9, hard_cases=False))
+    assert not [c for c in judge(tcfg, base, int(plain.version)).verdict.checks if "hard_cases" in c.name]

@@ -413,3 +413,36 @@ def test_the_step_limit_judges_the_jerk_the_model_adds_beyond_the_signal_it_foll
     assert largest_step(follows, runs, 0) == pytest.approx(4.7, abs=1e-5)  # plain: the data's jump
     assert largest_step(follows, runs, 0, measured) == pytest.approx(0.0, abs=1e-5)
     assert largest_step(adds, runs, 0, measured) > 2.0
+
+
+@pytest.mark.parametrize(("candidate_gain", "met_gain", "passes"), [(0.5, 0.3, True), (0.3, 0.5, False)])
+def test_a_version_that_learned_from_hard_cases_must_beat_the_model_that_met_them_on_them(
+    candidate_gain: float, met_gain: float, passes: bool
+) -> None:
+    from actuation.guardrails.source import HardCases
+
+    x, y, devices = vehicle_holdout()
+    hx, hy, hdev = vehicle_holdout(120, seed=3)
+    hard = HardCases(hx, hy, hdev, np.array(["fieldloop.vehicle-longitudinal v3"] * 120, dtype=object), {})
+    outputs = ("accel_mps2", "ood_score")
+    data = onnx_bytes(Longitudinal(x, gain=candidate_gain), VEHICLE.width)
+    met = OnnxModel(onnx_bytes(Longitudinal(x, gain=met_gain), VEHICLE.width), outputs)
+    subject = Subject(
+        "vehicle-longitudinal", None, OnnxModel(data, outputs), len(data), x, y, devices, [CARS], Facts(),
+        hard_cases=hard, met=met, met_label="fieldloop.vehicle-longitudinal v3",
+    )  # fmt: skip
+    check = next(c for c in run_suite(subject, load_policy("vehicle-longitudinal")).checks if "hard_cases" in c.name)
+    assert check.name == "regression.hard_cases.rmse.gain_vs_met" and check.passed is passes
+    assert "fieldloop.vehicle-longitudinal v3" in check.detail and "120 hard-case rows of 2 held-out" in check.detail
+    assert hard.met_most() == ("fieldloop.vehicle-longitudinal", 3)
+
+    gone = Subject(
+        "vehicle-longitudinal", None, OnnxModel(data, outputs), len(data), x, y, devices, [CARS], Facts(),
+        hard_cases=hard, met=None, met_label="fieldloop.vehicle-longitudinal v3",
+    )  # fmt: skip
+    unmeasured = next(c for c in run_suite(gone, load_policy("vehicle-longitudinal")).checks if "hard_cases" in c.name)
+    assert not unmeasured.passed and unmeasured.value is None and "cannot be loaded" in unmeasured.detail
+
+
+def test_a_version_that_learned_from_no_hard_case_is_not_judged_on_them(good_vehicle: SuiteResult) -> None:
+    assert not [c for c in good_vehicle.checks if "hard_cases" in c.name]
