@@ -282,3 +282,16 @@ def approved_tiny(
     judged = verdict(model, version, the_fleet.task, the_fleet.tenant, [fleet])
     files = {**edge, ATTESTATION_FILE: attest_files(repo.keys, judged, edge)}
     return Approved(model, version, the_fleet, judged, "run", files)
+
+
+T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)  # when a repository built by a unit test starts
+
+
+class Clock:
+    """A clock a test moves by hand (``clock.now = T0 + timedelta(days=5)``)."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now

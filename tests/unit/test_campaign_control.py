@@ -5,40 +5,17 @@ one line naming what is wrong."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from actuation.campaigns import CampaignBook, parse_duration
-from actuation.contract import campaigns_path, fleet_role, load_fleets
+from actuation.contract import campaigns_path, fleet_role
 from actuation.errors import CampaignError
 from actuation.release.repository import Repository
-from actuation.signing import KeyStore
 from fieldloop.cli.main import main
-
-T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def repo(tmp_path: Path, clock: Clock) -> Repository:
-    repo = Repository(tmp_path / "release", KeyStore(tmp_path / "home"), load_fleets(), clock=clock)
-    repo.init()
-    return repo
 
 
 def test_create_signs_a_new_version_of_the_fleets_role_and_only_the_fleets_role(repo: Repository, clock) -> None:

@@ -6,7 +6,7 @@ A device's view over real HTTP is in tests/integration/test_release_device.py.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,30 +14,8 @@ import pytest
 from actuation.contract import GUARDRAIL_KEYS_TARGET, load_fleets
 from actuation.release import repository as repository_module
 from actuation.release.repository import EXPIRY, ROOT_KEYS, ROOT_THRESHOLD, Repository
-from actuation.signing import GUARDRAIL, KeyStore
-from tests.release_fixtures import private_key_strings, publish_tiny
-
-T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def repo(tmp_path: Path, clock: Clock) -> Repository:
-    repo = Repository(tmp_path / "release", KeyStore(tmp_path / "home"), load_fleets(), clock=clock)
-    repo.init()
-    return repo
+from actuation.signing import GUARDRAIL
+from tests.release_fixtures import T0, Clock, private_key_strings, publish_tiny
 
 
 def test_init_makes_a_threshold_root_one_role_per_fleet_and_signs_the_guardrail_key(repo: Repository) -> None:
