@@ -21,13 +21,23 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from actuation.contract import Check, PolicyRef, Verdict, load_fleets, policy_digest
+from actuation.contract import (
+    Budget,
+    Campaign,
+    Campaigns,
+    Check,
+    PolicyRef,
+    Trigger,
+    Verdict,
+    load_fleets,
+    policy_digest,
+)
 from actuation.release.publish import ATTESTATION_ARTIFACT, MODEL_FILE
 from actuation.release.repository import Repository
 from actuation.signing import GUARDRAIL, KeyStore, attest
@@ -295,3 +305,20 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
+
+
+def running_campaign(fleet: str, campaign_id: str, window_before: int, window_after: int) -> Campaigns:
+    """A fleet's signed-campaigns document with one campaign that fires on every frame, 3 windows an
+    hour, running from a minute ago for an hour."""
+    now = datetime.now(UTC)
+    campaign = Campaign(
+        id=campaign_id,
+        fleet=fleet,
+        trigger=Trigger.parse("speed_mps>=0"),
+        budget=Budget(max_per_hour=3, max_bytes_per_day=1_000_000),
+        window_before=window_before,
+        window_after=window_after,
+        created_at=now - timedelta(minutes=1),
+        expires_at=now + timedelta(hours=1),
+    )
+    return Campaigns(fleet=fleet, issued_at=now, campaigns=[campaign])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kafka import KafkaAdminClient
@@ -22,29 +21,14 @@ from kafka.errors import TopicAlreadyExistsError
 from actuation.agent import Agent, DeviceConfig, provision
 from actuation.agent.sources import simulated_frames
 from actuation.agent.telemetry import producer
-from actuation.contract import Budget, Campaign, Campaigns, Trigger
 from fieldloop.contracts import load_contracts
 from fieldloop.wire import decode, default_registry
 from tests.kafka_topics import read_all
+from tests.release_fixtures import running_campaign
 from tests.tuf_repository import BASE_URL, MemoryFetcher, ReleaseRepository, tiny_model
 
 FRAMES = 20
 FLEETS = {"public-cars": None, "acme-vans": "acme-mobility"}
-
-
-def campaigns(fleet: str) -> Campaigns:
-    now = datetime.now(UTC)
-    campaign = Campaign(
-        id=f"{fleet}-it",
-        fleet=fleet,
-        trigger=Trigger.parse("speed_mps>=0"),
-        budget=Budget(max_per_hour=3, max_bytes_per_day=1_000_000),
-        window_before=4,
-        window_after=2,
-        created_at=now - timedelta(minutes=1),
-        expires_at=now + timedelta(hours=1),
-    )
-    return Campaigns(fleet=fleet, issued_at=now, campaigns=[campaign])
 
 
 def test_hard_cases_land_on_their_tenants_topic_within_the_budget(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -70,7 +54,7 @@ def test_hard_cases_land_on_their_tenants_topic_within_the_budget(kafka_bootstra
     devices = {}
     for fleet, tenant in FLEETS.items():
         repo.release(fleet, 1, tiny_model(), fleet_tenant=tenant)
-        repo.campaigns(campaigns(fleet))
+        repo.campaigns(running_campaign(fleet, f"{fleet}-it", 4, 2))
         device_id = f"camp-it-{fleet}-{run}"
         config = DeviceConfig(
             device_id=device_id, fleet=fleet, tenant=tenant, repo_url=BASE_URL, task="vehicle-longitudinal"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ from kafka import KafkaAdminClient
 from actuation.agent import Agent, DeviceConfig, provision
 from actuation.agent.sources import simulated_frames
 from actuation.agent.telemetry import producer
-from actuation.contract import Budget, Campaign, Campaigns, Trigger
 from fieldloop.config import FieldloopConfig, load_config
 from fieldloop.contracts import load_contracts
 from fieldloop.keys import load_key_ring
@@ -30,6 +28,7 @@ from fieldloop.wire import default_registry
 from ingestion.cloud.bronze import BronzeJob
 from ingestion.cloud.topics import apply_topics
 from refinement.run import refine
+from tests.release_fixtures import running_campaign
 from tests.stacks import PrivateKafka, started_private_kafka
 from tests.tuf_repository import BASE_URL, MemoryFetcher, ReleaseRepository, tiny_model
 
@@ -48,25 +47,10 @@ def broker(tmp_path: Path, cfg: FieldloopConfig) -> Iterator[PrivateKafka]:
         yield b
 
 
-def campaigns() -> Campaigns:
-    now = datetime.now(UTC)
-    campaign = Campaign(
-        id=f"{FLEET}-lake",
-        fleet=FLEET,
-        trigger=Trigger.parse("speed_mps>=0"),
-        budget=Budget(max_per_hour=3, max_bytes_per_day=1_000_000),
-        window_before=12,
-        window_after=5,
-        created_at=now - timedelta(minutes=1),
-        expires_at=now + timedelta(hours=1),
-    )
-    return Campaigns(fleet=FLEET, issued_at=now, campaigns=[campaign])
-
-
 def test_a_devices_hard_cases_reach_gold_as_the_tasks_rows(spark, broker: PrivateKafka, tmp_path: Path) -> None:
     repo = ReleaseRepository(tmp_path / "cloud", fleets=(FLEET,))
     repo.release(FLEET, 1, tiny_model())
-    repo.campaigns(campaigns())
+    repo.campaigns(running_campaign(FLEET, f"{FLEET}-lake", 12, 5))
     config = DeviceConfig(device_id="car-lake-1", fleet=FLEET, repo_url=BASE_URL, task="vehicle-longitudinal")
     device = provision(tmp_path / "car-lake-1", config, repo.root_bytes)
     sink = producer(broker.bootstrap, device.spool, None)
