@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,8 +56,10 @@ def git_commit() -> str:
         return "unknown"
 
 
-def lineage(plan: TrainPlan, holdout: Holdout, run_id: str) -> ModelLineage:
-    """This run's inputs, plus those behind the champion's weights it started from (inherited)."""
+def lineage(plan: TrainPlan, holdout: Holdout, run_id: str, metrics: Mapping[str, float] | None = None) -> ModelLineage:
+    """This run's inputs, plus those behind the champion's weights it started from (inherited);
+    with hard cases, how they were mixed in and split, and how this model and the champion did
+    on the held-out ones (``metrics``: the run's, ``hard_cases_*``)."""
     inputs = [p.lineage() for p in (*plan.inputs, *plan.hard_cases)]
     seen = {(i.table, i.delta_version) for i in inputs}
     if plan.champion is not None:
@@ -77,19 +79,27 @@ def lineage(plan: TrainPlan, holdout: Holdout, run_id: str) -> ModelLineage:
     if plan.champion is not None:
         extra["parent"] = plan.champion.label
     if plan.hard_cases:  # which inputs were hard cases, and how they were mixed in and split
+        judged = {
+            k.removeprefix("hard_cases_"): round(v, 6)
+            for k, v in (metrics or {}).items()
+            if k.startswith("hard_cases_rmse_") or k == "hard_cases_rows"
+        }
         extra["hard_cases"] = json.dumps(
             {
                 "tables": [f"{p.table}@v{p.version}" for p in plan.hard_cases],
                 "weight": plan.hard_case_weight,
                 "holdout_salt": plan.hard_case_salt,
                 "holdout_fraction": plan.hard_case_fraction,
+                "held_out": judged,  # rmse_student, rmse_champion, ... rows: the gain the guardrails judge again
             },
             sort_keys=True,
         )
     return ModelLineage(inputs, extra)
 
 
-def record_lineage(cfg: FieldloopConfig, plan: TrainPlan, holdout: Holdout, run_id: str) -> dict[str, str]:
+def record_lineage(
+    cfg: FieldloopConfig, plan: TrainPlan, holdout: Holdout, run_id: str, metrics: Mapping[str, float] | None = None
+) -> dict[str, str]:
     """The rule on the lineage as it will be recorded, then its tags on the run; returns the tags.
 
     Raises:
@@ -99,7 +109,7 @@ def record_lineage(cfg: FieldloopConfig, plan: TrainPlan, holdout: Holdout, run_
 
     from fieldloop.contracts import load_contracts
 
-    tags = lineage(plan, holdout, run_id).to_mlflow_tags()
+    tags = lineage(plan, holdout, run_id, metrics).to_mlflow_tags()
     recorded = ModelLineage.from_mlflow_tags(tags)
     contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)
     enforce_training_rule(rule_inputs(recorded.inputs, contracts), plan.target)

@@ -421,7 +421,7 @@ def _publish(
 
     run_id = run.info.run_id
     judged = _evaluate(plan, data, fitted)
-    tags = publish.record_lineage(cfg, plan, data.holdout, run_id)
+    tags = publish.record_lineage(cfg, plan, data.holdout, run_id, judged)
     publish.log_inputs(plan, data)
     edge = publish.log_artifacts(plan, data, fitted)
     metrics = publish.log_metrics(judged, fitted, edge)

@@ -138,6 +138,7 @@ class Collector:
         self._recent: deque[list[float | None]] = deque(maxlen=MAX_BEFORE)
         self._open: list[_Window] = []
         self.sent = 0
+        self.first_sent_at: float | None = None  # clock seconds of the first window spooled (loop closure starts)
         self.skipped: dict[str, int] = {}  # why a fired trigger sent nothing: budget, refused
 
     def follow(self, campaigns: Campaigns | None) -> None:
@@ -202,6 +203,8 @@ class Collector:
             return
         self.ledger.charge(window.campaign, now, size)
         self.sent += 1
+        if self.first_sent_at is None:
+            self.first_sent_at = now.timestamp()
 
     def record(self, window: _Window) -> dict[str, Any]:
         """The ``hard_cases.v1`` record of a complete window."""
@@ -227,7 +230,12 @@ class Collector:
         }
 
     def summary(self) -> dict[str, Any]:
-        return {"active": [c.id for c in self.active()], "sent": self.sent, "skipped": dict(self.skipped)}
+        return {
+            "active": [c.id for c in self.active()],
+            "sent": self.sent,
+            "first_sent_at": self.first_sent_at,
+            "skipped": dict(self.skipped),
+        }
 
 
 def _finite(x: float | None) -> float | None:

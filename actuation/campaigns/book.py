@@ -100,40 +100,42 @@ class CampaignBook:
             raise CampaignError(f"expiry: {expires_in} is in the past; give a duration ahead (e.g. 24h)", "expires")
         if not 1 <= window_before <= 100 or not 0 <= window_after <= 100:
             raise CampaignError("window: 1-100 frames before (the trigger's own included), 0-100 after", "window")
-        now = self.clock()
         budget = Budget(max_per_hour=max_per_hour, max_bytes_per_day=max_bytes_per_day)
-        current = self.campaigns(target.name)
-        for c in current:
-            if c.active(now) and (c.trigger.expression, c.budget, c.window_before, c.window_after) == (
-                parsed.expression, budget, window_before, window_after,
-            ):  # fmt: skip
-                return Created(c, signed=False)
-        campaign = Campaign(
-            id=_campaign_id(target.name, parsed.expression, now),
-            fleet=target.name,
-            trigger=parsed,
-            budget=budget,
-            window_before=window_before,
-            window_after=window_after,
-            created_at=now,
-            expires_at=now + expires_in,
-        )
-        self._sign(target.name, [*current, campaign], now)
-        return Created(campaign, signed=True)
+        with self.repository.lock():  # the list read and the list signed are one edit: no campaign lost or doubled
+            now = self.clock()
+            current = self.campaigns(target.name)
+            for c in current:
+                if c.active(now) and (c.trigger.expression, c.budget, c.window_before, c.window_after) == (
+                    parsed.expression, budget, window_before, window_after,
+                ):  # fmt: skip
+                    return Created(c, signed=False)
+            campaign = Campaign(
+                id=_campaign_id(target.name, parsed.expression, now),
+                fleet=target.name,
+                trigger=parsed,
+                budget=budget,
+                window_before=window_before,
+                window_after=window_after,
+                created_at=now,
+                expires_at=now + expires_in,
+            )
+            self._sign(target.name, [*current, campaign], now)
+            return Created(campaign, signed=True)
 
     def stop(self, campaign_id: str) -> tuple[Campaign, bool]:
         """Mark the campaign stopped and sign its fleet's list; (the campaign, whether it changed)."""
-        for fleet in self.repository.fleets.fleet:
-            current = self.campaigns(fleet.name)
-            found = next((c for c in current if c.id == campaign_id), None)
-            if found is None:
-                continue
-            if found.stopped:
-                return found, False
-            now = self.clock()
-            stopped = found.model_copy(update={"stopped": True, "stopped_at": now})
-            self._sign(fleet.name, [stopped if c.id == campaign_id else c for c in current], now)
-            return stopped, True
+        with self.repository.lock():
+            for fleet in self.repository.fleets.fleet:
+                current = self.campaigns(fleet.name)
+                found = next((c for c in current if c.id == campaign_id), None)
+                if found is None:
+                    continue
+                if found.stopped:
+                    return found, False
+                now = self.clock()
+                stopped = found.model_copy(update={"stopped": True, "stopped_at": now})
+                self._sign(fleet.name, [stopped if c.id == campaign_id else c for c in current], now)
+                return stopped, True
         raise CampaignError(f"no campaign {campaign_id!r}; `fieldloop campaign list` shows them", "id")
 
     def _trigger(self, fleet: Fleet, text: str) -> Trigger:
@@ -154,6 +156,36 @@ class CampaignBook:
         body = Campaigns(fleet=fleet, issued_at=now, campaigns=campaigns).model_dump_json(indent=1).encode()
         self.repository.sign(fleet, {campaigns_path(fleet): body}, {"kind": "campaigns"})
         logger.info("signed %d campaign(s) for fleet %s", len(campaigns), fleet)
+
+
+def ask_for_hard_cases(repository: Any, fleet: str, clock: Callable[[], datetime] | None = None) -> Created | None:
+    """Sign the campaign ``fleet``'s rollout policy asks for while a new version meets it
+    (:class:`actuation.rollout.policy.CampaignPolicy`); None when the policy asks for none.
+
+    Every release and rollout calls it, so the cases a version met come home for the next
+    fine-tune; the same campaign still running is not signed again (:meth:`CampaignBook.create`).
+    """
+    from actuation.rollout.policy import load_policy
+
+    try:
+        wanted = load_policy(fleet).campaign
+    except FileNotFoundError:
+        return None
+    if wanted is None:
+        return None
+    book = CampaignBook(repository, clock) if clock else CampaignBook(repository)
+    created = book.create(
+        fleet,
+        wanted.trigger,
+        wanted.max_per_hour,
+        wanted.max_bytes_per_day,
+        wanted.window_before,
+        wanted.window_after,
+        parse_duration(wanted.expires),
+    )
+    if created.signed:
+        logger.info("fleet %s asked for hard cases: campaign %s (%s)", fleet, created.campaign.id, wanted.trigger)
+    return created
 
 
 def campaign_state(c: Campaign, now: datetime) -> str:

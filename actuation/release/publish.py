@@ -79,6 +79,7 @@ class Published:
     changed: bool  # False: the fleet already ran this version, nothing was written
     pointer: ReleasePointer
     written: list[str]
+    campaign: str | None = None  # the fleet's policy campaign this release asked for (signed or running)
 
 
 def _guardrail(model: str, version: int) -> str:
@@ -235,7 +236,11 @@ def release_of(approved: Approved) -> Release:
 
 
 def publish(repo: Repository, approved: Approved, now: datetime | None = None) -> Published:
-    """Add ``approved``'s files and a new release pointer to its fleet's role (a no-op if it runs it already)."""
+    """Add ``approved``'s files and a new release pointer to its fleet's role (a no-op if it runs it
+    already). The fleet is first asked for the hard cases its rollout policy names (a bad
+    campaign refuses the release before anything is published)."""
+    from actuation.campaigns.book import ask_for_hard_cases
+
     fleet = approved.fleet
     pointer = ReleasePointer(
         fleet=fleet.name, tenant=fleet.tenant, issued_at=now or datetime.now(UTC), active=release_of(approved)
@@ -251,11 +256,14 @@ def publish(repo: Repository, approved: Approved, now: datetime | None = None) -
         model_target_path(fleet.name, approved.model, approved.version, name): data
         for name, data in approved.files.items()
     }
+    running = repo.pointer(fleet.name)
+    campaign = None if running and running.routes_like(pointer) else ask_for_hard_cases(repo, fleet.name)
+    asked = campaign.campaign.id if campaign else None
     written = repo.publish(fleet.name, files, custom, pointer)
     if written is None:
         current = repo.pointer(fleet.name)
-        return Published(approved.model, approved.version, fleet.name, False, current or pointer, [])
-    return Published(approved.model, approved.version, fleet.name, True, pointer, [str(p) for p in written])
+        return Published(approved.model, approved.version, fleet.name, False, current or pointer, [], asked)
+    return Published(approved.model, approved.version, fleet.name, True, pointer, [str(p) for p in written], asked)
 
 
 def first_champion(client: Any, model: str, version: int, fleet: str) -> None:

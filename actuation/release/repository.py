@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -135,6 +136,7 @@ class Repository:
         self._check_location = check_location
         self._checked = False
         self.clock = clock
+        self._held = threading.local()  # this thread's depth in lock(): an edit may call another
 
     @property
     def metadata_dir(self) -> Path:
@@ -221,17 +223,28 @@ class Repository:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """One editor at a time (a second waits): two publishes must not both take version N+1.
+        Re-entrant in one thread, so a read-then-sign (a campaign list) can hold it around an edit.
 
         The residency guard sees the directory first: nothing, not even the lock file, is
         written to a location outside the allowed regions.
         """
-        self._check_residency()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / ".lock", "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+        depth = getattr(self._held, "depth", 0)
+        if depth:
+            self._held.depth = depth + 1
             try:
                 yield
             finally:
+                self._held.depth = depth
+            return
+        self._check_residency()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # another thread's own open file waits here too
+            self._held.depth = 1
+            try:
+                yield
+            finally:
+                self._held.depth = 0
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def init(self) -> list[str]:

@@ -172,6 +172,7 @@ def _startable(site: Site, model: str, version: int) -> ReleasePointer:
 def begin(site: Site, approved: Approved, requested_by: str, rollout_id: str | None = None) -> Decision:
     """:func:`start` for a version that passed :func:`actuation.release.publish.check` (``rollout_id``:
     a test's, to know the cohorts in advance; default a new one)."""
+    from actuation.campaigns.book import ask_for_hard_cases
     from actuation.release.publish import release_of
 
     fleet, model, version = site.fleet.name, approved.model, approved.version
@@ -206,6 +207,7 @@ def begin(site: Site, approved: Approved, requested_by: str, rollout_id: str | N
             champion_release=champion.model_dump_json(),
         )
 
+    ask_for_hard_cases(site.repo, fleet)  # before the decision: a bad campaign refuses the rollout
     decision = site.log.append_if(fleet, decide)
     assert decision is not None
     files = {model_target_path(fleet, model, version, name): data for name, data in approved.files.items()}

@@ -8,6 +8,11 @@ reported, and left once it has soaked ``soak_s`` seconds with every gate holding
 compares the candidate's cohort with the champion's over the same window: an absolute
 ceiling (``max``), an increase over the champion (``max_increase``), or both; on a breach its
 ``action`` pauses the rollout for a person, or halts it and rolls the fleet back.
+
+The optional ``[campaign]`` is what the fleet is asked to send home while a new version meets
+it: every release and every rollout of the fleet signs it into the fleet's campaigns
+(:func:`actuation.campaigns.book.ask_for_hard_cases`), so the hard cases of each rollout reach
+the lake and the next fine-tune without a person remembering to ask.
 """
 
 from __future__ import annotations
@@ -16,9 +21,9 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from actuation.contract import ACTIVE, SHADOW, check_fleet_name
+from actuation.contract import ACTIVE, SHADOW, Trigger, check_fleet_name
 
 # What a gate can measure, per cohort and window (actuation.rollout.figures computes them):
 ACTIVE_METRICS = (
@@ -84,6 +89,25 @@ class Gate(_Strict):
         return SHADOW if self.metric in SHADOW_METRICS else ACTIVE
 
 
+class CampaignPolicy(_Strict):
+    """The collection campaign a release of the fleet starts (see the module docstring)."""
+
+    trigger: str = Field(description="as `fieldloop campaign create --trigger` takes it, e.g. 'accel_mps2<-2'")
+    max_per_hour: int = Field(gt=0, description="windows a device sends per hour at most")
+    max_bytes_per_day: int = Field(gt=0, description="bytes of windows a device sends per day at most")
+    window_before: int = Field(ge=1, le=100, description="frames up to the trigger's, its own included")
+    window_after: int = Field(ge=0, le=100, description="frames after the trigger's")
+    expires: str = Field(
+        pattern=r"^\d+(\.\d+)?[smhd]$", description="how long after the release it stops asking, e.g. '6h'"
+    )
+
+    @field_validator("trigger")
+    @classmethod
+    def _parses(cls, text: str) -> str:
+        Trigger.parse(text)  # its signals are checked against the fleet's task when it is signed
+        return text
+
+
 class RolloutPolicy(_Strict):
     fleet: str
     version: int = Field(ge=1)
@@ -93,6 +117,7 @@ class RolloutPolicy(_Strict):
     )
     stage: list[StagePolicy] = Field(min_length=1)
     gate: list[Gate] = Field(default_factory=list)
+    campaign: CampaignPolicy | None = None
 
     @model_validator(mode="after")
     def _valid(self) -> RolloutPolicy:

@@ -390,6 +390,11 @@ def test_a_fine_tune_learns_from_the_hard_cases_it_may_read_and_is_judged_on_hel
     recorded = client(tcfg).get_run(tuned.run_id).data.metrics
     for metric in ("hard_cases_rmse_student", "hard_cases_rmse_champion", "hard_cases_rmse_persistence"):
         assert recorded[metric] == pytest.approx(tuned.metrics[metric]) and recorded[metric] > 0
+    # ... and in the version's lineage, beside the tables they came from
+    held_out = json.loads(tuned.lineage_tags["fieldloop.lineage.hard_cases"])["held_out"]
+    assert held_out["rmse_student"] == pytest.approx(tuned.metrics["hard_cases_rmse_student"], abs=1e-6)
+    assert held_out["rmse_champion"] == pytest.approx(tuned.metrics["hard_cases_rmse_champion"], abs=1e-6)
+    assert held_out["rows"] == tuned.rows["hard_cases_holdout"]
 
     # the tenant's fine-tune reads its own hard cases and the public ones
     tenant = train(tcfg, TrainRequest("vehicle-longitudinal", "acme-mobility", seed=9, reset_holdout=True))

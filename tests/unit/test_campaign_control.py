@@ -97,3 +97,25 @@ def test_the_cli_creates_lists_and_stops(tmp_path: Path, monkeypatch: pytest.Mon
     assert bad.exit_code == 1 and "'x' is not a number" in bad.output
     missing = runner.invoke(main, ["campaign", "stop", "--id", "nope"])
     assert missing.exit_code == 1 and "no campaign 'nope'" in missing.output
+
+
+def test_every_fleets_policy_campaign_signs_for_its_task_and_asking_twice_at_once_signs_once(
+    repo: Repository, clock
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from actuation.campaigns.book import ask_for_hard_cases
+    from actuation.rollout.policy import load_policy
+
+    for fleet in repo.fleets.fleet:
+        wanted = load_policy(fleet.name).campaign
+        if wanted is None:  # the plant's label never leaves the device: no hard-case table to fill
+            assert fleet.task == "plant-anomaly" and ask_for_hard_cases(repo, fleet.name, clock) is None
+            continue
+        with ThreadPoolExecutor(2) as pool:  # a publish and a rollout start at the same moment
+            asked = list(pool.map(lambda name: ask_for_hard_cases(repo, name, clock), [fleet.name] * 2))
+        assert sorted(a.signed for a in asked) == [False, True]
+        (signed,) = repo.campaigns(fleet.name).campaigns
+        assert signed.id == asked[0].campaign.id == asked[1].campaign.id
+        assert (signed.trigger.expression, signed.window_before) == (wanted.trigger, wanted.window_before)
+        assert signed.expires_at - signed.created_at == parse_duration(wanted.expires)

@@ -252,7 +252,7 @@ def test_the_agent_sends_windows_only_while_its_fleets_signed_campaign_asks(tmp_
     assert [f[0] for f in sent["frames"]] == [10.0, 10.0, 30.0, 10.0] and sent["model_version"] == "1"
     assert len(sent["frames"][0]) == 8  # the layout's signals and extras; never the vin or position
     assert len(sent["outputs"]) == len(sent["output_names"]) > 0
-    assert agent.summary()["campaigns"] == {"active": ["c1"], "sent": 1, "skipped": {}}
+    assert agent.summary()["campaigns"] == {"active": ["c1"], "sent": 1, "first_sent_at": clock.now, "skipped": {}}
     stopped = campaign(before=3, after=1).model_copy(update={"stopped": True})
     repo.campaigns(Campaigns(fleet="public-cars", issued_at=T0, campaigns=[stopped]))
     agent.update()

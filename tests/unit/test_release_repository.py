@@ -49,8 +49,11 @@ def test_a_publish_writes_targets_then_the_fleet_role_then_snapshot_then_timesta
     real = repository_module._write_atomic
     monkeypatch.setattr(repository_module, "_write_atomic", lambda p, d: (order.append(p.name), real(p, d)))
     publish_tiny(repo, "public-cars", 1)
-    kinds = ["target" if not n.endswith("json") or "@" in n or "release.json" in n else n for n in order]
-    assert kinds == ["target"] * 4 + ["2.fleet-public-cars.json", "2.snapshot.json", "timestamp.json"]
+    targets = ("release.json", "campaigns.json")
+    kinds = ["target" if not n.endswith("json") or "@" in n or n.endswith(targets) else n for n in order]
+    # the fleet's policy campaign is signed first, as its own version of the role, then the release
+    asked = ["target", "2.fleet-public-cars.json", "2.snapshot.json", "timestamp.json"]
+    assert kinds == asked + ["target"] * 4 + ["3.fleet-public-cars.json", "3.snapshot.json", "timestamp.json"]
 
 
 def test_a_publish_that_fails_midway_leaves_the_served_state_as_it_was(
@@ -118,7 +121,9 @@ def test_two_publishes_at_once_both_land_one_after_the_other(repo: Repository) -
     with ThreadPoolExecutor(2) as pool:
         done = list(pool.map(lambda v: publish_tiny(repo, "public-cars", v), (1, 2)))
     assert all(d.changed for d in done)
-    assert repo.targets("fleet-public-cars").signed.version == before + 2
+    # the fleet's policy campaign once (the second publish finds it running), then both releases
+    assert done[0].campaign == done[1].campaign is not None
+    assert repo.targets("fleet-public-cars").signed.version == before + 3
     names = set(repo.targets("fleet-public-cars").signed.targets)
     assert {"public-cars/fieldloop.vehicle-longitudinal@1.student.int8.onnx"} <= names
     assert {"public-cars/fieldloop.vehicle-longitudinal@2.student.int8.onnx"} <= names
