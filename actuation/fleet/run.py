@@ -305,6 +305,12 @@ class FleetRun:
             time.sleep(every_s)
         return True
 
+    def hard_cases(self) -> dict[str, Any]:
+        """Windows the devices' campaign collectors spooled so far, and when the first was (epoch seconds)."""
+        collectors = [c for d in self.devices if (c := getattr(d.agent, "collector", None)) is not None]
+        firsts = [c.first_sent_at for c in collectors if c.first_sent_at is not None]
+        return {"sent": sum(c.sent for c in collectors), "first_sent_at": min(firsts, default=None)}
+
     def snapshot(self) -> dict[str, Any]:
         """The figures so far (what the progress line shows)."""
         merged = self._merged()
@@ -352,6 +358,7 @@ class FleetRun:
             "interventions_by_version": dict(merged.interventions),
             "activations": [asdict(a) for a in self.activations],
             "telemetry": self._telemetry_stats(),
+            "hard_cases": self.hard_cases(),
             "failures": dict(merged.failures),
         }
 

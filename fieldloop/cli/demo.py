@@ -1,4 +1,4 @@
-"""``fieldloop demo``: the main job on embedded defaults, as far as the loop is built.
+"""``fieldloop demo``: the main job on embedded defaults, the whole loop twice, unattended.
 
 1. the stack comes up (Kafka, MLflow, Airflow 3);
 2. the topics the contracts call for are applied;
@@ -10,15 +10,20 @@
    tables and gold datasets, and prints the privacy report;
 7. training fine-tunes ``fieldloop.vehicle-longitudinal`` from the public gold dataset,
    distils its edge student, registers the candidate and prints its ``models:/`` URI and
-   lineage; then what runs where.
+   lineage;
+8. then actuation (:mod:`fieldloop.cli.demo_actuation`, :mod:`fieldloop.cli.demo_rollout`):
+   the guardrails judge the candidate and refuse a broken copy, the approved version is
+   signed into the TUF repository (the fleet asked for its hard cases), agents on simulated
+   cars update, verify, activate and run it; a next version is fine-tuned, judged and
+   rolled out stage by stage to a fleet of cars, and a drill is halted at its canary;
+9. each later iteration (:mod:`fieldloop.cli.demo_loop`) lands the cars' hard cases, refines
+   them into gold, fine-tunes from the champion with them, prints the new model's gain on
+   them against the champion, and rolls it out;
+10. the field's last records land in bronze, and the ``fieldloop status`` screen ends it.
 
-8. then actuation (:mod:`fieldloop.cli.demo_actuation`): the guardrails judge the candidate
-   and refuse a broken copy, the approved version is signed into the TUF repository,
-   agents on simulated cars update, verify, activate and run it, and their telemetry lands
-   in bronze.
-
-Each later stage (rollout) adds its step here. ``--json`` prints a summary of
-every step (counts, reconciliations, reports, the registered model) on stdout.
+Every stage is timed, and each iteration's loop closure (first field record to the approved
+model on a canary car) printed. ``--json`` prints a summary of every step (counts,
+reconciliations, reports, the registered models, the timings) on stdout.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ from fieldloop.residency import ResidencyGuard
 # persistence on its holdout (with 20 s of 12 devices it learned from 343 rows and lost).
 DEMO_FLEET = {"devices": 24, "seconds": 300.0, "rate_hz": 5.0, "seed": 7}
 DEMO_FAULTS = ("malformed:0.01", "duplicates:0.02")
+DEMO_ITERATIONS = 2  # the loop twice: the second model learns from what the first one's cars found hard
+LOOP_CLOSURE_TARGET_S = 600.0  # first field record -> the approved model on a canary car, per iteration
 
 
 def kafka_lag(cfg: FieldloopConfig, processed: dict[str, dict[str, int]]) -> dict[str, int]:
@@ -132,7 +139,7 @@ def _edge_release(cfg: FieldloopConfig, contracts: dict[str, Any], start: dateti
     return {**summary, "released": len(released), "epsilon_spent": spent}
 
 
-def _refine(cfg: FieldloopConfig, spark: Any, console: Console, progress: Callable[[str], None]) -> dict[str, Any]:
+def refine_lake(cfg: FieldloopConfig, spark: Any, console: Console, progress: Callable[[str], None]) -> dict[str, Any]:
     from refinement.cli import print_gold, print_refused, print_reports, print_upkeep
     from refinement.run import refine
 
@@ -246,9 +253,17 @@ class _Step:
     handover: Any = None
 
 
-def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], None]) -> dict[str, Any]:
-    """Run every built stage once on the embedded stack; returns the summary ``--json`` prints."""
-    console.rule("[bold]fieldloop demo")
+def run_demo(
+    cfg: FieldloopConfig, console: Console, progress: Callable[[str], None], iterations: int = DEMO_ITERATIONS
+) -> dict[str, Any]:
+    """Run the loop ``iterations`` times on the embedded stack; returns the summary ``--json`` prints.
+
+    The first iteration's steps are the keys of the summary (``fleet`` ... ``rollouts``); each
+    later one is an entry of ``iterations`` (:mod:`fieldloop.cli.demo_loop`), as is each one's timing.
+    """
+    from fieldloop.cli.demo_loop import Iteration, first_hard_case, next_iteration, print_times
+
+    console.rule(f"[bold]fieldloop demo: the loop, {iterations} time{'s' if iterations > 1 else ''}")
     contracts = load_contracts(cfg.contracts_dir, cfg.allowed_regions)
     lake = ResidencyGuard.from_config(cfg).check(cfg.lake)
     summary: dict[str, Any] = {"lake": {"uri": cfg.lake, "region": lake.region, "basis": lake.basis}}
@@ -256,25 +271,56 @@ def run_demo(cfg: FieldloopConfig, console: Console, progress: Callable[[str], N
     stack, once = _stack_up(cfg, progress)
     console.print("[bold]2. topics from the data contracts[/]")
     summary["topics"] = _topics(cfg, progress)
-    fleet = _fleet(cfg, console)
+    console.rule("[bold]iteration 1: from the fleet's records to a rolled-out model")
+    first = Iteration(1, began=time.time())  # the fleet's first record goes out now
+    with first.stage("fleet"):
+        fleet = _fleet(cfg, console)
     summary["fleet"] = fleet.summary
     console.print("[bold]   the plant's edge keeps worker audio on site and sends only DP aggregates[/]")
-    summary["edge"] = _edge_release(cfg, contracts, fleet.handover, console)
+    with first.stage("edge"):
+        summary["edge"] = _edge_release(cfg, contracts, fleet.handover, console)
     console.print("[bold]4. Spark lands Kafka in bronze Delta (available-now)[/]")
-    bronze = _bronze(cfg, contracts, console, progress)
+    with first.stage("bronze"):
+        bronze = _bronze(cfg, contracts, console, progress)
     summary["bronze"] = bronze.summary
     console.print("[bold]5. refinement: bronze -> silver (quality, pseudonyms, k-anonymity) -> gold[/]")
     try:
-        summary["refine"] = _refine(cfg, bronze.handover, console, progress)
+        with first.stage("refine"):
+            summary["refine"] = refine_lake(cfg, bronze.handover, console, progress)
     finally:
         bronze.handover.stop()
     console.print(
         "[bold]6. training: fine-tune from gold, distil the edge student, register the candidate in MLflow[/]"
     )
-    summary["train"] = _train(cfg, console, progress)
-    summary.update(_actuate(cfg, contracts, summary["train"].get("version"), console, progress))
+    with first.stage("train"):
+        summary["train"] = _train(cfg, console, progress)
+    summary.update(_actuate(cfg, contracts, summary["train"].get("version"), first, console, progress))
+    good = summary["rollouts"].get("good") or {}
+    first.canary_at = good.get("active_at")
+    print_times(console, first, LOOP_CLOSURE_TARGET_S)
+    done = [first]
+    later: list[dict[str, Any]] = []
+    began = first_hard_case(summary["agents"], summary["rollouts"])
+    for number in range(2, iterations + 1):
+        console.rule(f"[bold]iteration {number}: what the cars found hard comes home and trains the next model")
+        it = Iteration(number, began=began)
+        counter = iter(range(1, 100))
+
+        def step(text: str, number: int = number, counter: Any = counter) -> None:
+            console.print(f"[bold]{number}.{next(counter)} {text}[/]")
+
+        result = next_iteration(
+            cfg, contracts, it, console, progress, step, lambda: _field(cfg, contracts, console, keep_spark=True)
+        )
+        print_times(console, it, LOOP_CLOSURE_TARGET_S)
+        later.append({"number": number, **result})
+        done.append(it)
+        began = first_hard_case({}, result["rollouts"])
+    console.print("[bold]the field's last records land in bronze: the next iteration would start from them[/]")
+    summary["telemetry"], _ = _field(cfg, contracts, console, keep_spark=False)
+    summary["iterations"] = [it.as_dict() | (later[it.number - 2] if it.number > 1 else {}) for it in done]
     summary["stack"] = _where(cfg, stack, lake, once, console)
-    console.print("[bold]14. where the loop stands (`fieldloop status`)[/]")
+    console.print("[bold]where the loop stands (`fieldloop status`)[/]")
     summary["status"] = _status(cfg)
     return summary
 
@@ -291,45 +337,50 @@ def _actuate(
     cfg: FieldloopConfig,
     contracts: dict[str, Any],
     version: str | None,
+    it: Any,
     console: Console,
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Guardrails, the signed release, agents on simulated devices, their telemetry in bronze."""
+    """Guardrails, the signed release, agents on simulated devices, the next version, its rollout."""
     from fieldloop.cli import demo_actuation as act
     from fieldloop.cli import demo_rollout as rollout
 
     console.print("[bold]7. guardrails: judge the candidate's int8 build (envelope, properties, OOD, budgets)[/]")
-    verdicts = act.judge_candidate(cfg, version, console)
-    console.print("[bold]8. release: sign the approved version into the fleet's TUF role, served over HTTP[/]")
-    release = act.publish_approved(cfg, verdicts.get("approved"), console)
-    console.print(f"[bold]9. edge agents on {act.DEMO_AGENTS} simulated cars: update, verify, activate, report[/]")
-    agents = act.run_agents(cfg, console, progress)
-    console.print("[bold]10. a next version: fine-tuned from the champion, judged by the guardrails[/]")
-    candidate = _next_version(cfg, verdicts.get("approved"), release, console, progress)
+    with it.stage("guardrails"):
+        verdicts = act.judge_candidate(cfg, version, console)
     console.print(
-        "[bold]11. staged rollout to a fleet of cars: shadow, canary, half, all, judged against the champion[/]"
+        "[bold]8. release: sign the approved version into the fleet's TUF role, served over HTTP, and ask the "
+        "fleet for its hard cases (the rollout policy's campaign)[/]"
     )
-    rolled = rollout.rollouts(cfg, candidate.get("approved"), console, progress, lambda v: _judge(cfg, v))
-    console.print("[bold]13. the devices' telemetry lands in bronze like every stream[/]")
-    return {
-        "guardrails": verdicts,
-        "release": release,
-        "agents": agents,
-        "next": candidate,
-        "rollouts": rolled,
-        "telemetry": _telemetry(cfg, contracts, console),
-    }
+    with it.stage("release"):
+        release = act.publish_approved(cfg, verdicts.get("approved"), console)
+    console.print(f"[bold]9. edge agents on {act.DEMO_AGENTS} simulated cars: update, verify, activate, report[/]")
+    with it.stage("agents"):
+        agents = act.run_agents(cfg, console, progress)
+    console.print("[bold]10. a next version: fine-tuned from the champion, judged by the guardrails[/]")
+    with it.stage("train and judge"):
+        candidate = _next_version(cfg, verdicts.get("approved"), release, console, progress)
+    console.print(
+        "[bold]11. staged rollout to a fleet of cars: shadow, canary, half, all, judged against the champion; "
+        "the cars send their hard cases[/]"
+    )
+    with it.stage("rollout"):
+        rolled = rollout.rollouts(cfg, candidate.get("approved"), console, progress, lambda v: judge_version(cfg, v))
+    return {"guardrails": verdicts, "release": release, "agents": agents, "next": candidate, "rollouts": rolled}
 
 
-NEXT_VERSION_TRIES = 3  # fine-tunes the demo judges before it goes on without a next version
+NEXT_VERSION_TRIES = 4  # fine-tunes the demo judges before it goes on without a next version
 # The next version is a fine-tune from the champion with the configured epochs (3-epoch
 # fine-tunes failed the regression check on a fresh home: the student, distilled anew, had too
 # few epochs). Another seed is what an engineer tries when one fine-tune lands on the wrong side
 # of the champion's 2 % margin; envelope.step no longer fails it (the model's correction is
-# bounded, training_jobs.models.LongitudinalNet).
+# bounded, training_jobs.models.LongitudinalNet). The demo's frozen holdout is 2 of 24 devices, so
+# the 2 % margin is within seed noise: fine-tunes with hard cases from one home's champion (lr
+# 3e-3, seeds 51-53) measured 0.3507, 0.3612 and 0.3526 against its 0.3508, each better on the
+# hard cases; four tries keep the chance that none passes near 1 %.
 
 
-def _judge(cfg: FieldloopConfig, version: int) -> Any:
+def judge_version(cfg: FieldloopConfig, version: int) -> Any:
     from actuation.guardrails.judge import judge
 
     return judge(cfg, "fieldloop.vehicle-longitudinal", version)
@@ -344,48 +395,76 @@ def _next_version(
 ) -> dict[str, Any]:
     """The version to roll out: the approved one when the fleet runs another (a demo run again
     on the same home), else a next fine-tune from the champion, if the guardrails approve it."""
-    from actuation.guardrails.cli import print_report
-
     if approved is None:
         console.print("  [yellow]nothing approved: no next version[/]")
         return {"approved": None}
     if release.get("published") != approved:  # the fleet has a champion already: this one is the next
         console.print(f"  the fleet runs its champion; the approved v{approved} is the next version")
         return {"approved": approved, "trained": False}
+    return fine_tune_judged(cfg, console, progress)
+
+
+def fine_tune_judged(cfg: FieldloopConfig, console: Console, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Fine-tunes from the champion (with the hard cases it may read), each judged by the
+    guardrails, until one passes or :data:`NEXT_VERSION_TRIES` did not; the last one's figures."""
+    from actuation.guardrails.cli import print_report
+
     tries: list[dict[str, Any]] = []
+    trained: dict[str, Any] = {}
     for attempt in range(1, NEXT_VERSION_TRIES + 1):  # as an ML engineer would: another seed, judged the same way
-        result = _train(cfg, console, progress, seed=cfg.train.seed + attempt)
-        if not result.get("version"):
+        trained = _train(cfg, console, progress, seed=cfg.train.seed + attempt)
+        if not trained.get("version"):
             break
         t0 = time.monotonic()
-        with console.status(f"guardrails: judging v{result['version']} ..."):
-            report = _judge(cfg, int(result["version"]))
+        with console.status(f"guardrails: judging v{trained['version']} ..."):
+            report = judge_version(cfg, int(trained["version"]))
         progress(f"judged in {time.monotonic() - t0:.0f}s")
         print_report(console, report)
         failed = report.as_dict()["failed"]
-        tries.append({"version": int(result["version"]), "verdict": report.verdict.verdict, "failed": failed})
+        tries.append({"version": int(trained["version"]), "verdict": report.verdict.verdict, "failed": failed})
         if report.passed:
-            return {"approved": int(result["version"]), "trained": True, **tries[-1], "tries": tries}
+            break
         if attempt < NEXT_VERSION_TRIES:
             console.print(
-                f"  v{result['version']} was not approved ({', '.join(failed)}); fine-tuning again with another seed"
+                f"  v{trained['version']} was not approved ({', '.join(failed)}); fine-tuning again with another seed"
             )
-    return {"approved": None, "trained": True, "tries": tries, **(tries[-1] if tries else {})}
+    passed = bool(tries) and tries[-1]["verdict"] == "pass"
+    figures = {k: trained.get(k) for k in ("metrics", "rows", "lineage_tags")}
+    last = tries[-1] if tries else {}
+    return {"approved": last["version"] if passed else None, "trained": True, **last, "tries": tries, **figures}
 
 
-def _telemetry(cfg: FieldloopConfig, contracts: dict[str, Any], console: Console) -> dict[str, Any]:
+def _field(
+    cfg: FieldloopConfig, contracts: dict[str, Any], console: Console, keep_spark: bool
+) -> tuple[dict[str, Any], Any]:
+    """The cars' telemetry and hard cases, Kafka -> bronze; the summary and (``keep_spark``) the
+    Spark session for the refinement after it (else stopped, and None)."""
     from ingestion.cloud.bronze import table_name
 
-    with console.status("Spark: Kafka -> bronze (the agents' telemetry) ..."):
+    with console.status("Spark: Kafka -> bronze (the cars' telemetry and hard cases) ..."):
         job, spark, _, seconds = _ingest(cfg, contracts)
     try:
         name = table_name(contracts["fleet-telemetry"])
         landed = sum(r.inserted.get(name, 0) for r in job.reports)
         quarantined = sum(r.quarantined.get(name, 0) for r in job.reports)
-    finally:
+        hard = {
+            table_name(c): sum(r.inserted.get(table_name(c), 0) for r in job.reports)
+            for c in contracts.values()
+            if c.stream == "hard_cases"
+        }
+    except BaseException:
         spark.stop()
-    console.print(f"  bronze/{name}: {landed} new telemetry records, {quarantined} quarantined ({seconds:.0f}s)")
-    return {"table": name, "new": landed, "quarantined": quarantined}
+        raise
+    if not keep_spark:
+        spark.stop()
+    windows = ", ".join(f"{n} {t}" for t, n in sorted(hard.items()) if n) or "none"
+    console.print(
+        f"  bronze/{name}: {landed} new telemetry records, {quarantined} quarantined; hard-case windows: {windows} "
+        f"({seconds:.0f}s)"
+    )
+    total = sum(sum(r.inserted.values()) for r in job.reports)  # every table's: what the lake reconciles against
+    summary = {"table": name, "new": landed, "quarantined": quarantined, "hard_cases": hard, "landed": total}
+    return summary, spark if keep_spark else None
 
 
 def _stack_up(cfg: FieldloopConfig, progress: Callable[[str], None]) -> tuple[Any, list[str]]:
@@ -512,17 +591,25 @@ def _where(cfg: FieldloopConfig, stack: Any, lake: Any, once: list[str], console
 
 @click.command()
 @click.option(
+    "--iterations",
+    type=click.IntRange(1, 5),
+    default=DEMO_ITERATIONS,
+    show_default=True,
+    help="Times round the loop: each after the first learns from the hard cases the previous one's cars sent.",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout (progress on stderr)."
 )
 @click.pass_context
-def demo(ctx: click.Context, as_json: bool) -> None:
-    """Run the loop as far as it is built, on embedded defaults: stack, fleet, bronze, refine, train,
-    guardrails, signed release, edge agents."""
+def demo(ctx: click.Context, iterations: int, as_json: bool) -> None:
+    """Run the whole loop on embedded defaults, twice: stack, fleet, bronze, refine, train, guardrails,
+    signed release, edge agents, staged rollout; then the cars' hard cases come home, train the next
+    model, and it is rolled out too. Every stage is timed; the loop-closure time is printed per iteration."""
     cfg = terminal.config_of(ctx)
     if not as_json:
-        run_demo(cfg, terminal.console, terminal.progress)
+        run_demo(cfg, terminal.console, terminal.progress, iterations)
         return
     out = terminal.err_console
     with terminal.stdout_for_json():
-        summary = run_demo(cfg, out, lambda message: out.print(f"  {message}"))
+        summary = run_demo(cfg, out, lambda message: out.print(f"  {message}"), iterations)
     click.echo(json.dumps(summary, indent=2, default=str))

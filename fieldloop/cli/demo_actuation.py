@@ -94,7 +94,9 @@ def publish_approved(cfg: FieldloopConfig, approved: int | None, console: Consol
         f"  {verb} {DEMO_MODEL} v{approved} to fleet {fleet.name}, signed (TUF) and served at "
         f"{cfg.release.base_url}/metadata/ and /targets/"
     )
-    return {"published": approved, "fleet": fleet.name, "changed": done.changed}
+    if done.campaign:
+        console.print(f"  the fleet is asked for its hard cases: campaign {done.campaign} (its rollout policy's)")
+    return {"published": approved, "fleet": fleet.name, "changed": done.changed, "campaign": done.campaign}
 
 
 def run_agents(cfg: FieldloopConfig, console: Console, progress: Callable[[str], None]) -> dict[str, Any]:
@@ -144,5 +146,6 @@ def _agent_line(summary: dict[str, Any]) -> str:
     return (
         f"runs {model}; update {summary.get('update_state')}; {window.get('inferences', 0)} inferences, "
         f"p99 {window.get('latency_p99_ms', 0):.2f} ms, {window.get('interventions', 0)} interventions, "
-        f"telemetry delivered: {summary.get('telemetry_delivered')}"
+        f"telemetry delivered: {summary.get('telemetry_delivered')}; "
+        f"hard-case windows spooled: {(summary.get('campaigns') or {}).get('sent', 0)}"
     )

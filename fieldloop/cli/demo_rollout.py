@@ -5,12 +5,14 @@
     the champion (the candidate the demo trained, or a next fine-tune) is rolled out through
     the fleet's rollout policy (shadow, canary, half, all), every stage judged against the
     champion's cohort, and becomes the champion;
-12. a drill copy of it whose OOD score is miscalibrated passes the guardrails (its commands
+12. (first iteration only) a drill copy of it whose OOD score is miscalibrated passes the guardrails (its commands
     and its OOD ranking are the original's) and is rolled out the same way: in its canary its
     monitor falls back far more often than the champion's cohort does, and the controller
     halts it and rolls the fleet back; no device outside the canary ever runs it.
 
-Each decision is printed as the controller makes it, with the cohorts' figures.
+Each decision is printed as the controller makes it, with the cohorts' figures. Every rollout
+asks the fleet for its hard cases (the rollout policy's campaign): what the cars spool while it
+runs is what the next iteration learns from (:mod:`fieldloop.cli.demo_loop`).
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def roll_out(site: Any, version: int, run: Any, console: Console, label: str) ->
     from actuation.rollout.cli import decision_line
     from actuation.rollout.controller import Controller, start
 
-    t0 = run.elapsed()
+    t0, started_at = run.elapsed(), time.time()
     first = start(site, DEMO_MODEL, version, "demo")
     console.print(f"  {label}: rollout {first.rollout_id} of v{version} against the champion v{first.champion_version}")
     console.print("    " + decision_line(first))
@@ -87,7 +89,10 @@ def roll_out(site: Any, version: int, run: Any, console: Console, label: str) ->
         rollout = site.log.current(site.fleet.name)
     took = run.elapsed() - t0
     candidate = f"{DEMO_MODEL}@{version}"
-    activated = {a.device for a in run.activations_to(candidate)}
+    activations = run.activations_to(candidate)
+    activated = {a.device for a in activations}
+    # the loop closes when the new version acts on a car (its canary's first activation), in wall time
+    active_at = time.time() - (run.elapsed() - activations[0].at_s) if activations else None
     return {
         "rollout": rollout.id,
         "version": version,
@@ -96,6 +101,8 @@ def roll_out(site: Any, version: int, run: Any, console: Console, label: str) ->
         "reason": rollout.last.reason,
         "seconds": round(took, 1),
         "devices_activated": len(activated),
+        "started_at": started_at,
+        "active_at": active_at,
         "decisions": [d.as_dict() for d in timeline],
     }
 
@@ -106,8 +113,10 @@ def rollouts(
     console: Console,
     progress: Callable[[str], None],
     judge: Callable[[int], Any],
+    drill: bool = True,
 ) -> dict[str, Any]:
-    """Steps 11 and 12 (see the module docstring); ``judge(version)`` is the guardrails' verdict."""
+    """Steps 11 and 12 (see the module docstring); ``judge(version)`` is the guardrails' verdict;
+    without ``drill``, only the good rollout."""
     from actuation.contract import cohort_position
     from actuation.guardrails.drill import register_miscalibrated
     from actuation.rollout.controller import Site
@@ -121,6 +130,8 @@ def rollouts(
     good = _with_fleet(
         cfg, site, console, progress, lambda run: roll_out(site, candidate, run, console, "a better version")
     )
+    if not drill:
+        return {"good": good, "drill": None}
     console.print("[bold]12. a drill: a copy whose OOD score is miscalibrated passes the guardrails ...[/]")
     # judged while no car runs: the guardrails time the model's p99 on this machine, which the
     # agents in this process would otherwise share
@@ -137,7 +148,7 @@ def rollouts(
         return {"good": good, "drill": {"version": drill_version, "verdict": "fail", "failed": failed}}
     console.print("[bold]   ... and meets the field: its canary falls back where the champion's cohort does not[/]")
 
-    def drill(run: Any) -> dict[str, Any]:
+    def drill_rollout(run: Any) -> dict[str, Any]:
         champion = f"{DEMO_MODEL}@{site.repo.pointer(DEMO_FLEET).active.version}"
         bad = roll_out(site, drill_version, run, console, "the drill")
         label = f"{DEMO_MODEL}@{drill_version}"
@@ -153,7 +164,7 @@ def rollouts(
             )
         return bad | {"stray_activations": len(stray), "back_after_s": back}
 
-    return {"good": good, "drill": _with_fleet(cfg, site, console, progress, drill)}
+    return {"good": good, "drill": _with_fleet(cfg, site, console, progress, drill_rollout)}
 
 
 def _with_fleet(
@@ -172,7 +183,7 @@ def _with_fleet(
             console.print(f"  [yellow]not every car took the champion: {dict(run.running())}[/]")
         result = body(run)
         _ends(console, result, run)
-        return result
+        return result | {"hard_cases": run.hard_cases()}
     finally:
         run.stop()
 
@@ -197,5 +208,6 @@ def _ends(console: Console, result: dict[str, Any], run: Any) -> None:
     colour = "green" if result["state"] == "complete" else "red"
     console.print(
         f"  [{colour}]{result['state']}[/] at {result['stage']} after {result['seconds']:.0f}s; "
-        f"{result['devices_activated']} cars ran it; the fleet now: {dict(run.running())}"
+        f"{result['devices_activated']} cars ran it; the fleet now: {dict(run.running())}; "
+        f"hard-case windows spooled so far: {run.hard_cases()['sent']}"
     )

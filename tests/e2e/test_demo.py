@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from fieldloop.catalog import list_tables
 from fieldloop.config import FieldloopConfig
 
@@ -52,8 +54,10 @@ def test_demo_runs_the_loop_and_every_count_reconciles(
     why = bronze["refused"]["robot-joints-kansai-robotics"]
     assert "contract robot-joints-kansai-robotics allows only ap-northeast-3" in why
     after = {t.name: t.rows for t in list_tables(cfg) if t.layer == "bronze"}
-    # the fleet's records (step 4) and, later, the demo agents' telemetry (step 10)
-    landed = bronze["new"] + summary["telemetry"]["new"]
+    # the fleet's records (step 4), then the cars' telemetry and hard cases, landed by each later
+    # iteration and at the end
+    later = summary["iterations"][1:]
+    landed = bronze["new"] + sum(it["bronze"]["landed"] for it in later) + summary["telemetry"]["landed"]
     assert sum(after.values()) - sum(before.get(k, 0) for k in after) == landed
     for name in ("vehicle_frames_public", "plant_sensors_acme_steel"):
         assert after.get(name, 0) > before.get(name, 0), name
@@ -98,7 +102,14 @@ def test_demo_runs_the_loop_and_every_count_reconciles(
     assert broken["verdict"] == "fail" and any(f.startswith("envelope.") for f in broken["failed"]), broken
     refused = client.get_model_version("fieldloop.vehicle-longitudinal", str(broken["version"]))
     assert refused.tags["fieldloop.guardrail.verdict"] == "fail"
-    assert summary["release"] == {"published": int(train["version"]), "fleet": "public-cars", "changed": True}
+    release = summary["release"]
+    assert (release["published"], release["fleet"], release["changed"]) == (int(train["version"]), "public-cars", True)
+    # the release asked the fleet for its hard cases: the policy's campaign, signed and running
+    from actuation.campaigns import CampaignBook
+    from actuation.release.cli import open_repository
+
+    (asked,) = [c for c in CampaignBook(open_repository(cfg)).list("public-cars") if c.id == release["campaign"]]
+    assert asked.trigger.expression == "brake>=0.5 or accel_mps2<=-2" and not asked.stopped
     devices = summary["agents"]["devices"]
     assert len(devices) == 3
     for device, s in devices.items():
@@ -122,8 +133,8 @@ def test_demo_runs_the_loop_and_every_count_reconciles(
         "advance",
         "complete",
     ]
-    champion = client.get_model_version_by_alias("fieldloop.vehicle-longitudinal", "champion")
-    assert champion.version == str(following["version"])
+    completed = [d for d in good["decisions"] if d["action"] == "complete"]
+    assert completed and completed[0]["version"] == following["version"]
     assert drill["state"] == "rolled-back" and drill["stage"] == "canary", drill
     assert drill["stray_activations"] == 0 and 0 < drill["devices_activated"] < 40
     assert drill["back_after_s"] is not None
@@ -137,8 +148,44 @@ def test_demo_runs_the_loop_and_every_count_reconciles(
     # drill's rollback is an incident of the last day
     status = summary["status"]
     fleets = {f["name"]: f for f in status["fleets"]["fleets"]}
-    assert fleets["public-cars"]["champion"]["version"] == following["version"]
+    assert fleets["public-cars"]["champion"]["version"] == later[-1]["next"]["version"]
     assert any(i["kind"] == "rollback" for i in status["incidents"]["incidents"]), status["incidents"]
 
     healthy = {s["name"]: s["healthy"] for s in summary["stack"]}
     assert healthy == {"kafka": True, "mlflow": True, "airflow": True, "release": True}
+
+    # the second iteration: the hard cases the first one's cars sent (a signed campaign, asked for by
+    # the release and the rollout) came home and trained the next model, which beat the champion
+    # that met them on the cars it held out, and was rolled out in its turn
+    assert [it["number"] for it in summary["iterations"]] == [1, 2]
+    (second,) = later
+    public, acme = "hard_cases_vehicle_longitudinal_public", "hard_cases_vehicle_longitudinal_acme_mobility"
+    assert second["bronze"]["hard_cases"]["hard_cases_public"] > 0, second["bronze"]
+    gold_rows = {g["table"]: g["rows"] for g in second["refine"]["gold"]}
+    assert gold_rows[public] > 0, gold_rows
+    tuned = second["next"]
+    assert tuned["approved"] == tuned["version"], tuned["tries"]
+    tags = tuned["lineage_tags"]
+    mixed = json.loads(tags["fieldloop.lineage.hard_cases"])
+    assert [t.split("@")[0] for t in mixed["tables"]] == [f"gold/{public}"]
+    assert acme not in tags["fieldloop.lineage.tables"]  # a tenant's hard cases never reach the base model
+    gain = second["hard_cases"]
+    assert gain["champion"] == following["version"] and gain["rmse_new"] < gain["rmse_champion"], gain
+    recorded = client.get_run(client.get_model_version("fieldloop.vehicle-longitudinal", str(tuned["version"])).run_id)
+    assert recorded.data.metrics["hard_cases_rmse_student"] == pytest.approx(gain["rmse_new"])
+    assert mixed["held_out"]["rmse_student"] == pytest.approx(gain["rmse_new"], abs=1e-6)
+    verdict = client.get_model_version("fieldloop.vehicle-longitudinal", str(tuned["version"])).tags
+    assert verdict["fieldloop.guardrail.verdict"] == "pass"
+    assert second["rollouts"]["good"]["state"] == "complete" and second["rollouts"]["drill"] is None
+    champion = client.get_model_version_by_alias("fieldloop.vehicle-longitudinal", "champion")
+    assert champion.version == str(tuned["version"])
+
+    # every stage was timed, and each iteration's loop closed: its approved model acted on a canary car
+    for it in summary["iterations"]:
+        assert it["loop_closure_s"] > 0 and sum(it["closure_stages"].values()) == pytest.approx(
+            it["loop_closure_s"], abs=1.0
+        ), it
+    assert {"fleet", "bronze", "refine", "train", "guardrails", "release", "rollout"} <= set(
+        summary["iterations"][0]["stages"]
+    )
+    assert {"bronze", "refine", "train and judge", "rollout"} <= set(second["stages"])
