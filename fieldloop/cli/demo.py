@@ -284,11 +284,11 @@ def run_demo(
         bronze = _bronze(cfg, contracts, console, progress)
     summary["bronze"] = bronze.summary
     console.print("[bold]5. refinement: bronze -> silver (quality, pseudonyms, k-anonymity) -> gold[/]")
-    try:
-        with first.stage("refine"):
+    with first.stage("refine"):  # the Spark session's stop is the refinement's last second
+        try:
             summary["refine"] = refine_lake(cfg, bronze.handover, console, progress)
-    finally:
-        bronze.handover.stop()
+        finally:
+            bronze.handover.stop()
     console.print(
         "[bold]6. training: fine-tune from gold, distil the edge student, register the candidate in MLflow[/]"
     )

@@ -171,16 +171,16 @@ def next_iteration(
     with it.stage("bronze"):
         out["bronze"], spark = field()
     steps("refinement: the hard cases join silver and the hard-case gold table")
-    try:
-        with it.stage("refine"):
+    with it.stage("refine"):  # the Spark session's stop is the refinement's last second
+        try:
             out["refine"] = demo.refine_lake(cfg, spark, console, progress)
-    finally:
-        spark.stop()
-    champion = _champion(cfg)
-    steps(f"a fine-tune from the champion v{champion} that learns from the hard cases, judged by the guardrails")
+        finally:
+            spark.stop()
     with it.stage("train and judge"):
+        champion = _champion(cfg)
+        steps(f"a fine-tune from the champion v{champion} that learns from the hard cases, judged by the guardrails")
         out["next"] = demo.fine_tune_judged(cfg, console, progress)
-    out["hard_cases"] = hard_case_gain(console, out["next"], champion)
+        out["hard_cases"] = hard_case_gain(console, out["next"], champion)
     steps("staged rollout of the new version: shadow, canary, half, all (its cars send the next hard cases)")
     with it.stage("rollout"):
         out["rollouts"] = rollout.rollouts(

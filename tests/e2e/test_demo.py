@@ -115,9 +115,10 @@ def test_demo_runs_the_loop_and_every_count_reconciles(
     for device, s in devices.items():
         assert s["active"] == f"fieldloop.vehicle-longitudinal@{train['version']}", (device, s)
         assert s["window"]["inferences"] > 0 and s["telemetry_delivered"] is True, (device, s)
-    telemetry = summary["telemetry"]
+    # their telemetry landed with the next landing of the field's records: iteration 2's first step
+    telemetry = summary["iterations"][1]["bronze"]
     assert telemetry["new"] >= sum(s["window"]["inferences"] for s in devices.values()), telemetry
-    assert telemetry["quarantined"] == 0
+    assert telemetry["quarantined"] == 0 and summary["telemetry"]["quarantined"] == 0
 
     # staged rollout: a next fine-tune from the champion passed the guardrails, went through every
     # stage on the simulated cars and became champion; the miscalibrated drill passed the
@@ -183,7 +184,7 @@ def test_demo_runs_the_loop_and_every_count_reconciles(
     # every stage was timed, and each iteration's loop closed: its approved model acted on a canary car
     for it in summary["iterations"]:
         assert it["loop_closure_s"] > 0 and sum(it["closure_stages"].values()) == pytest.approx(
-            it["loop_closure_s"], abs=1.0
+            it["loop_closure_s"], abs=2.0
         ), it
     assert {"fleet", "bronze", "refine", "train", "guardrails", "release", "rollout"} <= set(
         summary["iterations"][0]["stages"]
