@@ -105,7 +105,7 @@ def bronze_assets(contracts: Mapping[str, DataContract]) -> list[Asset]:
 
 def gold_assets(contracts: Mapping[str, DataContract], task: str | None = None) -> list[Asset]:
     """One asset per gold table the contracts declare (only the training datasets of ``task`` when given:
-    what a change of retrains it; its hard cases do not)."""
+    its default inputs; its hard cases are :func:`hard_case_assets`)."""
     tables = gold_tables(contracts) if task is None else training_tables(contracts, task)
     return [table_asset("gold", t.name, contracts) for t in tables]
 
