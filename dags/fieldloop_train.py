@@ -1,12 +1,17 @@
 """Train: fine-tune the models whose gold datasets changed and register them as candidates.
 
-Scheduled on the gold training datasets (the refine DAG updates them). A tenant's table
-changing retrains that tenant's model (`fieldloop.<task>.<tenant>`); a public one retrains
-the base model (`fieldloop.<task>`) and every tenant model of the task. Each model is one
-mapped `fieldloop train` run: inputs pinned to their current Delta versions, the
-contamination rule applied before anything is read, the teacher fine-tuned from the
-`champion` alias when there is one, the student distilled and exported to ONNX, the
-version registered in MLflow with its lineage and the `candidate` alias.
+Scheduled on the gold training datasets (the refine DAG updates them) and on the gold
+hard-case tables (`gold/hard_cases_*`: what the fleets running a release sent home under its
+campaign). A tenant's table changing retrains that tenant's model
+(`fieldloop.<task>.<tenant>`); a public one retrains the base model (`fieldloop.<task>`) and
+every tenant model of the task. Each model is one mapped `fieldloop train` run: inputs
+pinned to their current Delta versions, the contamination rule applied before anything is
+read, the teacher fine-tuned from the `champion` alias when there is one, the student
+distilled and exported to ONNX, the version registered in MLflow with its lineage and the
+`candidate` alias. A fine-tune from the champion also learns from the hard cases the rule
+lets the model read, and is judged on the held-out devices' ones (lineage tag
+`fieldloop.lineage.hard_cases`). Pause this DAG to stop the loop from making new models
+while the lake keeps filling.
 
 Trigger it by hand with params to train one model: `task` (and `tenant` for a tenant's
 model). A refused run names the table and the rule; nothing was registered.
@@ -22,7 +27,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import AssetAny, Param, dag, task
 
-from fieldloop.assets import gold_assets, model_asset
+from fieldloop.assets import gold_assets, hard_case_assets, model_asset
 from fieldloop.config import load_config
 from fieldloop.contracts import load_contracts
 from fieldloop.datasets import TASK_LAYOUTS
@@ -36,7 +41,9 @@ TASKS = sorted(TASK_LAYOUTS)
 @dag(
     dag_id="fieldloop_train",
     description="Fine-tune the models whose gold data changed and register candidates in MLflow",
-    schedule=AssetAny(*[a for name in TASKS for a in gold_assets(CONTRACTS, name)]),
+    schedule=AssetAny(
+        *[a for name in TASKS for a in [*gold_assets(CONTRACTS, name), *hard_case_assets(CONTRACTS, name)]]
+    ),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,  # runs move the same aliases and frozen holdouts

@@ -19,7 +19,11 @@ One asset comes from the field rather than from a task: ``x-fieldloop://fleet/sa
 (:func:`safety_events_asset`) is raised by an ``AssetWatcher`` on the fleet telemetry topic
 the moment a device reports that its monitor or a person overrode the model, or that an
 inference failed (:func:`safety_event`), so what the field found hard starts its way home
-without waiting for the next scheduled ingest.
+without waiting for the next scheduled ingest. A second one closes the loop:
+``x-fieldloop://fleet/hard-cases`` (:func:`hard_cases_asset`) is raised by a watcher on the
+hard-case topics when a device sends home a window its campaign asked for (:func:`hard_case`).
+The ingest DAG schedules on both and on every fleet's rollout asset, so the stages' assets
+form one cycle: bronze, silver/gold, models, approved, rolled out, hard cases, bronze again.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fieldloop.classes import DataClass
-from fieldloop.datasets import gold_tables, training_tables
+from fieldloop.datasets import gold_tables, hard_case_tables, training_tables
 
 if TYPE_CHECKING:
     from airflow.sdk import Asset, AssetAlias
@@ -101,7 +105,7 @@ def bronze_assets(contracts: Mapping[str, DataContract]) -> list[Asset]:
 
 def gold_assets(contracts: Mapping[str, DataContract], task: str | None = None) -> list[Asset]:
     """One asset per gold table the contracts declare (only the training datasets of ``task`` when given:
-    what a change of retrains it; its hard cases do not)."""
+    its default inputs; its hard cases are :func:`hard_case_assets`)."""
     tables = gold_tables(contracts) if task is None else training_tables(contracts, task)
     return [table_asset("gold", t.name, contracts) for t in tables]
 
@@ -155,15 +159,20 @@ def rollout_asset(fleet: str) -> Asset:
 
 SAFETY_EVENTS_CONNECTION = "fieldloop_kafka"  # the Airflow connection the watcher's consumer uses
 SAFETY_EVENTS_GROUP = "fieldloop-airflow-safety-events"
+# The hard-case watcher has its own connection, so its own consumer group: sharing one would
+# rebalance the safety-events consumer each time the other watcher (re)joins.
+HARD_CASES_CONNECTION = "fieldloop_kafka_hard_cases"
+HARD_CASES_GROUP = "fieldloop-airflow-hard-cases"
+WATCHER_GROUPS = {SAFETY_EVENTS_CONNECTION: SAFETY_EVENTS_GROUP, HARD_CASES_CONNECTION: HARD_CASES_GROUP}
 
 
-def safety_events_consumer(bootstrap: str) -> dict[str, Any]:
-    """The watcher's Kafka consumer settings (the extra of its Airflow connection).
+def watcher_consumer(bootstrap: str, group: str) -> dict[str, Any]:
+    """A watcher's Kafka consumer settings (the extra of its Airflow connection).
 
     ``latest``: a watcher starting for the first time reacts to what happens from then on;
     what came before reaches bronze through the scheduled ingest anyway.
     """
-    return {"bootstrap.servers": bootstrap, "group.id": SAFETY_EVENTS_GROUP, "auto.offset.reset": "latest"}
+    return {"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "latest"}
 
 
 def safety_events_asset(topics: Sequence[str]) -> Asset:
@@ -221,6 +230,72 @@ def safety_event(message: Any) -> dict[str, Any] | None:
         "model_version": record["model_version"],
         "ts_ms": int(record["ts"].timestamp() * 1000) if hasattr(record["ts"], "timestamp") else record["ts"],
     }
+
+
+def hard_cases_asset(topics: Sequence[str]) -> Asset:
+    """Hard cases the fleets send home (``topics``: the hard-case streams), raised as they arrive.
+
+    Built as :func:`safety_events_asset` is: a Kafka ``MessageQueueTrigger`` in the triggerer,
+    while a DAG that schedules on this asset is unpaused. A device sends hard cases only under a
+    signed campaign, which every release and rollout asks its fleet for, so this asset is where
+    a rollout's consequences come back: each window :func:`hard_case` decodes becomes one event
+    naming the fleet, the campaign, the trigger and the model version that met it.
+    """
+    from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
+    from airflow.sdk import Asset, AssetWatcher
+
+    trigger = MessageQueueTrigger(
+        scheme="kafka",
+        topics=list(topics),
+        apply_function=f"{__name__}.hard_case",
+        kafka_config_id=HARD_CASES_CONNECTION,
+        poll_interval=0,
+    )
+    return Asset(
+        name="fieldloop.fleet.hard_cases",
+        uri="x-fieldloop://fleet/hard-cases",
+        group="fieldloop",
+        extra=describe(
+            "input windows the fleets' campaigns sent home (OOD, fallback, disagreement, signal)",
+            OWNERS["fleet"],
+            "per stream: its contract's class (public, or a tenant's restricted)",
+        ),
+        watchers=[AssetWatcher(name="fleet-hard-cases", trigger=trigger)],
+    )
+
+
+def hard_case(message: Any) -> dict[str, Any] | None:
+    """The asset event of one hard-case record (a Kafka message), or None when it does not decode.
+
+    The event names what a person deciding about the loop needs (fleet, campaign, trigger,
+    model version), never the device or the window's values: asset events are shown to every
+    Airflow user, and a tenant's windows are restricted data.
+    """
+    from fieldloop.wire import WireError, decode, default_registry
+
+    payload = message.value()
+    if not payload:
+        return None
+    try:
+        record = decode(payload, default_registry())
+    except WireError:
+        return None
+    if "campaign_id" not in record:  # a record of another stream on the topic: bronze quarantines it
+        return None
+    ts = record["ts"]
+    return {
+        "fleet": record["fleet"],
+        "campaign_id": record["campaign_id"],
+        "trigger_kind": record["trigger_kind"],
+        "model_name": record["model_name"],
+        "model_version": record["model_version"],
+        "ts_ms": int(ts.timestamp() * 1000) if hasattr(ts, "timestamp") else ts,
+    }
+
+
+def hard_case_assets(contracts: Mapping[str, DataContract], task: str) -> list[Asset]:
+    """One asset per hard-case gold table of ``task``: a change fine-tunes the models that may learn from it."""
+    return [table_asset("gold", t.name, contracts) for t in hard_case_tables(contracts, task)]
 
 
 CHANGED_TABLES = "changed_tables"  # key of a stage command's --json output: "<layer>/<name>" of new versions

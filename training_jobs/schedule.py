@@ -1,7 +1,9 @@
 """Which models to train when gold tables change (what the training DAG runs).
 
 A tenant's gold table changing retrains that tenant's model; a public one retrains the
-base model and every tenant model of the task, since each of them learns from it too.
+base model and every tenant model of the task, since each of them learns from it too. A
+hard-case table counts the same way: a fine-tune from the champion learns from the hard
+cases the rule lets it read, so new ones are a reason to fine-tune (the loop's last step).
 Read from the contracts alone, so it is cheap enough for a DAG's planning task.
 """
 
@@ -11,7 +13,7 @@ from collections.abc import Iterable, Mapping
 
 from fieldloop.classes import DataClass, ModelTarget, Use
 from fieldloop.contracts import DataContract
-from fieldloop.datasets import training_tables
+from fieldloop.datasets import hard_case_tables, training_tables
 from training_jobs.tasks import get_task
 
 
@@ -25,7 +27,7 @@ def models_for(
 
     Args:
         contracts: the deployment's data contracts.
-        changed: names of the gold tables that changed; None: all of them.
+        changed: names of the gold tables (training or hard-case) that changed; None: all of them.
         task, tenant: train only this model (a manual run's choice); the tenant alone picks
             that tenant's models of every task.
     """
@@ -36,7 +38,7 @@ def models_for(
         return [ModelTarget(task, tenant)]
     wanted = set(changed) if changed is not None else None
     targets: set[ModelTarget] = set()
-    for spec in specs:
+    for spec in [*specs, *hard_case_tables(contracts, task)]:
         if wanted is not None and spec.name not in wanted:
             continue
         owner = spec.contract.tenant

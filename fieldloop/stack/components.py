@@ -29,7 +29,7 @@ from pathlib import Path
 import requests
 
 from fieldloop import jvm
-from fieldloop.assets import SAFETY_EVENTS_CONNECTION, safety_events_consumer
+from fieldloop.assets import WATCHER_GROUPS, watcher_consumer
 from fieldloop.config import FieldloopConfig
 from fieldloop.errors import StackError
 from fieldloop.layout import DAGS_DIR, INFRA_DIR
@@ -374,10 +374,13 @@ class AirflowComponent(Component):
                 "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
                 "PYSPARK_PYTHON": sys.executable,
                 "NO_PROXY": "*",
-                # the broker the safety-events watcher reads fleet telemetry from (fieldloop.assets)
-                f"AIRFLOW_CONN_{SAFETY_EVENTS_CONNECTION.upper()}": json.dumps(
-                    {"conn_type": "kafka", "extra": safety_events_consumer(self.cfg.kafka.bootstrap_servers)}
-                ),
+                # the broker the asset watchers read fleet telemetry and hard cases from (fieldloop.assets)
+                **{
+                    f"AIRFLOW_CONN_{connection.upper()}": json.dumps(
+                        {"conn_type": "kafka", "extra": watcher_consumer(self.cfg.kafka.bootstrap_servers, group)}
+                    )
+                    for connection, group in WATCHER_GROUPS.items()
+                },
             }
         )
         # Task processes read the fieldloop config the operator gave the stack.

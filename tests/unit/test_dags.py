@@ -182,7 +182,7 @@ def test_a_safety_event_in_fleet_telemetry_starts_an_ingest_run_through_a_kafka_
 
     dag = reports["fieldloop_ingest"]["dags"]["fieldloop_ingest"]
     assert dag["timetable"] == "AssetOrTimeSchedule"  # the clock, or the field, whichever comes first
-    assert dag["schedule_assets"] == ["x-fieldloop://fleet/safety-events"]
+    assert "x-fieldloop://fleet/safety-events" in dag["schedule_assets"]
     (watcher,) = dag["watchers"]["x-fieldloop://fleet/safety-events"]
     assert watcher["trigger"] == "MessageQueueTrigger"
     assert watcher["kwargs"]["topics"] == [load_contracts()["fleet-telemetry"].topic]
@@ -209,3 +209,64 @@ def test_every_dag_and_asset_says_what_it_is_who_owns_it_and_its_data_class(repo
     assert extras["x-fieldloop://gold/vehicle_longitudinal_public"]["description"].startswith(
         contracts["vehicle-frames-public"].description
     )
+
+
+def test_hard_cases_and_completed_rollouts_start_an_ingest_run_too(reports: dict[str, dict]) -> None:
+    from actuation.contract import load_fleets
+    from fieldloop.contracts import load_contracts
+
+    dag = reports["fieldloop_ingest"]["dags"]["fieldloop_ingest"]
+    assert dag["timetable"] == "AssetOrTimeSchedule"  # the 15-minute clock stays
+    fleets = [f"x-fieldloop://fleet/rollouts/{f.name}" for f in load_fleets().fleet]
+    assert set(dag["schedule_assets"]) == {
+        "x-fieldloop://fleet/safety-events",
+        "x-fieldloop://fleet/hard-cases",
+        *fleets,
+    }
+    (watcher,) = dag["watchers"]["x-fieldloop://fleet/hard-cases"]
+    assert watcher["trigger"] == "MessageQueueTrigger"
+    hard_case_topics = sorted(c.topic for c in load_contracts().values() if c.stream == "hard_cases")
+    assert watcher["kwargs"]["topics"] == hard_case_topics
+    assert "fieldloop.public.hard_cases.v1" in hard_case_topics
+    assert watcher["kwargs"]["apply_function"] == "fieldloop.assets.hard_case"
+    # its own connection, so its own consumer group: the safety-events consumer is not rebalanced by it
+    assert (
+        watcher["kwargs"]["kafka_config_id"]
+        != dag["watchers"]["x-fieldloop://fleet/safety-events"][0]["kwargs"]["kafka_config_id"]
+    )
+    assert "To stop the loop" in dag["doc"]
+
+
+# What each alias a stage announces through may resolve to (the tables of these layers, or these
+# assets): the stage commands' --json contract (fieldloop.assets) and the release DAG's guardrail.
+ALIASES = {
+    "fieldloop.changed.ingest": ("x-fieldloop://bronze/",),
+    "fieldloop.changed.refine": ("x-fieldloop://silver/", "x-fieldloop://gold/"),
+    "fieldloop.approved": ("x-fieldloop://models/",),
+}
+
+
+def asset_graph(reports: dict[str, dict]) -> dict[str, set[str]]:
+    """DAG -> the DAGs scheduled on an asset it updates (a static outlet, or one its aliases may announce)."""
+    dags = {dag_id: dag for report in reports.values() for dag_id, dag in report["dags"].items()}
+    graph: dict[str, set[str]] = {}
+    for producer, dag in dags.items():
+        prefixes = [p for alias in dag["aliases"] for p in ALIASES[alias]]
+        for consumer, other in dags.items():
+            for uri in other["schedule_assets"]:
+                if uri in dag["outlets"] or any(uri.startswith(p) for p in prefixes):
+                    graph.setdefault(producer, set()).add(consumer)
+    return graph
+
+
+def test_the_stage_dags_assets_form_one_loop_from_ingest_back_to_ingest(reports: dict[str, dict]) -> None:
+    """bronze, silver/gold, models, approved, rolled out, (hard cases), bronze: the UI's asset graph is a cycle."""
+    graph = asset_graph(reports)
+    loop = ["fieldloop_ingest", "fieldloop_refine", "fieldloop_train", "fieldloop_release", "fieldloop_ingest"]
+    for producer, consumer in pairwise(loop):
+        assert consumer in graph.get(producer, set()), f"no asset of {producer} schedules {consumer}: {graph}"
+    # the hard cases' way back: refine's hard-case gold tables are among train's schedule
+    train = reports["fieldloop_train"]["dags"]["fieldloop_train"]
+    assert "x-fieldloop://gold/hard_cases_vehicle_longitudinal_public" in train["schedule_assets"]
+    assert "x-fieldloop://gold/hard_cases_vehicle_longitudinal_acme_mobility" in train["schedule_assets"]
+    assert "fieldloop_stack_health" not in {d for ds in graph.values() for d in ds}  # outside the loop

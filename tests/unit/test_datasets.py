@@ -115,8 +115,8 @@ def test_hard_case_datasets_are_declared_per_task_and_scope_with_their_source_co
     assert acme.source == "hard_cases_acme_mobility"
 
 
-def test_hard_cases_leave_the_tasks_default_training_tables_and_triggers_as_they_were() -> None:
-    from fieldloop.assets import gold_assets
+def test_hard_cases_leave_the_tasks_default_training_tables_as_they_were_and_fine_tune_who_may_learn_them() -> None:
+    from fieldloop.assets import gold_assets, hard_case_assets
     from training_jobs.schedule import models_for
 
     contracts = load_contracts()
@@ -129,12 +129,19 @@ def test_hard_cases_leave_the_tasks_default_training_tables_and_triggers_as_they
         "vehicle_longitudinal_acme_mobility",
         "vehicle_longitudinal_public",
     ]
-    # the training DAG's schedule: a hard-case table changing retrains nothing
     assert [a.name for a in gold_assets(contracts, "vehicle-longitudinal")] == [
         "fieldloop.gold.vehicle_longitudinal_acme_mobility",
         "fieldloop.gold.vehicle_longitudinal_public",
     ]
-    assert models_for(contracts, ["hard_cases_vehicle_longitudinal_public"]) == []
+    # the training DAG's schedule has the hard-case tables too (the loop's way back): new hard
+    # cases fine-tune the models that may learn from them, as a training table's change would
+    assert [a.name for a in hard_case_assets(contracts, "vehicle-longitudinal")] == [
+        "fieldloop.gold.hard_cases_vehicle_longitudinal_acme_mobility",
+        "fieldloop.gold.hard_cases_vehicle_longitudinal_public",
+    ]
+    assert models_for(contracts, ["hard_cases_vehicle_longitudinal_public"]) == models_for(
+        contracts, ["vehicle_longitudinal_public"]
+    )
     # the refinement DAG announces every gold table, hard cases included
     assert "fieldloop.gold.hard_cases_vehicle_longitudinal_public" in {a.name for a in gold_assets(contracts)}
 

@@ -1,4 +1,4 @@
-"""The safety-events watcher's filter: which telemetry records raise the asset, and what its event says."""
+"""The field watchers' filters: which records raise the safety-events and hard-cases assets, and their events."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from fieldloop.assets import safety_event
+from fieldloop.assets import hard_case, safety_event
 from fieldloop.wire import default_registry, encode
 from tests.fleet_rows import telemetry_record
 
@@ -52,3 +52,45 @@ def test_a_failed_inference_is_a_safety_event() -> None:
 )
 def test_ordinary_records_and_undecodable_payloads_raise_nothing(payload: bytes | None) -> None:
     assert safety_event(Message(payload)) is None
+
+
+def hard_case_record(**changes: Any) -> dict[str, Any]:
+    return {
+        "device_id": "car-0007",
+        "fleet": "public-cars",
+        "campaign_id": "public-cars-release-v1",
+        "trigger_kind": "ood",
+        "trigger": "ood_score>0.5",
+        "model_name": "fieldloop.vehicle-longitudinal",
+        "model_version": "1",
+        "ts": TS,
+        "signals": ["speed_mps", "lead_gap_m"],
+        "frames": [[20.0, 31.5], [20.5, None]],
+        "trigger_index": 1,
+        "output_names": ["accel_mps2"],
+        "outputs": [0.4],
+        "ood_score": 0.8,
+        "disagreement": None,
+        "intervention": False,
+        "reason": None,
+    } | changes
+
+
+def test_a_hard_case_raises_the_asset_naming_fleet_campaign_trigger_and_version_but_not_device_or_window() -> None:
+    event = hard_case(Message(encode(hard_case_record(), default_registry().get("hard_cases", 1))))
+    assert event == {
+        "fleet": "public-cars",
+        "campaign_id": "public-cars-release-v1",
+        "trigger_kind": "ood",
+        "model_name": "fieldloop.vehicle-longitudinal",
+        "model_version": "1",
+        "ts_ms": int(TS.timestamp() * 1000),
+    }
+    assert "car-0007" not in repr(event) and "31.5" not in repr(event)  # restricted windows stay in the lake
+
+
+@pytest.mark.parametrize(
+    "payload", [telemetry(intervention=True), b"", None, b"not avro"], ids=["telemetry", "empty", "tombstone", "bad"]
+)
+def test_what_is_no_hard_case_raises_nothing(payload: bytes | None) -> None:
+    assert hard_case(Message(payload)) is None

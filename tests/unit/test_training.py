@@ -161,6 +161,9 @@ def test_gold_changes_pick_the_models_that_learn_from_them() -> None:
     ]
     assert names(["plant_anomaly_acme_steel"]) == ["fieldloop.plant-anomaly.acme-steel"]
     assert names(["fleet_telemetry_hourly"]) == []  # not a training dataset
+    # what a fleet sent home under a release's campaign fine-tunes the models that may learn from it
+    assert names(["hard_cases_vehicle_longitudinal_acme_mobility"]) == ["fieldloop.vehicle-longitudinal.acme-mobility"]
+    assert names(["hard_cases_vehicle_longitudinal_public"]) == names(["vehicle_longitudinal_public"])
     assert len(names(None)) == 3
     assert names(None, "plant-anomaly", "acme-steel") == ["fieldloop.plant-anomaly.acme-steel"]
     assert names(None, None, "acme-mobility") == ["fieldloop.vehicle-longitudinal.acme-mobility"]
