@@ -97,6 +97,10 @@ def test_the_stage_dags_announce_only_the_tables_that_changed(
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     apply_topics(admin, contracts)
     admin.close()
+    # what earlier tests left in Kafka and bronze (the demo's last hard cases wait there for its
+    # next iteration) is landed and refined first, so every change below is this test's own
+    _dags_test(airflow, "fieldloop_ingest", tmp_path)
+    _dags_test(airflow, "fieldloop_refine", tmp_path)
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     # a few readings of the fleet's telemetry, and ACME's vans alone (no public vehicle frames)
     telemetry = contracts["fleet-telemetry"]
