@@ -23,6 +23,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from actuation.rollout.audit import COMPLETE, COMPLETED, ROLLBACK, ROLLED_BACK, START, Decision, RolloutLog
+from actuation.rollout.policy import load_policy
 from fieldloop.config import FieldloopConfig
 from fieldloop.lineage import ModelLineage, TableGovernance, TableLineage
 from fieldloop.registry import CHAMPION, GUARDRAIL_TAG_PREFIX
@@ -162,10 +163,16 @@ def test_status_json_reads_the_real_stack(
 
     campaigns = {f["fleet"]: f for f in status["campaigns"]["fleets"]}
     assert set(campaigns) == set(fleets)
-    assert (campaigns["acme-vans"]["active"], campaigns["public-cars"]["active"]) == (1, 0)
     assert campaigns["acme-plant"] == {"fleet": "acme-plant", "active": 0, "campaigns": []}
-    [van] = campaigns["acme-vans"]["campaigns"]
-    [car] = campaigns["public-cars"]["campaigns"]
+    # besides the person's, each fleet runs what its releases asked for: its rollout policy's campaign
+    asked = load_policy("public-cars").campaign.trigger
+    for fleet, mine in (("acme-vans", running), ("public-cars", stopped)):
+        rows = campaigns[fleet]["campaigns"]
+        assert all((c["trigger"], c["state"]) == (asked, "active") for c in rows if c["id"] != mine["id"]), rows
+        assert campaigns[fleet]["active"] == sum(c["state"] == "active" for c in rows)
+    assert [c["trigger"] for c in campaigns["public-cars"]["campaigns"]].count(asked) == 1  # asked once, not per step
+    van = {c["id"]: c for c in campaigns["acme-vans"]["campaigns"]}[running["id"]]
+    car = {c["id"]: c for c in campaigns["public-cars"]["campaigns"]}[stopped["id"]]
     assert (van["id"], van["state"], van["trigger"]) == (running["id"], "active", "ood>=0.8")
     assert (car["id"], car["state"], car["trigger"]) == (stopped["id"], "stopped", "fallback")
     assert van == listed[van["id"]] and car == listed[car["id"]]  # the rows `fieldloop campaign list` prints
