@@ -140,10 +140,11 @@ def test_demo_runs_the_loop_and_every_count_reconciles(
     assert drill["stray_activations"] == 0 and 0 < drill["devices_activated"] < 40
     assert drill["back_after_s"] is not None
     assert "fallbacks" in drill["reason"]
-    # the drill passed the guardrails (it is @approved, the newest version they passed) and the
-    # field refused it: @champion stayed the version that completed its rollout
-    approved = client.get_model_version_by_alias("fieldloop.vehicle-longitudinal", "approved")
-    assert approved.tags["fieldloop.drill"].startswith(f"copy of v{following['version']}: OOD score")
+    # the drill passed the guardrails and the field refused it (@approved moved on to iteration 2's
+    # fine-tune, which the guardrails passed after it)
+    copy = client.get_model_version("fieldloop.vehicle-longitudinal", str(drill["version"]))
+    assert copy.tags["fieldloop.drill"].startswith(f"copy of v{following['version']}: OOD score")
+    assert copy.tags["fieldloop.guardrail.verdict"] == "pass"
 
     # the demo ends with the status screen: the fleet's champion is the rolled-out version, the
     # drill's rollback is an incident of the last day
