@@ -210,14 +210,8 @@ def safety_event(message: Any) -> dict[str, Any] | None:
     overrode the model) or that names an ``error``. A payload that does not decode is no
     event here: bronze quarantines it with its reason.
     """
-    from fieldloop.wire import WireError, decode, default_registry
-
-    payload = message.value()
-    if not payload:
-        return None
-    try:
-        record = decode(payload, default_registry())
-    except WireError:
+    record = _decoded(message)
+    if record is None:
         return None
     reason = "error" if record.get("error") else "intervention" if record.get("intervention") else None
     if reason is None:
@@ -228,8 +222,26 @@ def safety_event(message: Any) -> dict[str, Any] | None:
         "fleet": record.get("fleet"),
         "model_name": record["model_name"],
         "model_version": record["model_version"],
-        "ts_ms": int(record["ts"].timestamp() * 1000) if hasattr(record["ts"], "timestamp") else record["ts"],
+        "ts_ms": _ms(record["ts"]),
     }
+
+
+def _decoded(message: Any) -> dict[str, Any] | None:
+    """A watcher's Kafka message as its record; None for an empty or undecodable payload (bronze
+    quarantines those with their reason)."""
+    from fieldloop.wire import WireError, decode, default_registry
+
+    payload = message.value()
+    if not payload:
+        return None
+    try:
+        return decode(payload, default_registry())
+    except WireError:
+        return None
+
+
+def _ms(ts: Any) -> Any:
+    return int(ts.timestamp() * 1000) if hasattr(ts, "timestamp") else ts
 
 
 def hard_cases_asset(topics: Sequence[str]) -> Asset:
@@ -271,25 +283,16 @@ def hard_case(message: Any) -> dict[str, Any] | None:
     model version), never the device or the window's values: asset events are shown to every
     Airflow user, and a tenant's windows are restricted data.
     """
-    from fieldloop.wire import WireError, decode, default_registry
-
-    payload = message.value()
-    if not payload:
+    record = _decoded(message)
+    if record is None or "campaign_id" not in record:  # another stream's record on the topic: bronze quarantines it
         return None
-    try:
-        record = decode(payload, default_registry())
-    except WireError:
-        return None
-    if "campaign_id" not in record:  # a record of another stream on the topic: bronze quarantines it
-        return None
-    ts = record["ts"]
     return {
         "fleet": record["fleet"],
         "campaign_id": record["campaign_id"],
         "trigger_kind": record["trigger_kind"],
         "model_name": record["model_name"],
         "model_version": record["model_version"],
-        "ts_ms": int(ts.timestamp() * 1000) if hasattr(ts, "timestamp") else ts,
+        "ts_ms": _ms(record["ts"]),
     }
 
 
